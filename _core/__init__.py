@@ -1,0 +1,1 @@
+"""Compiled core of tapegrad: tape storage (tape) and the sweeps over it (sweeps)."""

@@ -1,0 +1,618 @@
+# cython: language_level=3
+"""The four sweeps over a recorded tape, on raw pointers, with the GIL released.
+
+- forward_sweep:  values of every slot at a new input (the work buffer ``w``)
+- tangent_sweep:  dual numbers, L tangent lanes at once; lane l of slot s is wd[l*S + s]
+- reverse_sweep:  adjoints accumulated in a buffer laid out like ``w``
+- tor_sweep:      tangent-of-reverse (forward over reverse): the tangents of the adjoints,
+                  w.r.t. the tangent lanes, which gives Hessian-vector products H v
+                  (Pearlmutter 1994; Griewank & Walther 2008, ch. 5).
+
+All buffers belong to the call, never to the tape, so one validated tape can be replayed by
+several threads at once. Operands flagged constant live in the tape's constant buffer and
+carry no tangent and receive no adjoint.
+"""
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset, memcpy
+from libc.stdint cimport int64_t
+from scipy.linalg.cython_blas cimport dgemm
+
+import numpy as np
+cimport numpy as cnp
+
+from .opcodes cimport *
+from .kernels cimport un_f, un_d1, un_d2, bin_f, bin_d1, bin_d2
+from .tape cimport Tape, Op
+
+cnp.import_array()
+
+
+# ------------------------------------------------------------------ small helpers
+cdef inline Py_ssize_t bix(Py_ssize_t i, int64_t div, int64_t mod, int kind) noexcept nogil:
+    # broadcast index of an operand: 0 = same shape as the output, 1 = one value, 2 = block
+    if kind == 0:
+        return i
+    if kind == 1:
+        return 0
+    return (i // div) % mod
+
+
+cdef inline int bkind(int64_t div, int64_t mod, int64_t n) noexcept nogil:
+    if div == 1 and mod == n:
+        return 0
+    if mod == 1:
+        return 1
+    return 2
+
+
+cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, double alpha, const double* A,
+                         int lda, const double* B, int ldb, double beta, double* C,
+                         int ldc) noexcept nogil:
+    """Row-major C(MxN) = alpha op(A) op(B) + beta C, via column-major dgemm on swapped operands."""
+    cdef int i
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        if beta == 0.0:
+            for i in range(M):
+                memset(C + <Py_ssize_t>i * ldc, 0, N * sizeof(double))
+        return
+    lda = lda if lda > 1 else 1
+    ldb = ldb if ldb > 1 else 1
+    ldc = ldc if ldc > 1 else 1
+    dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
+
+
+# ------------------------------------------------------------------ product helpers
+cdef void prod_parts(const double* x, const double* xd, Py_ssize_t m, Py_ssize_t stride,
+                     double* P, double* Pt, double* pre, double* pret) noexcept nogil:
+    """P[j] = prod_{i != j} x_i, and if xd: Pt[j] = its directional derivative along xd.
+
+    Prefix/suffix products (as dual numbers when tangents are wanted), so zeros are exact.
+    Scratch pre/pret has room for m + 1 values.
+    """
+    cdef Py_ssize_t j
+    cdef double sv = 1.0, st = 0.0, v, t
+    pre[0] = 1.0
+    pret[0] = 0.0
+    for j in range(m):
+        pre[j + 1] = pre[j] * x[j * stride]
+        if xd != NULL:
+            pret[j + 1] = pret[j] * x[j * stride] + pre[j] * xd[j * stride]
+    for j in range(m - 1, -1, -1):
+        P[j] = pre[j] * sv
+        if xd != NULL:
+            Pt[j] = pret[j] * sv + pre[j] * st
+            t = st * x[j * stride] + sv * xd[j * stride]
+            st = t
+        sv = sv * x[j * stride]
+
+
+# ------------------------------------------------------------------ forward
+cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const double* b,
+                     const double* c, double* y) noexcept nogil:
+    """y = op(a, b, c); also used for tangents of linear ops (then a, b, c are tangents)."""
+    cdef int code = op.code
+    cdef Py_ssize_t i, j, k, n = op.n, pre, m, post, bt
+    cdef int ka, kb
+    cdef double acc, v
+    cdef const int64_t* idx
+    if code <= UN_LAST:
+        for i in range(n):
+            y[i] = un_f(code, a[i], op.d)
+    elif code <= BIN_LAST:
+        ka = bkind(op.p[0], op.p[1], n)
+        kb = bkind(op.p[2], op.p[3], n)
+        if ka == 0 and kb == 0 and code != OP_WHERE:
+            for i in range(n):
+                y[i] = bin_f(code, a[i], b[i], 0.0)
+        else:
+            for i in range(n):
+                y[i] = bin_f(code, a[bix(i, op.p[0], op.p[1], ka)], b[bix(i, op.p[2], op.p[3], kb)],
+                             c[i] if code == OP_WHERE else 0.0)
+    elif code <= OP_PROD:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        for i in range(pre):
+            for k in range(post):
+                y[i * post + k] = 0.0 if code == OP_SUM else (1.0 if code == OP_PROD else a[i * m * post + k])
+            for j in range(m):
+                for k in range(post):
+                    v = a[(i * m + j) * post + k]
+                    if code == OP_SUM:
+                        y[i * post + k] += v
+                    elif code == OP_PROD:
+                        y[i * post + k] *= v
+                    elif code == OP_MAX:
+                        if v > y[i * post + k] or v != v:
+                            y[i * post + k] = v
+                    else:
+                        if v < y[i * post + k] or v != v:
+                            y[i * post + k] = v
+            if m == 0 and (code == OP_MAX or code == OP_MIN):
+                for k in range(post):
+                    y[i * post + k] = 0.0
+    elif code == OP_MATMUL:
+        for bt in range(op.p[0]):
+            gemm_rm(b'N', b'N', <int>op.p[1], <int>op.p[3], <int>op.p[2], 1.0,
+                    a + bt * op.p[4], <int>op.p[2], b + bt * op.p[5], <int>op.p[3], 0.0,
+                    y + bt * op.p[1] * op.p[3], <int>op.p[3])
+    elif code == OP_GATHER:
+        idx = ipool + op.p[0]
+        for i in range(n):
+            y[i] = a[idx[i]]
+    elif code == OP_SCATTER_ADD:
+        idx = ipool + op.p[0]
+        memset(y, 0, n * sizeof(double))
+        for i in range(op.p[1]):
+            y[idx[i]] += a[i]
+    elif code == OP_COPY:
+        memcpy(y, a, n * sizeof(double))
+
+
+cdef inline const double* opnd(const double* w, const double* cv, int64_t off, int flags,
+                               int bit) noexcept nogil:
+    return (cv if flags & bit else w) + off
+
+
+cdef void forward_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                        double* w) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef const Op* op
+    for k in range(nops):
+        op = &ops[k]
+        forward_op(op, ipool, opnd(w, cv, op.a, op.flags, FLAG_A_CONST),
+                   opnd(w, cv, op.b, op.flags, FLAG_B_CONST),
+                   opnd(w, cv, op.c, op.flags, FLAG_C_CONST), w + op.out)
+
+
+# ------------------------------------------------------------------ reverse (linear part shared)
+cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, const double* y,
+                         const double* yb, double* xb) noexcept nogil:
+    """Adjoint of the ops that are linear in their single operand given the values x, y:
+    sum, max/min (ties split evenly), gather, scatter_add, copy. xb += J^T yb."""
+    cdef int code = op.code
+    cdef Py_ssize_t i, j, k, n = op.n, pre, m, post, cnt
+    cdef const int64_t* idx
+    cdef double g, yv
+    if code == OP_SUM:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        for i in range(pre):
+            for j in range(m):
+                for k in range(post):
+                    xb[(i * m + j) * post + k] += yb[i * post + k]
+    elif code == OP_MAX or code == OP_MIN:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        for i in range(pre):
+            for k in range(post):
+                yv = y[i * post + k]
+                cnt = 0
+                for j in range(m):
+                    if x[(i * m + j) * post + k] == yv:
+                        cnt += 1
+                if cnt == 0:
+                    continue
+                g = yb[i * post + k] / cnt
+                for j in range(m):
+                    if x[(i * m + j) * post + k] == yv:
+                        xb[(i * m + j) * post + k] += g
+    elif code == OP_GATHER:
+        idx = ipool + op.p[0]
+        for i in range(n):
+            xb[idx[i]] += yb[i]
+    elif code == OP_SCATTER_ADD:
+        idx = ipool + op.p[0]
+        for i in range(op.p[1]):
+            xb[i] += yb[idx[i]]
+    elif code == OP_COPY:
+        for i in range(n):
+            xb[i] += yb[i]
+
+
+cdef void reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                        const double* w, double* wb) noexcept nogil:
+    cdef Py_ssize_t k, i, j, kk, n, pre, m, post, bt
+    cdef const Op* op
+    cdef int code, fl, ka, kb
+    cdef const double* a
+    cdef const double* b
+    cdef const double* c
+    cdef const double* y
+    cdef const double* yb
+    cdef double* ab
+    cdef double* bb
+    cdef double da, db
+    cdef double* P
+    cdef double* scratch
+    for k in range(nops - 1, -1, -1):
+        op = &ops[k]
+        code = op.code
+        fl = op.flags
+        n = op.n
+        a = opnd(w, cv, op.a, fl, FLAG_A_CONST)
+        b = opnd(w, cv, op.b, fl, FLAG_B_CONST)
+        c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
+        y = w + op.out
+        yb = wb + op.out
+        ab = wb + op.a
+        bb = wb + op.b
+        if code < UN_ZERO_FIRST:
+            if not (fl & FLAG_A_CONST):
+                for i in range(n):
+                    ab[i] += yb[i] * un_d1(code, a[i], y[i], op.d)
+        elif code <= UN_LAST:
+            pass
+        elif code < CMP_FIRST:
+            ka = bkind(op.p[0], op.p[1], n)
+            kb = bkind(op.p[2], op.p[3], n)
+            for i in range(n):
+                bin_d1(code, a[bix(i, op.p[0], op.p[1], ka)], b[bix(i, op.p[2], op.p[3], kb)], y[i],
+                       c[i] if code == OP_WHERE else 0.0, &da, &db)
+                if not (fl & FLAG_A_CONST):
+                    ab[bix(i, op.p[0], op.p[1], ka)] += yb[i] * da
+                if not (fl & FLAG_B_CONST):
+                    bb[bix(i, op.p[2], op.p[3], kb)] += yb[i] * db
+        elif code <= BIN_LAST:
+            pass
+        elif code == OP_PROD:
+            if fl & FLAG_A_CONST:
+                continue
+            pre = op.p[0]; m = op.p[1]; post = op.p[2]
+            scratch = <double*> malloc((3 * m + 2) * sizeof(double))
+            if scratch == NULL:
+                continue
+            P = scratch + 2 * m + 2
+            for i in range(pre):
+                for kk in range(post):
+                    prod_parts(a + i * m * post + kk, NULL, m, post, P, NULL, scratch, scratch + m + 1)
+                    for j in range(m):
+                        ab[(i * m + j) * post + kk] += yb[i * post + kk] * P[j]
+            free(scratch)
+        elif code == OP_MATMUL:
+            for bt in range(op.p[0]):
+                if not (fl & FLAG_A_CONST):
+                    gemm_rm(b'N', b'T', <int>op.p[1], <int>op.p[2], <int>op.p[3], 1.0,
+                            yb + bt * op.p[1] * op.p[3], <int>op.p[3], b + bt * op.p[5], <int>op.p[3],
+                            1.0, ab + bt * op.p[4], <int>op.p[2])
+                if not (fl & FLAG_B_CONST):
+                    gemm_rm(b'T', b'N', <int>op.p[2], <int>op.p[3], <int>op.p[1], 1.0,
+                            a + bt * op.p[4], <int>op.p[2], yb + bt * op.p[1] * op.p[3], <int>op.p[3],
+                            1.0, bb + bt * op.p[5], <int>op.p[3])
+        elif not (fl & FLAG_A_CONST):
+            reverse_linear(op, ipool, a, y, yb, ab)
+
+
+# ------------------------------------------------------------------ tangent (dual numbers)
+cdef void tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                        const double* w, double* wd, Py_ssize_t L, Py_ssize_t S) noexcept nogil:
+    """wd holds L lanes of tangents, lane l at wd + l*S; input lanes are set by the caller."""
+    cdef Py_ssize_t k, i, j, kk, l, n, pre, m, post, bt, cnt, ia, ib
+    cdef const Op* op
+    cdef int code, fl, ka, kb
+    cdef const double* a
+    cdef const double* b
+    cdef const double* c
+    cdef const double* y
+    cdef double* yd
+    cdef double d1, da, db, acc, yv
+    cdef double* P
+    cdef double* scratch
+    for k in range(nops):
+        op = &ops[k]
+        code = op.code
+        fl = op.flags
+        n = op.n
+        a = opnd(w, cv, op.a, fl, FLAG_A_CONST)
+        b = opnd(w, cv, op.b, fl, FLAG_B_CONST)
+        c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
+        y = w + op.out
+        yd = wd + op.out
+        if code < UN_ZERO_FIRST:
+            for i in range(n):
+                d1 = 0.0 if fl & FLAG_A_CONST else un_d1(code, a[i], y[i], op.d)
+                for l in range(L):
+                    yd[l * S + i] = 0.0 if d1 == 0.0 else d1 * wd[l * S + op.a + i]
+        elif code <= UN_LAST or (CMP_FIRST <= code <= BIN_LAST):
+            for l in range(L):
+                memset(yd + l * S, 0, n * sizeof(double))
+        elif code <= BIN_LAST:
+            ka = bkind(op.p[0], op.p[1], n)
+            kb = bkind(op.p[2], op.p[3], n)
+            for i in range(n):
+                ia = bix(i, op.p[0], op.p[1], ka)
+                ib = bix(i, op.p[2], op.p[3], kb)
+                bin_d1(code, a[ia], b[ib], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
+                if fl & FLAG_A_CONST:
+                    da = 0.0
+                if fl & FLAG_B_CONST:
+                    db = 0.0
+                for l in range(L):
+                    acc = 0.0
+                    if da != 0.0:
+                        acc = da * wd[l * S + op.a + ia]
+                    if db != 0.0:
+                        acc = acc + db * wd[l * S + op.b + ib]
+                    yd[l * S + i] = acc
+        elif code == OP_SUM or code == OP_GATHER or code == OP_SCATTER_ADD or code == OP_COPY:
+            for l in range(L):
+                if fl & FLAG_A_CONST:
+                    memset(yd + l * S, 0, n * sizeof(double))
+                else:
+                    forward_op(op, ipool, wd + l * S + op.a, NULL, NULL, yd + l * S)
+        elif code == OP_MAX or code == OP_MIN:
+            pre = op.p[0]; m = op.p[1]; post = op.p[2]
+            for l in range(L):
+                for i in range(pre):
+                    for kk in range(post):
+                        yv = y[i * post + kk]
+                        cnt = 0
+                        acc = 0.0
+                        if not (fl & FLAG_A_CONST):
+                            for j in range(m):
+                                if a[(i * m + j) * post + kk] == yv:
+                                    cnt += 1
+                                    acc += wd[l * S + op.a + (i * m + j) * post + kk]
+                        yd[l * S + i * post + kk] = acc / cnt if cnt else 0.0
+        elif code == OP_PROD:
+            pre = op.p[0]; m = op.p[1]; post = op.p[2]
+            scratch = <double*> malloc((3 * m + 2) * sizeof(double))
+            if scratch == NULL:
+                continue
+            P = scratch + 2 * m + 2
+            for i in range(pre):
+                for kk in range(post):
+                    prod_parts(a + i * m * post + kk, NULL, m, post, P, NULL, scratch, scratch + m + 1)
+                    for l in range(L):
+                        acc = 0.0
+                        if not (fl & FLAG_A_CONST):
+                            for j in range(m):
+                                acc += P[j] * wd[l * S + op.a + (i * m + j) * post + kk]
+                        yd[l * S + i * post + kk] = acc
+            free(scratch)
+        elif code == OP_MATMUL:
+            for l in range(L):
+                for bt in range(op.p[0]):
+                    if fl & FLAG_A_CONST:
+                        gemm_rm(b'N', b'N', <int>op.p[1], <int>op.p[3], <int>op.p[2], 0.0,
+                                a, <int>op.p[2], b, <int>op.p[3], 0.0,
+                                yd + l * S + bt * op.p[1] * op.p[3], <int>op.p[3])
+                    else:
+                        gemm_rm(b'N', b'N', <int>op.p[1], <int>op.p[3], <int>op.p[2], 1.0,
+                                wd + l * S + op.a + bt * op.p[4], <int>op.p[2], b + bt * op.p[5],
+                                <int>op.p[3], 0.0, yd + l * S + bt * op.p[1] * op.p[3], <int>op.p[3])
+                    if not (fl & FLAG_B_CONST):
+                        gemm_rm(b'N', b'N', <int>op.p[1], <int>op.p[3], <int>op.p[2], 1.0,
+                                a + bt * op.p[4], <int>op.p[2], wd + l * S + op.b + bt * op.p[5],
+                                <int>op.p[3], 1.0, yd + l * S + bt * op.p[1] * op.p[3], <int>op.p[3])
+
+
+# ------------------------------------------------------------------ tangent of reverse
+cdef void tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                    const double* w, const double* wd, const double* wb, double* wbd,
+                    Py_ssize_t L, Py_ssize_t S) noexcept nogil:
+    """wbd (L lanes) += the tangent of the reverse sweep's adjoints along the lanes of wd.
+
+    For y = g(x): x_bar = g'(x) y_bar, so
+        x_bar_dot += g'(x) y_bar_dot + g''(x) x_dot y_bar.
+    Linear ops apply their adjoint to y_bar_dot; bilinear matmul adds the cross terms.
+    """
+    cdef Py_ssize_t k, i, j, kk, l, n, pre, m, post, bt, ia, ib
+    cdef const Op* op
+    cdef int code, fl, ka, kb
+    cdef const double* a
+    cdef const double* b
+    cdef const double* c
+    cdef const double* y
+    cdef const double* yb
+    cdef double d1, d2, da, db, daa, dab, dbb, ta, tb, ybd
+    cdef double* P
+    cdef double* Pt
+    cdef double* scratch
+    for k in range(nops - 1, -1, -1):
+        op = &ops[k]
+        code = op.code
+        fl = op.flags
+        n = op.n
+        a = opnd(w, cv, op.a, fl, FLAG_A_CONST)
+        b = opnd(w, cv, op.b, fl, FLAG_B_CONST)
+        c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
+        y = w + op.out
+        yb = wb + op.out
+        if code < UN_ZERO_FIRST:
+            if fl & FLAG_A_CONST:
+                continue
+            for i in range(n):
+                d1 = un_d1(code, a[i], y[i], op.d)
+                d2 = un_d2(code, a[i], y[i], op.d) * yb[i]
+                for l in range(L):
+                    ybd = wbd[l * S + op.out + i]
+                    if d1 != 0.0 and ybd != 0.0:
+                        wbd[l * S + op.a + i] += d1 * ybd
+                    if d2 != 0.0:
+                        wbd[l * S + op.a + i] += d2 * wd[l * S + op.a + i]
+        elif code <= UN_LAST or (CMP_FIRST <= code <= BIN_LAST):
+            pass
+        elif code <= BIN_LAST:
+            ka = bkind(op.p[0], op.p[1], n)
+            kb = bkind(op.p[2], op.p[3], n)
+            for i in range(n):
+                ia = bix(i, op.p[0], op.p[1], ka)
+                ib = bix(i, op.p[2], op.p[3], kb)
+                bin_d1(code, a[ia], b[ib], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
+                bin_d2(code, a[ia], b[ib], y[i], &daa, &dab, &dbb)
+                for l in range(L):
+                    ta = 0.0 if fl & FLAG_A_CONST else wd[l * S + op.a + ia]
+                    tb = 0.0 if fl & FLAG_B_CONST else wd[l * S + op.b + ib]
+                    ybd = wbd[l * S + op.out + i]
+                    if not (fl & FLAG_A_CONST):
+                        wbd[l * S + op.a + ia] += da * ybd + yb[i] * (daa * ta + dab * tb)
+                    if not (fl & FLAG_B_CONST):
+                        wbd[l * S + op.b + ib] += db * ybd + yb[i] * (dab * ta + dbb * tb)
+        elif code == OP_PROD:
+            if fl & FLAG_A_CONST:
+                continue
+            pre = op.p[0]; m = op.p[1]; post = op.p[2]
+            scratch = <double*> malloc((4 * m + 2) * sizeof(double))
+            if scratch == NULL:
+                continue
+            P = scratch + 2 * m + 2
+            Pt = P + m
+            for l in range(L):
+                for i in range(pre):
+                    for kk in range(post):
+                        prod_parts(a + i * m * post + kk, wd + l * S + op.a + i * m * post + kk, m,
+                                   post, P, Pt, scratch, scratch + m + 1)
+                        for j in range(m):
+                            wbd[l * S + op.a + (i * m + j) * post + kk] += (
+                                wbd[l * S + op.out + i * post + kk] * P[j] + yb[i * post + kk] * Pt[j])
+            free(scratch)
+        elif code == OP_MATMUL:
+            for l in range(L):
+                for bt in range(op.p[0]):
+                    if not (fl & FLAG_A_CONST):
+                        gemm_rm(b'N', b'T', <int>op.p[1], <int>op.p[2], <int>op.p[3], 1.0,
+                                wbd + l * S + op.out + bt * op.p[1] * op.p[3], <int>op.p[3],
+                                b + bt * op.p[5], <int>op.p[3], 1.0,
+                                wbd + l * S + op.a + bt * op.p[4], <int>op.p[2])
+                        if not (fl & FLAG_B_CONST):
+                            gemm_rm(b'N', b'T', <int>op.p[1], <int>op.p[2], <int>op.p[3], 1.0,
+                                    yb + bt * op.p[1] * op.p[3], <int>op.p[3],
+                                    wd + l * S + op.b + bt * op.p[5], <int>op.p[3], 1.0,
+                                    wbd + l * S + op.a + bt * op.p[4], <int>op.p[2])
+                    if not (fl & FLAG_B_CONST):
+                        gemm_rm(b'T', b'N', <int>op.p[2], <int>op.p[3], <int>op.p[1], 1.0,
+                                a + bt * op.p[4], <int>op.p[2],
+                                wbd + l * S + op.out + bt * op.p[1] * op.p[3], <int>op.p[3], 1.0,
+                                wbd + l * S + op.b + bt * op.p[5], <int>op.p[3])
+                        if not (fl & FLAG_A_CONST):
+                            gemm_rm(b'T', b'N', <int>op.p[2], <int>op.p[3], <int>op.p[1], 1.0,
+                                    wd + l * S + op.a + bt * op.p[4], <int>op.p[2],
+                                    yb + bt * op.p[1] * op.p[3], <int>op.p[3], 1.0,
+                                    wbd + l * S + op.b + bt * op.p[5], <int>op.p[3])
+        elif not (fl & FLAG_A_CONST):
+            # linear ops (sum, max/min with fixed ties, gather, scatter_add, copy)
+            for l in range(L):
+                reverse_linear(op, ipool, a, y, wbd + l * S + op.out, wbd + l * S + op.a)
+
+
+# ------------------------------------------------------------------ guards
+cdef bint guards_hold(const int64_t* g, Py_ssize_t ng, const double* cv,
+                      const double* w) noexcept nogil:
+    cdef Py_ssize_t j, i
+    cdef double u, v
+    for j in range(0, ng, 3):
+        for i in range(g[j + 1]):
+            u = w[g[j] + i]
+            v = cv[g[j + 2] + i]
+            if u != v and not (u != u and v != v):
+                return False
+    return True
+
+
+# ------------------------------------------------------------------ Python entry points
+cdef inline Tape _checked(Tape t):
+    if not t.validated:
+        t.validate()
+    return t
+
+
+def forward(Tape t, const double[::1] x, double[::1] w=None):
+    """Evaluate the tape at x (size t.nin); returns the work buffer of all values."""
+    _checked(t)
+    if x.shape[0] != t.nin:
+        raise ValueError(f"forward: expected {t.nin} input values, got {x.shape[0]}")
+    if w is None:
+        w = np.empty(max(t.nwork, 1))
+    elif w.shape[0] < t.nwork:
+        raise ValueError("forward: work buffer too small")
+    if t.nin:
+        memcpy(&w[0], &x[0], t.nin * sizeof(double))
+    with nogil:
+        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0])
+    return np.asarray(w)
+
+
+def guards_ok(Tape t, const double[::1] w):
+    _checked(t)
+    if w.shape[0] < t.nwork:
+        raise ValueError("guards_ok: work buffer too small")
+    cdef bint ok
+    with nogil:
+        ok = guards_hold(t.guards, t.nguard, t.cvals, &w[0])
+    return ok
+
+
+def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=None):
+    """Adjoints of every slot for the output cotangent ``seed``; returns the adjoint buffer."""
+    _checked(t)
+    if w.shape[0] < t.nwork or seed.shape[0] != t.out_n:
+        raise ValueError(f"reverse: expected a work buffer of {t.nwork} and a seed of {t.out_n}")
+    if wb is None:
+        wb = np.zeros(max(t.nwork, 1))
+    else:
+        if wb.shape[0] < t.nwork:
+            raise ValueError("reverse: adjoint buffer too small")
+        wb[:] = 0.0
+    cdef Py_ssize_t i
+    for i in range(t.out_n):
+        wb[t.out_off + i] += seed[i]
+    with nogil:
+        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0])
+    return np.asarray(wb)
+
+
+def tangent(Tape t, const double[::1] w, const double[:, ::1] xd):
+    """Tangent sweep with L = xd.shape[0] lanes; returns the (L, nwork) tangent buffer."""
+    _checked(t)
+    cdef Py_ssize_t L = xd.shape[0], S = max(t.nwork, 1), l
+    if w.shape[0] < t.nwork or xd.shape[1] != t.nin:
+        raise ValueError(f"tangent: expected tangents of shape (L, {t.nin})")
+    cdef double[:, ::1] wd = np.empty((L, S))
+    for l in range(L):
+        if t.nin:
+            memcpy(&wd[l, 0], &xd[l, 0], t.nin * sizeof(double))
+    if L:
+        with nogil:
+            tangent_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], L, S)
+    return np.asarray(wd)
+
+
+def tangent_of_reverse(Tape t, const double[::1] w, const double[:, ::1] wd,
+                       const double[::1] wb, const double[:, ::1] seed_dot=None):
+    """Tangents of the adjoints (forward over reverse); returns (L, nwork)."""
+    _checked(t)
+    cdef Py_ssize_t L = wd.shape[0], S = max(t.nwork, 1), l, i
+    if w.shape[0] < t.nwork or wd.shape[1] != S or wb.shape[0] < t.nwork:
+        raise ValueError("tangent_of_reverse: buffer sizes do not match the tape")
+    cdef double[:, ::1] wbd = np.zeros((L, S))
+    if seed_dot is not None:
+        if seed_dot.shape[0] != L or seed_dot.shape[1] != t.out_n:
+            raise ValueError("tangent_of_reverse: bad seed_dot shape")
+        for l in range(L):
+            for i in range(t.out_n):
+                wbd[l, t.out_off + i] += seed_dot[l, i]
+    if L:
+        with nogil:
+            tor_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], &wb[0], &wbd[0, 0], L, S)
+    return np.asarray(wbd)
+
+
+def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, double[::1] g):
+    """Fused scalar-output gradient into caller-owned buffers; returns (value, guards held)."""
+    _checked(t)
+    if (x.shape[0] != t.nin or w.shape[0] < t.nwork or wb.shape[0] < t.nwork
+            or g.shape[0] != t.nin or t.out_n != 1):
+        raise ValueError("value_and_grad: buffer sizes do not match the tape")
+    cdef bint ok
+    cdef double val
+    with nogil:
+        if t.nin:
+            memcpy(&w[0], &x[0], t.nin * sizeof(double))
+        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0])
+        ok = guards_hold(t.guards, t.nguard, t.cvals, &w[0])
+        memset(&wb[0], 0, t.nwork * sizeof(double))
+        wb[t.out_off] = 1.0
+        val = w[t.out_off]
+        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0])
+        if t.nin:
+            memcpy(&g[0], &wb[0], t.nin * sizeof(double))
+    return val, ok

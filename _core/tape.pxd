@@ -1,0 +1,36 @@
+from libc.stdint cimport int32_t, int64_t
+
+
+ctypedef struct Op:
+    int32_t code
+    int32_t flags
+    int64_t out      # output offset in the work buffer
+    int64_t a        # operand offsets (work buffer, or constant buffer per flags)
+    int64_t b
+    int64_t c
+    int64_t n        # output size
+    int64_t p[6]     # integer parameters, meaning per family (see opcodes.pxd)
+    double d         # scalar parameter
+
+
+cdef class Tape:
+    cdef Op* ops
+    cdef Py_ssize_t nops
+    cdef Py_ssize_t cap_ops
+    cdef int64_t* ipool
+    cdef Py_ssize_t nidx
+    cdef Py_ssize_t cap_idx
+    cdef double* cvals
+    cdef Py_ssize_t ncon
+    cdef Py_ssize_t cap_con
+    cdef int64_t* guards      # triples: (work offset, size, constant offset of expected values)
+    cdef Py_ssize_t nguard
+    cdef Py_ssize_t cap_guard
+    cdef readonly Py_ssize_t nwork   # size of the work (value) buffer
+    cdef readonly Py_ssize_t nin     # inputs occupy work[0:nin]
+    cdef readonly Py_ssize_t out_off
+    cdef readonly Py_ssize_t out_n
+    cdef readonly bint validated
+    cdef public object meta          # Python-side description (shapes, pytree), JSON-able
+
+    cdef int _grow_ops(self) except -1

@@ -1,0 +1,411 @@
+# cython: language_level=3
+"""Tape storage: the Wengert list of a recorded function.
+
+What lives here and why:
+- ``Op`` records (opcode, operand offsets, small integer parameters, one scalar parameter) in a
+  growable C array, an integer pool (gather/scatter indices), a constant buffer (closed-over
+  arrays and folded constants) and guards (work-buffer regions whose recorded values a replay
+  must reproduce, or the recording is stale).
+- Values are not stored here: the work buffer of values belongs to each replay call (see
+  sweeps.pyx), so one tape can be replayed from several threads at once.
+- ``validate`` checks every offset, size and index against the buffers before any sweep may run,
+  so neither a recording bug nor hostile serialized bytes can make a sweep read out of bounds.
+"""
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.string cimport memcpy
+from libc.stdint cimport int32_t, int64_t
+
+import json
+import zlib
+
+import numpy as np
+cimport numpy as cnp
+
+from .opcodes cimport *
+
+cnp.import_array()
+
+OPCODES = {
+    "neg": OP_NEG, "abs": OP_ABS, "exp": OP_EXP, "log": OP_LOG, "log1p": OP_LOG1P,
+    "expm1": OP_EXPM1, "sqrt": OP_SQRT, "square": OP_SQUARE, "reciprocal": OP_RECIP,
+    "sin": OP_SIN, "cos": OP_COS, "tan": OP_TAN, "arcsin": OP_ARCSIN, "arccos": OP_ARCCOS,
+    "arctan": OP_ARCTAN, "sinh": OP_SINH, "cosh": OP_COSH, "tanh": OP_TANH,
+    "arcsinh": OP_ARCSINH, "arccosh": OP_ARCCOSH, "arctanh": OP_ARCTANH, "exp2": OP_EXP2,
+    "log2": OP_LOG2, "log10": OP_LOG10, "cbrt": OP_CBRT, "expit": OP_EXPIT, "erf": OP_ERF,
+    "erfc": OP_ERFC, "addc": OP_ADDC, "mulc": OP_MULC, "rsubc": OP_RSUBC, "rdivc": OP_RDIVC,
+    "powc": OP_POWC, "rpowc": OP_RPOWC, "softplus": OP_SOFTPLUS, "logit": OP_LOGIT,
+    "sign": OP_SIGN, "floor": OP_FLOOR, "ceil": OP_CEIL, "rint": OP_RINT, "trunc": OP_TRUNC,
+    "add": OP_ADD, "subtract": OP_SUB, "multiply": OP_MUL, "divide": OP_DIV, "power": OP_POW,
+    "maximum": OP_MAXIMUM, "minimum": OP_MINIMUM, "arctan2": OP_ARCTAN2, "hypot": OP_HYPOT,
+    "logaddexp": OP_LOGADDEXP, "where": OP_WHERE,
+    "less": OP_LT, "less_equal": OP_LE, "greater": OP_GT, "greater_equal": OP_GE,
+    "equal": OP_EQ, "not_equal": OP_NE,
+    "sum": OP_SUM, "max": OP_MAX, "min": OP_MIN, "prod": OP_PROD, "matmul": OP_MATMUL,
+    "gather": OP_GATHER, "scatter_add": OP_SCATTER_ADD, "copy": OP_COPY,
+}
+OPNAMES = {v: k for k, v in OPCODES.items()}
+FAMILIES = {
+    "unary": (UN_FIRST, UN_LAST), "unary_zero": (UN_ZERO_FIRST, UN_LAST),
+    "binary": (BIN_FIRST, BIN_LAST), "compare": (CMP_FIRST, BIN_LAST),
+}
+OP_COUNT_ = OP_COUNT
+FLAG_A = FLAG_A_CONST
+FLAG_B = FLAG_B_CONST
+FLAG_C = FLAG_C_CONST
+
+OP_DTYPE = np.dtype([
+    ("code", np.int32), ("flags", np.int32), ("out", np.int64), ("a", np.int64),
+    ("b", np.int64), ("c", np.int64), ("n", np.int64), ("p", np.int64, (6,)), ("d", np.float64),
+])
+assert OP_DTYPE.itemsize == sizeof(Op)
+
+cdef bytes MAGIC = b"TAPEGRD\x01"
+# no single size may exceed this: keeps every sum and product of two sizes far from overflow
+cdef int64_t SIZE_LIMIT = (<int64_t>1) << 40
+
+
+cdef int _check_region(int64_t off, int64_t size, int64_t bound, str what) except -1:
+    if size < 0 or size > SIZE_LIMIT or off < 0 or off > SIZE_LIMIT or off + size > bound:
+        raise ValueError(f"invalid tape: {what} region [{off}, {off}+{size}) outside buffer of size {bound}")
+    return 0
+
+
+cdef int64_t _mul(int64_t x, int64_t y, str what) except -1:
+    if x < 0 or y < 0 or x > SIZE_LIMIT or y > SIZE_LIMIT or (x != 0 and y > SIZE_LIMIT // x):
+        raise ValueError(f"invalid tape: {what} size overflow ({x} * {y})")
+    return x * y
+
+
+cdef class Tape:
+    """A recorded operation sequence (Wengert list) over float64 buffers."""
+
+    def __cinit__(self):
+        self.cap_ops = 16
+        self.ops = <Op*> PyMem_Malloc(self.cap_ops * sizeof(Op))
+        self.cap_idx = 16
+        self.ipool = <int64_t*> PyMem_Malloc(self.cap_idx * sizeof(int64_t))
+        self.cap_con = 16
+        self.cvals = <double*> PyMem_Malloc(self.cap_con * sizeof(double))
+        self.cap_guard = 12
+        self.guards = <int64_t*> PyMem_Malloc(self.cap_guard * sizeof(int64_t))
+        if not self.ops or not self.ipool or not self.cvals or not self.guards:
+            raise MemoryError()
+        self.nops = self.nidx = self.ncon = self.nguard = 0
+        self.nwork = self.nin = self.out_off = self.out_n = 0
+        self.validated = False
+        self.meta = None
+
+    def __dealloc__(self):
+        PyMem_Free(self.ops)
+        PyMem_Free(self.ipool)
+        PyMem_Free(self.cvals)
+        PyMem_Free(self.guards)
+
+    cdef int _grow_ops(self) except -1:
+        cdef Py_ssize_t cap = self.cap_ops * 2
+        cdef Op* p = <Op*> PyMem_Realloc(self.ops, cap * sizeof(Op))
+        if not p:
+            raise MemoryError()
+        self.ops = p
+        self.cap_ops = cap
+        return 0
+
+    # ---------------------------------------------------------------- recording entry points
+    def alloc(self, Py_ssize_t n):
+        """Reserve n slots of the work buffer; returns their offset."""
+        if n < 0 or n > SIZE_LIMIT:
+            raise ValueError(f"alloc: bad size {n}")
+        cdef Py_ssize_t off = self.nwork
+        self.nwork += n
+        self.validated = False
+        return off
+
+    def set_io(self, Py_ssize_t nin, Py_ssize_t out_off, Py_ssize_t out_n):
+        self.nin = nin
+        self.out_off = out_off
+        self.out_n = out_n
+        self.validated = False
+
+    def add_op(self, int code, int flags, int64_t out, int64_t a, int64_t b,
+                            int64_t c, int64_t n, int64_t p0=0, int64_t p1=0, int64_t p2=0,
+                            int64_t p3=0, int64_t p4=0, int64_t p5=0, double d=0.0):
+        """Append one operation; returns its index. Checked later by validate()."""
+        if self.nops == self.cap_ops:
+            self._grow_ops()
+        cdef Op* op = &self.ops[self.nops]
+        op.code = code
+        op.flags = flags
+        op.out = out
+        op.a = a
+        op.b = b
+        op.c = c
+        op.n = n
+        op.p[0] = p0
+        op.p[1] = p1
+        op.p[2] = p2
+        op.p[3] = p3
+        op.p[4] = p4
+        op.p[5] = p5
+        op.d = d
+        self.nops += 1
+        self.validated = False
+        return self.nops - 1
+
+    def add_const(self, values):
+        """Append constants (any shape, converted to float64); returns their offset."""
+        cdef const double[::1] v = np.ascontiguousarray(values, dtype=np.float64).ravel()
+        cdef Py_ssize_t n = v.shape[0], cap = self.cap_con
+        cdef double* p
+        if self.ncon + n > cap:
+            while self.ncon + n > cap:
+                cap *= 2
+            p = <double*> PyMem_Realloc(self.cvals, cap * sizeof(double))
+            if not p:
+                raise MemoryError()
+            self.cvals = p
+            self.cap_con = cap
+        cdef Py_ssize_t off = self.ncon
+        if n:
+            memcpy(self.cvals + off, &v[0], n * sizeof(double))
+        self.ncon += n
+        self.validated = False
+        return off
+
+    def add_index(self, idx):
+        """Append integer indices (gather/scatter); returns their offset in the pool."""
+        cdef const int64_t[::1] v = np.ascontiguousarray(idx, dtype=np.int64).ravel()
+        cdef Py_ssize_t n = v.shape[0], cap = self.cap_idx
+        cdef int64_t* p
+        if self.nidx + n > cap:
+            while self.nidx + n > cap:
+                cap *= 2
+            p = <int64_t*> PyMem_Realloc(self.ipool, cap * sizeof(int64_t))
+            if not p:
+                raise MemoryError()
+            self.ipool = p
+            self.cap_idx = cap
+        cdef Py_ssize_t off = self.nidx
+        if n:
+            memcpy(self.ipool + off, &v[0], n * sizeof(int64_t))
+        self.nidx += n
+        self.validated = False
+        return off
+
+    def add_guard(self, Py_ssize_t off, expected):
+        """The replayed values at work[off:off+len(expected)] must equal ``expected``."""
+        e = np.ascontiguousarray(expected, dtype=np.float64).ravel()
+        self.guards_append(off, e.shape[0], self.add_const(e))
+
+    def keep_ops(self, keep):
+        """Drop the operations whose entry in the boolean array ``keep`` is False."""
+        cdef const unsigned char[::1] k = np.ascontiguousarray(keep, dtype=np.uint8)
+        if k.shape[0] != self.nops:
+            raise ValueError("keep_ops: mask length differs from the number of operations")
+        cdef Py_ssize_t i, j = 0
+        for i in range(self.nops):
+            if k[i]:
+                self.ops[j] = self.ops[i]
+                j += 1
+        self.nops = j
+        self.validated = False
+
+    # ---------------------------------------------------------------- reading
+    @property
+    def nops(self):
+        return self.nops
+
+    @property
+    def nconst(self):
+        return self.ncon
+
+    @property
+    def nguards(self):
+        return self.nguard // 3
+
+    def op_table(self):
+        """A copy of the operations as a NumPy structured array (dtype OP_DTYPE)."""
+        arr = np.empty(self.nops, dtype=OP_DTYPE)
+        cdef unsigned char[::1] raw = arr.view(np.uint8).reshape(-1) if self.nops else None
+        if self.nops:
+            memcpy(&raw[0], self.ops, self.nops * sizeof(Op))
+        return arr
+
+    def index_pool(self):
+        cdef int64_t[::1] v = np.empty(self.nidx, dtype=np.int64)
+        if self.nidx:
+            memcpy(&v[0], self.ipool, self.nidx * sizeof(int64_t))
+        return np.asarray(v)
+
+    def constants(self):
+        cdef double[::1] v = np.empty(self.ncon, dtype=np.float64)
+        if self.ncon:
+            memcpy(&v[0], self.cvals, self.ncon * sizeof(double))
+        return np.asarray(v)
+
+    def guard_table(self):
+        cdef int64_t[::1] v = np.empty(self.nguard, dtype=np.int64)
+        if self.nguard:
+            memcpy(&v[0], self.guards, self.nguard * sizeof(int64_t))
+        return np.asarray(v).reshape(-1, 3)
+
+    def nbytes(self):
+        """Bytes held by the tape itself (ops, indices, constants, guards)."""
+        return (self.nops * sizeof(Op) + self.nidx * sizeof(int64_t)
+                + self.ncon * sizeof(double) + self.nguard * sizeof(int64_t))
+
+    # ---------------------------------------------------------------- validation
+    def validate(self):
+        """Check every region and index against the buffers; raises ValueError if any is bad."""
+        cdef Py_ssize_t i, j
+        cdef Op* op
+        cdef int64_t W = self.nwork, C = self.ncon, n, sa, sb, pre, m, post
+        cdef int code, fl
+        _check_region(0, self.nin, W, "input")
+        _check_region(self.out_off, self.out_n, W, "output")
+        if self.nguard % 3:
+            raise ValueError("invalid tape: guard table is not made of triples")
+        for j in range(0, self.nguard, 3):
+            _check_region(self.guards[j], self.guards[j + 1], W, "guard")
+            _check_region(self.guards[j + 2], self.guards[j + 1], C, "guard constant")
+        for i in range(self.nops):
+            op = &self.ops[i]
+            code = op.code
+            fl = op.flags
+            n = op.n
+            what = f"op {i} ({OPNAMES.get(code, code)})"
+            if code < 0 or code >= OP_COUNT:
+                raise ValueError(f"invalid tape: op {i} has unknown opcode {code}")
+            if fl < 0 or fl > FLAG_ALL:
+                raise ValueError(f"invalid tape: {what} has bad flags {fl}")
+            _check_region(op.out, n, W, what + " output")
+            if code <= UN_LAST:
+                _check_region(op.a, n, C if fl & FLAG_A_CONST else W, what + " operand")
+            elif code <= BIN_LAST:
+                for j in range(4):
+                    if op.p[j] < 1 or op.p[j] > SIZE_LIMIT:
+                        raise ValueError(f"invalid tape: {what} has bad broadcast parameters")
+                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, what + " operand a")
+                _check_region(op.b, op.p[3], C if fl & FLAG_B_CONST else W, what + " operand b")
+                if code == OP_WHERE:
+                    _check_region(op.c, n, C if fl & FLAG_C_CONST else W, what + " mask")
+            elif code <= OP_PROD:
+                pre, m, post = op.p[0], op.p[1], op.p[2]
+                if n != _mul(pre, post, what):
+                    raise ValueError(f"invalid tape: {what} output size mismatch")
+                _check_region(op.a, _mul(_mul(pre, m, what), post, what),
+                              C if fl & FLAG_A_CONST else W, what + " operand")
+            elif code == OP_MATMUL:
+                for j in range(4):
+                    if op.p[j] < 0 or op.p[j] >= (1 << 31):
+                        raise ValueError(f"invalid tape: {what} has bad matrix sizes")
+                if op.p[4] not in (0, op.p[1] * op.p[2]) or op.p[5] not in (0, op.p[2] * op.p[3]):
+                    raise ValueError(f"invalid tape: {what} has bad batch strides")
+                if n != _mul(op.p[0], _mul(op.p[1], op.p[3], what), what):
+                    raise ValueError(f"invalid tape: {what} output size mismatch")
+                if op.p[0] > 0:
+                    sa = _mul(op.p[4], op.p[0] - 1, what) + op.p[1] * op.p[2]
+                    sb = _mul(op.p[5], op.p[0] - 1, what) + op.p[2] * op.p[3]
+                    _check_region(op.a, sa, C if fl & FLAG_A_CONST else W, what + " operand a")
+                    _check_region(op.b, sb, C if fl & FLAG_B_CONST else W, what + " operand b")
+            elif code == OP_GATHER:
+                _check_region(op.p[0], n, self.nidx, what + " index")
+                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, what + " operand")
+                for j in range(op.p[0], op.p[0] + n):
+                    if self.ipool[j] < 0 or self.ipool[j] >= op.p[1]:
+                        raise ValueError(f"invalid tape: {what} index out of range")
+            elif code == OP_SCATTER_ADD:
+                _check_region(op.p[0], op.p[1], self.nidx, what + " index")
+                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, what + " operand")
+                for j in range(op.p[0], op.p[0] + op.p[1]):
+                    if self.ipool[j] < 0 or self.ipool[j] >= n:
+                        raise ValueError(f"invalid tape: {what} index out of range")
+            elif code == OP_COPY:
+                _check_region(op.a, n, C if fl & FLAG_A_CONST else W, what + " operand")
+        self.validated = True
+        return self
+
+    # ---------------------------------------------------------------- serialization
+    def to_bytes(self):
+        """Serialize: magic, sizes, raw arrays, JSON metadata, CRC32 of everything before it."""
+        head = np.array([self.nops, self.nidx, self.ncon, self.nguard, self.nwork, self.nin,
+                         self.out_off, self.out_n], dtype="<i8").tobytes()
+        meta = json.dumps(self.meta).encode()
+        body = b"".join([
+            MAGIC, head, np.array([len(meta)], dtype="<i8").tobytes(),
+            self.op_table().tobytes(), self.index_pool().astype("<i8").tobytes(),
+            self.constants().astype("<f8").tobytes(), self.guard_table().astype("<i8").tobytes(),
+            meta,
+        ])
+        return body + np.array([zlib.crc32(body)], dtype="<u4").tobytes()
+
+    @staticmethod
+    def from_bytes(data):
+        """Inverse of to_bytes. Corrupt or hostile input raises ValueError."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("Tape.from_bytes: expected bytes")
+        data = bytes(data)
+        if len(data) < len(MAGIC) + 9 * 8 + 4 or data[:len(MAGIC)] != MAGIC:
+            raise ValueError("Tape.from_bytes: not a tapegrad tape (bad magic or too short)")
+        body, crc = data[:len(data) - 4], np.frombuffer(data[len(data) - 4:], dtype="<u4")[0]
+        if zlib.crc32(body) != int(crc):
+            raise ValueError("Tape.from_bytes: checksum mismatch (corrupt data)")
+        pos = len(MAGIC)
+        head = np.frombuffer(body, dtype="<i8", count=9, offset=pos)
+        pos += 9 * 8
+        nops, nidx, ncon, nguard, nwork, nin, out_off, out_n, nmeta = [int(v) for v in head]
+        sizes = [nops * OP_DTYPE.itemsize, nidx * 8, ncon * 8, nguard * 8, nmeta]
+        if min(head) < 0 or max(head) > SIZE_LIMIT or pos + sum(sizes) != len(body):
+            raise ValueError("Tape.from_bytes: section sizes do not match the data length")
+        if nguard % 3:
+            raise ValueError("Tape.from_bytes: bad guard table")
+        ops = np.frombuffer(body, dtype=OP_DTYPE, count=nops, offset=pos)
+        pos += sizes[0]
+        idx = np.frombuffer(body, dtype="<i8", count=nidx, offset=pos)
+        pos += sizes[1]
+        con = np.frombuffer(body, dtype="<f8", count=ncon, offset=pos)
+        pos += sizes[2]
+        gua = np.frombuffer(body, dtype="<i8", count=nguard, offset=pos)
+        pos += sizes[3]
+        try:
+            meta = json.loads(body[pos:pos + nmeta].decode())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"Tape.from_bytes: bad metadata ({e})") from None
+        cdef Tape t = Tape()
+        t.alloc(nwork)
+        t.add_const(con)
+        t.add_index(idx)
+        cdef const unsigned char[::1] raw
+        cdef Py_ssize_t k
+        if nops:
+            while t.cap_ops < nops:
+                t._grow_ops()
+            raw = np.ascontiguousarray(ops).view(np.uint8).reshape(-1)
+            memcpy(t.ops, &raw[0], nops * sizeof(Op))
+            t.nops = nops
+        for k in range(0, nguard, 3):
+            t.guards_append(int(gua[k]), int(gua[k + 1]), int(gua[k + 2]))
+        t.set_io(nin, out_off, out_n)
+        t.meta = meta
+        t.validate()
+        return t
+
+    def guards_append(self, int64_t off, int64_t n, int64_t coff):
+        cdef int64_t* p
+        if self.nguard + 3 > self.cap_guard:
+            p = <int64_t*> PyMem_Realloc(self.guards, 2 * self.cap_guard * sizeof(int64_t))
+            if not p:
+                raise MemoryError()
+            self.guards = p
+            self.cap_guard *= 2
+        self.guards[self.nguard] = off
+        self.guards[self.nguard + 1] = n
+        self.guards[self.nguard + 2] = coff
+        self.nguard += 3
+        self.validated = False
+
+    def __reduce__(self):
+        return (Tape.from_bytes, (self.to_bytes(),))
+
+    def __repr__(self):
+        return (f"<tapegrad Tape: {self.nops} ops, {self.nwork} work slots, "
+                f"{self.ncon} constants, {self.nguard // 3} guards, {self.nbytes()} bytes>")

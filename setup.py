@@ -1,0 +1,63 @@
+"""Declares the Cython extensions of tapegrad._core; metadata lives in pyproject.toml.
+
+Cython resolves .pxd files by full module name (tapegrad/_core/x.pxd), while the sources live
+in a root _core/ folder. We expose _core as build/include/tapegrad/_core (a symlink, or a copy
+where links are not allowed) and put build/include on the include path.
+TAPEGRAD_DEBUG=1 turns bounds checks, wraparound checks and assertions back on.
+"""
+import os
+import shutil
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("TAPEGRAD_DEBUG", "0") not in ("", "0")
+MODE = "debug" if DEBUG else "release"
+BUILD = os.path.join("build", "cython-" + MODE)
+INCLUDE = os.path.join(HERE, "build", "include-" + MODE)
+CORE_LINK = os.path.join(INCLUDE, "tapegrad", "_core")
+
+os.makedirs(os.path.dirname(CORE_LINK), exist_ok=True)
+if not os.path.exists(CORE_LINK):
+    try:
+        os.symlink(os.path.join(HERE, "_core"), CORE_LINK)
+    except OSError:
+        shutil.copytree(os.path.join(HERE, "_core"), CORE_LINK)
+with open(os.path.join(INCLUDE, "tapegrad", "__init__.pxd"), "w"):
+    pass
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+}
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
+if not DEBUG:
+    macros.append(("CYTHON_WITHOUT_ASSERTIONS", None))
+
+extensions = [
+    Extension(
+        "tapegrad._core." + name,
+        [os.path.join("_core", name + ".pyx")],
+        include_dirs=[np.get_include()],
+        define_macros=macros,
+        extra_compile_args=cflags,
+    )
+    for name in ("tape", "sweeps")
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        include_path=[INCLUDE],
+        build_dir=BUILD,
+        compiler_directives=directives,
+        force=True if os.environ.get("TAPEGRAD_FORCE_CYTHON") else False,
+    ),
+)
