@@ -1,0 +1,724 @@
+"""Gradient flow, (preconditioned) gradient descent and step-size bounds on recorded tapes.
+
+The continuous picture is the flow ``dw/dt = -A grad f(w)``; the discrete one is gradient
+descent ``w <- w - eta A grad f(w)``, which is the explicit Euler method for that flow with step
+eta. A is symmetric positive definite: a matrix, a vector (a diagonal), a positive scalar, or a
+callable ``v -> A v`` (a ``scipy.sparse.linalg.LinearOperator`` works too).
+
+Everything here goes through one small adapter, :class:`_Derivs`, built on ``tg.record``: the
+loss is traced once and every right-hand side, Jacobian and Hessian-vector product afterwards is a
+replay of that tape (which re-records by itself if a Python branch in ``f`` flips). The flow code
+never asks how derivatives are obtained, so ``f`` may also be an already recorded tape, or any
+object with the same methods (``__call__``, ``grad``, ``value_and_grad``, ``hvp``, ``hessian``).
+
+Why the implicit methods get the exact Jacobian: on an ill-conditioned problem the flow is stiff
+(eigenvalues of ``A hess f`` spread over many decades). Explicit methods (RK45) are then limited
+by stability, not accuracy, to steps ~ 3 / lambda_max; BDF/Radau/LSODA take steps set by the slow
+modes, but only if the Newton iterations inside them see the true Jacobian ``-A hess f(w)``.
+Without ``jac`` scipy would estimate it with d extra right-hand sides per Jacobian.
+
+Step sizes: on a quadratic with Hessian H, GD multiplies the error by ``I - eta A H``, so it
+converges iff ``eta < 2 / lambda_max(A H)``. :func:`stable_step` returns that sharp value and the
+two bounds of the theory, ``2 / (beta lambda_max(A))`` (sharp when A is a multiple of the
+identity) and the descent-lemma bound ``2 lambda_min(A) / (beta lambda_max(A)^2)``, with
+``beta = lambda_max(hess f(w))`` from Lanczos on hvps (:func:`smoothness`).
+"""
+import argparse
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+import scipy.sparse.linalg as spla
+from scipy import integrate
+
+__all__ = [
+    "FlowResult", "GDResult", "StepBound", "Comparison",
+    "gradient_flow", "gradient_descent", "compare_flow_gd", "smoothness", "stable_step",
+    "hessian_diagonal", "cli_main", "PROBLEMS",
+]
+
+IMPLICIT_METHODS = ("BDF", "Radau", "LSODA")
+# Below this dimension a dense eigen-decomposition is cheaper and more robust than ARPACK.
+_DENSE_EIG_MAX_DIM = 8
+# Up to this dimension "jacobi" uses the exact Hessian diagonal (d hvps); above, an estimate.
+JACOBI_EXACT_MAX_DIM = 256
+
+
+# ---------------------------------------------------------------------------------------------
+# The derivative adapter
+# ---------------------------------------------------------------------------------------------
+class _Derivs:
+    """Value, gradient, hvp and Hessian of ``f`` at points shaped like ``w0``.
+
+    ``replay=True`` records one tape and replays it (the fast path); ``replay=False`` re-traces
+    ``f`` on every call with ``tg.value_and_grad`` / ``tg.hvp`` / ``tg.hessian`` (autograd's
+    model, kept for checking and benchmarking). If ``f`` already has the tape methods it is used
+    as it is. Counters record how many evaluations of each kind were made.
+    """
+
+    def __init__(self, f, w0, replay=True):
+        self.shape = np.shape(w0)
+        self.n_value = self.n_grad = self.n_hvp = self.n_hessian = 0
+        if _is_tape_like(f):
+            self._tape, self._f = f, None
+        elif not callable(f):
+            raise TypeError("f must be a callable or a recorded tape, got %r" % type(f).__name__)
+        else:
+            import tapegrad as tg
+            self._tg = tg
+            self._f = f
+            self._tape = tg.record(f, _as_point(w0)) if replay else None
+
+    @property
+    def tape(self):
+        return self._tape
+
+    def value(self, w):
+        self.n_value += 1
+        w = _as_point(w)
+        if self._tape is not None:
+            return float(self._tape(w))
+        return float(self._f(w))
+
+    def grad(self, w):
+        self.n_grad += 1
+        w = _as_point(w)
+        if self._tape is not None:
+            g = self._tape.grad(w)
+        else:
+            g = self._tg.grad(self._f)(w)
+        return np.asarray(g, dtype=float).reshape(self.shape)
+
+    def value_and_grad(self, w):
+        self.n_grad += 1
+        w = _as_point(w)
+        if self._tape is not None:
+            v, g = self._tape.value_and_grad(w)
+        else:
+            v, g = self._tg.value_and_grad(self._f)(w)
+        return float(v), np.asarray(g, dtype=float).reshape(self.shape)
+
+    def hvp(self, w, v):
+        self.n_hvp += 1
+        w, v = _as_point(w), _as_point(v)
+        if self._tape is not None:
+            hv = self._tape.hvp(w, v)
+        else:
+            hv = self._tg.hvp(self._f, (w,), (v,))
+        return np.asarray(hv, dtype=float).reshape(self.shape)
+
+    def hessian(self, w):
+        self.n_hessian += 1
+        w = _as_point(w)
+        if self._tape is not None:
+            h = self._tape.hessian(w)
+        else:
+            h = self._tg.hessian(self._f)(w)
+        d = int(np.prod(self.shape))
+        return np.asarray(h, dtype=float).reshape(d, d)
+
+
+def _is_tape_like(f):
+    return all(hasattr(f, name) for name in ("grad", "value_and_grad", "hvp", "hessian")) \
+        and callable(f)
+
+
+def _as_point(w):
+    return np.ascontiguousarray(w, dtype=float)
+
+
+def _derivs(f, w0):
+    return f if isinstance(f, _Derivs) else _Derivs(f, w0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preconditioners
+# ---------------------------------------------------------------------------------------------
+class _Precond:
+    """A fixed symmetric positive definite A in one of its accepted forms."""
+
+    def __init__(self, A, d):
+        self.d = d
+        self.kind = None
+        self._bounds = None
+        if A is None:
+            self.kind, self.A = "identity", None
+        elif isinstance(A, str):
+            raise ValueError("named preconditioner %r is only available in gradient_descent; "
+                             "the flow needs a fixed A" % A)
+        elif scipy.sparse.issparse(A) or isinstance(A, spla.LinearOperator):
+            if A.shape != (d, d):
+                raise ValueError("A has shape %s, expected %s" % (A.shape, (d, d)))
+            self.kind, self.A = "operator", A
+        elif callable(A):
+            self.kind, self.A = "callable", A
+        else:
+            arr = np.asarray(A, dtype=float)
+            if arr.ndim == 0:
+                if not arr > 0:
+                    raise ValueError("a scalar A must be positive, got %g" % arr)
+                self.kind, self.A = "diagonal", np.full(d, float(arr))
+            elif arr.ndim == 1:
+                if arr.shape != (d,):
+                    raise ValueError("diagonal A has shape %s, expected %s" % (arr.shape, (d,)))
+                if not np.all(arr > 0):
+                    raise ValueError("diagonal A must be positive")
+                self.kind, self.A = "diagonal", arr
+            elif arr.ndim == 2:
+                if arr.shape != (d, d):
+                    raise ValueError("A has shape %s, expected %s" % (arr.shape, (d, d)))
+                scale = max(np.abs(arr).max(), 1e-300)
+                if np.abs(arr - arr.T).max() > 1e-10 * scale:
+                    raise ValueError("A must be symmetric")
+                evals = np.linalg.eigvalsh(arr)
+                if evals[0] <= 0:
+                    raise ValueError("A must be positive definite (smallest eigenvalue %g)"
+                                     % evals[0])
+                self.kind, self.A = "matrix", arr
+                self._bounds = (float(evals[0]), float(evals[-1]))
+            else:
+                raise ValueError("A must be a matrix, a vector or a callable")
+
+    def matvec(self, v):
+        if self.kind == "identity":
+            return v
+        if self.kind == "diagonal":
+            return self.A * v
+        if self.kind == "matrix":
+            return self.A @ v
+        if self.kind == "operator":
+            return np.asarray(self.A @ v, dtype=float).reshape(v.shape)
+        return np.asarray(self.A(v), dtype=float).reshape(v.shape)
+
+    def matmat(self, M):
+        """A @ M for a dense (d, k) M."""
+        if self.kind == "identity":
+            return M
+        if self.kind == "diagonal":
+            return self.A[:, None] * M
+        if self.kind == "matrix":
+            return self.A @ M
+        return np.column_stack([self.matvec(M[:, j]) for j in range(M.shape[1])])
+
+    def dense(self):
+        if self.kind == "identity":
+            return np.eye(self.d)
+        if self.kind == "diagonal":
+            return np.diag(self.A)
+        if self.kind == "matrix":
+            return self.A
+        return self.matmat(np.eye(self.d))
+
+    def eig_bounds(self):
+        """(lambda_min(A), lambda_max(A))."""
+        if self._bounds is None:
+            if self.kind == "identity":
+                self._bounds = (1.0, 1.0)
+            elif self.kind == "diagonal":
+                self._bounds = (float(self.A.min()), float(self.A.max()))
+            elif self.d <= 512:
+                M = self.dense()
+                evals = np.linalg.eigvalsh(0.5 * (M + M.T))
+                self._bounds = (float(evals[0]), float(evals[-1]))
+            else:
+                op = spla.LinearOperator((self.d, self.d), matvec=self.matvec, dtype=float)
+                hi = spla.eigsh(op, k=1, which="LA", return_eigenvectors=False)[0]
+                lo = spla.eigsh(op, k=1, which="SA", return_eigenvectors=False)[0]
+                self._bounds = (float(lo), float(hi))
+            if self._bounds[0] <= 0:
+                raise ValueError("A must be positive definite (smallest eigenvalue %g)"
+                                 % self._bounds[0])
+        return self._bounds
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient flow
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class FlowResult:
+    """The solution of ``dw/dt = -A grad f(w)``.
+
+    ``w[i]`` is the state at ``t[i]``; ``f`` and ``grad_norm`` are the loss and the (not
+    preconditioned) gradient norm there. ``n_steps`` counts accepted solver steps; ``nfev``,
+    ``njev`` and ``nlu`` are scipy's statistics; ``sol`` is scipy's own result (with the dense
+    interpolant in ``sol.sol`` when ``dense_output=True``).
+    """
+    t: np.ndarray
+    w: np.ndarray
+    f: np.ndarray
+    grad_norm: np.ndarray
+    method: str
+    n_steps: int
+    nfev: int
+    njev: int
+    nlu: int
+    success: bool
+    message: str
+    sol: Any = field(repr=False, default=None)
+
+    def at(self, t):
+        """States at times ``t`` from the dense interpolant, shape ``(len(t), d)``."""
+        if self.sol is None or self.sol.sol is None:
+            raise ValueError("call gradient_flow(..., dense_output=True) to interpolate")
+        return np.asarray(self.sol.sol(np.atleast_1d(t))).T
+
+
+def _counting(method):
+    """A subclass of a solve_ivp method class that counts accepted steps (scipy does not)."""
+    base = integrate._ivp.ivp.METHODS[method] if isinstance(method, str) else method
+
+    class Counted(base):
+        n_accepted = 0
+
+        def step(self):
+            t_before = self.t
+            message = super().step()
+            if self.t != t_before:
+                Counted.n_accepted += 1
+            return message
+
+    Counted.__name__ = base.__name__
+    return Counted, base
+
+
+def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, atol=1e-10,
+                  jac=True, **solve_ivp_kwargs):
+    """Integrate ``dw/dt = -A grad f(w)`` from ``w(t_span[0]) = w0`` with ``scipy.integrate.solve_ivp``.
+
+    The right-hand side replays one recorded tape of ``f``. Implicit methods (BDF, Radau, LSODA)
+    get the exact Jacobian ``-A hess f(w)`` from the same tape unless ``jac=False`` (then scipy
+    estimates it by finite differences). Other keywords go to ``solve_ivp``.
+    """
+    w0 = _as_point(w0)
+    if w0.ndim != 1:
+        raise ValueError("w0 must be a 1-D array, got shape %s" % (w0.shape,))
+    derivs = _derivs(f, w0)
+    P = _Precond(A, w0.size)
+    solver, base = _counting(method)
+    implicit = issubclass(base, (integrate.BDF, integrate.Radau, integrate.LSODA))
+
+    def rhs(t, w):
+        return -P.matvec(derivs.grad(w))
+
+    kwargs = dict(solve_ivp_kwargs)
+    if implicit and jac:
+        kwargs["jac"] = lambda t, w: -P.matmat(derivs.hessian(w))
+    sol = integrate.solve_ivp(rhs, t_span, w0, method=solver, t_eval=t_eval, rtol=rtol,
+                              atol=atol, **kwargs)
+    W = np.ascontiguousarray(sol.y.T)
+    losses, gnorms = np.empty(len(sol.t)), np.empty(len(sol.t))
+    for i, w in enumerate(W):
+        v, g = derivs.value_and_grad(w)
+        losses[i], gnorms[i] = v, np.linalg.norm(g)
+    return FlowResult(t=sol.t, w=W, f=losses, grad_norm=gnorms, method=base.__name__,
+                      n_steps=solver.n_accepted, nfev=int(sol.nfev), njev=int(sol.njev),
+                      nlu=int(sol.nlu), success=bool(sol.success), message=str(sol.message),
+                      sol=sol)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hessian diagonal (Jacobi preconditioning)
+# ---------------------------------------------------------------------------------------------
+def hessian_diagonal(f, w, exact=None, n_samples=64, seed=0):
+    """The diagonal of ``hess f(w)``.
+
+    Exact (from the Hessian, d hvps) when ``exact`` is true or, by default, when
+    ``d <= JACOBI_EXACT_MAX_DIM``. Otherwise the Bekas-Kokiopoulou-Saad estimator
+    ``sum_k v_k * (H v_k) / sum_k v_k * v_k`` with Rademacher probes v_k, which costs
+    ``n_samples`` hvps whatever d is, and is exact for a diagonal H.
+    """
+    w = _as_point(w)
+    derivs = _derivs(f, w)
+    d = w.size
+    if exact is None:
+        exact = d <= JACOBI_EXACT_MAX_DIM
+    if exact:
+        return np.diag(derivs.hessian(w)).copy()
+    rng = np.random.default_rng(seed)
+    num, den = np.zeros(d), np.zeros(d)
+    for _ in range(n_samples):
+        v = rng.choice((-1.0, 1.0), size=d)
+        num += v * derivs.hvp(w, v)
+        den += v * v
+    return num / den
+
+
+def _jacobi_scale(diag):
+    """1 / |diag|, with tiny or zero entries floored so the step stays bounded."""
+    a = np.abs(diag)
+    floor = max(a.max(), 1e-300) * 1e-8
+    return 1.0 / np.maximum(a, floor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient descent
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class GDResult:
+    """Iterates ``w[k]`` (k = 0 .. n_steps, w[0] = w0), losses, gradient norms, why it stopped.
+
+    ``reason`` is ``"converged"`` (gradient norm <= tol), ``"diverged"`` (loss not finite or
+    grown by ``diverge_factor``), ``"max_steps"``, or ``"singular"`` (Newton on a singular
+    Hessian).
+    """
+    w: np.ndarray
+    f: np.ndarray
+    grad_norm: np.ndarray
+    eta: float
+    reason: str
+    n_steps: int
+    preconditioner: str
+
+
+def gradient_descent(f, w0, eta, steps, A=None, tol=None, diverge_factor=1e8, refresh=1,
+                     jacobi_exact=None, jacobi_samples=64, seed=0):
+    """Run ``w <- w - eta A grad f(w)`` for at most ``steps`` steps.
+
+    A is None (plain GD), a fixed SPD matrix / vector / scalar / callable, or a name:
+    ``"newton"`` uses ``A = hess f(w)^{-1}`` (so eta = 1 is Newton's method, one step on a
+    quadratic) and ``"jacobi"`` uses ``A = 1 / |diag hess f(w)|`` (see :func:`hessian_diagonal`
+    for exact vs estimated). Named preconditioners are recomputed every ``refresh`` steps.
+    Stops when the gradient norm is at most ``tol``, when the loss stops being finite or exceeds
+    ``f(w0) + diverge_factor * (1 + |f(w0)|)``, or after ``steps`` steps.
+    """
+    w = _as_point(w0).copy()
+    if w.ndim != 1:
+        raise ValueError("w0 must be a 1-D array, got shape %s" % (w.shape,))
+    derivs = _derivs(f, w)
+    d = w.size
+    named = A if isinstance(A, str) else None
+    if named not in (None, "newton", "jacobi"):
+        raise ValueError("unknown preconditioner %r (use 'newton', 'jacobi', an SPD matrix, a "
+                         "vector or a callable)" % A)
+    P = None if named else _Precond(A, d)
+
+    iterates, losses, gnorms = [w.copy()], [], []
+    v, g = derivs.value_and_grad(w)
+    losses.append(v)
+    gnorms.append(float(np.linalg.norm(g)))
+    limit = v + diverge_factor * (1.0 + abs(v))
+    reason, scale, H_factor = "max_steps", None, None
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(steps):
+            if tol is not None and gnorms[-1] <= tol:
+                reason = "converged"
+                break
+            if named == "newton":
+                if k % refresh == 0:
+                    try:
+                        H_factor = scipy.linalg.lu_factor(derivs.hessian(w), check_finite=True)
+                    except (ValueError, np.linalg.LinAlgError):
+                        reason = "singular"
+                        break
+                    if np.any(np.diag(H_factor[0]) == 0):
+                        reason = "singular"
+                        break
+                step = scipy.linalg.lu_solve(H_factor, g)
+            elif named == "jacobi":
+                if k % refresh == 0:
+                    scale = _jacobi_scale(hessian_diagonal(
+                        derivs, w, exact=jacobi_exact, n_samples=jacobi_samples, seed=seed + k))
+                step = scale * g
+            else:
+                step = P.matvec(g)
+            w = w - eta * step
+            v, g = derivs.value_and_grad(w)
+            iterates.append(w.copy())
+            losses.append(v)
+            gnorms.append(float(np.linalg.norm(g)))
+            if not (np.isfinite(v) and np.all(np.isfinite(w))) or v > limit:
+                reason = "diverged"
+                break
+        else:
+            if tol is not None and gnorms[-1] <= tol:
+                reason = "converged"
+    return GDResult(w=np.array(iterates), f=np.array(losses), grad_norm=np.array(gnorms),
+                    eta=float(eta), reason=reason, n_steps=len(iterates) - 1,
+                    preconditioner=named or (P.kind if P else "identity"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Step-size theory
+# ---------------------------------------------------------------------------------------------
+def smoothness(f, w, which="LA", tol=1e-10, return_vector=False):
+    """Local smoothness beta: the largest eigenvalue of ``hess f(w)``, by Lanczos on hvps.
+
+    ``scipy.sparse.linalg.eigsh`` runs on a ``LinearOperator`` whose matvec is one replayed hvp,
+    so the Hessian is never formed (tiny problems, d <= 8, use the dense Hessian instead: ARPACK
+    needs d > k + 1 and is wasteful there). ``which="LA"`` is the largest algebraic eigenvalue,
+    the one that limits GD; ``which="LM"`` the largest in magnitude (the Lipschitz constant of
+    the gradient on non-convex problems).
+    """
+    w = _as_point(w)
+    derivs = _derivs(f, w)
+    d = w.size
+    if which not in ("LA", "LM"):
+        raise ValueError("which must be 'LA' or 'LM'")
+    if d <= _DENSE_EIG_MAX_DIM:
+        H = derivs.hessian(w)
+        evals, evecs = np.linalg.eigh(0.5 * (H + H.T))
+        i = int(np.argmax(evals if which == "LA" else np.abs(evals)))
+        beta, vec = float(evals[i]), evecs[:, i]
+    else:
+        op = spla.LinearOperator((d, d), matvec=lambda v: derivs.hvp(w, np.ravel(v)), dtype=float)
+        v0 = np.ones(d) / math.sqrt(d)  # deterministic start: results are reproducible
+        evals, evecs = spla.eigsh(op, k=1, which=which, tol=tol, v0=v0)
+        beta, vec = float(evals[0]), evecs[:, 0]
+    return (beta, vec) if return_vector else beta
+
+
+@dataclass
+class StepBound:
+    """Step-size bounds for ``w <- w - eta A grad f(w)`` near ``w``.
+
+    - ``eta_max = 2 / (beta lambda_max(A))``: GD on the local quadratic model is stable below it;
+      sharp when A is a multiple of the identity (so for plain GD on a quadratic, GD converges
+      just below and diverges just above it).
+    - ``eta_descent = 2 lambda_min(A) / (beta lambda_max(A)^2)``: the looser descent-lemma bound,
+      below which every step decreases a beta-smooth f.
+    - ``eta_sharp = 2 / lambda_max(A hess f(w))``: the exact stability limit on the local quadratic
+      model for any A (``>= eta_max``; equal to it when A = cI).
+    """
+    eta_max: float
+    eta_descent: float
+    eta_sharp: float
+    beta: float
+    lambda_min_A: float
+    lambda_max_A: float
+
+    def __float__(self):
+        return self.eta_max
+
+
+def stable_step(f, w, A=None):
+    """The step-size bounds of :class:`StepBound` at ``w`` (beta from :func:`smoothness`)."""
+    w = _as_point(w)
+    derivs = _derivs(f, w)
+    P = _Precond(A, w.size)
+    beta = smoothness(derivs, w)
+    lo, hi = P.eig_bounds()
+    if beta <= 0:
+        inf = float("inf")
+        return StepBound(inf, inf, inf, beta, lo, hi)
+    if P.kind == "identity":
+        sharp_lambda = beta
+    else:
+        sharp_lambda = _largest_eig_AH(derivs, w, P)
+    eta_sharp = 2.0 / sharp_lambda if sharp_lambda > 0 else float("inf")
+    return StepBound(eta_max=2.0 / (beta * hi), eta_descent=2.0 * lo / (beta * hi * hi),
+                     eta_sharp=eta_sharp, beta=beta, lambda_min_A=lo, lambda_max_A=hi)
+
+
+def _largest_eig_AH(derivs, w, P):
+    """Largest eigenvalue of A H (real: A H is similar to A^1/2 H A^1/2), Arnoldi on hvps."""
+    d = w.size
+    if d <= _DENSE_EIG_MAX_DIM:
+        M = P.matmat(derivs.hessian(w))
+        return float(np.max(np.linalg.eigvals(M).real))
+    op = spla.LinearOperator((d, d), matvec=lambda v: P.matvec(derivs.hvp(w, np.ravel(v))),
+                             dtype=float)
+    v0 = np.ones(d) / math.sqrt(d)
+    evals = spla.eigs(op, k=1, which="LR", tol=1e-10, v0=v0, return_eigenvectors=False)
+    return float(evals[0].real)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flow vs gradient descent
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """GD iterate k against the flow at time k*eta, for each eta.
+
+    ``deviation[i] = max_k ||w_gd(eta_i)[k] - w_flow(k eta_i)||`` over ``k eta_i <= t_final``;
+    it shrinks like O(eta) (GD is explicit Euler for the flow). ``order`` is the fitted slope of
+    log deviation against log eta (about 1). ``figure`` is the matplotlib figure if one was drawn.
+    """
+    etas: np.ndarray
+    deviation: np.ndarray
+    final_loss_gd: np.ndarray
+    final_loss_flow: float
+    t_final: float
+    order: float
+    bound: StepBound
+    flow: FlowResult
+    gd: list
+    figure: Any = field(repr=False, default=None)
+
+
+def compare_flow_gd(f, w0, etas=None, t_final=None, A=None, method="RK45", rtol=1e-10,
+                    atol=1e-12, plot=False, out=None):
+    """Compare GD with several step sizes against the gradient flow on ``[0, t_final]``.
+
+    ``etas`` defaults to 5%, 10%, 20% and 40% of ``stable_step(f, w0, A).eta_max``;
+    ``t_final`` to 50 times the largest of them. With ``plot=True`` or an ``out`` file name a
+    picture is drawn (needs matplotlib): loss against time for the flow and each GD run, and for
+    2-D problems the contours of f with the trajectories.
+    """
+    w0 = _as_point(w0)
+    derivs = _derivs(f, w0)
+    bound = stable_step(derivs, w0, A)
+    if etas is None:
+        etas = bound.eta_max * np.array([0.05, 0.1, 0.2, 0.4])
+    etas = np.atleast_1d(np.asarray(etas, dtype=float))
+    if t_final is None:
+        t_final = 50.0 * float(etas.max())
+    flow = gradient_flow(derivs, w0, (0.0, t_final), A=A, method=method, rtol=rtol, atol=atol,
+                         dense_output=True)
+    runs, deviation, final_gd = [], [], []
+    for eta in etas:
+        n = int(math.floor(t_final / eta + 1e-9))
+        gd = gradient_descent(derivs, w0, eta, n, A=A)
+        times = eta * np.arange(gd.n_steps + 1)
+        ref = flow.at(times)
+        deviation.append(float(np.max(np.linalg.norm(gd.w - ref, axis=1))))
+        final_gd.append(float(gd.f[-1]))
+        runs.append(gd)
+    deviation = np.array(deviation)
+    ok = (deviation > 0) & np.isfinite(deviation)
+    order = float(np.polyfit(np.log(etas[ok]), np.log(deviation[ok]), 1)[0]) \
+        if ok.sum() >= 2 else float("nan")
+    result = Comparison(etas=etas, deviation=deviation, final_loss_gd=np.array(final_gd),
+                        final_loss_flow=float(flow.f[-1]), t_final=float(t_final), order=order,
+                        bound=bound, flow=flow, gd=runs)
+    if plot or out is not None:
+        result.figure = plot_comparison(result, derivs, out=out)
+    return result
+
+
+def _matplotlib_figure():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("drawing the flow/GD picture needs matplotlib, an optional extra: "
+                          "pip install 'tapegrad[plot]' (or pip install matplotlib)") from exc
+    return Figure
+
+
+def plot_comparison(result, f=None, out=None):
+    """Draw a :class:`Comparison`; returns the matplotlib Figure (saved to ``out`` if given).
+
+    Uses ``matplotlib.figure.Figure`` directly, so no pyplot state or GUI backend is touched.
+    For the contour panel of 2-D problems, pass ``f`` (a function or tape).
+    """
+    Figure = _matplotlib_figure()
+    flow = result.flow
+    two_d = flow.w.shape[1] == 2 and f is not None
+    fig = Figure(figsize=(11 if two_d else 6, 4.5))
+    ax = fig.add_subplot(1, 2 if two_d else 1, 1)
+    positive = np.all(flow.f > 0) and all(np.all(g.f > 0) for g in result.gd)
+    ax.plot(flow.t, flow.f, "k-", lw=2, label="flow (%s)" % flow.method)
+    for eta, gd in zip(result.etas, result.gd):
+        ax.plot(eta * np.arange(gd.n_steps + 1), gd.f, ".-", ms=3, lw=0.8,
+                label="GD eta=%.3g" % eta)
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("time t (GD step k at t = k eta)")
+    ax.set_ylabel("loss f(w)")
+    ax.set_title("gradient flow vs gradient descent")
+    ax.legend(fontsize=8)
+    if two_d:
+        derivs = _derivs(f, flow.w[0])
+        ax2 = fig.add_subplot(1, 2, 2)
+        pts = np.vstack([flow.w] + [g.w for g in result.gd])
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        pad = 0.15 * np.maximum(hi - lo, 1e-3)
+        xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 120)
+        ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], 120)
+        Z = np.array([[derivs.value(np.array([x, y])) for x in xs] for y in ys])
+        levels = np.quantile(Z[np.isfinite(Z)], np.linspace(0.0, 1.0, 25) ** 2)
+        ax2.contour(xs, ys, Z, levels=np.unique(levels), cmap="viridis", linewidths=0.7)
+        ax2.plot(flow.w[:, 0], flow.w[:, 1], "k-", lw=2, label="flow")
+        for eta, gd in zip(result.etas, result.gd):
+            ax2.plot(gd.w[:, 0], gd.w[:, 1], ".-", ms=3, lw=0.8, label="GD eta=%.3g" % eta)
+        ax2.set_xlabel("w[0]")
+        ax2.set_ylabel("w[1]")
+        ax2.set_title("trajectories")
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, dpi=120)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: tapegrad flow --problem quadratic|rosenbrock|logistic
+# ---------------------------------------------------------------------------------------------
+def _quadratic_problem():
+    H = np.array([[10.0, 3.0], [3.0, 1.5]])
+
+    def f(w):
+        return 0.5 * w @ (H @ w)
+
+    return f, np.array([1.0, 1.0])
+
+
+def _rosenbrock_problem():
+    def f(w):
+        return (1.0 - w[0]) ** 2 + 100.0 * (w[1] - w[0] ** 2) ** 2
+
+    return f, np.array([-1.2, 1.0])
+
+
+def _logistic_problem(n=200, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * np.linspace(0.5, 3.0, d)
+    y = np.where(X @ rng.standard_normal(d) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+    Xy = X * y[:, None]
+
+    def f(w):
+        # mean log(1 + exp(-y x.w)) + a small ridge term, written with logaddexp for stability
+        return np.mean(np.logaddexp(0.0, -(Xy @ w))) + 0.05 * np.sum(w * w)
+
+    return f, np.zeros(d)
+
+
+PROBLEMS = {"quadratic": _quadratic_problem, "rosenbrock": _rosenbrock_problem,
+            "logistic": _logistic_problem}
+
+
+def cli_main(args):
+    """``tapegrad flow``: flow vs GD on a test problem; prints a table, optionally a picture."""
+    parser = argparse.ArgumentParser(
+        prog="tapegrad flow",
+        description="Gradient flow (solve_ivp on a recorded tape) vs gradient descent.")
+    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="quadratic")
+    parser.add_argument("--eta", type=float, nargs="+", default=None,
+                        help="GD step sizes (default: 5/10/20/40%% of the stable bound)")
+    parser.add_argument("--method", default="RK45",
+                        help="solve_ivp method: RK45, RK23, DOP853, BDF, Radau, LSODA")
+    parser.add_argument("--t-final", type=float, default=None,
+                        help="flow end time (default 50 x the largest eta)")
+    parser.add_argument("--out", default=None, help="write the picture here (needs matplotlib)")
+    try:
+        opts = parser.parse_args(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    f, w0 = PROBLEMS[opts.problem]()
+    try:
+        cmp = compare_flow_gd(f, w0, etas=opts.eta, t_final=opts.t_final, method=opts.method,
+                              rtol=1e-9, atol=1e-12, out=opts.out)
+    except ImportError as exc:
+        print("error: %s" % exc)
+        return 2
+    b, flow = cmp.bound, cmp.flow
+    print("problem %s, d = %d, f(w0) = %.6g" % (opts.problem, w0.size, flow.f[0]))
+    print("step bound at w0: beta = %.6g, eta_max = 2/beta = %.6g, descent bound = %.6g"
+          % (b.beta, b.eta_max, b.eta_descent))
+    print("flow (%s) to t = %.6g: %d steps, %d rhs evaluations, %d Jacobians, f = %.6g, %s"
+          % (flow.method, cmp.t_final, flow.n_steps, flow.nfev, flow.njev, flow.f[-1],
+             "ok" if flow.success else "FAILED: " + flow.message))
+    header = "%12s %9s %7s %14s %14s %14s %10s" % (
+        "eta", "eta/bound", "steps", "max|gd-flow|", "f(gd final)", "f(flow, t_k)", "stopped")
+    print(header)
+    print("-" * len(header))
+    for eta, dev, gd in zip(cmp.etas, cmp.deviation, cmp.gd):
+        t_k = eta * gd.n_steps
+        f_flow = float(_derivs(f, w0).value(cmp.flow.at(t_k)[0])) if t_k > 0 else flow.f[0]
+        print("%12.5g %9.3f %7d %14.4g %14.6g %14.6g %10s" % (
+            eta, eta / b.eta_max, gd.n_steps, dev, gd.f[-1], f_flow, gd.reason))
+    print("deviation ~ eta^%.2f (explicit Euler: order 1)" % cmp.order)
+    if opts.out:
+        print("picture written to %s" % opts.out)
+    return 0
