@@ -243,7 +243,9 @@ class FlowResult:
 
     ``w[i]`` is the state at ``t[i]``; ``f`` and ``grad_norm`` are the loss and the (not
     preconditioned) gradient norm there. ``n_steps`` counts accepted solver steps; ``nfev``,
-    ``njev`` and ``nlu`` are scipy's statistics; ``sol`` is scipy's own result (with the dense
+    ``njev`` and ``nlu`` are scipy's statistics; ``n_rhs`` and ``n_jac`` are our own counts of
+    right-hand sides and tape Jacobians (``n_rhs`` includes the right-hand sides scipy spends
+    on finite-difference Jacobians, which its ``nfev`` leaves out); ``sol`` is scipy's own result (with the dense
     interpolant in ``sol.sol`` when ``dense_output=True``).
     """
     t: np.ndarray
@@ -255,6 +257,8 @@ class FlowResult:
     nfev: int
     njev: int
     nlu: int
+    n_rhs: int
+    n_jac: int
     success: bool
     message: str
     sol: Any = field(repr=False, default=None)
@@ -300,12 +304,19 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
     solver, base = _counting(method)
     implicit = issubclass(base, (integrate.BDF, integrate.Radau, integrate.LSODA))
 
+    counts = [0, 0]
+
     def rhs(t, w):
+        counts[0] += 1
         return -P.matvec(derivs.grad(w))
+
+    def jacobian(t, w):
+        counts[1] += 1
+        return -P.matmat(derivs.hessian(w))
 
     kwargs = dict(solve_ivp_kwargs)
     if implicit and jac:
-        kwargs["jac"] = lambda t, w: -P.matmat(derivs.hessian(w))
+        kwargs["jac"] = jacobian
     sol = integrate.solve_ivp(rhs, t_span, w0, method=solver, t_eval=t_eval, rtol=rtol,
                               atol=atol, **kwargs)
     W = np.ascontiguousarray(sol.y.T)
@@ -315,7 +326,7 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
         losses[i], gnorms[i] = v, np.linalg.norm(g)
     return FlowResult(t=sol.t, w=W, f=losses, grad_norm=gnorms, method=base.__name__,
                       n_steps=solver.n_accepted, nfev=int(sol.nfev), njev=int(sol.njev),
-                      nlu=int(sol.nlu), success=bool(sol.success), message=str(sol.message),
+                      nlu=int(sol.nlu), n_rhs=counts[0], n_jac=counts[1], success=bool(sol.success), message=str(sol.message),
                       sol=sol)
 
 
@@ -534,11 +545,13 @@ class Comparison:
 
     ``deviation[i] = max_k ||w_gd(eta_i)[k] - w_flow(k eta_i)||`` over ``k eta_i <= t_final``;
     it shrinks like O(eta) (GD is explicit Euler for the flow). ``order`` is the fitted slope of
-    log deviation against log eta (about 1). ``figure`` is the matplotlib figure if one was drawn.
+    log deviation against log eta (about 1). ``flow_loss_at_gd_end[i]`` is the flow's loss at the
+    time of the last GD iterate of run i, to set against ``final_loss_gd[i]``. ``figure`` is the matplotlib figure if one was drawn.
     """
     etas: np.ndarray
     deviation: np.ndarray
     final_loss_gd: np.ndarray
+    flow_loss_at_gd_end: np.ndarray
     final_loss_flow: float
     t_final: float
     order: float
@@ -567,7 +580,7 @@ def compare_flow_gd(f, w0, etas=None, t_final=None, A=None, method="RK45", rtol=
         t_final = 50.0 * float(etas.max())
     flow = gradient_flow(derivs, w0, (0.0, t_final), A=A, method=method, rtol=rtol, atol=atol,
                          dense_output=True)
-    runs, deviation, final_gd = [], [], []
+    runs, deviation, final_gd, flow_end = [], [], [], []
     for eta in etas:
         n = int(math.floor(t_final / eta + 1e-9))
         gd = gradient_descent(derivs, w0, eta, n, A=A)
@@ -575,12 +588,14 @@ def compare_flow_gd(f, w0, etas=None, t_final=None, A=None, method="RK45", rtol=
         ref = flow.at(times)
         deviation.append(float(np.max(np.linalg.norm(gd.w - ref, axis=1))))
         final_gd.append(float(gd.f[-1]))
+        flow_end.append(derivs.value(ref[-1]))
         runs.append(gd)
     deviation = np.array(deviation)
     ok = (deviation > 0) & np.isfinite(deviation)
     order = float(np.polyfit(np.log(etas[ok]), np.log(deviation[ok]), 1)[0]) \
         if ok.sum() >= 2 else float("nan")
     result = Comparison(etas=etas, deviation=deviation, final_loss_gd=np.array(final_gd),
+                        flow_loss_at_gd_end=np.array(flow_end),
                         final_loss_flow=float(flow.f[-1]), t_final=float(t_final), order=order,
                         bound=bound, flow=flow, gd=runs)
     if plot or out is not None:
@@ -713,9 +728,7 @@ def cli_main(args):
         "eta", "eta/bound", "steps", "max|gd-flow|", "f(gd final)", "f(flow, t_k)", "stopped")
     print(header)
     print("-" * len(header))
-    for eta, dev, gd in zip(cmp.etas, cmp.deviation, cmp.gd):
-        t_k = eta * gd.n_steps
-        f_flow = float(_derivs(f, w0).value(cmp.flow.at(t_k)[0])) if t_k > 0 else flow.f[0]
+    for eta, dev, gd, f_flow in zip(cmp.etas, cmp.deviation, cmp.gd, cmp.flow_loss_at_gd_end):
         print("%12.5g %9.3f %7d %14.4g %14.6g %14.6g %10s" % (
             eta, eta / b.eta_max, gd.n_steps, dev, gd.f[-1], f_flow, gd.reason))
     print("deviation ~ eta^%.2f (explicit Euler: order 1)" % cmp.order)
