@@ -7,9 +7,8 @@ from libc.math cimport (exp, log, log1p, expm1, sqrt, sin, cos, tan, asin, acos,
                         pow, fabs, floor, ceil, rint, trunc, atan2, hypot, M_PI, NAN)
 from .opcodes cimport *
 
-cdef const double LN2 = 0.6931471805599453
-cdef const double LN10 = 2.302585092994046
-cdef const double TWO_OVER_SQRTPI = 1.1283791670955126
+# constants are spelled out (module-level variables in a .pxd would need a module of their own):
+# 0.6931471805599453 = 0.6931471805599453, 2.302585092994046 = 2.302585092994046, 2/sqrt(pi) = 1.1283791670955126
 
 
 cdef inline double _expit(double x) noexcept nogil:
@@ -88,13 +87,13 @@ cdef inline double un_d1(int code, double x, double y, double d) noexcept nogil:
     elif code == OP_ARCSINH: return 1.0 / sqrt(x * x + 1.0)
     elif code == OP_ARCCOSH: return 1.0 / sqrt(x * x - 1.0)
     elif code == OP_ARCTANH: return 1.0 / (1.0 - x * x)
-    elif code == OP_EXP2: return y * LN2
-    elif code == OP_LOG2: return 1.0 / (x * LN2)
-    elif code == OP_LOG10: return 1.0 / (x * LN10)
+    elif code == OP_EXP2: return y * 0.6931471805599453
+    elif code == OP_LOG2: return 1.0 / (x * 0.6931471805599453)
+    elif code == OP_LOG10: return 1.0 / (x * 2.302585092994046)
     elif code == OP_CBRT: return 1.0 / (3.0 * y * y)
     elif code == OP_EXPIT: return y * (1.0 - y)
-    elif code == OP_ERF: return TWO_OVER_SQRTPI * exp(-x * x)
-    elif code == OP_ERFC: return -TWO_OVER_SQRTPI * exp(-x * x)
+    elif code == OP_ERF: return 1.1283791670955126 * exp(-x * x)
+    elif code == OP_ERFC: return -1.1283791670955126 * exp(-x * x)
     elif code == OP_ADDC: return 1.0
     elif code == OP_MULC: return d
     elif code == OP_RSUBC: return -1.0
@@ -140,13 +139,13 @@ cdef inline double un_d2(int code, double x, double y, double d) noexcept nogil:
     elif code == OP_ARCTANH:
         t = 1.0 - x * x
         return 2.0 * x / (t * t)
-    elif code == OP_EXP2: return y * LN2 * LN2
-    elif code == OP_LOG2: return -1.0 / (x * x * LN2)
-    elif code == OP_LOG10: return -1.0 / (x * x * LN10)
+    elif code == OP_EXP2: return y * 0.6931471805599453 * 0.6931471805599453
+    elif code == OP_LOG2: return -1.0 / (x * x * 0.6931471805599453)
+    elif code == OP_LOG10: return -1.0 / (x * x * 2.302585092994046)
     elif code == OP_CBRT: return -2.0 / (9.0 * y * y * y * y * y)
     elif code == OP_EXPIT: return y * (1.0 - y) * (1.0 - 2.0 * y)
-    elif code == OP_ERF: return -2.0 * x * TWO_OVER_SQRTPI * exp(-x * x)
-    elif code == OP_ERFC: return 2.0 * x * TWO_OVER_SQRTPI * exp(-x * x)
+    elif code == OP_ERF: return -2.0 * x * 1.1283791670955126 * exp(-x * x)
+    elif code == OP_ERFC: return 2.0 * x * 1.1283791670955126 * exp(-x * x)
     elif code == OP_RDIVC: return 2.0 * d / (x * x * x)
     elif code == OP_POWC: return 0.0 if d * (d - 1.0) == 0.0 else d * (d - 1.0) * pow(x, d - 2.0)
     elif code == OP_RPOWC:
@@ -173,7 +172,7 @@ cdef inline double bin_f(int code, double a, double b, double m) noexcept nogil:
     elif code == OP_ARCTAN2: return atan2(a, b)
     elif code == OP_HYPOT: return hypot(a, b)
     elif code == OP_LOGADDEXP:
-        if a == b: return a + LN2
+        if a == b: return a + 0.6931471805599453
         hi = a if a > b else b
         return hi + log1p(exp(-fabs(a - b)))
     elif code == OP_WHERE: return a if m != 0.0 else b

@@ -1,1 +1,19 @@
-"""tapegrad"""
+"""tapegrad: a compiled automatic-differentiation engine for plain NumPy code.
+
+    import numpy as np
+    import tapegrad as tg
+
+    def f(x):
+        return np.sum(np.tanh(x) ** 2)
+
+    tg.grad(f)(np.ones(3))
+"""
+from .api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev, hessian,
+                  derivative, GuardError)
+from .tracer import Tracer, TracerConversionWarning
+from ._core.tape import Tape
+
+__version__ = "0.1.0"
+
+__all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
+           "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape"]

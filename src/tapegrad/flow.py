@@ -25,6 +25,7 @@ identity) and the descent-lemma bound ``2 lambda_min(A) / (beta lambda_max(A)^2)
 """
 import argparse
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -40,7 +41,8 @@ __all__ = [
     "hessian_diagonal", "cli_main", "PROBLEMS",
 ]
 
-IMPLICIT_METHODS = ("BDF", "Radau", "LSODA")
+_SOLVERS = {"RK45": integrate.RK45, "RK23": integrate.RK23, "DOP853": integrate.DOP853,
+            "BDF": integrate.BDF, "Radau": integrate.Radau, "LSODA": integrate.LSODA}
 # Below this dimension a dense eigen-decomposition is cheaper and more robust than ARPACK.
 _DENSE_EIG_MAX_DIM = 8
 # Up to this dimension "jacobi" uses the exact Hessian diagonal (d hvps); above, an estimate.
@@ -272,7 +274,14 @@ class FlowResult:
 
 def _counting(method):
     """A subclass of a solve_ivp method class that counts accepted steps (scipy does not)."""
-    base = integrate._ivp.ivp.METHODS[method] if isinstance(method, str) else method
+    if isinstance(method, str):
+        if method not in _SOLVERS:
+            raise ValueError("unknown solve_ivp method %r (one of %s)" % (method, ", ".join(_SOLVERS)))
+        base = _SOLVERS[method]
+    elif isinstance(method, type) and issubclass(method, integrate.OdeSolver):
+        base = method
+    else:
+        raise TypeError("method must be a solve_ivp method name or an OdeSolver subclass")
 
     class Counted(base):
         n_accepted = 0
@@ -420,7 +429,9 @@ def gradient_descent(f, w0, eta, steps, A=None, tol=None, diverge_factor=1e8, re
             if named == "newton":
                 if k % refresh == 0:
                     try:
-                        H_factor = scipy.linalg.lu_factor(derivs.hessian(w), check_finite=True)
+                        with warnings.catch_warnings():  # singularity is reported as a reason
+                            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+                            H_factor = scipy.linalg.lu_factor(derivs.hessian(w))
                     except (ValueError, np.linalg.LinAlgError):
                         reason = "singular"
                         break

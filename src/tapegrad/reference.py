@@ -1,0 +1,396 @@
+"""Reference sweeps in NumPy: slow, obviously correct, and generic.
+
+Every primitive of the core gets its value, its tangent (jvp) and its adjoint (vjp) written here
+with NumPy functions, independently of the Cython kernels. Two uses:
+
+1. An oracle: tests run the same tape through these sweeps and through the compiled ones.
+2. Nesting: NumPy functions dispatch to tracers, so when the inputs of a tape are tracers of an
+   outer recording (``grad(grad(f))``), running these sweeps records the derivative computation
+   onto the outer tape, which can then be differentiated again.
+"""
+import bisect
+
+import numpy as np
+import scipy.special as sps
+
+from ._core.tape import OPNAMES, FAMILIES, FLAG_A, FLAG_B, FLAG_C
+from .tracer import Tracer
+from . import rules
+
+LN2 = np.log(2.0)
+LN10 = np.log(10.0)
+TWO_OVER_SQRTPI = 2.0 / np.sqrt(np.pi)
+
+# dy/dx of each unary primitive, from x, y = f(x) and the parameter d
+UNARY_D1 = {
+    "neg": lambda x, y, d: -1.0, "abs": lambda x, y, d: np.sign(x),
+    "exp": lambda x, y, d: y, "log": lambda x, y, d: 1.0 / x,
+    "log1p": lambda x, y, d: 1.0 / (1.0 + x), "expm1": lambda x, y, d: y + 1.0,
+    "sqrt": lambda x, y, d: 0.5 / y, "square": lambda x, y, d: 2.0 * x,
+    "reciprocal": lambda x, y, d: -(y * y), "sin": lambda x, y, d: np.cos(x),
+    "cos": lambda x, y, d: -np.sin(x), "tan": lambda x, y, d: 1.0 + y * y,
+    "arcsin": lambda x, y, d: 1.0 / np.sqrt(1.0 - x * x),
+    "arccos": lambda x, y, d: -1.0 / np.sqrt(1.0 - x * x),
+    "arctan": lambda x, y, d: 1.0 / (1.0 + x * x), "sinh": lambda x, y, d: np.cosh(x),
+    "cosh": lambda x, y, d: np.sinh(x), "tanh": lambda x, y, d: 1.0 - y * y,
+    "arcsinh": lambda x, y, d: 1.0 / np.sqrt(x * x + 1.0),
+    "arccosh": lambda x, y, d: 1.0 / np.sqrt(x * x - 1.0),
+    "arctanh": lambda x, y, d: 1.0 / (1.0 - x * x), "exp2": lambda x, y, d: y * LN2,
+    "log2": lambda x, y, d: 1.0 / (x * LN2), "log10": lambda x, y, d: 1.0 / (x * LN10),
+    "cbrt": lambda x, y, d: 1.0 / (3.0 * y * y), "expit": lambda x, y, d: y * (1.0 - y),
+    "erf": lambda x, y, d: TWO_OVER_SQRTPI * np.exp(-(x * x)),
+    "erfc": lambda x, y, d: -TWO_OVER_SQRTPI * np.exp(-(x * x)),
+    "addc": lambda x, y, d: 1.0, "mulc": lambda x, y, d: d, "rsubc": lambda x, y, d: -1.0,
+    "rdivc": lambda x, y, d: -d / (x * x),
+    "powc": lambda x, y, d: 0.0 if d == 0 else d * x ** (d - 1.0),
+    "rpowc": lambda x, y, d: y * np.log(d), "softplus": lambda x, y, d: sps.expit(x),
+    "logit": lambda x, y, d: 1.0 / (x * (1.0 - x)),
+}
+
+
+def _binary_d1(name, a, b, y, m):
+    if name == "add":
+        return 1.0, 1.0
+    if name == "subtract":
+        return 1.0, -1.0
+    if name == "multiply":
+        return b, a
+    if name == "divide":
+        return 1.0 / b, -a / (b * b)
+    if name == "power":
+        return b * a ** (b - 1.0), y * np.log(np.where(a > 0, a, 1.0))
+    if name in ("maximum", "minimum"):
+        win = (a > b) if name == "maximum" else (a < b)
+        tie = (a == b) * 0.5
+        return win * 1.0 + tie, (1.0 - win * 1.0) - tie
+    if name == "arctan2":
+        r = a * a + b * b
+        return b / r, -a / r
+    if name == "hypot":
+        return a / y, b / y
+    if name == "logaddexp":
+        return np.exp(a - y), np.exp(b - y)
+    if name == "where":
+        mm = (m != 0) * 1.0
+        return mm, 1.0 - mm
+    raise KeyError(name)
+
+
+_UN = FAMILIES["unary"]
+_UN0 = FAMILIES["unary_zero"]
+_BIN = FAMILIES["binary"]
+_CMP = FAMILIES["compare"]
+
+
+def _take(x, idx):
+    if type(x) is Tracer:
+        return rules.gather(x, idx)
+    return np.asarray(x)[idx]
+
+
+def _scatter(x, idx, n):
+    return rules.scatter_add(x, idx, n)
+
+
+def _flat(x):
+    return np.reshape(x, (-1,))
+
+
+class Buf:
+    """A work buffer made of its allocations; each holds a flat array (NumPy or tracer) or None (zero)."""
+
+    def __init__(self, starts, sizes):
+        self.starts, self.sizes = list(starts), list(sizes)
+        self.arrs = [None] * len(starts)
+
+    def _find(self, off, n):
+        k = bisect.bisect_right(self.starts, off) - 1
+        while k > 0 and not (off + n <= self.starts[k] + self.sizes[k]):
+            k -= 1
+        return k
+
+    def read(self, off, n, zero=True):
+        if n == 0:
+            return np.zeros(0)
+        k = self._find(off, n)
+        a, s = self.arrs[k], self.starts[k]
+        if a is None:
+            return np.zeros(n) if zero else None
+        if off == s and n == self.sizes[k]:
+            return a
+        return a[off - s:off - s + n]
+
+    def put(self, off, n, v, add=False):
+        if n == 0 or v is None:
+            return
+        k = self._find(off, n)
+        s, size = self.starts[k], self.sizes[k]
+        v = np.broadcast_to(v, (n,)) if np.ndim(rules.value_of(v)) == 0 else _flat(v)
+        full = off == s and n == size
+        base = self.arrs[k]
+        if full and (base is None or not add):
+            self.arrs[k] = v
+            return
+        piece = v if full else _scatter(v, np.arange(off - s, off - s + n), size)
+        self.arrs[k] = piece if base is None else base + piece
+
+
+class Sweep:
+    """Values, tangents and adjoints of a recorded function, computed op by op with NumPy."""
+
+    def __init__(self, tr, inputs=None):
+        self.tr = tr
+        t = tr.tape
+        rec = tr.rec
+        self.ops = t.op_table()
+        self.ipool = t.index_pool()
+        self.consts = t.constants()
+        self.sources = rec.const_sources
+        self.starts, self.sizes = rec.alloc_starts, rec.alloc_sizes
+        if inputs is None:
+            inputs = []
+            pos = 0
+            for o, n in zip(tr.outer_inputs, tr.in_sizes):
+                inputs.append(_flat(o) if o is not None else tr.recorded_x[pos:pos + n])
+                pos += n
+        self.inputs = inputs
+        self.vals = self._forward()
+
+    # -- operands
+    def _sizes(self, op):
+        code, n, p = int(op["code"]), int(op["n"]), op["p"]
+        name = OPNAMES[code]
+        if code <= _UN[1]:
+            return n, 0, 0
+        if code <= _BIN[1]:
+            return int(p[1]), int(p[3]), (n if name == "where" else 0)
+        if name in ("sum", "max", "min", "prod"):
+            return int(p[0] * p[1] * p[2]), 0, 0
+        if name == "matmul":
+            return (int(p[0] if p[4] else 1) * int(p[1] * p[2]),
+                    int(p[0] if p[5] else 1) * int(p[2] * p[3]), 0)
+        if name in ("gather", "scatter_add"):
+            return int(p[1]), 0, 0
+        return n, 0, 0
+
+    def _const(self, off, n):
+        src = self.sources.get(off)
+        if src is not None:
+            return _flat(src)
+        return self.consts[off:off + n]
+
+    def _operands(self, op, buf):
+        sa, sb, sc = self._sizes(op)
+        fl = int(op["flags"])
+        res = []
+        for off, size, bit in ((op["a"], sa, FLAG_A), (op["b"], sb, FLAG_B), (op["c"], sc, FLAG_C)):
+            off = int(off)
+            if size == 0 and bit != FLAG_A:
+                res.append(None)
+            elif fl & bit:
+                res.append(self._const(off, size))
+            else:
+                res.append(buf.read(off, size))
+        return res
+
+    # -- forward
+    def _forward(self):
+        vals = Buf(self.starts, self.sizes)
+        for k, x in enumerate(self.inputs):
+            vals.put(self.starts[k], self.tr.in_sizes[k], x)
+        for op in self.ops:
+            A, B, C = self._operands(op, vals)
+            vals.put(int(op["out"]), int(op["n"]), self.forward_op(op, A, B, C))
+        return vals
+
+    def _bidx(self, n, div, mod):
+        return (np.arange(n) // div) % mod
+
+    def forward_op(self, op, A, B, C):
+        code, n, p, d = int(op["code"]), int(op["n"]), op["p"], float(op["d"])
+        name = OPNAMES[code]
+        if code <= _UN[1]:
+            return rules._UNARY_VALUE[name](A, d)
+        if code <= _BIN[1]:
+            Af = A if (p[0] == 1 and p[1] == n) else _take(A, self._bidx(n, p[0], p[1]))
+            Bf = B if (p[2] == 1 and p[3] == n) else _take(B, self._bidx(n, p[2], p[3]))
+            if name == "where":
+                return np.where(C != 0, Af, Bf)
+            return rules._BINARY_VALUE[name](Af, Bf) * 1.0
+        if name in ("sum", "max", "min", "prod"):
+            A3 = np.reshape(A, (int(p[0]), int(p[1]), int(p[2])))
+            return _flat(rules._REDUCE_VALUE[name](A3, axis=1))
+        if name == "matmul":
+            A3, B3 = self._mats(p, A, B)
+            return _flat(np.matmul(A3, B3))
+        idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
+        if name == "gather":
+            return _take(A, idx)
+        if name == "scatter_add":
+            return _scatter(A, idx, n)
+        return A  # copy
+
+    def _mats(self, p, A, B):
+        nb, M, K, N = int(p[0]), int(p[1]), int(p[2]), int(p[3])
+        A3 = np.reshape(A, ((nb if p[4] else 1), M, K))
+        B3 = np.reshape(B, ((nb if p[5] else 1), K, N))
+        return A3, B3
+
+    # -- outputs
+    def out_leaves(self):
+        tr = self.tr
+        flat = self.vals.read(tr.out_off, tr.nout)
+        res, pos = [], 0
+        for n in tr.out_sizes:
+            res.append(flat[pos:pos + n] if len(tr.out_sizes) > 1 else flat)
+            pos += n
+        return res
+
+    # -- reverse
+    def vjp(self, ct_leaves):
+        tr = self.tr
+        adj = Buf(self.starts, self.sizes)
+        seed = ct_leaves[0] if len(ct_leaves) == 1 else rules.concatenate([_flat(c) for c in ct_leaves])
+        adj.put(tr.out_off, tr.nout, _flat(seed), add=True)
+        for op in self.ops[::-1]:
+            n = int(op["n"])
+            Yb = adj.read(int(op["out"]), n, zero=False)
+            if Yb is None or n == 0:
+                continue
+            A, B, C = self._operands(op, self.vals)
+            Y = self.vals.read(int(op["out"]), n)
+            fl = int(op["flags"])
+            Ab, Bb = self.vjp_op(op, A, B, C, Y, Yb)
+            sa, sb, _ = self._sizes(op)
+            if Ab is not None and not fl & FLAG_A:
+                adj.put(int(op["a"]), sa, Ab, add=True)
+            if Bb is not None and not fl & FLAG_B:
+                adj.put(int(op["b"]), sb, Bb, add=True)
+        return [adj.read(s, n) for s, n in zip(self.starts, tr.in_sizes)]
+
+    def vjp_op(self, op, A, B, C, Y, Yb):
+        code, n, p, d = int(op["code"]), int(op["n"]), op["p"], float(op["d"])
+        name = OPNAMES[code]
+        if _UN0[0] <= code <= _UN0[1] or _CMP[0] <= code <= _CMP[1]:
+            return None, None
+        if code <= _UN[1]:
+            return Yb * UNARY_D1[name](A, Y, d), None
+        if code <= _BIN[1]:
+            ia = None if (p[0] == 1 and p[1] == n) else self._bidx(n, p[0], p[1])
+            ib = None if (p[2] == 1 and p[3] == n) else self._bidx(n, p[2], p[3])
+            Af = A if ia is None else _take(A, ia)
+            Bf = B if ib is None else _take(B, ib)
+            da, db = _binary_d1(name, Af, Bf, Y, C)
+            ga, gb = Yb * da, Yb * db
+            ga = ga if ia is None else _scatter(ga, ia, int(p[1]))
+            gb = gb if ib is None else _scatter(gb, ib, int(p[3]))
+            return ga, gb
+        pre, m, post = int(p[0]), int(p[1]), int(p[2])
+        if name == "sum":
+            return _flat(np.broadcast_to(np.reshape(Yb, (pre, 1, post)), (pre, m, post))), None
+        if name in ("max", "min"):
+            A3 = np.reshape(A, (pre, m, post))
+            mask = (A3 == np.reshape(Y, (pre, 1, post))) * 1.0
+            cnt = np.sum(mask, axis=1, keepdims=True)
+            return _flat(mask * (np.reshape(Yb, (pre, 1, post)) / cnt)), None
+        if name == "prod":
+            P = self._prod_others(A, pre, m, post)
+            return _flat(np.reshape(Yb, (pre, 1, post)) * P), None
+        if name == "matmul":
+            A3, B3 = self._mats(p, A, B)
+            Yb3 = np.reshape(Yb, (int(p[0]), int(p[1]), int(p[3])))
+            Ab = np.matmul(Yb3, np.swapaxes(B3, -1, -2))
+            Bb = np.matmul(np.swapaxes(A3, -1, -2), Yb3)
+            if not p[4]:
+                Ab = np.sum(Ab, axis=0)
+            if not p[5]:
+                Bb = np.sum(Bb, axis=0)
+            return _flat(Ab), _flat(Bb)
+        idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
+        if name == "gather":
+            return _scatter(Yb, idx, int(p[1])), None
+        if name == "scatter_add":
+            return _take(Yb, idx), None
+        return Yb, None  # copy
+
+    def _prod_others(self, A, pre, m, post):
+        """P[i, j, k] = prod over j' != j of A[i, j', k] (O(m^2), exact with zeros)."""
+        A3 = np.reshape(A, (pre, m, post))
+        eye = np.eye(m, dtype=bool)[None, :, :, None]
+        A4 = A3[:, None, :, :] if type(A3) is not Tracer else rules.getitem(A3, (slice(None), None))
+        return np.prod(np.where(eye, 1.0, A4), axis=2)
+
+    # -- tangent
+    def jvp(self, tan_leaves):
+        tr = self.tr
+        tan = Buf(self.starts, self.sizes)
+        for k, t in enumerate(tan_leaves):
+            tan.put(self.starts[k], tr.in_sizes[k], _flat(t))
+        for op in self.ops:
+            n = int(op["n"])
+            if n == 0:
+                continue
+            A, B, C = self._operands(op, self.vals)
+            fl = int(op["flags"])
+            sa, sb, _ = self._sizes(op)
+            Ad = None if fl & FLAG_A else tan.read(int(op["a"]), sa, zero=False)
+            Bd = None if (fl & FLAG_B or sb == 0) else tan.read(int(op["b"]), sb, zero=False)
+            Y = self.vals.read(int(op["out"]), n)
+            Yd = self.jvp_op(op, A, B, C, Y, Ad, Bd) if (Ad is not None or Bd is not None) else None
+            tan.put(int(op["out"]), n, Yd if Yd is not None else np.zeros(n))
+        flat = tan.read(tr.out_off, tr.nout)
+        res, pos = [], 0
+        for n in tr.out_sizes:
+            res.append(flat[pos:pos + n] if len(tr.out_sizes) > 1 else flat)
+            pos += n
+        return res
+
+    def jvp_op(self, op, A, B, C, Y, Ad, Bd):
+        code, n, p, d = int(op["code"]), int(op["n"]), op["p"], float(op["d"])
+        name = OPNAMES[code]
+        if _UN0[0] <= code <= _UN0[1] or _CMP[0] <= code <= _CMP[1]:
+            return None
+        if code <= _UN[1]:
+            return Ad * UNARY_D1[name](A, Y, d)
+        if code <= _BIN[1]:
+            ia = None if (p[0] == 1 and p[1] == n) else self._bidx(n, p[0], p[1])
+            ib = None if (p[2] == 1 and p[3] == n) else self._bidx(n, p[2], p[3])
+            Af = A if ia is None else _take(A, ia)
+            Bf = B if ib is None else _take(B, ib)
+            da, db = _binary_d1(name, Af, Bf, Y, C)
+            out = 0.0
+            if Ad is not None:
+                out = out + da * (Ad if ia is None else _take(Ad, ia))
+            if Bd is not None:
+                out = out + db * (Bd if ib is None else _take(Bd, ib))
+            return out
+        pre, m, post = int(p[0]), int(p[1]), int(p[2])
+        if name == "sum":
+            return _flat(np.sum(np.reshape(Ad, (pre, m, post)), axis=1))
+        if name in ("max", "min"):
+            A3 = np.reshape(A, (pre, m, post))
+            mask = (A3 == np.reshape(Y, (pre, 1, post))) * 1.0
+            cnt = np.sum(mask, axis=1)
+            return _flat(np.sum(mask * np.reshape(Ad, (pre, m, post)), axis=1) / cnt)
+        if name == "prod":
+            P = self._prod_others(A, pre, m, post)
+            return _flat(np.sum(P * np.reshape(Ad, (pre, m, post)), axis=1))
+        if name == "matmul":
+            A3, B3 = self._mats(p, A, B)
+            out = 0.0
+            if Ad is not None:
+                out = out + np.matmul(np.reshape(Ad, np.shape(rules.value_of(A3))), B3)
+            if Bd is not None:
+                out = out + np.matmul(A3, np.reshape(Bd, np.shape(rules.value_of(B3))))
+            return _flat(out)
+        idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
+        if name == "gather":
+            return _take(Ad, idx)
+        if name == "scatter_add":
+            return _scatter(Ad, idx, n)
+        return Ad
+
+
+def numpy_sweep(tr):
+    """The reference sweeps at the recording point, with plain NumPy (for checking the core)."""
+    return Sweep(tr, inputs=None if not tr.nested else None)

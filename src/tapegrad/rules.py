@@ -1,0 +1,750 @@
+"""How each NumPy function records onto the tape.
+
+One entry per NumPy function or ufunc, mapping it onto the core's primitives (the derivative
+rules of every primitive live beside its value in ``_core/kernels.pxd`` and ``_core/sweeps.pyx``;
+the NumPy-level reference of the same rules is ``reference.py``):
+
+- elementwise unary ops (with a scalar parameter for ``x + c``, ``c / x``, ``x ** c``, ...),
+- elementwise binary ops with broadcasting by index arithmetic (no copy) when an operand's
+  shape is a contiguous block of the output's, else by an explicit gather,
+- reductions over one (pre, m, post) block, batched matmul,
+- gather (indexing, transposes), scatter_add and copy (assembly); reshapes and contiguous
+  slices are free aliases of the same work-buffer region.
+
+When no operand is traced the NumPy function runs as usual (constant folding).
+"""
+import math
+import operator
+
+import numpy as np
+import scipy.special as sps
+
+from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C
+from .tracer import Tracer, top_recorder, value_of, _as_float_array
+
+# name -> function computing the value of that unary primitive from x and its parameter d
+_UNARY_VALUE = {
+    "neg": lambda x, d: -x, "abs": lambda x, d: np.abs(x), "exp": lambda x, d: np.exp(x),
+    "log": lambda x, d: np.log(x), "log1p": lambda x, d: np.log1p(x),
+    "expm1": lambda x, d: np.expm1(x), "sqrt": lambda x, d: np.sqrt(x),
+    "square": lambda x, d: x * x, "reciprocal": lambda x, d: 1.0 / x,
+    "sin": lambda x, d: np.sin(x), "cos": lambda x, d: np.cos(x), "tan": lambda x, d: np.tan(x),
+    "arcsin": lambda x, d: np.arcsin(x), "arccos": lambda x, d: np.arccos(x),
+    "arctan": lambda x, d: np.arctan(x), "sinh": lambda x, d: np.sinh(x),
+    "cosh": lambda x, d: np.cosh(x), "tanh": lambda x, d: np.tanh(x),
+    "arcsinh": lambda x, d: np.arcsinh(x), "arccosh": lambda x, d: np.arccosh(x),
+    "arctanh": lambda x, d: np.arctanh(x), "exp2": lambda x, d: np.exp2(x),
+    "log2": lambda x, d: np.log2(x), "log10": lambda x, d: np.log10(x),
+    "cbrt": lambda x, d: np.cbrt(x), "expit": lambda x, d: sps.expit(x),
+    "erf": lambda x, d: sps.erf(x), "erfc": lambda x, d: sps.erfc(x),
+    "addc": lambda x, d: x + d, "mulc": lambda x, d: x * d, "rsubc": lambda x, d: d - x,
+    "rdivc": lambda x, d: d / x, "powc": lambda x, d: np.power(x, d),
+    "rpowc": lambda x, d: np.power(d, x),
+    "softplus": lambda x, d: np.logaddexp(0.0, x), "logit": lambda x, d: sps.logit(x),
+    "sign": lambda x, d: np.sign(x), "floor": lambda x, d: np.floor(x),
+    "ceil": lambda x, d: np.ceil(x), "rint": lambda x, d: np.rint(x),
+    "trunc": lambda x, d: np.trunc(x),
+}
+
+_BINARY_VALUE = {
+    "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide,
+    "power": np.power, "maximum": np.maximum, "minimum": np.minimum, "arctan2": np.arctan2,
+    "hypot": np.hypot, "logaddexp": np.logaddexp, "less": np.less, "less_equal": np.less_equal,
+    "greater": np.greater, "greater_equal": np.greater_equal, "equal": np.equal,
+    "not_equal": np.not_equal,
+}
+_COMPARISONS = {"less", "less_equal", "greater", "greater_equal", "equal", "not_equal"}
+
+UNARY_UFUNCS = {
+    np.negative: "neg", np.absolute: "abs", np.fabs: "abs", np.exp: "exp", np.log: "log",
+    np.log1p: "log1p", np.expm1: "expm1", np.sqrt: "sqrt", np.square: "square",
+    np.reciprocal: "reciprocal", np.sin: "sin", np.cos: "cos", np.tan: "tan",
+    np.arcsin: "arcsin", np.arccos: "arccos", np.arctan: "arctan", np.sinh: "sinh",
+    np.cosh: "cosh", np.tanh: "tanh", np.arcsinh: "arcsinh", np.arccosh: "arccosh",
+    np.arctanh: "arctanh", np.exp2: "exp2", np.log2: "log2", np.log10: "log10",
+    np.cbrt: "cbrt", sps.expit: "expit", sps.erf: "erf", sps.erfc: "erfc", sps.logit: "logit",
+    np.sign: "sign", np.floor: "floor", np.ceil: "ceil", np.rint: "rint", np.trunc: "trunc",
+}
+BINARY_UFUNCS = {
+    np.add: "add", np.subtract: "subtract", np.multiply: "multiply", np.true_divide: "divide",
+    np.power: "power", np.float_power: "power", np.maximum: "maximum", np.minimum: "minimum",
+    np.fmax: "maximum", np.fmin: "minimum", np.arctan2: "arctan2", np.hypot: "hypot",
+    np.logaddexp: "logaddexp", np.less: "less", np.less_equal: "less_equal",
+    np.greater: "greater", np.greater_equal: "greater_equal", np.equal: "equal",
+    np.not_equal: "not_equal",
+}
+
+
+def _prod(shape):
+    return math.prod(shape)
+
+
+def _const_value(x):
+    return _as_float_array(value_of(x))
+
+
+# ------------------------------------------------------------------ primitives
+def unary(name, x, d=0.0):
+    rec = top_recorder(x)
+    if rec is None:
+        return _UNARY_VALUE[name](_as_float_array(value_of(x)), d)
+    off, _, v = rec.operand(x)
+    y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
+    t = rec.new(y)
+    if y.size:
+        rec.op(OPCODES[name], 0, t._off, off, n=y.size, d=float(d), reads=(off,))
+    return t
+
+
+_SCALAR_SPECIAL = {  # (name, constant on the left?) -> (unary primitive, parameter from c)
+    ("add", False): ("addc", lambda c: c), ("add", True): ("addc", lambda c: c),
+    ("subtract", False): ("addc", lambda c: -c), ("subtract", True): ("rsubc", lambda c: c),
+    ("multiply", False): ("mulc", lambda c: c), ("multiply", True): ("mulc", lambda c: c),
+    ("divide", False): ("mulc", lambda c: 1.0 / c), ("divide", True): ("rdivc", lambda c: c),
+    ("power", False): ("powc", lambda c: c), ("power", True): ("rpowc", lambda c: c),
+}
+
+
+def _bmode(shape, out_shape):
+    """(div, mod) such that operand index = (i // div) % mod, or None if not a block."""
+    n = _prod(out_shape)
+    s = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    if s == tuple(out_shape):
+        return (1, max(n, 1))
+    nz = [i for i, k in enumerate(s) if k != 1]
+    if not nz:
+        return (1, 1)
+    i0, i1 = nz[0], nz[-1] + 1
+    if all(s[i] == out_shape[i] for i in range(i0, i1)):
+        return (_prod(out_shape[i1:]), _prod(out_shape[i0:i1]))
+    return None
+
+
+def broadcast_to(x, shape):
+    """Materialize x broadcast to ``shape`` (a gather for tracers)."""
+    shape = tuple(shape)
+    if type(x) is not Tracer or not x._rec.active:
+        return np.broadcast_to(_const_value(x), shape)
+    if x.shape == shape:
+        return x
+    idx = np.broadcast_to(np.arange(x.size).reshape(x.shape), shape)
+    return gather(x, idx)
+
+
+def binary(name, x, y):
+    rec = top_recorder(x, y)
+    if rec is None:
+        return _BINARY_VALUE[name](value_of(x), value_of(y))
+    xo, xc, xv = rec.operand(x)
+    yo, yc, yv = rec.operand(y)
+    out_shape = np.broadcast_shapes(xv.shape, yv.shape)
+    # x op c and c op x with a constant scalar: one unary primitive with parameter c
+    for (co, cc, cv, vo, left) in ((yo, yc, yv, x, False), (xo, xc, xv, y, True)):
+        if cc and cv.size == 1 and (name, left) in _SCALAR_SPECIAL and not (xc and yc):
+            prim, par = _SCALAR_SPECIAL[(name, left)]
+            var = vo
+            t = unary(prim, var, par(float(cv.reshape(()))))
+            return reshape(t, out_shape) if t.shape != out_shape else t
+    val = _BINARY_VALUE[name](xv, yv)
+    val = val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
+    n = val.size
+    if n == 0:
+        return rec.new(val)
+    modes = []
+    ops = []
+    for (o, c, v, orig) in ((xo, xc, xv, x), (yo, yc, yv, y)):
+        m = _bmode(v.shape, out_shape)
+        if m is None:
+            if c:
+                v = np.ascontiguousarray(np.broadcast_to(v, out_shape))
+                o = rec.const(v, source=orig if type(orig) is Tracer and orig._rec.active else None)
+            else:
+                o = broadcast_to(orig, out_shape)._off
+            m = (1, n)
+        modes.append(m)
+        ops.append(o)
+    flags = (FLAG_A if xc else 0) | (FLAG_B if yc else 0)
+    t = rec.new(val)
+    reads = tuple(o for o, c in ((ops[0], xc), (ops[1], yc)) if not c)
+    rec.op(OPCODES[name], flags, t._off, ops[0], ops[1], n=n,
+           p=(modes[0][0], modes[0][1], modes[1][0], modes[1][1]), reads=reads)
+    return t
+
+
+def where(cond, x, y):
+    rec = top_recorder(cond, x, y)
+    if rec is None:
+        return np.where(value_of(cond), value_of(x), value_of(y))
+    cv = np.asarray(value_of(cond)).astype(bool)
+    xo, xc, xv = rec.operand(x)
+    yo, yc, yv = rec.operand(y)
+    out_shape = np.broadcast_shapes(cv.shape, xv.shape, yv.shape)
+    val = np.where(cv, xv, yv).astype(np.float64)
+    n = val.size
+    if n == 0:
+        return rec.new(val)
+    if type(cond) is Tracer and cond._rec is rec:
+        co, cc = broadcast_to(cond, out_shape)._off, False
+    else:
+        co, cc = rec.const(np.ascontiguousarray(np.broadcast_to(cv, out_shape)).astype(np.float64),
+                           source=cond if type(cond) is Tracer and cond._rec.active else None), True
+    modes, ops = [], []
+    for (o, c, v, orig) in ((xo, xc, xv, x), (yo, yc, yv, y)):
+        m = _bmode(v.shape, out_shape)
+        if m is None:
+            if c:
+                o = rec.const(np.ascontiguousarray(np.broadcast_to(v, out_shape)),
+                              source=orig if type(orig) is Tracer and orig._rec.active else None)
+            else:
+                o = broadcast_to(orig, out_shape)._off
+            m = (1, n)
+        modes.append(m)
+        ops.append(o)
+    flags = (FLAG_A if xc else 0) | (FLAG_B if yc else 0) | (FLAG_C if cc else 0)
+    t = rec.new(val)
+    reads = tuple(o for o, c in ((ops[0], xc), (ops[1], yc), (co, cc)) if not c)
+    rec.op(OPCODES["where"], flags, t._off, ops[0], ops[1], co, n=n,
+           p=(modes[0][0], modes[0][1], modes[1][0], modes[1][1]), reads=reads)
+    return t
+
+
+def _norm_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        axes = tuple(operator.index(a) for a in axis)
+    else:
+        axes = (operator.index(axis),)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise np.exceptions.AxisError(a, ndim)
+        out.append(a % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError("duplicate value in 'axis'")
+    return tuple(sorted(out))
+
+
+_REDUCE_VALUE = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}
+
+
+def reduce(kind, x, axis=None, keepdims=False):
+    """sum / prod / max / min over the given axes."""
+    rec = top_recorder(x)
+    if rec is None:
+        return _REDUCE_VALUE[kind](value_of(x), axis=axis, keepdims=keepdims)
+    off, _, v = rec.operand(x)
+    axes = _norm_axes(axis, v.ndim)
+    val = np.asarray(_REDUCE_VALUE[kind](v, axis=axes, keepdims=keepdims), dtype=np.float64)
+    if v.ndim == 0:
+        return x if type(x) is Tracer and x._rec is rec else reshape(unary("mulc", x, 1.0), ())
+    contiguous = all(b - a == 1 for a, b in zip(axes, axes[1:]))
+    src = x
+    if not contiguous:
+        rest = tuple(a for a in range(v.ndim) if a not in axes)
+        src = transpose(x, rest + axes)
+        axes = tuple(range(len(rest), v.ndim))
+    s = src.shape
+    pre, m, post = _prod(s[:axes[0]]), _prod(s[axes[0]:axes[-1] + 1]), _prod(s[axes[-1] + 1:])
+    t = rec.new(val)
+    if val.size:
+        rec.op(OPCODES[kind], 0, t._off, src._off, n=pre * post, p=(pre, m, post), reads=(src._off,))
+    return t
+
+
+def mean(x, axis=None, keepdims=False):
+    v = value_of(x)
+    axes = _norm_axes(axis, np.ndim(v))
+    m = _prod(np.shape(v)[a] for a in axes)
+    return unary("mulc", reduce("sum", x, axis, keepdims), 1.0 / m if m else np.nan)
+
+
+def gather(x, idx):
+    """x.ravel()[idx] with the shape of idx; a contiguous range is a free alias."""
+    idx = np.asarray(idx, dtype=np.int64)
+    rec = top_recorder(x)
+    if rec is None:
+        return np.asarray(value_of(x)).ravel()[idx]
+    flat = idx.ravel()
+    n = flat.size
+    v = x._val.ravel()
+    if n == 0:
+        return rec.new(np.zeros(idx.shape))
+    start = int(flat[0])
+    if flat[-1] - start == n - 1 and (n == 1 or np.all(np.diff(flat) == 1)):
+        return Tracer(rec, x._off + start, v[start:start + n].reshape(idx.shape))
+    t = rec.new(v[flat].reshape(idx.shape))
+    p0 = rec.tape.add_index(flat)
+    rec.op(OPCODES["gather"], 0, t._off, x._off, n=n, p=(p0, x.size), reads=(x._off,))
+    return t
+
+
+def scatter_add(x, idx, n):
+    """y = zeros(n); y[idx] += x.ravel() (the adjoint of gather)."""
+    idx = np.asarray(idx, dtype=np.int64).ravel()
+    rec = top_recorder(x)
+    if rec is None:
+        return np.bincount(idx, weights=np.asarray(value_of(x), dtype=np.float64).ravel(),
+                           minlength=n).astype(np.float64)
+    off, _, v = rec.operand(x)
+    val = np.bincount(idx, weights=v.ravel(), minlength=n).astype(np.float64)
+    t = rec.new(val)
+    if n:
+        p0 = rec.tape.add_index(idx)
+        rec.op(OPCODES["scatter_add"], 0, t._off, off, n=n, p=(p0, idx.size), reads=(off,))
+    return t
+
+
+def reshape(x, shape, order="C"):
+    if type(x) is not Tracer or not x._rec.active:
+        return np.reshape(value_of(x), shape, order=order)
+    if order == "F":
+        return transpose(reshape(transpose(x), tuple(np.empty(0).reshape(0, -1).shape) if False
+                                 else tuple(reversed(np.empty(x.shape).reshape(shape).shape))))
+    if order not in ("C", "A"):
+        raise NotImplementedError(f"reshape: order={order!r}")
+    return Tracer(x._rec, x._off, x._val.reshape(shape))
+
+
+def transpose(x, axes=None):
+    v = value_of(x)
+    if type(x) is not Tracer or not x._rec.active:
+        return np.transpose(v, axes)
+    nd = v.ndim
+    axes = tuple(range(nd))[::-1] if axes is None else tuple(a % nd for a in axes)
+    if axes == tuple(range(nd)):
+        return x
+    return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes))
+
+
+def concatenate(seq, axis=0):
+    seq = list(seq)
+    rec = top_recorder(*seq)
+    vals = [value_of(s) for s in seq]
+    if rec is None:
+        return np.concatenate(vals, axis=axis)
+    val = np.concatenate([_as_float_array(v) for v in vals], axis=axis)
+    if axis is None:
+        seq = [reshape(s, (-1,)) if type(s) is Tracer else np.ravel(s) for s in seq]
+        axis = 0
+    axis = axis % val.ndim
+    out = rec.new(val)
+    pos = 0
+    for s in seq:
+        so, sc, sv = rec.operand(s)
+        if sv.size:
+            rec.op(OPCODES["copy"], FLAG_A if sc else 0, out._off + pos, so, n=sv.size,
+                   reads=() if sc else (so,))
+        pos += sv.size
+    if axis == 0:
+        return out
+    # pieces were laid end to end; one gather puts each element where concatenation wants it
+    blocks, pos = [], 0
+    for v in vals:
+        v = np.asarray(v)
+        blocks.append(np.arange(pos, pos + v.size).reshape(v.shape))
+        pos += v.size
+    return gather(Tracer(rec, out._off, val.ravel()), np.concatenate(blocks, axis=axis))
+
+
+def stack(seq, axis=0):
+    seq = list(seq)
+    if not seq:
+        raise ValueError("need at least one array to stack")
+    shapes = {np.shape(value_of(s)) for s in seq}
+    if len(shapes) != 1:
+        raise ValueError("all input arrays must have the same shape")
+    nd = len(shapes.pop()) + 1
+    axis = operator.index(axis) % nd
+    return concatenate([expand_dims(s, axis) for s in seq], axis=axis)
+
+
+def expand_dims(x, axis):
+    return reshape(x, np.expand_dims(np.empty(np.shape(value_of(x)), dtype=np.bool_), axis).shape)
+
+
+def matmul(a, b):
+    rec = top_recorder(a, b)
+    if rec is None:
+        return np.matmul(value_of(a), value_of(b))
+    av, bv = np.asarray(value_of(a)), np.asarray(value_of(b))
+    if av.ndim == 0 or bv.ndim == 0:
+        raise ValueError("matmul: Input operand does not have enough dimensions")
+    out_shape = np.matmul(np.empty(av.shape, dtype=np.bool_) if av.size < 1 else np.zeros(av.shape),
+                          np.zeros(bv.shape)).shape if (av.size == 0 or bv.size == 0) else None
+    a2 = reshape(a, (1,) + av.shape) if av.ndim == 1 else a
+    b2 = reshape(b, bv.shape + (1,)) if bv.ndim == 1 else b
+    s_a, s_b = np.shape(value_of(a2)), np.shape(value_of(b2))
+    M, K = s_a[-2:]
+    K2, N = s_b[-2:]
+    if K != K2:
+        raise ValueError(f"matmul: mismatch in core dimension: {av.shape} @ {bv.shape}")
+    batch = np.broadcast_shapes(s_a[:-2], s_b[:-2])
+    nb = _prod(batch)
+    ops = []
+    for x, s, rows, cols in ((a2, s_a, M, K), (b2, s_b, K, N)):
+        if tuple(s[:-2]) != tuple(batch) and _prod(s[:-2]) != 1:
+            x = broadcast_to(x, batch + (rows, cols))
+            s = batch + (rows, cols)
+        o, c, v = rec.operand(x)
+        stride = rows * cols if _prod(s[:-2]) == nb and nb > 1 else 0
+        ops.append((o, c, v, stride))
+    val = np.matmul(ops[0][2], ops[1][2]).astype(np.float64)
+    shape = tuple(batch) + (M, N)
+    val = val.reshape(shape)
+    t = rec.new(val)
+    if val.size:
+        flags = (FLAG_A if ops[0][1] else 0) | (FLAG_B if ops[1][1] else 0)
+        reads = tuple(o[0] for o in ops if not o[1])
+        rec.op(OPCODES["matmul"], flags, t._off, ops[0][0], ops[1][0], n=val.size,
+               p=(nb, M, K, N, ops[0][3], ops[1][3]), reads=reads)
+    final = tuple(batch) + ((M,) if av.ndim > 1 else ()) + ((N,) if bv.ndim > 1 else ())
+    return reshape(t, final) if final != shape else t
+
+
+def dot(a, b):
+    av, bv = value_of(a), value_of(b)
+    if np.ndim(av) == 0 or np.ndim(bv) == 0:
+        return binary("multiply", a, b)
+    if np.ndim(av) <= 2 and np.ndim(bv) <= 2:
+        return matmul(a, b)
+    if np.ndim(bv) == 1:
+        return matmul(a, b)
+    # N-d dot: sum over the last axis of a and the second-to-last of b
+    K = np.shape(av)[-1]
+    b_moved = moveaxis(b, -2, 0)
+    out = matmul(reshape(a, (-1, K)), reshape(b_moved, (K, -1)))
+    return reshape(out, np.shape(av)[:-1] + np.shape(bv)[:-2] + np.shape(bv)[-1:])
+
+
+def moveaxis(x, source, destination):
+    nd = np.ndim(value_of(x))
+    src = [s % nd for s in np.atleast_1d(source)]
+    dst = [d % nd for d in np.atleast_1d(destination)]
+    order = [n for n in range(nd) if n not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return transpose(x, tuple(order))
+
+
+def tensordot(a, b, axes=2):
+    av, bv = np.shape(value_of(a)), np.shape(value_of(b))
+    if isinstance(axes, int):
+        ax_a = list(range(len(av) - axes, len(av)))
+        ax_b = list(range(axes))
+    else:
+        ax_a, ax_b = [list(np.atleast_1d(x)) for x in axes]
+    ax_a = [x % len(av) for x in ax_a]
+    ax_b = [x % len(bv) for x in ax_b]
+    free_a = [i for i in range(len(av)) if i not in ax_a]
+    free_b = [i for i in range(len(bv)) if i not in ax_b]
+    K = _prod(av[i] for i in ax_a)
+    at = reshape(transpose(a, free_a + ax_a), (-1, K))
+    bt = reshape(transpose(b, ax_b + free_b), (K, -1))
+    return reshape(matmul(at, bt), tuple(av[i] for i in free_a) + tuple(bv[i] for i in free_b))
+
+
+def getitem(x, key):
+    rec = x._rec if x._rec.active else None
+    if rec is None:
+        return x._val[key]
+    keys = key if isinstance(key, tuple) else (key,)
+    plain = []
+    for k in keys:
+        if type(k) is Tracer:
+            # a traced index (e.g. a boolean mask from a comparison): its value decides which
+            # elements are taken, so replays must see the same value
+            if k._rec.active:
+                k._rec.guard(k)
+            kv = k._val
+            plain.append(kv if kv.dtype == np.bool_ else kv.astype(np.int64))
+        else:
+            plain.append(k)
+    plain = tuple(plain) if isinstance(key, tuple) else plain[0]
+    idx = np.arange(x.size).reshape(x.shape)[plain]
+    return gather(x, idx)
+
+
+def clip(x, a_min=None, a_max=None):
+    out = x
+    if a_min is not None:
+        out = binary("maximum", out, a_min)
+    if a_max is not None:
+        out = binary("minimum", out, a_max)
+    return out
+
+
+def as_bool(x):
+    """0/1-valued tracer for logical operations."""
+    if type(x) is Tracer and x._val.dtype == np.bool_:
+        return x
+    return binary("not_equal", x, 0.0)
+
+
+def _boolean(t):
+    if type(t) is Tracer:
+        t._val = t._val.astype(bool)
+    return t
+
+
+def logical_and(a, b):
+    if top_recorder(a, b) is None:
+        return np.logical_and(value_of(a), value_of(b))
+    return _boolean(binary("multiply", as_bool(a), as_bool(b)))
+
+
+def logical_or(a, b):
+    if top_recorder(a, b) is None:
+        return np.logical_or(value_of(a), value_of(b))
+    return _boolean(binary("maximum", as_bool(a), as_bool(b)))
+
+
+def logical_not(a):
+    if top_recorder(a) is None:
+        return np.logical_not(value_of(a))
+    return _boolean(unary("rsubc", as_bool(a), 1.0))
+
+
+def _guarded_value(x):
+    """The value of x for a function whose (integer) result depends on it: guard it."""
+    if type(x) is Tracer:
+        if x._rec.active:
+            x._rec.guard(x)
+        return x._val
+    return x
+
+
+# ------------------------------------------------------------------ dispatch tables
+def _reduction(kind):
+    def rule(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+        if out is not None:
+            raise TypeError(f"np.{kind}: out= cannot receive a traced result")
+        if kw.get("where", True) is not True or kw.get("initial", None) is not None:
+            raise NotImplementedError(f"np.{kind}: where=/initial= are not supported on traced arrays")
+        return reduce(kind, a, axis, keepdims)
+    return rule
+
+
+def _mean(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+    if out is not None:
+        raise TypeError("np.mean: out= cannot receive a traced result")
+    return mean(a, axis, keepdims)
+
+
+def _bool_reduction(kind):
+    def rule(a, axis=None, out=None, keepdims=False, **kw):
+        if out is not None:
+            raise TypeError(f"np.{kind}: out= cannot receive a traced result")
+        return _boolean(reduce("max" if kind == "any" else "min", as_bool(a), axis, keepdims))
+    return rule
+
+
+def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
+    m = mean(a, axis, keepdims=True)
+    d = binary("subtract", a, m)
+    v = np.shape(value_of(a))
+    n = _prod(v[i] for i in _norm_axes(axis, len(v)))
+    s = reduce("sum", binary("multiply", d, d), axis, keepdims)
+    return unary("mulc", s, 1.0 / (n - ddof))
+
+
+def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
+    return unary("sqrt", _var(a, axis, ddof=ddof, keepdims=keepdims))
+
+
+def _reshape_fn(a, *args, **kw):
+    shape = kw.pop("newshape", kw.pop("shape", args[0] if args else None))
+    return reshape(a, shape, order=kw.get("order", "C"))
+
+
+def _squeeze(a, axis=None):
+    return reshape(a, np.squeeze(np.empty(np.shape(value_of(a)), dtype=np.bool_), axis).shape)
+
+
+def _atleast(nd):
+    def rule(*arys):
+        res = []
+        for a in arys:
+            s = np.shape(value_of(a))
+            e = np.empty(s, dtype=np.bool_)
+            res.append(reshape(a, {1: np.atleast_1d, 2: np.atleast_2d, 3: np.atleast_3d}[nd](e).shape))
+        return res[0] if len(res) == 1 else res
+    return rule
+
+
+def _swapaxes(a, axis1, axis2):
+    nd = np.ndim(value_of(a))
+    axes = list(range(nd))
+    axes[axis1 % nd], axes[axis2 % nd] = axes[axis2 % nd], axes[axis1 % nd]
+    return transpose(a, tuple(axes))
+
+
+def _outer(a, b, out=None):
+    return matmul(reshape(a, (-1, 1)), reshape(b, (1, -1)))
+
+
+def _inner(a, b):
+    if np.ndim(value_of(a)) == 0 or np.ndim(value_of(b)) == 0:
+        return binary("multiply", a, b)
+    return tensordot(a, b, axes=([-1], [-1]))
+
+
+def _vdot(a, b):
+    return matmul(reshape(a, (-1,)), reshape(b, (-1,)))
+
+
+def _where(condition, x=None, y=None):
+    if x is None and y is None:
+        return np.nonzero(_guarded_value(condition))
+    return where(condition, x, y)
+
+
+def _clip(a, a_min=None, a_max=None, out=None, **kw):
+    if out is not None:
+        raise TypeError("np.clip: out= cannot receive a traced result")
+    a_min = kw.pop("min", a_min)
+    a_max = kw.pop("max", a_max)
+    return clip(a, a_min, a_max)
+
+
+def _shape_only(fn):
+    def rule(a, *args, **kw):
+        return fn(np.empty(np.shape(value_of(a))), *args, **kw)
+    return rule
+
+
+def _like(fill):
+    def rule(a, dtype=None, *args, **kw):
+        return np.full(np.shape(value_of(a)), fill, dtype=dtype or np.float64)
+    return rule
+
+
+def _full_like(a, fill_value, dtype=None, *args, **kw):
+    if type(fill_value) is Tracer:
+        return broadcast_to(fill_value, np.shape(value_of(a))) * 1.0
+    return np.full(np.shape(value_of(a)), fill_value, dtype=dtype or np.float64)
+
+
+def _guarded(fn):
+    def rule(*args, **kw):
+        args = [_guarded_value(a) for a in args]
+        kw = {k: _guarded_value(v) for k, v in kw.items()}
+        return fn(*args, **kw)
+    return rule
+
+
+def _ravel(a, order="C"):
+    return reshape(a, (-1,), order=order)
+
+
+def _broadcast_to(a, shape, subok=False):
+    return broadcast_to(a, shape)
+
+
+def _abs_fn(x, *a, **kw):
+    return unary("abs", x)
+
+
+def _around(a, decimals=0, out=None):
+    if decimals:
+        raise NotImplementedError("np.round with decimals != 0 on traced arrays")
+    return unary("rint", a)
+
+
+FUNCTIONS = {
+    np.sum: _reduction("sum"), np.prod: _reduction("prod"), np.max: _reduction("max"),
+    np.min: _reduction("min"), np.amax: _reduction("max"), np.amin: _reduction("min"),
+    np.mean: _mean, np.var: _var, np.std: _std, np.any: _bool_reduction("any"),
+    np.all: _bool_reduction("all"),
+    np.dot: lambda a, b, out=None: dot(a, b), np.outer: _outer, np.inner: _inner,
+    np.vdot: _vdot, np.tensordot: tensordot, np.matmul: lambda a, b, **kw: matmul(a, b),
+    np.transpose: lambda a, axes=None: transpose(a, axes), np.reshape: _reshape_fn,
+    np.ravel: _ravel, np.squeeze: _squeeze, np.expand_dims: expand_dims,
+    np.swapaxes: _swapaxes, np.moveaxis: moveaxis, np.atleast_1d: _atleast(1),
+    np.atleast_2d: _atleast(2), np.atleast_3d: _atleast(3),
+    np.concatenate: lambda arrays, axis=0, out=None, **kw: concatenate(arrays, axis),
+    np.stack: lambda arrays, axis=0, out=None, **kw: stack(arrays, axis),
+    np.where: _where, np.clip: _clip, np.broadcast_to: _broadcast_to,
+    np.abs: _abs_fn, np.round: _around, np.around: _around,
+    np.shape: lambda a: np.shape(value_of(a)), np.ndim: lambda a: np.ndim(value_of(a)),
+    np.size: lambda a, axis=None: np.size(value_of(a), axis),
+    np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
+    np.full_like: _full_like,
+    np.argmax: _guarded(np.argmax), np.argmin: _guarded(np.argmin),
+    np.argsort: _guarded(np.argsort), np.nonzero: _guarded(np.nonzero),
+    np.argwhere: _guarded(np.argwhere), np.flatnonzero: _guarded(np.flatnonzero),
+    np.count_nonzero: _guarded(np.count_nonzero),
+    np.isclose: _guarded(np.isclose), np.allclose: _guarded(np.allclose),
+    np.array_equal: _guarded(np.array_equal),
+    np.tensordot: tensordot,
+}
+
+
+def apply_ufunc(ufunc, method, inputs, kwargs):
+    out = kwargs.pop("out", None)
+    if out is not None:
+        raise TypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array; "
+                        "use the returned value instead")
+    for k in ("where", "casting", "order", "subok", "signature"):
+        if k in kwargs and k != "dtype":
+            raise NotImplementedError(f"np.{ufunc.__name__}: keyword {k}= on traced arrays")
+    kwargs.pop("dtype", None)
+    name = ufunc.__name__
+    if method == "reduce":
+        axis = kwargs.get("axis", 0)
+        keepdims = kwargs.get("keepdims", False)
+        kinds = {"add": "sum", "multiply": "prod", "maximum": "max", "minimum": "min",
+                 "fmax": "max", "fmin": "min"}
+        if name in kinds:
+            return reduce(kinds[name], inputs[0], axis, keepdims)
+        if name == "logaddexp":
+            x = inputs[0]
+            m = reduce("max", x, axis, True)
+            mc = value_of(m)
+            s = reduce("sum", unary("exp", binary("subtract", x, mc)), axis, True)
+            r = binary("add", unary("log", s), mc)
+            return r if keepdims else _squeeze(r, axis if axis is not None else None)
+        raise NotImplementedError(f"tapegrad has no rule for np.{name}.{method}")
+    if method != "__call__":
+        raise NotImplementedError(f"tapegrad has no rule for np.{name}.{method} on traced arrays")
+    if ufunc in UNARY_UFUNCS and len(inputs) == 1:
+        return unary(UNARY_UFUNCS[ufunc], inputs[0])
+    if ufunc in BINARY_UFUNCS and len(inputs) == 2:
+        return binary(BINARY_UFUNCS[ufunc], inputs[0], inputs[1])
+    if ufunc is np.matmul:
+        return matmul(*inputs)
+    if ufunc is np.positive:
+        return inputs[0]
+    if ufunc in (np.deg2rad, np.radians):
+        return unary("mulc", inputs[0], np.pi / 180.0)
+    if ufunc in (np.rad2deg, np.degrees):
+        return unary("mulc", inputs[0], 180.0 / np.pi)
+    if ufunc is np.logical_and:
+        return logical_and(*inputs)
+    if ufunc is np.logical_or:
+        return logical_or(*inputs)
+    if ufunc is np.logical_not:
+        return logical_not(*inputs)
+    if ufunc is np.isnan:
+        return binary("not_equal", inputs[0], inputs[0])
+    if ufunc is np.isinf:
+        return binary("equal", unary("abs", inputs[0]), np.inf)
+    if ufunc is np.isfinite:
+        return binary("less", unary("abs", inputs[0]), np.inf)
+    if ufunc in (np.floor_divide, np.remainder, np.fmod, np.bitwise_and, np.bitwise_or,
+                 np.bitwise_xor, np.invert):
+        if ufunc in (np.bitwise_and, np.bitwise_or) and all(
+                type(i) is not Tracer or i._val.dtype == np.bool_ for i in inputs):
+            return (logical_and if ufunc is np.bitwise_and else logical_or)(*inputs)
+        if ufunc is np.invert and type(inputs[0]) is Tracer and inputs[0]._val.dtype == np.bool_:
+            return logical_not(inputs[0])
+    raise NotImplementedError(f"tapegrad has no rule for np.{name} (ufunc) on traced arrays")
+
+
+def apply_function(func, args, kwargs):
+    rule = FUNCTIONS.get(func)
+    if rule is None:
+        name = getattr(func, "__module__", "numpy") or "numpy"
+        raise NotImplementedError(
+            f"tapegrad has no rule for {name}.{func.__name__} on traced arrays")
+    return rule(*args, **kwargs)

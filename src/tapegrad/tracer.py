@@ -1,0 +1,350 @@
+"""Tracing plain NumPy code onto a tape.
+
+A ``Tracer`` stands for one array while a function is being recorded. It carries its value
+(computed eagerly with NumPy, so Python control flow sees real numbers) and its place in the
+work buffer of the tape being recorded. NumPy hands every call on a tracer to us through
+``__array_ufunc__`` / ``__array_function__`` and the arithmetic dunders; the rules in
+``tapegrad.rules`` turn each call into tape operations.
+
+Nesting (``grad(grad(f))``): recorders form a per-thread stack. An operation is recorded on
+the innermost active recorder among its operands; tracers of outer recorders are constants
+to it, remembered with their source so that the inner derivative can be re-expressed as
+operations on the outer tracers (see ``reference.py``).
+"""
+import bisect
+import threading
+import warnings
+
+import numpy as np
+
+from ._core.tape import Tape, OPCODES
+
+_state = threading.local()
+
+
+def _stack():
+    s = getattr(_state, "stack", None)
+    if s is None:
+        s = _state.stack = []
+    return s
+
+
+class TracerConversionWarning(UserWarning):
+    """A traced value was converted to a Python number: no derivative flows through it."""
+
+
+class Recorder:
+    """Builds one Tape while a function runs on tracers."""
+
+    def __init__(self):
+        self.tape = Tape()
+        self.level = 0
+        self.active = False
+        self.nested = False          # saw a tracer of an outer (active) recorder
+        self.const_cache = {}        # id(array) -> (offset, array) to store big constants once
+        self.const_sources = {}      # constant offset -> outer Tracer it was taken from
+        self.alloc_starts = []       # work-buffer allocations, in increasing order
+        self.alloc_sizes = []
+        self.op_reads = []           # per op: work offsets it reads (for dead-code removal)
+        self.op_writes = []          # per op: work offset of its output
+        self.value_guards = []       # (offset, expected values) recorded by bool()/float()
+
+    # -- context
+    def __enter__(self):
+        st = _stack()
+        self.level = len(st) + 1
+        self.active = True
+        st.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.active = False
+        st = _stack()
+        if st and st[-1] is self:
+            st.pop()
+        elif self in st:
+            st.remove(self)
+        return False
+
+    # -- storage
+    def new(self, value):
+        """A fresh work-buffer allocation holding ``value`` (result of one operation)."""
+        value = np.asarray(value)
+        off = self.tape.alloc(value.size)
+        self.alloc_starts.append(off)
+        self.alloc_sizes.append(value.size)
+        return Tracer(self, off, value)
+
+    def const(self, value, source=None):
+        """Offset of ``value`` (float64) in the constant buffer."""
+        if source is None and isinstance(value, np.ndarray) and value.size > 8:
+            hit = self.const_cache.get(id(value))
+            if hit is not None and hit[1] is value:
+                return hit[0]
+            off = self.tape.add_const(value)
+            self.const_cache[id(value)] = (off, value)
+            return off
+        off = self.tape.add_const(value)
+        if source is not None:
+            self.const_sources[off] = source
+            self.nested = True
+        return off
+
+    def operand(self, x):
+        """(offset, is_constant, float64 value) of an operand of an operation on this tape."""
+        if type(x) is Tracer:
+            if x._rec is self:
+                v = x._val
+                return x._off, False, (v if v.dtype == np.float64 else v.astype(np.float64))
+            v = x._val.astype(np.float64)
+            return self.const(v, source=x if x._rec.active else None), True, v
+        v = _as_float_array(x)
+        return self.const(v), True, v
+
+    def op(self, code, flags, out, a=0, b=0, c=0, n=0, p=(), d=0.0, reads=()):
+        self.tape.add_op(code, flags, out, a, b, c, n, *p, d=d)
+        self.op_reads.append(reads)
+        self.op_writes.append(out)
+
+    def alloc_index(self, off):
+        return bisect.bisect_right(self.alloc_starts, off) - 1
+
+    def guard(self, tracer):
+        """Record that replays must reproduce this tracer's current value."""
+        self.value_guards.append((tracer._off, tracer._val.astype(np.float64).ravel().copy()))
+
+    # -- finishing
+    def finish(self, nin, out_off, out_n):
+        """Set inputs/outputs, add guards, drop operations that reach neither, validate."""
+        t = self.tape
+        t.set_io(nin, out_off, out_n)
+        for off, expected in self.value_guards:
+            t.add_guard(off, expected)
+        nops = len(self.op_writes)
+        needed = np.zeros(len(self.alloc_starts) + 1, dtype=bool)
+        if out_n:
+            needed[self.alloc_index(out_off)] = True
+        for off, _ in self.value_guards:
+            needed[self.alloc_index(off)] = True
+        keep = np.zeros(nops, dtype=bool)
+        for k in range(nops - 1, -1, -1):
+            if needed[self.alloc_index(self.op_writes[k])]:
+                keep[k] = True
+                for r in self.op_reads[k]:
+                    needed[self.alloc_index(r)] = True
+        if not keep.all():
+            t.keep_ops(keep)
+            self.op_reads = [r for r, k in zip(self.op_reads, keep) if k]
+            self.op_writes = [w for w, k in zip(self.op_writes, keep) if k]
+        t.validate()
+        return t
+
+
+def _as_float_array(x):
+    if isinstance(x, np.ndarray):
+        if x.dtype == np.float64:
+            return x
+        if x.dtype.kind in "biuf":
+            return x.astype(np.float64)
+        raise TypeError(f"tapegrad: cannot use an array of dtype {x.dtype} in a traced operation "
+                        "(only real numbers are supported)")
+    if isinstance(x, (bool, int, float, np.number, np.bool_)):
+        if isinstance(x, (complex, np.complexfloating)):
+            raise TypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
+        return np.asarray(x, dtype=np.float64)
+    if isinstance(x, complex):
+        raise TypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"tapegrad: cannot use {type(x).__name__} (dtype {a.dtype}) in a traced "
+                        "operation (only real numbers are supported)")
+    return a.astype(np.float64)
+
+
+def top_recorder(*xs):
+    """The innermost active recorder among the tracers in xs (None if there is none)."""
+    best = None
+    for x in xs:
+        if type(x) is Tracer:
+            r = x._rec
+            if r.active and (best is None or r.level > best.level):
+                best = r
+    return best
+
+
+def value_of(x):
+    """The NumPy value of x (a tracer's current value, or x itself)."""
+    return x._val if type(x) is Tracer else x
+
+
+class Tracer:
+    """An array being traced. Behaves like a read-only float64 ndarray."""
+
+    __slots__ = ("_rec", "_off", "_val", "__weakref__")
+    __array_priority__ = 1000.0
+
+    def __init__(self, rec, off, val):
+        self._rec = rec
+        self._off = off
+        self._val = val
+
+    # ---- array attributes
+    shape = property(lambda self: self._val.shape)
+    ndim = property(lambda self: self._val.ndim)
+    size = property(lambda self: self._val.size)
+    dtype = property(lambda self: self._val.dtype)
+
+    @property
+    def T(self):
+        return rules.transpose(self)
+
+    @property
+    def value(self):
+        """The current value as a NumPy array (a constant: no derivative flows through it)."""
+        return self._val.copy()
+
+    def __len__(self):
+        if self._val.ndim == 0:
+            raise TypeError("len() of unsized traced array")
+        return self._val.shape[0]
+
+    def __iter__(self):
+        if self._val.ndim == 0:
+            raise TypeError("iteration over a 0-d traced array")
+        return (self[i] for i in range(self._val.shape[0]))
+
+    def __repr__(self):
+        return f"Tracer({self._val!r}, level={self._rec.level})"
+
+    def __hash__(self):
+        return id(self)
+
+    # ---- NumPy protocols
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return rules.apply_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return rules.apply_function(func, args, kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "tapegrad: a traced array cannot be converted to a NumPy array (np.array/np.asarray/"
+            "assignment into a NumPy array would drop its derivative). Build arrays from traced "
+            "values with np.stack / np.concatenate, and use np.where instead of item assignment.")
+
+    # ---- conversions (record guards: a replay must see the same value)
+    def __bool__(self):
+        if self._val.size != 1:
+            raise ValueError("The truth value of a traced array with more than one element is "
+                             "ambiguous. Use a.any() or a.all() on a comparison")
+        if self._rec.active:
+            self._rec.guard(self)
+        return bool(self._val)
+
+    def _to_number(self, kind):
+        if self._val.size != 1:
+            raise TypeError(f"only size-1 traced arrays can be converted to Python {kind.__name__}")
+        if self._rec.active:
+            self._rec.guard(self)
+            warnings.warn(
+                f"{kind.__name__}() of a traced value: the result is a constant (replays are "
+                "guarded to see the same value), so no derivative flows through it",
+                TracerConversionWarning, stacklevel=3)
+        return kind(self._val.reshape(()))
+
+    def __float__(self):
+        return self._to_number(float)
+
+    def __int__(self):
+        return self._to_number(int)
+
+    def __index__(self):
+        raise TypeError("a traced array cannot be used as an index; use its .value if the "
+                        "index is meant to be constant")
+
+    def item(self):
+        return self._to_number(float)
+
+    def tolist(self):
+        raise TypeError("tolist() of a traced array would drop its derivative; index it instead")
+
+    # ---- indexing
+    def __getitem__(self, key):
+        return rules.getitem(self, key)
+
+    def __setitem__(self, key, value):
+        raise TypeError(
+            "tapegrad: traced arrays are immutable (item assignment would break the recorded "
+            "derivative). Build the result functionally, e.g. with np.where(mask, new, x), "
+            "np.concatenate or np.stack.")
+
+    # ---- arithmetic
+    def __neg__(self): return np.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return np.absolute(self)
+    def __add__(self, o): return np.add(self, o)
+    def __radd__(self, o): return np.add(o, self)
+    def __sub__(self, o): return np.subtract(self, o)
+    def __rsub__(self, o): return np.subtract(o, self)
+    def __mul__(self, o): return np.multiply(self, o)
+    def __rmul__(self, o): return np.multiply(o, self)
+    def __truediv__(self, o): return np.true_divide(self, o)
+    def __rtruediv__(self, o): return np.true_divide(o, self)
+    def __pow__(self, o): return np.power(self, o)
+    def __rpow__(self, o): return np.power(o, self)
+    def __matmul__(self, o): return np.matmul(self, o)
+    def __rmatmul__(self, o): return np.matmul(o, self)
+    def __lt__(self, o): return np.less(self, o)
+    def __le__(self, o): return np.less_equal(self, o)
+    def __gt__(self, o): return np.greater(self, o)
+    def __ge__(self, o): return np.greater_equal(self, o)
+    def __eq__(self, o): return np.equal(self, o)
+    def __ne__(self, o): return np.not_equal(self, o)
+    def __and__(self, o): return np.logical_and(self, o)
+    def __rand__(self, o): return np.logical_and(o, self)
+    def __or__(self, o): return np.logical_or(self, o)
+    def __ror__(self, o): return np.logical_or(o, self)
+    def __invert__(self): return np.logical_not(self)
+
+    # ---- methods
+    def reshape(self, *shape, order="C"):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return rules.reshape(self, shape, order=order)
+
+    def ravel(self, order="C"):
+        return rules.reshape(self, (-1,), order=order)
+
+    flatten = ravel
+
+    def squeeze(self, axis=None): return np.squeeze(self, axis)
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return rules.transpose(self, axes or None)
+    def swapaxes(self, a, b): return np.swapaxes(self, a, b)
+    def sum(self, axis=None, keepdims=False, **kw): return np.sum(self, axis=axis, keepdims=keepdims, **kw)
+    def mean(self, axis=None, keepdims=False, **kw): return np.mean(self, axis=axis, keepdims=keepdims, **kw)
+    def prod(self, axis=None, keepdims=False, **kw): return np.prod(self, axis=axis, keepdims=keepdims, **kw)
+    def max(self, axis=None, keepdims=False, **kw): return np.max(self, axis=axis, keepdims=keepdims, **kw)
+    def min(self, axis=None, keepdims=False, **kw): return np.min(self, axis=axis, keepdims=keepdims, **kw)
+    def var(self, *a, **kw): return np.var(self, *a, **kw)
+    def std(self, *a, **kw): return np.std(self, *a, **kw)
+    def cumsum(self, *a, **kw): return np.cumsum(self, *a, **kw)
+    def dot(self, o): return np.dot(self, o)
+    def clip(self, a_min=None, a_max=None): return np.clip(self, a_min, a_max)
+    def any(self, *a, **kw): return np.any(self, *a, **kw)
+    def all(self, *a, **kw): return np.all(self, *a, **kw)
+    def argmax(self, *a, **kw): return np.argmax(self, *a, **kw)
+    def argmin(self, *a, **kw): return np.argmin(self, *a, **kw)
+    def copy(self): return self
+    def astype(self, dtype, **kw):
+        if np.dtype(dtype).kind == "f":
+            if np.dtype(dtype) != np.float64:
+                warnings.warn("tapegrad computes in float64; astype to a narrower float is ignored",
+                              stacklevel=2)
+            return self if self._val.dtype == np.float64 else self * 1.0
+        raise TypeError(f"astype({dtype}) of a traced array would drop its derivative")
+
+
+from . import rules  # noqa: E402  (rules needs Tracer)
