@@ -58,7 +58,8 @@ class _Derivs:
     ``replay=True`` records one tape and replays it (the fast path); ``replay=False`` re-traces
     ``f`` on every call with ``tg.value_and_grad`` / ``tg.hvp`` / ``tg.hessian`` (autograd's
     model, kept for checking and benchmarking). If ``f`` already has the tape methods it is used
-    as it is. Counters record how many evaluations of each kind were made.
+    as it is. Counters record how many evaluations of each kind were made. Results are copied:
+    a replay may hand back a buffer it reuses, and callers keep gradients across steps.
     """
 
     def __init__(self, f, w0, replay=True):
@@ -92,7 +93,7 @@ class _Derivs:
             g = self._tape.grad(w)
         else:
             g = self._tg.grad(self._f)(w)
-        return np.asarray(g, dtype=float).reshape(self.shape)
+        return np.array(g, dtype=float).reshape(self.shape)
 
     def value_and_grad(self, w):
         self.n_grad += 1
@@ -101,7 +102,7 @@ class _Derivs:
             v, g = self._tape.value_and_grad(w)
         else:
             v, g = self._tg.value_and_grad(self._f)(w)
-        return float(v), np.asarray(g, dtype=float).reshape(self.shape)
+        return float(v), np.array(g, dtype=float).reshape(self.shape)
 
     def hvp(self, w, v):
         self.n_hvp += 1
@@ -110,7 +111,7 @@ class _Derivs:
             hv = self._tape.hvp(w, v)
         else:
             hv = self._tg.hvp(self._f, (w,), (v,))
-        return np.asarray(hv, dtype=float).reshape(self.shape)
+        return np.array(hv, dtype=float).reshape(self.shape)
 
     def hessian(self, w):
         self.n_hessian += 1
@@ -120,7 +121,7 @@ class _Derivs:
         else:
             h = self._tg.hessian(self._f)(w)
         d = int(np.prod(self.shape))
-        return np.asarray(h, dtype=float).reshape(d, d)
+        return np.array(h, dtype=float).reshape(d, d)
 
 
 def _is_tape_like(f):
