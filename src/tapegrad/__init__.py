@@ -12,8 +12,11 @@ from .api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev,
                   derivative, GuardError)
 from .tracer import Tracer, TracerConversionWarning
 from ._core.tape import Tape
+from .checking import check_grads
+from . import numdiff
 
 __version__ = "0.1.0"
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
-           "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape"]
+           "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
+           "check_grads", "numdiff"]

@@ -1,0 +1,99 @@
+"""Gradient checking: tapegrad's derivatives against central differences.
+
+Modelled on autograd's ``check_grads``: random directions, forward mode compared with the
+directional derivative, reverse mode compared through <u, J v> = <J^T u, v>, recursively for
+higher orders (the derivative operators themselves are differentiated, which exercises nesting).
+"""
+import numpy as np
+
+from . import _tree
+from .numdiff import directional
+
+
+def _flat_fn(f, args):
+    leaves, td = _tree.flatten(tuple(args))
+    shapes = [np.shape(l) for l in leaves]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def unflat(x):
+        parts, pos = [], 0
+        for s, n in zip(shapes, sizes):
+            parts.append(x[pos:pos + n].reshape(s))
+            pos += n
+        return _tree.unflatten(td, parts)
+
+    def ff(x):
+        out = f(*unflat(x))
+        ol, _ = _tree.flatten(out)
+        return np.concatenate([np.ravel(np.asarray(o, dtype=np.float64)) for o in ol])
+
+    x0 = np.concatenate([np.ravel(np.asarray(l, dtype=np.float64)) for l in leaves]) if leaves \
+        else np.zeros(0)
+    return ff, x0, unflat
+
+
+def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, seed=0, h=None):
+    """Check f's derivatives at args against central differences; raises AssertionError.
+
+    modes: "fwd" (jvp vs directional difference), "rev" (vjp through <u, J v>). order=2 also
+    checks the derivatives of the vjp function (reverse over reverse / forward over reverse),
+    and for scalar f, hvp against differences of the gradient.
+    """
+    from . import api
+    for m in modes:
+        if m not in ("fwd", "rev"):
+            raise ValueError(f"check_grads: unknown mode {m!r} (use 'fwd' and/or 'rev')")
+    rng = np.random.default_rng(seed)
+    ff, x0, unflat = _flat_fn(f, args)
+    y0 = ff(x0)
+    v = rng.standard_normal(x0.shape)
+    u = rng.standard_normal(y0.shape)
+    num = np.atleast_1d(directional(ff, x0, v, h=h, order=4).value)
+    scale = atol + rtol * max(np.abs(num).max(initial=0.0), 1.0)
+    if "fwd" in modes:
+        _, out_dot = api.jvp(lambda *a: f(*a), tuple(unflat(x0)), tuple(unflat(v)))
+        od = np.concatenate([np.ravel(o) for o in _tree.flatten(out_dot)[0]])
+        err = np.abs(od - num).max(initial=0.0)
+        if not err <= scale:
+            raise AssertionError(f"check_grads (fwd, order {order}): jvp differs from central "
+                                 f"differences by {err:.3e}\n jvp={od}\n fd ={num}")
+    if "rev" in modes:
+        out, vjp_fn = api.vjp(f, *unflat(x0))
+        ol, otd = _tree.flatten(out)
+        parts, pos = [], 0
+        for o in ol:
+            n = int(np.size(o))
+            parts.append(u[pos:pos + n].reshape(np.shape(o)))
+            pos += n
+        ct = vjp_fn(_tree.unflatten(otd, parts))
+        g = np.concatenate([np.ravel(c) for c in _tree.flatten(ct)[0]]) if x0.size else np.zeros(0)
+        lhs, rhs = float(g @ v), float(u @ num)
+        tol = atol + rtol * max(np.abs(u).sum() * np.abs(num).max(initial=0.0), 1.0)
+        if not abs(lhs - rhs) <= tol:
+            raise AssertionError(f"check_grads (rev, order {order}): <J^T u, v> = {lhs!r} but "
+                                 f"<u, J v> from central differences = {rhs!r}")
+    if order > 1:
+        if y0.size == 1 and x0.size:
+            gf = lambda x: np.concatenate([np.ravel(c) for c in  # noqa: E731
+                                           _tree.flatten(api.grad(f, argnums=tuple(range(len(args))))(*unflat(x)))[0]])
+            hv_num = directional(gf, x0, v, h=h, order=4).value
+            hv = api.hvp(lambda *a: f(*a), tuple(unflat(x0)), tuple(unflat(v)))
+            hv = np.concatenate([np.ravel(c) for c in _tree.flatten(hv if len(args) > 1 else (hv,))[0]])
+            hscale = atol + rtol * max(np.abs(hv_num).max(initial=0.0), 1.0)
+            err = np.abs(hv - hv_num).max(initial=0.0)
+            if not err <= 10 * hscale:
+                raise AssertionError(f"check_grads (hvp): differs from differences of the gradient "
+                                     f"by {err:.3e}\n hvp={hv}\n fd ={hv_num}")
+        u_tree_leaves = u
+
+        def vjp_of_f(*a):
+            out, fn = api.vjp(f, *a)
+            ol, otd = _tree.flatten(out)
+            parts, pos = [], 0
+            for o in ol:
+                n = int(np.size(o))
+                parts.append(u_tree_leaves[pos:pos + n].reshape(np.shape(o)))
+                pos += n
+            return fn(_tree.unflatten(otd, parts))
+        check_grads(vjp_of_f, *args, modes=modes, order=order - 1, rtol=rtol, atol=atol,
+                    seed=seed + 1, h=h)
