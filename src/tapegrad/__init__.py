@@ -13,10 +13,11 @@ from .api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev,
 from .tracer import Tracer, TracerConversionWarning
 from ._core.tape import Tape
 from .checking import check_grads
+from .compiled import record, compile, Recorded, Compiled
 from . import numdiff
 
 __version__ = "0.1.0"
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
            "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
-           "check_grads", "numdiff"]
+           "check_grads", "numdiff", "record", "compile", "Recorded", "Compiled"]
