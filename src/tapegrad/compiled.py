@@ -234,6 +234,21 @@ class Recorded:
         return (f"<Recorded {getattr(self.f, '__name__', 'f')}: {i['ops']} ops, "
                 f"{i['work_slots']} slots, {i['tape_bytes']} bytes>")
 
+    def wengert(self, *args):
+        """The Wengert list (slot, operation, inputs, value); see ``tapegrad.inspect.wengert``."""
+        from .inspect import wengert
+        return wengert(self, *args)
+
+    def to_dot(self, **kw):
+        """Graphviz DOT text of the computational graph; see ``tapegrad.inspect.to_dot``."""
+        from .inspect import to_dot
+        return to_dot(self, **kw)
+
+    def draw(self, path, **kw):
+        """Render the graph to ``path`` (PNG); see ``tapegrad.inspect.draw``."""
+        from .inspect import draw
+        return draw(self, path, **kw)
+
 
 def record(f, *example_args, strict=False):
     """Trace f at example_args once; returns a ``Recorded`` that replays in C."""
