@@ -624,6 +624,10 @@ def _matplotlib_figure():
     return Figure
 
 
+def _gd_style(gd):
+    return ".-" if gd.n_steps <= 200 else "-"  # markers only while they can be told apart
+
+
 def plot_comparison(result, f=None, out=None):
     """Draw a :class:`Comparison`; returns the matplotlib Figure (saved to ``out`` if given).
 
@@ -636,9 +640,9 @@ def plot_comparison(result, f=None, out=None):
     fig = Figure(figsize=(11 if two_d else 6, 4.5))
     ax = fig.add_subplot(1, 2 if two_d else 1, 1)
     positive = np.all(flow.f > 0) and all(np.all(g.f > 0) for g in result.gd)
-    ax.plot(flow.t, flow.f, "k-", lw=2, label="flow (%s)" % flow.method)
+    ax.plot(flow.t, flow.f, "k--", lw=1.5, zorder=3, label="flow (%s)" % flow.method)
     for eta, gd in zip(result.etas, result.gd):
-        ax.plot(eta * np.arange(gd.n_steps + 1), gd.f, ".-", ms=3, lw=0.8,
+        ax.plot(eta * np.arange(gd.n_steps + 1), gd.f, _gd_style(gd), ms=3, lw=1.2,
                 label="GD eta=%.3g" % eta)
     if positive:
         ax.set_yscale("log")
@@ -657,9 +661,10 @@ def plot_comparison(result, f=None, out=None):
         Z = np.array([[derivs.value(np.array([x, y])) for x in xs] for y in ys])
         levels = np.quantile(Z[np.isfinite(Z)], np.linspace(0.0, 1.0, 25) ** 2)
         ax2.contour(xs, ys, Z, levels=np.unique(levels), cmap="viridis", linewidths=0.7)
-        ax2.plot(flow.w[:, 0], flow.w[:, 1], "k-", lw=2, label="flow")
+        ax2.plot(flow.w[:, 0], flow.w[:, 1], "k--", lw=1.5, zorder=3, label="flow")
         for eta, gd in zip(result.etas, result.gd):
-            ax2.plot(gd.w[:, 0], gd.w[:, 1], ".-", ms=3, lw=0.8, label="GD eta=%.3g" % eta)
+            ax2.plot(gd.w[:, 0], gd.w[:, 1], _gd_style(gd), ms=3, lw=1.2,
+                     label="GD eta=%.3g" % eta)
         ax2.set_xlabel("w[0]")
         ax2.set_ylabel("w[1]")
         ax2.set_title("trajectories")
@@ -703,6 +708,9 @@ def _logistic_problem(n=200, d=5, seed=0):
 
 PROBLEMS = {"quadratic": _quadratic_problem, "rosenbrock": _rosenbrock_problem,
             "logistic": _logistic_problem}
+# Default flow end times for the CLI: long enough to show the slow phase (Rosenbrock's valley),
+# short enough that GD at 5% of the step bound stays a few tens of thousands of steps.
+_CLI_T_FINAL = {"quadratic": 4.0, "rosenbrock": 2.0, "logistic": 20.0}
 
 
 def cli_main(args):
@@ -716,7 +724,8 @@ def cli_main(args):
     parser.add_argument("--method", default="RK45",
                         help="solve_ivp method: RK45, RK23, DOP853, BDF, Radau, LSODA")
     parser.add_argument("--t-final", type=float, default=None,
-                        help="flow end time (default 50 x the largest eta)")
+                        help="flow end time (default: %s)" % ", ".join(
+                            "%s %g" % kv for kv in sorted(_CLI_T_FINAL.items())))
     parser.add_argument("--out", default=None, help="write the picture here (needs matplotlib)")
     try:
         opts = parser.parse_args(args)
@@ -724,7 +733,8 @@ def cli_main(args):
         return int(exc.code or 0)
     f, w0 = PROBLEMS[opts.problem]()
     try:
-        cmp = compare_flow_gd(f, w0, etas=opts.eta, t_final=opts.t_final, method=opts.method,
+        t_final = opts.t_final if opts.t_final is not None else _CLI_T_FINAL[opts.problem]
+        cmp = compare_flow_gd(f, w0, etas=opts.eta, t_final=t_final, method=opts.method,
                               rtol=1e-9, atol=1e-12, out=opts.out)
     except ImportError as exc:
         print("error: %s" % exc)
