@@ -317,3 +317,25 @@ def test_cli_options_and_picture(tmp_path, capsys):
 
 def test_cli_rejects_unknown_problem(capsys):
     assert flow.cli_main(["--problem", "nope"]) == 2
+
+
+def test_gd_follows_a_python_branch_that_flips_mid_run():
+    # Huber-like in the norm: the branch taken changes as w enters the unit ball, so the
+    # recorded tape must be re-recorded on replay, never differentiate the stale branch.
+    def f(w):
+        s = w @ w
+        if s > 1.0:
+            return np.sqrt(s) - 0.5
+        return 0.5 * s
+
+    def grad_np(w):
+        n = np.linalg.norm(w)
+        return w / n if n * n > 1.0 else w
+
+    w0 = np.array([3.0, -2.0, 1.0])
+    res = flow.gradient_descent(f, w0, 0.5, 30)
+    w = w0.copy()
+    for k in range(30):
+        w = w - 0.5 * grad_np(w)
+        np.testing.assert_allclose(res.w[k + 1], w, rtol=1e-12, atol=1e-15)
+    assert np.linalg.norm(res.w[5]) > 1.0 > np.linalg.norm(res.w[-1])
