@@ -15,9 +15,10 @@ from ._core.tape import Tape
 from .checking import check_grads
 from .compiled import record, compile, Recorded, Compiled
 from . import numdiff
+from .inspect import trace
 
 __version__ = "0.1.0"
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
            "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
-           "check_grads", "numdiff", "record", "compile", "Recorded", "Compiled"]
+           "check_grads", "numdiff", "record", "compile", "Recorded", "Compiled", "trace"]
