@@ -13,7 +13,7 @@ from .api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev,
 from .tracer import Tracer, TracerConversionWarning
 from ._core.tape import Tape
 from .checking import check_grads
-from .compiled import record, compile, Recorded, Compiled
+from .compiled import record, compile, load, Recorded, Compiled
 from . import numdiff
 from .inspect import trace
 

@@ -9,29 +9,44 @@ derivative of a branch that was not taken. A few variants (one per branch patter
 
 Work buffers are per thread (``threading.local``), never shared: several threads may replay one
 ``Recorded`` at once, and the sweeps release the GIL.
+
+Serialization: ``to_bytes()`` writes the current variant's tape with everything needed to replay
+it without f (input/output shapes and pytree structure, the recording point) as JSON in the
+tape's metadata; ``load(b)`` / ``Recorded.from_bytes(b)`` rebuild a replayable ``Recorded``.
+Without f there is nothing to re-record, so a loaded ``Recorded`` is strict: a guard flip raises
+``GuardError``. Pickling goes through the same bytes and keeps f when f itself pickles.
 """
+import base64
+import pickle
 import threading
 
 import numpy as np
 
 from ._core import sweeps
+from ._core.tape import Tape
 from . import _tree
 from .api import Traced, GuardError
+
+_FORMAT = "tapegrad.Recorded"
+_VERSION = 1
 
 
 class Recorded:
     """A function recorded at example arguments, replayable at new ones."""
 
     def __init__(self, f, *example_args, strict=False, max_variants=8):
-        self.f = f
-        self.strict = strict
-        self.max_variants = max_variants
         tr = Traced(f, example_args, None, None, False, "record")
         if tr.nested:
             raise ValueError("record: the arguments are traced values of an enclosing derivative "
                              "operator; call grad/jvp on the function directly instead")
+        self._setup(f, tr, len(example_args), strict, max_variants)
+
+    def _setup(self, f, tr, nargs, strict, max_variants):
+        self.f = f
+        self.strict = strict
+        self.max_variants = max_variants
         self._variants = [tr]
-        self.nargs = len(example_args)
+        self.nargs = nargs
         self.in_tree, self.in_shapes, self.in_sizes = tr.in_tree, tr.in_shapes, tr.in_sizes
         self.nin = tr.nin
         self.out_tree, self.out_shapes, self.nout = tr.out_tree, tr.out_shapes, tr.nout
@@ -186,28 +201,44 @@ class Recorded:
         return (self._out(tr, w[tr.out_off:tr.out_off + tr.nout]),
                 self._out(tr, wd[0, tr.out_off:tr.out_off + tr.nout]))
 
+    @staticmethod
+    def _hvp_lanes(tr, w, V):
+        """H V (lanes of V) at the work buffer w: tangent, reverse, tangent-of-reverse sweeps."""
+        if tr.nout != 1:
+            raise ValueError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
+        wd = sweeps.tangent(tr.tape, w, np.ascontiguousarray(V, dtype=np.float64))
+        wb = sweeps.reverse(tr.tape, w, np.ones(1))
+        return sweeps.tangent_of_reverse(tr.tape, w, wd, wb)[:, :tr.nin].copy()
+
     def hvp(self, x, v):
         """H(x) v for scalar f, by forward-over-reverse on the tape."""
         xf = self._flat(self._primals(x), "hvp")
         vf = self._flat(self._primals(v), "hvp tangent")
         tr, w = self._select(xf)
-        tr._w = w.copy()
-        return self._in(tr.hvp_lanes(vf[None, :])[0])
+        return self._in(self._hvp_lanes(tr, w, vf[None, :])[0])
 
     def jacobian(self, x, mode="auto"):
         """(out.size, in.size) shaped as out.shape + in.shape for one array in and out."""
         tr, w = self._select(self._flat(self._primals(x), "jacobian"))
-        tr._w = w.copy()
         m = mode if mode != "auto" else ("fwd" if tr.nin < tr.nout else "rev")
-        J = tr.jac_fwd() if m == "fwd" else tr.jac_rev()
+        if m == "fwd":
+            J = sweeps.tangent(tr.tape, w, np.eye(tr.nin))[:, tr.out_off:tr.out_off + tr.nout].T.copy()
+        else:
+            J = np.empty((tr.nout, tr.nin))
+            seed = np.zeros(tr.nout)
+            wb = np.zeros(max(tr.tape.nwork, 1))
+            for i in range(tr.nout):
+                seed[i] = 1.0
+                sweeps.reverse(tr.tape, w, seed, wb)
+                J[i] = wb[:tr.nin]
+                seed[i] = 0.0
         if len(self.in_shapes) == 1 and len(tr.out_shapes) == 1:
             return J.reshape(tuple(tr.out_shapes[0]) + tuple(self.in_shapes[0]))
         return J
 
     def hessian(self, x):
         tr, w = self._select(self._flat(self._primals(x), "hessian"))
-        tr._w = w.copy()
-        H = tr.hvp_lanes(np.eye(self.nin))
+        H = self._hvp_lanes(tr, w, np.eye(self.nin))
         s = tuple(self.in_shapes[0]) if len(self.in_shapes) == 1 else (self.nin,)
         return H.T.reshape(s + s).copy()
 
@@ -226,8 +257,42 @@ class Recorded:
                 "guards": t.nguards, "tape_bytes": t.nbytes(), "work_bytes": 8 * t.nwork,
                 "variants": len(self._variants), "rerecords": self.rerecords}
 
+    # ------------------------------------------------------------------ serialization
     def to_bytes(self):
-        return self.tape.to_bytes()
+        """The current variant's tape plus what a replay without f needs (see ``load``)."""
+        tr = self._variants[0]
+        x0 = np.ascontiguousarray(getattr(tr, "recorded_x", np.zeros(tr.nin)), dtype="<f8")
+        tr.tape.meta = {
+            "format": _FORMAT, "version": _VERSION, "nargs": self.nargs,
+            "in_tree": _tree_to_json(self.in_tree), "in_shapes": [list(s) for s in self.in_shapes],
+            "out_tree": _tree_to_json(tr.out_tree), "out_shapes": [list(s) for s in tr.out_shapes],
+            "strict": bool(self.strict), "x0": base64.b64encode(x0.tobytes()).decode("ascii"),
+        }
+        return tr.tape.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data, f=None, strict=None, max_work=None):
+        """A ``Recorded`` from ``to_bytes()`` output. Without f it is strict (a guard flip raises
+        ``GuardError``); with f it re-records on a flip unless ``strict``. Corrupt or hostile
+        bytes raise ``ValueError``."""
+        tape = Tape.from_bytes(data) if max_work is None else Tape.from_bytes(data, max_work=max_work)
+        tr = _variant_from_tape(tape)
+        meta = tape.meta
+        self = cls.__new__(cls)
+        if strict is None:
+            strict = True if f is None else bool(meta.get("strict", False))
+        elif f is None and not strict:
+            raise ValueError("from_bytes: strict=False needs f (something to re-record)")
+        self._setup(f, tr, meta["nargs"], strict, 8)
+        return self
+
+    def __reduce__(self):
+        f = self.f
+        try:
+            pickle.dumps(f)
+        except Exception:  # lambdas, closures, local functions: replay strictly without f
+            f = None
+        return (_unpickle, (self.to_bytes(), f, self.strict if f is not None else True))
 
     def __repr__(self):
         i = self.info()
@@ -248,6 +313,122 @@ class Recorded:
         """Render the graph to ``path`` (PNG); see ``tapegrad.inspect.draw``."""
         from .inspect import draw
         return draw(self, path, **kw)
+
+
+def _unpickle(data, f, strict):
+    return Recorded.from_bytes(data, f=f, strict=strict)
+
+
+def load(data, f=None, strict=None, max_work=None):
+    """A replayable ``Recorded`` from ``Recorded.to_bytes()`` output (see ``Recorded.from_bytes``)."""
+    return Recorded.from_bytes(data, f=f, strict=strict, max_work=max_work)
+
+
+# ---------------------------------------------------------------------- metadata (JSON)
+def _tree_to_json(td):
+    if isinstance(td, _tree.Leaf):
+        return {"leaf": bool(td.scalar)}
+    kind = td[0]
+    if kind in ("tuple", "list"):
+        return [kind, [_tree_to_json(c) for c in td[1]]]
+    if kind == "dict":
+        keys = []
+        for k in td[1]:
+            if type(k) is str:
+                keys.append(["s", k])
+            elif type(k) is int:
+                keys.append(["i", k])
+            else:
+                raise TypeError(f"to_bytes: dict key {k!r} of the pytree is not a str or int")
+        return ["dict", keys, [_tree_to_json(c) for c in td[2]]]
+    return ["none"]
+
+
+def _bad(what):
+    raise ValueError(f"Recorded.from_bytes: bad metadata ({what})")
+
+
+def _tree_from_json(j, depth=0):
+    """Inverse of _tree_to_json; also returns the number of leaves. Anything malformed: ValueError."""
+    if depth > 100:
+        _bad("pytree nested too deeply")
+    if isinstance(j, dict):
+        if set(j) != {"leaf"} or type(j["leaf"]) is not bool:
+            _bad("pytree leaf")
+        return _tree.Leaf(j["leaf"]), 1
+    if not isinstance(j, list) or not j or j[0] not in ("tuple", "list", "dict", "none"):
+        _bad("pytree node")
+    if j[0] == "none":
+        if len(j) != 1:
+            _bad("pytree node")
+        return ("none",), 0
+    if j[0] in ("tuple", "list"):
+        if len(j) != 2 or not isinstance(j[1], list):
+            _bad("pytree node")
+        kids = [_tree_from_json(c, depth + 1) for c in j[1]]
+        return (j[0], [k for k, _ in kids]), sum(n for _, n in kids)
+    if len(j) != 3 or not isinstance(j[1], list) or not isinstance(j[2], list) or len(j[1]) != len(j[2]):
+        _bad("pytree dict")
+    keys = []
+    for k in j[1]:
+        if not (isinstance(k, list) and len(k) == 2 and
+                ((k[0] == "s" and type(k[1]) is str) or (k[0] == "i" and type(k[1]) is int))):
+            _bad("pytree dict key")
+        keys.append(k[1])
+    if sorted(keys) != keys or len(set(keys)) != len(keys):
+        _bad("pytree dict keys")
+    kids = [_tree_from_json(c, depth + 1) for c in j[2]]
+    return ("dict", keys, [k for k, _ in kids]), sum(n for _, n in kids)
+
+
+def _shapes_from_json(j, what):
+    if not isinstance(j, list):
+        _bad(what)
+    shapes = []
+    for s in j:
+        if not isinstance(s, list) or len(s) > 64 or any(type(d) is not int or d < 0 or d > 2**40
+                                                         for d in s):
+            _bad(what)
+        shapes.append(tuple(s))
+    return shapes
+
+
+def _variant_from_tape(tape):
+    """A ``Traced`` (without a recorder) for a loaded tape, its metadata checked against it."""
+    m = tape.meta
+    if not isinstance(m, dict) or m.get("format") != _FORMAT:
+        _bad("not a recorded function; use Tape.from_bytes for a bare tape")
+    if m.get("version") != _VERSION:
+        _bad(f"unsupported version {m.get('version')!r}")
+    nargs = m.get("nargs")
+    if type(nargs) is not int or nargs < 0 or type(m.get("strict")) is not bool:
+        _bad("nargs/strict")
+    in_tree, nleaves = _tree_from_json(m.get("in_tree"))
+    out_tree, nout_leaves = _tree_from_json(m.get("out_tree"))
+    if in_tree[0] != "tuple" or len(in_tree[1]) != nargs:
+        _bad("input structure differs from nargs")
+    in_shapes = _shapes_from_json(m.get("in_shapes"), "input shapes")
+    out_shapes = _shapes_from_json(m.get("out_shapes"), "output shapes")
+    if len(in_shapes) != nleaves or len(out_shapes) != nout_leaves:
+        _bad("number of shapes differs from the pytree")
+    in_sizes = [int(np.prod(s, dtype=object)) for s in in_shapes]
+    out_sizes = [int(np.prod(s, dtype=object)) for s in out_shapes]
+    if sum(in_sizes) != tape.nin or sum(out_sizes) != tape.out_n:
+        _bad(f"shapes give {sum(in_sizes)} inputs and {sum(out_sizes)} outputs, the tape has "
+             f"{tape.nin} and {tape.out_n}")
+    try:
+        x0 = np.frombuffer(base64.b64decode(m.get("x0"), validate=True), dtype="<f8")
+    except (TypeError, ValueError) as e:
+        _bad(f"recording point ({e})")
+    if x0.size != tape.nin:
+        _bad("recording point size")
+    tr = Traced.__new__(Traced)
+    tr.tape, tr.rec, tr.argnums, tr.single = tape, None, tuple(range(nargs)), False
+    tr.in_tree, tr.in_shapes, tr.in_sizes, tr.nin = in_tree, in_shapes, in_sizes, tape.nin
+    tr.out_tree, tr.out_shapes, tr.out_sizes, tr.nout = out_tree, out_shapes, out_sizes, tape.out_n
+    tr.out_off, tr.nested, tr.outer_inputs, tr.aux = tape.out_off, False, [None] * nleaves, None
+    tr.recorded_x, tr._w = x0.astype(np.float64), None
+    return tr
 
 
 def record(f, *example_args, strict=False):
