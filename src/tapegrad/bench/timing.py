@@ -1,0 +1,88 @@
+"""Timing and memory measurement.
+
+``measure`` follows timeit's method: warm up, pick a number of calls per sample so one sample
+lasts long enough for the clock (calls of a microsecond are timed in batches), then take samples
+until a minimum total time, with the cyclic garbage collector off while sampling. It reports the
+median time per call and the interquartile range, which a shared, noisy machine needs more than
+a mean (one descheduling does not move a median).
+"""
+import gc
+import time
+import tracemalloc
+from dataclasses import dataclass, asdict
+
+import numpy
+
+
+@dataclass
+class Timing:
+    median: float      # seconds per call
+    q1: float
+    q3: float
+    best: float
+    samples: int
+    calls: int         # calls per sample
+
+    @property
+    def iqr(self):
+        return self.q3 - self.q1
+
+    def as_dict(self):
+        d = asdict(self)
+        d["iqr"] = self.iqr
+        return d
+
+
+def measure(call, min_time=0.25, warmup=2, min_samples=5, max_samples=2000, sample_time=None,
+            sync=None):
+    """Time ``call()``; ``sync(result)`` (if given) waits for asynchronous work to finish."""
+    if sync is None:
+        run = call
+    else:
+        def run():
+            return sync(call())
+    for _ in range(warmup):
+        run()
+    t0 = time.perf_counter()
+    run()
+    one = max(time.perf_counter() - t0, 1e-9)
+    # one sample lasts ~ sample_time (default: a fiftieth of the budget, at least 200 us)
+    target = sample_time if sample_time is not None else max(min_time / 50, 2e-4)
+    number = max(1, int(target / one))
+    samples = []
+    total = 0.0
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while len(samples) < min_samples or (total < min_time and len(samples) < max_samples):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                run()
+            dt = time.perf_counter() - t0
+            samples.append(dt / number)
+            total += dt
+    finally:
+        if was_enabled:
+            gc.enable()
+    a = numpy.asarray(samples)
+    q1, med, q3 = numpy.percentile(a, [25, 50, 75])
+    return Timing(float(med), float(q1), float(q3), float(a.min()), len(samples), number)
+
+
+def peak_python_bytes(call):
+    """Peak bytes allocated through Python's allocators (NumPy's data included) during one call,
+    above what was allocated before it. Allocators of JAX/XLA and torch are invisible here."""
+    gc.collect()
+    started = tracemalloc.is_tracing()
+    if not started:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        r = call()
+        peak = tracemalloc.get_traced_memory()[1]
+        del r
+    finally:
+        if not started:
+            tracemalloc.stop()
+    return max(0, peak - base)
