@@ -81,7 +81,10 @@ cdef enum:
     OP_GATHER = 63       # y[i] = a[idx[i]],  idx = ipool[p0 : p0+n], p1 = size of a
     OP_SCATTER_ADD = 64  # y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a
     OP_COPY = 65         # y[i] = a[i]
-    OP_COUNT = 66
+    # --- a rule written in Python (linear algebra and friends), called with the GIL:
+    #     operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object
+    OP_CALL = 66
+    OP_COUNT = 67
 
 cdef enum:
     UN_FIRST = OP_NEG

@@ -15,6 +15,7 @@ carry no tangent and receive no adjoint.
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 from libc.stdint cimport int64_t
+from cpython.ref cimport PyObject
 from scipy.linalg.cython_blas cimport dgemm
 
 import numpy as np
@@ -114,7 +115,9 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
         pre = op.p[0]; m = op.p[1]; post = op.p[2]
         for i in range(pre):
             for k in range(post):
-                y[i * post + k] = 0.0 if code == OP_SUM else (1.0 if code == OP_PROD else a[i * m * post + k])
+                # max/min start from the first element of the block, which exists only if m > 0
+                y[i * post + k] = 0.0 if (code == OP_SUM or m == 0) else (
+                    1.0 if code == OP_PROD else a[i * m * post + k])
             for j in range(m):
                 for k in range(post):
                     v = a[(i * m + j) * post + k]
@@ -154,15 +157,21 @@ cdef inline const double* opnd(const double* w, const double* cv, int64_t off, i
     return (cv if flags & bit else w) + off
 
 
-cdef void forward_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
-                        double* w) noexcept nogil:
+cdef int forward_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                       double* w, PyObject* cbs) except -1 nogil:
     cdef Py_ssize_t k
     cdef const Op* op
     for k in range(nops):
         op = &ops[k]
+        if op.code == OP_CALL:
+            call_forward(cbs, op, opnd(w, cv, op.a, op.flags, FLAG_A_CONST),
+                         opnd(w, cv, op.b, op.flags, FLAG_B_CONST),
+                         opnd(w, cv, op.c, op.flags, FLAG_C_CONST), w + op.out)
+            continue
         forward_op(op, ipool, opnd(w, cv, op.a, op.flags, FLAG_A_CONST),
                    opnd(w, cv, op.b, op.flags, FLAG_B_CONST),
                    opnd(w, cv, op.c, op.flags, FLAG_C_CONST), w + op.out)
+    return 0
 
 
 # ------------------------------------------------------------------ reverse (linear part shared)
@@ -208,8 +217,8 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
             xb[i] += yb[i]
 
 
-cdef void reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
-                        const double* w, double* wb) noexcept nogil:
+cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                       const double* w, double* wb, PyObject* cbs) except -1 nogil:
     cdef Py_ssize_t k, i, j, kk, n, pre, m, post, bt
     cdef const Op* op
     cdef int code, fl, ka, kb
@@ -257,6 +266,8 @@ cdef void reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, co
             if fl & FLAG_A_CONST:
                 continue
             pre = op.p[0]; m = op.p[1]; post = op.p[2]
+            if pre * post == 0:
+                continue
             scratch = <double*> malloc((3 * m + 2) * sizeof(double))
             if scratch == NULL:
                 continue
@@ -277,13 +288,17 @@ cdef void reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, co
                     gemm_rm(b'T', b'N', <int>op.p[2], <int>op.p[3], <int>op.p[1], 1.0,
                             a + bt * op.p[4], <int>op.p[2], yb + bt * op.p[1] * op.p[3], <int>op.p[3],
                             1.0, bb + bt * op.p[5], <int>op.p[3])
+        elif code == OP_CALL:
+            call_reverse(cbs, op, a, b, c, y, yb, wb)
         elif not (fl & FLAG_A_CONST):
             reverse_linear(op, ipool, a, y, yb, ab)
+    return 0
 
 
 # ------------------------------------------------------------------ tangent (dual numbers)
-cdef void tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
-                        const double* w, double* wd, Py_ssize_t L, Py_ssize_t S) noexcept nogil:
+cdef int tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                       const double* w, double* wd, Py_ssize_t L, Py_ssize_t S,
+                       PyObject* cbs) except -1 nogil:
     """wd holds L lanes of tangents, lane l at wd + l*S; input lanes are set by the caller."""
     cdef Py_ssize_t k, i, j, kk, l, n, pre, m, post, bt, cnt, ia, ib
     cdef const Op* op
@@ -354,6 +369,8 @@ cdef void tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, co
                         yd[l * S + i * post + kk] = acc / cnt if cnt else 0.0
         elif code == OP_PROD:
             pre = op.p[0]; m = op.p[1]; post = op.p[2]
+            if pre * post == 0:
+                continue
             scratch = <double*> malloc((3 * m + 2) * sizeof(double))
             if scratch == NULL:
                 continue
@@ -383,12 +400,15 @@ cdef void tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, co
                         gemm_rm(b'N', b'N', <int>op.p[1], <int>op.p[3], <int>op.p[2], 1.0,
                                 a + bt * op.p[4], <int>op.p[2], wd + l * S + op.b + bt * op.p[5],
                                 <int>op.p[3], 1.0, yd + l * S + bt * op.p[1] * op.p[3], <int>op.p[3])
+        elif code == OP_CALL:
+            call_tangent(cbs, op, a, b, c, y, wd, L, S)
+    return 0
 
 
 # ------------------------------------------------------------------ tangent of reverse
-cdef void tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
-                    const double* w, const double* wd, const double* wb, double* wbd,
-                    Py_ssize_t L, Py_ssize_t S) noexcept nogil:
+cdef int tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                   const double* w, const double* wd, const double* wb, double* wbd,
+                   Py_ssize_t L, Py_ssize_t S, PyObject* cbs) except -1 nogil:
     """wbd (L lanes) += the tangent of the reverse sweep's adjoints along the lanes of wd.
 
     For y = g(x): x_bar = g'(x) y_bar, so
@@ -451,6 +471,8 @@ cdef void tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const 
             if fl & FLAG_A_CONST:
                 continue
             pre = op.p[0]; m = op.p[1]; post = op.p[2]
+            if pre * post == 0:
+                continue
             scratch = <double*> malloc((4 * m + 2) * sizeof(double))
             if scratch == NULL:
                 continue
@@ -488,11 +510,119 @@ cdef void tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const 
                                     wd + l * S + op.a + bt * op.p[4], <int>op.p[2],
                                     yb + bt * op.p[1] * op.p[3], <int>op.p[3], 1.0,
                                     wbd + l * S + op.b + bt * op.p[5], <int>op.p[3])
+        elif code == OP_CALL:
+            call_tor(cbs, op, a, b, c, y, yb, wd, wbd, L, S)
         elif not (fl & FLAG_A_CONST):
             # linear ops (sum, max/min with fixed ties, gather, scatter_add, copy)
             for l in range(L):
                 reverse_linear(op, ipool, a, y, wbd + l * S + op.out, wbd + l * S + op.a)
+    return 0
 
+
+
+# ------------------------------------------------------------------ rules written in Python
+# OP_CALL operations run a rule object's NumPy code with the GIL held (linear algebra and the
+# like, where the work is in LAPACK anyway). Operand k has size op.p[k]; absent operands have 0.
+cdef object _view(const double* p, Py_ssize_t n):
+    if n == 0:
+        return np.zeros(0)
+    return np.asarray(<double[:n]> (<double*> p))
+
+
+cdef list _call_inputs(object rule, const Op* op, const double* a, const double* b, const double* c):
+    cdef list xs = []
+    cdef const double* ptrs[3]
+    ptrs[0] = a
+    ptrs[1] = b
+    ptrs[2] = c
+    for k, shape in enumerate(rule.in_shapes):
+        xs.append(_view(ptrs[k], op.p[k]).reshape(shape))
+    return xs
+
+
+cdef int call_forward(PyObject* cbs, const Op* op, const double* a, const double* b,
+                      const double* c, double* y) except -1 with gil:
+    rule = (<object> cbs)[op.p[3]]
+    out = np.asarray(rule.forward(*_call_inputs(rule, op, a, b, c)), dtype=np.float64).reshape(-1)
+    if out.shape[0] != op.n:
+        raise ValueError(f"rule {rule.name}: forward returned {out.shape[0]} values, expected {op.n}")
+    _view(y, op.n)[:] = out
+    return 0
+
+
+cdef int _accumulate(object rule, const Op* op, object grads, double* base, Py_ssize_t lane_off) except -1:
+    cdef int64_t offs[3]
+    offs[0] = op.a
+    offs[1] = op.b
+    offs[2] = op.c
+    cdef int bits[3]
+    bits[0] = FLAG_A_CONST
+    bits[1] = FLAG_B_CONST
+    bits[2] = FLAG_C_CONST
+    for k, g in enumerate(grads):
+        if g is None or op.flags & bits[k]:
+            continue
+        g = np.asarray(g, dtype=np.float64).reshape(-1)
+        if g.shape[0] != op.p[k]:
+            raise ValueError(f"rule {rule.name}: cotangent {k} has {g.shape[0]} values, expected {op.p[k]}")
+        v = _view(base + lane_off + offs[k], op.p[k])
+        v += g
+    return 0
+
+
+cdef int call_reverse(PyObject* cbs, const Op* op, const double* a, const double* b, const double* c,
+                      const double* y, const double* yb, double* wb) except -1 with gil:
+    rule = (<object> cbs)[op.p[3]]
+    xs = _call_inputs(rule, op, a, b, c)
+    grads = rule.vjp(xs, _view(y, op.n).reshape(rule.out_shape),
+                     _view(yb, op.n).reshape(rule.out_shape))
+    _accumulate(rule, op, grads, wb, 0)
+    return 0
+
+
+cdef list _call_tangents(object rule, const Op* op, const double* wd, Py_ssize_t l, Py_ssize_t S):
+    cdef list ts = []
+    cdef int64_t offs[3]
+    offs[0] = op.a
+    offs[1] = op.b
+    offs[2] = op.c
+    cdef int bits[3]
+    bits[0] = FLAG_A_CONST
+    bits[1] = FLAG_B_CONST
+    bits[2] = FLAG_C_CONST
+    for k, shape in enumerate(rule.in_shapes):
+        if op.flags & bits[k]:
+            ts.append(None)
+        else:
+            ts.append(_view(wd + l * S + offs[k], op.p[k]).reshape(shape))
+    return ts
+
+
+cdef int call_tangent(PyObject* cbs, const Op* op, const double* a, const double* b, const double* c,
+                      const double* y, double* wd, Py_ssize_t L, Py_ssize_t S) except -1 with gil:
+    cdef Py_ssize_t l
+    rule = (<object> cbs)[op.p[3]]
+    xs = _call_inputs(rule, op, a, b, c)
+    yv = _view(y, op.n).reshape(rule.out_shape)
+    for l in range(L):
+        yd = rule.jvp(xs, yv, _call_tangents(rule, op, wd, l, S))
+        _view(wd + l * S + op.out, op.n)[:] = 0.0 if yd is None else np.asarray(yd, dtype=np.float64).reshape(-1)
+    return 0
+
+
+cdef int call_tor(PyObject* cbs, const Op* op, const double* a, const double* b, const double* c,
+                  const double* y, const double* yb, const double* wd, double* wbd,
+                  Py_ssize_t L, Py_ssize_t S) except -1 with gil:
+    cdef Py_ssize_t l
+    rule = (<object> cbs)[op.p[3]]
+    xs = _call_inputs(rule, op, a, b, c)
+    yv = _view(y, op.n).reshape(rule.out_shape)
+    ybv = _view(yb, op.n).reshape(rule.out_shape)
+    for l in range(L):
+        ybd = _view(wbd + l * S + op.out, op.n).reshape(rule.out_shape)
+        grads = rule.tor(xs, yv, _call_tangents(rule, op, wd, l, S), ybv, ybd)
+        _accumulate(rule, op, grads, wbd, l * S)
+    return 0
 
 # ------------------------------------------------------------------ guards
 cdef bint guards_hold(const int64_t* g, Py_ssize_t ng, const double* cv,
@@ -518,6 +648,7 @@ cdef inline Tape _checked(Tape t):
 def forward(Tape t, const double[::1] x, double[::1] w=None):
     """Evaluate the tape at x (size t.nin); returns the work buffer of all values."""
     _checked(t)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
     if x.shape[0] != t.nin:
         raise ValueError(f"forward: expected {t.nin} input values, got {x.shape[0]}")
     if w is None:
@@ -527,12 +658,13 @@ def forward(Tape t, const double[::1] x, double[::1] w=None):
     if t.nin:
         memcpy(&w[0], &x[0], t.nin * sizeof(double))
     with nogil:
-        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0])
+        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], cbs)
     return np.asarray(w)
 
 
 def guards_ok(Tape t, const double[::1] w):
     _checked(t)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
     if w.shape[0] < t.nwork:
         raise ValueError("guards_ok: work buffer too small")
     cdef bint ok
@@ -544,6 +676,7 @@ def guards_ok(Tape t, const double[::1] w):
 def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=None):
     """Adjoints of every slot for the output cotangent ``seed``; returns the adjoint buffer."""
     _checked(t)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
     if w.shape[0] < t.nwork or seed.shape[0] != t.out_n:
         raise ValueError(f"reverse: expected a work buffer of {t.nwork} and a seed of {t.out_n}")
     if wb is None:
@@ -556,13 +689,14 @@ def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=
     for i in range(t.out_n):
         wb[t.out_off + i] += seed[i]
     with nogil:
-        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0])
+        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs)
     return np.asarray(wb)
 
 
 def tangent(Tape t, const double[::1] w, const double[:, ::1] xd):
     """Tangent sweep with L = xd.shape[0] lanes; returns the (L, nwork) tangent buffer."""
     _checked(t)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
     cdef Py_ssize_t L = xd.shape[0], S = max(t.nwork, 1), l
     if w.shape[0] < t.nwork or xd.shape[1] != t.nin:
         raise ValueError(f"tangent: expected tangents of shape (L, {t.nin})")
@@ -572,7 +706,7 @@ def tangent(Tape t, const double[::1] w, const double[:, ::1] xd):
             memcpy(&wd[l, 0], &xd[l, 0], t.nin * sizeof(double))
     if L:
         with nogil:
-            tangent_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], L, S)
+            tangent_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], L, S, cbs)
     return np.asarray(wd)
 
 
@@ -580,6 +714,7 @@ def tangent_of_reverse(Tape t, const double[::1] w, const double[:, ::1] wd,
                        const double[::1] wb, const double[:, ::1] seed_dot=None):
     """Tangents of the adjoints (forward over reverse); returns (L, nwork)."""
     _checked(t)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
     cdef Py_ssize_t L = wd.shape[0], S = max(t.nwork, 1), l, i
     if w.shape[0] < t.nwork or wd.shape[1] != S or wb.shape[0] < t.nwork:
         raise ValueError("tangent_of_reverse: buffer sizes do not match the tape")
@@ -592,13 +727,14 @@ def tangent_of_reverse(Tape t, const double[::1] w, const double[:, ::1] wd,
                 wbd[l, t.out_off + i] += seed_dot[l, i]
     if L:
         with nogil:
-            tor_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], &wb[0], &wbd[0, 0], L, S)
+            tor_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], &wb[0], &wbd[0, 0], L, S, cbs)
     return np.asarray(wbd)
 
 
 def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, double[::1] g):
     """Fused scalar-output gradient into caller-owned buffers; returns (value, guards held)."""
     _checked(t)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
     if (x.shape[0] != t.nin or w.shape[0] < t.nwork or wb.shape[0] < t.nwork
             or g.shape[0] != t.nin or t.out_n != 1):
         raise ValueError("value_and_grad: buffer sizes do not match the tape")
@@ -607,12 +743,12 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     with nogil:
         if t.nin:
             memcpy(&w[0], &x[0], t.nin * sizeof(double))
-        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0])
+        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], cbs)
         ok = guards_hold(t.guards, t.nguard, t.cvals, &w[0])
         memset(&wb[0], 0, t.nwork * sizeof(double))
         wb[t.out_off] = 1.0
         val = w[t.out_off]
-        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0])
+        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs)
         if t.nin:
             memcpy(&g[0], &wb[0], t.nin * sizeof(double))
     return val, ok

@@ -32,5 +32,6 @@ cdef class Tape:
     cdef readonly Py_ssize_t out_n
     cdef readonly bint validated
     cdef public object meta          # Python-side description (shapes, pytree), JSON-able
+    cdef public list callbacks       # rule objects of OP_CALL operations
 
     cdef int _grow_ops(self) except -1

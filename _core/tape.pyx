@@ -41,7 +41,7 @@ OPCODES = {
     "less": OP_LT, "less_equal": OP_LE, "greater": OP_GT, "greater_equal": OP_GE,
     "equal": OP_EQ, "not_equal": OP_NE,
     "sum": OP_SUM, "max": OP_MAX, "min": OP_MIN, "prod": OP_PROD, "matmul": OP_MATMUL,
-    "gather": OP_GATHER, "scatter_add": OP_SCATTER_ADD, "copy": OP_COPY,
+    "gather": OP_GATHER, "scatter_add": OP_SCATTER_ADD, "copy": OP_COPY, "call": OP_CALL,
 }
 OPNAMES = {v: k for k, v in OPCODES.items()}
 FAMILIES = {
@@ -62,6 +62,9 @@ assert OP_DTYPE.itemsize == sizeof(Op)
 cdef bytes MAGIC = b"TAPEGRD\x01"
 # no single size may exceed this: keeps every sum and product of two sizes far from overflow
 cdef int64_t SIZE_LIMIT = (<int64_t>1) << 40
+cdef int64_t INT32_LIMIT = (<int64_t>1) << 31
+# default bound on the work buffer of a loaded tape (slots): 2**31 slots are 16 GiB of values
+MAX_WORK = 1 << 31
 
 
 cdef int _check_region(int64_t off, int64_t size, int64_t bound, str what) except -1:
@@ -94,6 +97,7 @@ cdef class Tape:
         self.nwork = self.nin = self.out_off = self.out_n = 0
         self.validated = False
         self.meta = None
+        self.callbacks = []
 
     def __dealloc__(self):
         PyMem_Free(self.ops)
@@ -151,6 +155,20 @@ cdef class Tape:
         self.validated = False
         return self.nops - 1
 
+    def add_ops(self, table):
+        """Append operations given as a structured array of dtype OP_DTYPE; checked by validate()."""
+        arr = np.ascontiguousarray(table, dtype=OP_DTYPE)
+        cdef Py_ssize_t n = arr.shape[0]
+        if n == 0:
+            return self.nops
+        while self.nops + n > self.cap_ops:
+            self._grow_ops()
+        cdef const unsigned char[::1] raw = arr.view(np.uint8).reshape(-1)
+        memcpy(self.ops + self.nops, &raw[0], n * sizeof(Op))
+        self.nops += n
+        self.validated = False
+        return self.nops
+
     def add_const(self, values):
         """Append constants (any shape, converted to float64); returns their offset."""
         cdef const double[::1] v = np.ascontiguousarray(values, dtype=np.float64).ravel()
@@ -190,6 +208,12 @@ cdef class Tape:
         self.nidx += n
         self.validated = False
         return off
+
+    def add_callback(self, rule):
+        """Register the rule object of an OP_CALL operation; returns its index (p3)."""
+        self.callbacks.append(rule)
+        self.validated = False
+        return len(self.callbacks) - 1
 
     def add_guard(self, Py_ssize_t off, expected):
         """The replayed values at work[off:off+len(expected)] must equal ``expected``."""
@@ -294,10 +318,17 @@ cdef class Tape:
                     raise ValueError(f"invalid tape: {what} output size mismatch")
                 _check_region(op.a, _mul(_mul(pre, m, what), post, what),
                               C if fl & FLAG_A_CONST else W, what + " operand")
+                if m == 0 and n > 0 and (code == OP_MAX or code == OP_MIN):
+                    raise ValueError(f"invalid tape: {what} reduces an empty block")
             elif code == OP_MATMUL:
                 for j in range(4):
                     if op.p[j] < 0 or op.p[j] >= (1 << 31):
                         raise ValueError(f"invalid tape: {what} has bad matrix sizes")
+                # LP64 BLAS indexes a matrix with 32-bit integers (column * ld + row): keep
+                # every operand and result below 2**31 elements or it may index out of bounds
+                if (op.p[1] * op.p[2] >= INT32_LIMIT or op.p[2] * op.p[3] >= INT32_LIMIT
+                        or op.p[1] * op.p[3] >= INT32_LIMIT):
+                    raise ValueError(f"invalid tape: {what} has a matrix too large for BLAS")
                 if op.p[4] not in (0, op.p[1] * op.p[2]) or op.p[5] not in (0, op.p[2] * op.p[3]):
                     raise ValueError(f"invalid tape: {what} has bad batch strides")
                 if n != _mul(op.p[0], _mul(op.p[1], op.p[3], what), what):
@@ -321,6 +352,16 @@ cdef class Tape:
                         raise ValueError(f"invalid tape: {what} index out of range")
             elif code == OP_COPY:
                 _check_region(op.a, n, C if fl & FLAG_A_CONST else W, what + " operand")
+            elif code == OP_CALL:
+                if op.p[3] < 0 or op.p[3] >= len(self.callbacks):
+                    raise ValueError(f"invalid tape: {what} refers to a missing rule {op.p[3]}")
+                rule = self.callbacks[op.p[3]]
+                sizes = tuple(rule.in_sizes) + (0,) * (3 - len(rule.in_sizes))
+                if (op.p[0], op.p[1], op.p[2]) != sizes or n != rule.out_size:
+                    raise ValueError(f"invalid tape: {what} sizes do not match its rule")
+                _check_region(op.a, op.p[0], C if fl & FLAG_A_CONST else W, what + " operand a")
+                _check_region(op.b, op.p[1], C if fl & FLAG_B_CONST else W, what + " operand b")
+                _check_region(op.c, op.p[2], C if fl & FLAG_C_CONST else W, what + " operand c")
         self.validated = True
         return self
 
@@ -329,7 +370,8 @@ cdef class Tape:
         """Serialize: magic, sizes, raw arrays, JSON metadata, CRC32 of everything before it."""
         head = np.array([self.nops, self.nidx, self.ncon, self.nguard, self.nwork, self.nin,
                          self.out_off, self.out_n], dtype="<i8").tobytes()
-        meta = json.dumps(self.meta).encode()
+        meta = json.dumps({"meta": self.meta,
+                           "calls": [[r.name, r.params] for r in self.callbacks]}).encode()
         body = b"".join([
             MAGIC, head, np.array([len(meta)], dtype="<i8").tobytes(),
             self.op_table().tobytes(), self.index_pool().astype("<i8").tobytes(),
@@ -339,8 +381,12 @@ cdef class Tape:
         return body + np.array([zlib.crc32(body)], dtype="<u4").tobytes()
 
     @staticmethod
-    def from_bytes(data):
-        """Inverse of to_bytes. Corrupt or hostile input raises ValueError."""
+    def from_bytes(data, max_work=None):
+        """Inverse of to_bytes. Corrupt or hostile input raises ValueError.
+
+        ``max_work`` bounds the work buffer (slots) a loaded tape may ask replays to allocate
+        (default ``MAX_WORK``), so a crafted header cannot demand terabytes.
+        """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("Tape.from_bytes: expected bytes")
         data = bytes(data)
@@ -358,6 +404,9 @@ cdef class Tape:
             raise ValueError("Tape.from_bytes: section sizes do not match the data length")
         if nguard % 3:
             raise ValueError("Tape.from_bytes: bad guard table")
+        if nwork > (MAX_WORK if max_work is None else max_work):
+            raise ValueError(f"Tape.from_bytes: work buffer of {nwork} slots exceeds max_work="
+                             f"{MAX_WORK if max_work is None else max_work}")
         ops = np.frombuffer(body, dtype=OP_DTYPE, count=nops, offset=pos)
         pos += sizes[0]
         idx = np.frombuffer(body, dtype="<i8", count=nidx, offset=pos)
@@ -368,8 +417,17 @@ cdef class Tape:
         pos += sizes[3]
         try:
             meta = json.loads(body[pos:pos + nmeta].decode())
-        except (UnicodeDecodeError, ValueError) as e:
+            calls = meta["calls"]
+            meta = meta["meta"]
+            if not isinstance(calls, list):
+                raise ValueError("calls is not a list")
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
             raise ValueError(f"Tape.from_bytes: bad metadata ({e})") from None
+        rules = []
+        if calls:
+            from tapegrad.calls import rule_from_spec  # rules written in Python, by name
+            for spec in calls:
+                rules.append(rule_from_spec(spec))
         cdef Tape t = Tape()
         t.alloc(nwork)
         t.add_const(con)
@@ -386,6 +444,7 @@ cdef class Tape:
             t.guards_append(int(gua[k]), int(gua[k + 1]), int(gua[k + 2]))
         t.set_io(nin, out_off, out_n)
         t.meta = meta
+        t.callbacks = rules
         t.validate()
         return t
 

@@ -15,6 +15,7 @@ from ._core.tape import Tape
 from .checking import check_grads
 from .compiled import record, compile, load, Recorded, Compiled
 from . import numdiff
+from . import calls as _calls  # registers the rules written in Python (linalg)
 from .inspect import trace
 
 __version__ = "0.1.0"

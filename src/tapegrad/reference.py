@@ -146,6 +146,7 @@ class Sweep:
         self.ipool = t.index_pool()
         self.consts = t.constants()
         self.sources = rec.const_sources
+        self.callbacks = t.callbacks
         self.starts, self.sizes = rec.alloc_starts, rec.alloc_sizes
         if inputs is None:
             inputs = []
@@ -171,6 +172,8 @@ class Sweep:
                     int(p[0] if p[5] else 1) * int(p[2] * p[3]), 0)
         if name in ("gather", "scatter_add"):
             return int(p[1]), 0, 0
+        if name == "call":
+            return int(p[0]), int(p[1]), int(p[2])
         return n, 0, 0
 
     def _const(self, off, n):
@@ -185,7 +188,7 @@ class Sweep:
         res = []
         for off, size, bit in ((op["a"], sa, FLAG_A), (op["b"], sb, FLAG_B), (op["c"], sc, FLAG_C)):
             off = int(off)
-            if size == 0 and bit != FLAG_A:
+            if size == 0 and (bit != FLAG_A or OPNAMES[int(op["code"])] == "call"):
                 res.append(None)
             elif fl & bit:
                 res.append(self._const(off, size))
@@ -223,6 +226,10 @@ class Sweep:
         if name == "matmul":
             A3, B3 = self._mats(p, A, B)
             return _flat(np.matmul(A3, B3))
+        if name == "call":
+            rule = self.callbacks[int(p[3])]
+            xs = [np.reshape(x, s) for x, s in zip((A, B, C), rule.in_shapes)]
+            return _flat(rule.forward(*xs))
         idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
         if name == "gather":
             return _take(A, idx)
@@ -266,6 +273,10 @@ class Sweep:
                 adj.put(int(op["a"]), sa, Ab, add=True)
             if Bb is not None and not fl & FLAG_B:
                 adj.put(int(op["b"]), sb, Bb, add=True)
+            pending = getattr(self, "_pending_c", None)
+            if pending is not None:
+                adj.put(pending[0], pending[1], pending[2], add=True)
+                self._pending_c = None
         return [adj.read(s, n) for s, n in zip(self.starts, tr.in_sizes)]
 
     def vjp_op(self, op, A, B, C, Y, Yb):
@@ -306,6 +317,13 @@ class Sweep:
             if not p[5]:
                 Bb = np.sum(Bb, axis=0)
             return _flat(Ab), _flat(Bb)
+        if name == "call":
+            rule = self.callbacks[int(p[3])]
+            xs = [np.reshape(x, s) for x, s in zip((A, B, C), rule.in_shapes)]
+            gs = list(rule.vjp(xs, Y, Yb)) + [None, None]
+            if gs[2] is not None and not int(op["flags"]) & FLAG_C:
+                self._pending_c = (int(op["c"]), int(p[2]), _flat(gs[2]))
+            return (None if gs[0] is None else _flat(gs[0])), (None if gs[1] is None else _flat(gs[1]))
         idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
         if name == "gather":
             return _scatter(Yb, idx, int(p[1])), None
@@ -323,7 +341,7 @@ class Sweep:
     # -- tangent
     def jvp(self, tan_leaves):
         tr = self.tr
-        tan = Buf(self.starts, self.sizes)
+        tan = self._tan = Buf(self.starts, self.sizes)
         for k, t in enumerate(tan_leaves):
             tan.put(self.starts[k], tr.in_sizes[k], _flat(t))
         for op in self.ops:
@@ -336,7 +354,8 @@ class Sweep:
             Ad = None if fl & FLAG_A else tan.read(int(op["a"]), sa, zero=False)
             Bd = None if (fl & FLAG_B or sb == 0) else tan.read(int(op["b"]), sb, zero=False)
             Y = self.vals.read(int(op["out"]), n)
-            Yd = self.jvp_op(op, A, B, C, Y, Ad, Bd) if (Ad is not None or Bd is not None) else None
+            is_call = OPNAMES[int(op["code"])] == "call"
+            Yd = self.jvp_op(op, A, B, C, Y, Ad, Bd) if (Ad is not None or Bd is not None or is_call) else None
             tan.put(int(op["out"]), n, Yd if Yd is not None else np.zeros(n))
         flat = tan.read(tr.out_off, tr.nout)
         res, pos = [], 0
@@ -383,6 +402,17 @@ class Sweep:
             if Bd is not None:
                 out = out + np.matmul(A3, np.reshape(Bd, np.shape(rules.value_of(B3))))
             return _flat(out)
+        if name == "call":
+            rule = self.callbacks[int(p[3])]
+            xs = [np.reshape(x, s) for x, s in zip((A, B, C), rule.in_shapes)]
+            fl = int(op["flags"])
+            Cd = None
+            if len(rule.in_shapes) > 2 and not fl & FLAG_C:
+                Cd = self._tan.read(int(op["c"]), int(p[2]), zero=False)
+            ts = [None if t is None else np.reshape(t, s)
+                  for t, s in zip((Ad, Bd, Cd), rule.in_shapes)]
+            yd = rule.jvp(xs, Y, ts)
+            return None if yd is None else _flat(yd)
         idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
         if name == "gather":
             return _take(Ad, idx)
