@@ -139,8 +139,11 @@ def binary(name, x, y):
     yo, yc, yv = rec.operand(y)
     out_shape = np.broadcast_shapes(xv.shape, yv.shape)
     # x op c and c op x with a constant scalar: one unary primitive with parameter c
-    for (co, cc, cv, vo, left) in ((yo, yc, yv, x, False), (xo, xc, xv, y, True)):
-        if cc and cv.size == 1 and (name, left) in _SCALAR_SPECIAL and not (xc and yc):
+    # (not for a tracer of an outer recording: baked into the parameter it would lose its
+    # derivative, e.g. grad of a function that calls grad(inner)(x, a) with a traced a)
+    for (co, cc, cv, vo, c_obj, left) in ((yo, yc, yv, x, y, False), (xo, xc, xv, y, x, True)):
+        if (cc and cv.size == 1 and (name, left) in _SCALAR_SPECIAL and not (xc and yc)
+                and not (type(c_obj) is Tracer and c_obj._rec.active)):
             prim, par = _SCALAR_SPECIAL[(name, left)]
             var = vo
             t = unary(prim, var, par(float(cv.reshape(()))))
