@@ -147,7 +147,7 @@ row("clip_traced_bounds", lambda x, lo, hi: np.clip(x, lo, hi),
     args(grid(0.0, 3, 4), grid(0.1, 4) , lambda r: grid(0.1, 3, 1)(r) + 0.4))
 
 # ------------------------------------------------------------------ reductions
-_AXES = [None, 0, 1, -1, (0, 2), (-1, 0), (1, 2)]
+_AXES = [None, 0, 1, -1, (0, 2), (-1, 0), (1, 2), (), (0, 1, 2)]  # () was an IndexError
 for _red, _fn, _dom in [("sum", np.sum, N), ("mean", np.mean, N), ("prod", np.prod, lambda *s: away(0.5, 1.5, *s)),
                         ("max", np.max, distinct), ("min", np.min, distinct),
                         ("amax", np.amax, distinct), ("amin", np.amin, distinct)]:

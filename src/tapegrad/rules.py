@@ -239,8 +239,8 @@ def reduce(kind, x, axis=None, keepdims=False):
     off, _, v = rec.operand(x)
     axes = _norm_axes(axis, v.ndim)
     val = np.asarray(_REDUCE_VALUE[kind](v, axis=axes, keepdims=keepdims), dtype=np.float64)
-    if v.ndim == 0:
-        return x if type(x) is Tracer and x._rec is rec else reshape(unary("mulc", x, 1.0), ())
+    if v.ndim == 0 or not axes:   # nothing to reduce (axis=() keeps every element)
+        return x if type(x) is Tracer and x._rec is rec else reshape(unary("mulc", x, 1.0), v.shape)
     contiguous = all(b - a == 1 for a, b in zip(axes, axes[1:]))
     src = x
     if not contiguous:
