@@ -4,7 +4,8 @@ One row per case: (name, function, generator of arguments inside the op's domain
 arguments that are closed-over constants instead of traced inputs). Each row goes through
 ``check_grads(f, *args, modes=("fwd", "rev"), order=2)`` as written, and a second time through
 a scalar wrapper ``sum(w * sin(f))`` so that hvp (tangent-of-reverse on the compiled tape) is
-checked against differences of gradients for every op, not only the scalar-valued ones.
+checked against differences of gradients for every op, not only the scalar-valued ones; the
+dense Hessian (n lanes) is checked against jacobian(grad) and the single-lane hvp.
 
 Ties of max/min/maximum/minimum/clip are kinks: the FD rows keep inputs away from them, and
 ``test_ties_split_evenly`` checks the documented convention (ties split evenly, as autograd
@@ -282,7 +283,21 @@ def test_op(fn, gen, const, rng):
 
     out = f(*traced)
     tg.check_grads(f, *traced, modes=("fwd", "rev"), order=2)
-    tg.check_grads(_scalarize(f, out), *traced, modes=("fwd", "rev"), order=2)
+    g = _scalarize(f, out)
+    tg.check_grads(g, *traced, modes=("fwd", "rev"), order=2)
+
+    # the dense Hessian (one tangent-of-reverse sweep with n lanes) against the Jacobian of the
+    # gradient (reference reverse sweep recorded on tracers) and against the single-lane hvp
+    shapes = [np.shape(t) for t in traced]
+    ends = np.cumsum([int(np.prod(s)) for s in shapes])
+    gv = lambda x: g(*[x[e - int(np.prod(s)):e].reshape(s) for e, s in zip(ends, shapes)])  # noqa: E731
+    x0 = np.concatenate([np.ravel(t) for t in traced])
+    H = tg.hessian(gv)(x0)
+    J = tg.jacobian(tg.grad(gv))(x0)
+    v = rng.standard_normal(x0.size)
+    scale = max(1.0, np.abs(J).max())
+    np.testing.assert_allclose(H, J, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(H @ v, tg.hvp(gv, (x0,), (v,)), rtol=0, atol=1e-10 * scale * np.abs(v).sum())
 
 
 def test_table_covers_issue_2_and_3_ops():
