@@ -410,3 +410,24 @@ def test_outer_scalar_in_inner_grad_keeps_its_derivative(op):
         return np.sum(g * g)
     tg.check_grads(outer, 1.3, modes=("fwd", "rev"), order=1)
     assert tg.grad(outer)(1.3) != 0.0
+
+
+def test_closed_over_array_modified_between_uses():
+    """Regression: big constants were cached by id(), so an array changed in place between two
+    uses inside f was recorded with its first contents (wrong value and gradient, silently)."""
+    def f(x):
+        A = np.ones(10)
+        out = 0.0
+        for k in range(3):
+            out = out + np.sum(x * A) * (k + 1)
+            A *= 2.0
+            A[0] = -1.0
+        return out
+    x = np.linspace(0.5, 1.5, 10)
+    v, g = tg.value_and_grad(f)(x)
+    # A_k for k = 0, 1, 2 and the closed-form gradient sum_k (k + 1) A_k
+    A = [np.ones(10), np.r_[-1.0, 2 * np.ones(9)], np.r_[-1.0, 4 * np.ones(9)]]
+    want_g = sum((k + 1) * a for k, a in enumerate(A))
+    np.testing.assert_array_equal(g, want_g)
+    assert rel(v, want_g @ x) < 1e-14
+    assert rel(v, f(x)) < 1e-14

@@ -41,7 +41,7 @@ class Recorder:
         self.level = 0
         self.active = False
         self.nested = False          # saw a tracer of an outer (active) recorder
-        self.const_cache = {}        # id(array) -> (offset, array) to store big constants once
+        self.const_cache = {}        # id(array) -> (offset, array, snapshot): big constants once
         self.const_sources = {}      # constant offset -> outer Tracer it was taken from
         self.alloc_starts = []       # work-buffer allocations, in increasing order
         self.alloc_sizes = []
@@ -78,11 +78,13 @@ class Recorder:
     def const(self, value, source=None):
         """Offset of ``value`` (float64) in the constant buffer."""
         if source is None and isinstance(value, np.ndarray) and value.size > 8:
+            # the same array object may have been modified in place since it was stored
+            # (A *= 2 between two uses): reuse only while its contents are unchanged
             hit = self.const_cache.get(id(value))
-            if hit is not None and hit[1] is value:
+            if hit is not None and hit[1] is value and np.array_equal(hit[2], value, equal_nan=True):
                 return hit[0]
             off = self.tape.add_const(value)
-            self.const_cache[id(value)] = (off, value)
+            self.const_cache[id(value)] = (off, value, value.copy())
             return off
         off = self.tape.add_const(value)
         if source is not None:
