@@ -74,6 +74,9 @@ BINARY_UFUNCS = {
     np.not_equal: "not_equal",
 }
 
+# ufunc -> rule(*inputs) written as a composition of primitives (filled by rules_numpy)
+UFUNC_RULES = {}
+
 
 def _prod(shape):
     return math.prod(shape)
@@ -741,6 +744,9 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
             return (logical_and if ufunc is np.bitwise_and else logical_or)(*inputs)
         if ufunc is np.invert and type(inputs[0]) is Tracer and inputs[0]._val.dtype == np.bool_:
             return logical_not(inputs[0])
+    rule = UFUNC_RULES.get(ufunc)
+    if rule is not None:
+        return rule(*inputs)
     raise NotImplementedError(f"tapegrad has no rule for np.{name} (ufunc) on traced arrays")
 
 
