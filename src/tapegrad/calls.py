@@ -29,9 +29,13 @@ def rule_from_spec(spec):
     try:
         name, params = spec
         cls = REGISTRY[name]
-        return cls(**params)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"Tape.from_bytes: unknown or malformed rule {spec!r} ({e})") from None
+        rule = cls(**params)
+        # hostile bytes: negative dimensions could still multiply to the sizes validate() checks
+        if any(k < 0 for s in rule.in_shapes + rule.out_shapes for k in s):
+            raise ValueError("negative dimension")
+        return rule
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError) as e:
+        raise ValueError(f"Tape.from_bytes: unknown or malformed rule {str(spec)[:200]} ({e})") from None
 
 
 class CallRule:
