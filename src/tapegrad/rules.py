@@ -301,12 +301,24 @@ def scatter_add(x, idx, n):
     return t
 
 
+def _resolve_shape(size, shape):
+    """The concrete shape NumPy's reshape would give (one -1 allowed)."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(operator.index(k) for k in shape)
+    if shape.count(-1) == 1:
+        rest = _prod(k for k in shape if k != -1)
+        if rest == 0 or size % rest:
+            raise ValueError(f"cannot reshape array of size {size} into shape {shape}")
+        shape = tuple(size // rest if k == -1 else k for k in shape)
+    if _prod(shape) != size or any(k < 0 for k in shape):
+        raise ValueError(f"cannot reshape array of size {size} into shape {shape}")
+    return shape
+
+
 def reshape(x, shape, order="C"):
     if type(x) is not Tracer or not x._rec.active:
         return np.reshape(value_of(x), shape, order=order)
     if order == "F":
-        return transpose(reshape(transpose(x), tuple(np.empty(0).reshape(0, -1).shape) if False
-                                 else tuple(reversed(np.empty(x.shape).reshape(shape).shape))))
+        return transpose(reshape(transpose(x), tuple(reversed(_resolve_shape(x.size, shape)))))
     if order not in ("C", "A"):
         raise NotImplementedError(f"reshape: order={order!r}")
     return Tracer(x._rec, x._off, x._val.reshape(shape))
@@ -376,8 +388,6 @@ def matmul(a, b):
     av, bv = np.asarray(value_of(a)), np.asarray(value_of(b))
     if av.ndim == 0 or bv.ndim == 0:
         raise ValueError("matmul: Input operand does not have enough dimensions")
-    out_shape = np.matmul(np.empty(av.shape, dtype=np.bool_) if av.size < 1 else np.zeros(av.shape),
-                          np.zeros(bv.shape)).shape if (av.size == 0 or bv.size == 0) else None
     a2 = reshape(a, (1,) + av.shape) if av.ndim == 1 else a
     b2 = reshape(b, bv.shape + (1,)) if bv.ndim == 1 else b
     s_a, s_b = np.shape(value_of(a2)), np.shape(value_of(b2))
