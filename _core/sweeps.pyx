@@ -99,12 +99,38 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
     cdef double acc, v
     cdef const int64_t* idx
     if code <= UN_LAST:
-        for i in range(n):
-            y[i] = un_f(code, a[i], op.d)
+        # the cheapest ops get loops of their own (vectorizable); the rest go through un_f
+        if code == OP_MULC:
+            for i in range(n):
+                y[i] = a[i] * op.d
+        elif code == OP_ADDC:
+            for i in range(n):
+                y[i] = a[i] + op.d
+        elif code == OP_RSUBC:
+            for i in range(n):
+                y[i] = op.d - a[i]
+        elif code == OP_SQUARE:
+            for i in range(n):
+                y[i] = a[i] * a[i]
+        elif code == OP_NEG:
+            for i in range(n):
+                y[i] = -a[i]
+        else:
+            for i in range(n):
+                y[i] = un_f(code, a[i], op.d)
     elif code <= BIN_LAST:
         ka = bkind(op.p[0], op.p[1], n)
         kb = bkind(op.p[2], op.p[3], n)
-        if ka == 0 and kb == 0 and code != OP_WHERE:
+        if ka == 0 and kb == 0 and code == OP_ADD:
+            for i in range(n):
+                y[i] = a[i] + b[i]
+        elif ka == 0 and kb == 0 and code == OP_SUB:
+            for i in range(n):
+                y[i] = a[i] - b[i]
+        elif ka == 0 and kb == 0 and code == OP_MUL:
+            for i in range(n):
+                y[i] = a[i] * b[i]
+        elif ka == 0 and kb == 0 and code != OP_WHERE:
             for i in range(n):
                 y[i] = bin_f(code, a[i], b[i], 0.0)
         else:
@@ -253,6 +279,26 @@ cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
         elif code < CMP_FIRST:
             ka = bkind(op.p[0], op.p[1], n)
             kb = bkind(op.p[2], op.p[3], n)
+            if ka == 0 and kb == 0 and (code == OP_ADD or code == OP_SUB or code == OP_MUL):
+                # separate loops: a and b may be the same slot (x * x)
+                if not (fl & FLAG_A_CONST):
+                    if code == OP_MUL:
+                        for i in range(n):
+                            ab[i] += yb[i] * b[i]
+                    else:
+                        for i in range(n):
+                            ab[i] += yb[i]
+                if not (fl & FLAG_B_CONST):
+                    if code == OP_MUL:
+                        for i in range(n):
+                            bb[i] += yb[i] * a[i]
+                    elif code == OP_ADD:
+                        for i in range(n):
+                            bb[i] += yb[i]
+                    else:
+                        for i in range(n):
+                            bb[i] -= yb[i]
+                continue
             for i in range(n):
                 bin_d1(code, a[bix(i, op.p[0], op.p[1], ka)], b[bix(i, op.p[2], op.p[3], kb)], y[i],
                        c[i] if code == OP_WHERE else 0.0, &da, &db)
