@@ -475,6 +475,9 @@ def getitem(x, key):
             if k._rec.active:
                 k._rec.guard(k)
             kv = k._val
+            if kv.dtype != np.bool_ and not np.all(kv == np.trunc(kv)):
+                raise IndexError("only integers, slices, None, Ellipsis and integer or boolean "
+                                 "arrays are valid indices (a traced index had non-integer values)")
             plain.append(kv if kv.dtype == np.bool_ else kv.astype(np.int64))
         else:
             plain.append(k)
