@@ -203,7 +203,12 @@ cdef inline void bin_d1(int code, double a, double b, double y, double m,
         da[0] = 0.0 if b == 0.0 else b * pow(a, b - 1.0)
         db[0] = y * log(a) if a > 0 else 0.0
     elif code == OP_MAXIMUM or code == OP_MINIMUM:
-        if a == b:
+        # a NaN operand is the result (bin_f propagates it), so it receives the derivative
+        if a != a:
+            da[0] = 1.0
+        elif b != b:
+            db[0] = 1.0
+        elif a == b:
             da[0] = 0.5; db[0] = 0.5
         elif (a > b) == (code == OP_MAXIMUM):
             da[0] = 1.0

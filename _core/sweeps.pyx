@@ -64,6 +64,12 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, double alpha, co
     dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
 
 
+cdef inline bint same(double x, double y) noexcept nogil:
+    # the elements a max/min selected: equal to the result, or NaN when the result is NaN
+    # (the forward kernel propagates NaN, so the NaN elements receive the derivative)
+    return x == y or (x != x and y != y)
+
+
 # ------------------------------------------------------------------ product helpers
 cdef void prod_parts(const double* x, const double* xd, Py_ssize_t m, Py_ssize_t stride,
                      double* P, double* Pt, double* pre, double* pret) noexcept nogil:
@@ -222,13 +228,13 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
                 yv = y[i * post + k]
                 cnt = 0
                 for j in range(m):
-                    if x[(i * m + j) * post + k] == yv:
+                    if same(x[(i * m + j) * post + k], yv):
                         cnt += 1
                 if cnt == 0:
                     continue
                 g = yb[i * post + k] / cnt
                 for j in range(m):
-                    if x[(i * m + j) * post + k] == yv:
+                    if same(x[(i * m + j) * post + k], yv):
                         xb[(i * m + j) * post + k] += g
     elif code == OP_GATHER:
         idx = ipool + op.p[0]
@@ -409,7 +415,7 @@ cdef int tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
                         acc = 0.0
                         if not (fl & FLAG_A_CONST):
                             for j in range(m):
-                                if a[(i * m + j) * post + kk] == yv:
+                                if same(a[(i * m + j) * post + kk], yv):
                                     cnt += 1
                                     acc += wd[l * S + op.a + (i * m + j) * post + kk]
                         yd[l * S + i * post + kk] = acc / cnt if cnt else 0.0

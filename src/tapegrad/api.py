@@ -270,6 +270,9 @@ def value_and_grad(f, argnums=0, has_aux=False):
     def vg(*args, **kwargs):
         tr = Traced(f, args, kwargs, argnums, has_aux, "grad")
         if tr.nout != 1:
+            if not tr.out_shapes:
+                raise TypeError("grad: the function must return a scalar (size-1) output, got "
+                                "no array (None or an empty container)")
             raise TypeError(f"grad: the function must return a scalar (size-1) output, got shape "
                             f"{tr.out_shapes[0] if len(tr.out_shapes) == 1 else tr.out_shapes}")
         g = tr.pullback([np.ones(tr.out_shapes[0])])

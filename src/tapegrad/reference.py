@@ -60,7 +60,9 @@ def _binary_d1(name, a, b, y, m):
     if name == "power":
         return b * a ** (b - 1.0), y * np.log(np.where(a > 0, a, 1.0))
     if name in ("maximum", "minimum"):
-        win = (a > b) if name == "maximum" else (a < b)
+        # a NaN operand is the result (NumPy propagates it), so it receives the derivative
+        win = np.logical_or((a > b) if name == "maximum" else (a < b), a != a)
+        win = np.logical_and(win, np.logical_not(np.logical_and(b != b, a == a)))
         tie = (a == b) * 0.5
         return win * 1.0 + tie, (1.0 - win * 1.0) - tie
     if name == "arctan2":
@@ -80,6 +82,11 @@ _UN = FAMILIES["unary"]
 _UN0 = FAMILIES["unary_zero"]
 _BIN = FAMILIES["binary"]
 _CMP = FAMILIES["compare"]
+
+
+def _same(x, y):
+    """The elements a max/min selected: equal to the result, or NaN where the result is NaN."""
+    return (x == y) | ((x != x) & (y != y))
 
 
 def _take(x, idx):
@@ -188,7 +195,9 @@ class Sweep:
         res = []
         for off, size, bit in ((op["a"], sa, FLAG_A), (op["b"], sb, FLAG_B), (op["c"], sc, FLAG_C)):
             off = int(off)
-            if size == 0 and (bit != FLAG_A or OPNAMES[int(op["code"])] == "call"):
+            if size == 0 and OPNAMES[int(op["code"])] == "matmul":
+                res.append(np.zeros(0))   # an empty factor (K = 0) is present, not absent
+            elif size == 0 and (bit != FLAG_A or OPNAMES[int(op["code"])] == "call"):
                 res.append(None)
             elif fl & bit:
                 res.append(self._const(off, size))
@@ -301,7 +310,7 @@ class Sweep:
             return _flat(np.broadcast_to(np.reshape(Yb, (pre, 1, post)), (pre, m, post))), None
         if name in ("max", "min"):
             A3 = np.reshape(A, (pre, m, post))
-            mask = (A3 == np.reshape(Y, (pre, 1, post))) * 1.0
+            mask = _same(A3, np.reshape(Y, (pre, 1, post))) * 1.0
             cnt = np.sum(mask, axis=1, keepdims=True)
             return _flat(mask * (np.reshape(Yb, (pre, 1, post)) / cnt)), None
         if name == "prod":
@@ -388,7 +397,7 @@ class Sweep:
             return _flat(np.sum(np.reshape(Ad, (pre, m, post)), axis=1))
         if name in ("max", "min"):
             A3 = np.reshape(A, (pre, m, post))
-            mask = (A3 == np.reshape(Y, (pre, 1, post))) * 1.0
+            mask = _same(A3, np.reshape(Y, (pre, 1, post))) * 1.0
             cnt = np.sum(mask, axis=1)
             return _flat(np.sum(mask * np.reshape(Ad, (pre, m, post)), axis=1) / cnt)
         if name == "prod":

@@ -19,7 +19,7 @@ import operator
 import numpy as np
 import scipy.special as sps
 
-from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C
+from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK
 from .tracer import Tracer, top_recorder, value_of, _as_float_array
 
 # name -> function computing the value of that unary primitive from x and its parameter d
@@ -68,7 +68,7 @@ UNARY_UFUNCS = {
 BINARY_UFUNCS = {
     np.add: "add", np.subtract: "subtract", np.multiply: "multiply", np.true_divide: "divide",
     np.power: "power", np.float_power: "power", np.maximum: "maximum", np.minimum: "minimum",
-    np.fmax: "maximum", np.fmin: "minimum", np.arctan2: "arctan2", np.hypot: "hypot",
+    np.arctan2: "arctan2", np.hypot: "hypot",
     np.logaddexp: "logaddexp", np.less: "less", np.less_equal: "less_equal",
     np.greater: "greater", np.greater_equal: "greater_equal", np.equal: "equal",
     np.not_equal: "not_equal",
@@ -130,6 +130,12 @@ def broadcast_to(x, shape):
         return np.broadcast_to(_const_value(x), shape)
     if x.shape == shape:
         return x
+    # NumPy broadcasts as a view of any size; we materialize values and indices, so refuse
+    # what no work buffer may hold (the bound a loaded tape's work buffer has) up front
+    n = np.broadcast_to(np.empty(x.shape, dtype=np.bool_), shape).size
+    if n > MAX_WORK:
+        raise ValueError(f"tapegrad: broadcasting a traced array to shape {shape} ({n} elements) "
+                         f"would materialize more than {MAX_WORK} values")
     idx = np.broadcast_to(np.arange(x.size).reshape(x.shape), shape)
     return gather(x, idx)
 
@@ -214,6 +220,14 @@ def where(cond, x, y):
     rec.op(OPCODES["where"], flags, t._off, ops[0], ops[1], co, n=n,
            p=(modes[0][0], modes[0][1], modes[1][0], modes[1][1]), reads=reads)
     return t
+
+
+def _fmax_fmin(name, x, y):
+    """np.fmax / np.fmin: maximum / minimum except that a NaN loses to a number (NaN only
+    when both are), by where on recorded x != x masks, so replays see the NaNs of their x."""
+    m = binary(name, x, y)
+    m = where(binary("not_equal", y, y), x, m)
+    return where(binary("not_equal", x, x), y, m)
 
 
 def _norm_axes(axis, ndim):
@@ -732,6 +746,8 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
         return unary(UNARY_UFUNCS[ufunc], inputs[0])
     if ufunc in BINARY_UFUNCS and len(inputs) == 2:
         return binary(BINARY_UFUNCS[ufunc], inputs[0], inputs[1])
+    if ufunc in (np.fmax, np.fmin) and len(inputs) == 2:
+        return _fmax_fmin("maximum" if ufunc is np.fmax else "minimum", *inputs)
     if ufunc is np.matmul:
         return matmul(*inputs)
     if ufunc is np.positive:
