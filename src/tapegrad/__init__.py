@@ -16,10 +16,12 @@ from .checking import check_grads
 from .compiled import record, compile, load, Recorded, Compiled
 from . import numdiff
 from . import calls as _calls  # registers the rules written in Python (linalg)
+from . import rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
+from .rules_numpy import logsumexp
 from .inspect import trace
 
 __version__ = "0.1.0"
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
            "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
-           "check_grads", "numdiff", "record", "compile", "Recorded", "Compiled", "trace"]
+           "check_grads", "numdiff", "logsumexp", "record", "compile", "Recorded", "Compiled", "trace"]
