@@ -360,6 +360,8 @@ cdef int tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
     cdef const double* c
     cdef const double* y
     cdef double* yd
+    cdef const double* xd
+    cdef const double* xd2
     cdef double d1, da, db, acc, yv
     cdef double* P
     cdef double* scratch
@@ -373,11 +375,42 @@ cdef int tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
         c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
         y = w + op.out
         yd = wd + op.out
-        if code < UN_ZERO_FIRST:
+        if code < UN_ZERO_FIRST and not (fl & FLAG_A_CONST) and (
+                code == OP_MULC or code == OP_ADDC or code == OP_RSUBC or code == OP_NEG
+                or code == OP_SQUARE):
+            # linear (or nearly) ops: lane by lane, contiguous loops
+            for l in range(L):
+                xd = wd + l * S + op.a
+                if code == OP_MULC:
+                    for i in range(n):
+                        yd[l * S + i] = op.d * xd[i]
+                elif code == OP_ADDC:
+                    memcpy(yd + l * S, xd, n * sizeof(double))
+                elif code == OP_SQUARE:
+                    for i in range(n):
+                        yd[l * S + i] = 2.0 * a[i] * xd[i]
+                else:
+                    for i in range(n):
+                        yd[l * S + i] = -xd[i]
+        elif code < UN_ZERO_FIRST:
             for i in range(n):
                 d1 = 0.0 if fl & FLAG_A_CONST else un_d1(code, a[i], y[i], op.d)
                 for l in range(L):
                     yd[l * S + i] = 0.0 if d1 == 0.0 else d1 * wd[l * S + op.a + i]
+        elif (code == OP_ADD or code == OP_SUB or code == OP_MUL) and not (fl & FLAG_ALL) and \
+                bkind(op.p[0], op.p[1], n) == 0 and bkind(op.p[2], op.p[3], n) == 0:
+            for l in range(L):
+                xd = wd + l * S + op.a
+                xd2 = wd + l * S + op.b
+                if code == OP_ADD:
+                    for i in range(n):
+                        yd[l * S + i] = xd[i] + xd2[i]
+                elif code == OP_SUB:
+                    for i in range(n):
+                        yd[l * S + i] = xd[i] - xd2[i]
+                else:
+                    for i in range(n):
+                        yd[l * S + i] = b[i] * xd[i] + a[i] * xd2[i]
         elif code <= UN_LAST or (CMP_FIRST <= code <= BIN_LAST):
             for l in range(L):
                 memset(yd + l * S, 0, n * sizeof(double))
@@ -476,6 +509,9 @@ cdef int tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const d
     cdef const double* y
     cdef const double* yb
     cdef double d1, d2, da, db, daa, dab, dbb, ta, tb, ybd
+    cdef double* xbd
+    cdef const double* ybdp
+    cdef const double* xdp
     cdef double* P
     cdef double* Pt
     cdef double* scratch
@@ -489,7 +525,26 @@ cdef int tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const d
         c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
         y = w + op.out
         yb = wb + op.out
-        if code < UN_ZERO_FIRST:
+        if code < UN_ZERO_FIRST and not (fl & FLAG_A_CONST) and (
+                code == OP_MULC or code == OP_ADDC or code == OP_RSUBC or code == OP_NEG
+                or code == OP_SQUARE):
+            for l in range(L):
+                xbd = wbd + l * S + op.a
+                ybdp = wbd + l * S + op.out
+                if code == OP_MULC:
+                    for i in range(n):
+                        xbd[i] += op.d * ybdp[i]
+                elif code == OP_ADDC:
+                    for i in range(n):
+                        xbd[i] += ybdp[i]
+                elif code == OP_SQUARE:
+                    xdp = wd + l * S + op.a
+                    for i in range(n):
+                        xbd[i] += 2.0 * (a[i] * ybdp[i] + yb[i] * xdp[i])
+                else:
+                    for i in range(n):
+                        xbd[i] -= ybdp[i]
+        elif code < UN_ZERO_FIRST:
             if fl & FLAG_A_CONST:
                 continue
             for i in range(n):
@@ -503,6 +558,30 @@ cdef int tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const d
                         wbd[l * S + op.a + i] += d2 * wd[l * S + op.a + i]
         elif code <= UN_LAST or (CMP_FIRST <= code <= BIN_LAST):
             pass
+        elif (code == OP_ADD or code == OP_SUB or code == OP_MUL) and not (fl & FLAG_ALL) and \
+                bkind(op.p[0], op.p[1], n) == 0 and bkind(op.p[2], op.p[3], n) == 0:
+            # separate loops per operand: a and b may be the same slot (x * x)
+            for l in range(L):
+                ybdp = wbd + l * S + op.out
+                xbd = wbd + l * S + op.a
+                if code == OP_MUL:
+                    xdp = wd + l * S + op.b
+                    for i in range(n):
+                        xbd[i] += b[i] * ybdp[i] + yb[i] * xdp[i]
+                else:
+                    for i in range(n):
+                        xbd[i] += ybdp[i]
+                xbd = wbd + l * S + op.b
+                if code == OP_MUL:
+                    xdp = wd + l * S + op.a
+                    for i in range(n):
+                        xbd[i] += a[i] * ybdp[i] + yb[i] * xdp[i]
+                elif code == OP_ADD:
+                    for i in range(n):
+                        xbd[i] += ybdp[i]
+                else:
+                    for i in range(n):
+                        xbd[i] -= ybdp[i]
         elif code <= BIN_LAST:
             ka = bkind(op.p[0], op.p[1], n)
             kb = bkind(op.p[2], op.p[3], n)
@@ -804,3 +883,26 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
         if t.nin:
             memcpy(&g[0], &wb[0], t.nin * sizeof(double))
     return val, ok
+
+
+def hvp(Tape t, const double[::1] w, const double[:, ::1] V):
+    """H v for each row v of V (scalar output): tangent sweep, reverse sweep and
+    tangent-of-reverse in one call; returns an (L, nin) array."""
+    _checked(t)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t L = V.shape[0], S = max(t.nwork, 1), l
+    if t.out_n != 1 or w.shape[0] < t.nwork or V.shape[1] != t.nin:
+        raise ValueError(f"hvp: expected a scalar-output tape and V of shape (L, {t.nin})")
+    cdef double[:, ::1] wd = np.empty((L, S))
+    cdef double[::1] wb = np.zeros(S)
+    cdef double[:, ::1] wbd = np.zeros((L, S))
+    for l in range(L):
+        if t.nin:
+            memcpy(&wd[l, 0], &V[l, 0], t.nin * sizeof(double))
+    wb[t.out_off] = 1.0
+    if L:
+        with nogil:
+            tangent_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], L, S, cbs)
+            reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs)
+            tor_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], &wb[0], &wbd[0, 0], L, S, cbs)
+    return np.asarray(wbd)[:, :t.nin]

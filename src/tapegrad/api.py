@@ -241,11 +241,7 @@ class Traced:
         """H V for a scalar output, V of shape (L, nin): tangent sweep + reverse + tangent-of-reverse."""
         if self.nout != 1:
             raise ValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
-        w = self.work()
-        wd = sweeps.tangent(self.tape, w, np.ascontiguousarray(V, dtype=np.float64))
-        wb = sweeps.reverse(self.tape, w, np.ones(1))
-        wbd = sweeps.tangent_of_reverse(self.tape, w, wd, wb)
-        return wbd[:, :self.nin].copy()
+        return sweeps.hvp(self.tape, self.work(), np.ascontiguousarray(V, dtype=np.float64)).copy()
 
 
 def _strip(tree):

@@ -206,9 +206,7 @@ class Recorded:
         """H V (lanes of V) at the work buffer w: tangent, reverse, tangent-of-reverse sweeps."""
         if tr.nout != 1:
             raise ValueError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
-        wd = sweeps.tangent(tr.tape, w, np.ascontiguousarray(V, dtype=np.float64))
-        wb = sweeps.reverse(tr.tape, w, np.ones(1))
-        return sweeps.tangent_of_reverse(tr.tape, w, wd, wb)[:, :tr.nin].copy()
+        return sweeps.hvp(tr.tape, w, np.ascontiguousarray(V, dtype=np.float64)).copy()
 
     def hvp(self, x, v):
         """H(x) v for scalar f, by forward-over-reverse on the tape."""
