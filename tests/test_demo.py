@@ -1,4 +1,4 @@
-"""`tapegrad demo`: every number it prints against closed forms (timings are printed, not tested)."""
+"""`tapegrad demo`: every number it prints against closed forms (timings: printed, not tested)."""
 import io
 import math
 import re
