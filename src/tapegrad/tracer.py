@@ -17,7 +17,9 @@ import warnings
 
 import numpy as np
 
-from ._core.tape import Tape, OPCODES
+from ._core.tape import Tape, OPCODES, OP_DTYPE
+
+_P6 = (0, 0, 0, 0, 0, 0)
 
 _state = threading.local()
 
@@ -38,6 +40,8 @@ class Recorder:
 
     def __init__(self):
         self.tape = Tape()
+        self.nwork = 0               # work slots allocated so far (the tape learns it at finish)
+        self.ops = []                # op records, kept in Python until finish (one bulk copy)
         self.level = 0
         self.active = False
         self.nested = False          # saw a tracer of an outer (active) recorder
@@ -69,10 +73,13 @@ class Recorder:
     # -- storage
     def new(self, value):
         """A fresh work-buffer allocation holding ``value`` (result of one operation)."""
-        value = np.asarray(value)
-        off = self.tape.alloc(value.size)
+        if type(value) is not np.ndarray:
+            value = np.asarray(value)
+        n = value.size
+        off = self.nwork
+        self.nwork = off + n
         self.alloc_starts.append(off)
-        self.alloc_sizes.append(value.size)
+        self.alloc_sizes.append(n)
         return Tracer(self, off, value)
 
     def const(self, value, source=None):
@@ -104,7 +111,7 @@ class Recorder:
         return self.const(v), True, v
 
     def op(self, code, flags, out, a=0, b=0, c=0, n=0, p=(), d=0.0, reads=()):
-        self.tape.add_op(code, flags, out, a, b, c, n, *p, d=d)
+        self.ops.append((code, flags, out, a, b, c, n, p, d))
         self.op_reads.append(reads)
         self.op_writes.append(out)
 
@@ -119,25 +126,40 @@ class Recorder:
     def finish(self, nin, out_off, out_n):
         """Set inputs/outputs, add guards, drop operations that reach neither, validate."""
         t = self.tape
+        t.alloc(self.nwork - t.nwork)
         t.set_io(nin, out_off, out_n)
         for off, expected in self.value_guards:
             t.add_guard(off, expected)
         nops = len(self.op_writes)
-        needed = np.zeros(len(self.alloc_starts) + 1, dtype=bool)
+        # liveness by allocation: which allocation each write / read falls in (one searchsorted)
+        starts = np.asarray(self.alloc_starts, dtype=np.int64)
+        wsel = (np.searchsorted(starts, np.asarray(self.op_writes, dtype=np.int64), "right") - 1).tolist()
+        rflat = [r for rs in self.op_reads for r in rs]
+        rsel = (np.searchsorted(starts, np.asarray(rflat, dtype=np.int64), "right") - 1).tolist()
+        needed = [False] * (len(self.alloc_starts) + 1)
         if out_n:
             needed[self.alloc_index(out_off)] = True
         for off, _ in self.value_guards:
             needed[self.alloc_index(off)] = True
-        keep = np.zeros(nops, dtype=bool)
+        keep = [False] * nops
+        end = len(rsel)
+        reads = self.op_reads
         for k in range(nops - 1, -1, -1):
-            if needed[self.alloc_index(self.op_writes[k])]:
+            start = end - len(reads[k])
+            if needed[wsel[k]]:
                 keep[k] = True
-                for r in self.op_reads[k]:
-                    needed[self.alloc_index(r)] = True
-        if not keep.all():
-            t.keep_ops(keep)
+                for j in range(start, end):
+                    needed[rsel[j]] = True
+            end = start
+        ops = self.ops
+        if not all(keep):
+            ops = [o for o, k in zip(ops, keep) if k]
             self.op_reads = [r for r, k in zip(self.op_reads, keep) if k]
             self.op_writes = [w for w, k in zip(self.op_writes, keep) if k]
+        if ops:
+            t.add_ops(np.array([(c, fl, o, a, b, cc, n, (p + _P6)[:6] if len(p) != 6 else p, d)
+                                for (c, fl, o, a, b, cc, n, p, d) in ops], dtype=OP_DTYPE))
+        self.ops = []
         t.validate()
         return t
 
@@ -281,31 +303,31 @@ class Tracer:
             "np.concatenate or np.stack.")
 
     # ---- arithmetic
-    def __neg__(self): return np.negative(self)
+    def __neg__(self): return _ufunc(np.negative, self)
     def __pos__(self): return self
     def __abs__(self): return np.absolute(self)
-    def __add__(self, o): return np.add(self, o)
-    def __radd__(self, o): return np.add(o, self)
-    def __sub__(self, o): return np.subtract(self, o)
-    def __rsub__(self, o): return np.subtract(o, self)
-    def __mul__(self, o): return np.multiply(self, o)
-    def __rmul__(self, o): return np.multiply(o, self)
-    def __truediv__(self, o): return np.true_divide(self, o)
-    def __rtruediv__(self, o): return np.true_divide(o, self)
+    def __add__(self, o): return _ufunc(np.add, self, o)
+    def __radd__(self, o): return _ufunc(np.add, o, self)
+    def __sub__(self, o): return _ufunc(np.subtract, self, o)
+    def __rsub__(self, o): return _ufunc(np.subtract, o, self)
+    def __mul__(self, o): return _ufunc(np.multiply, self, o)
+    def __rmul__(self, o): return _ufunc(np.multiply, o, self)
+    def __truediv__(self, o): return _ufunc(np.true_divide, self, o)
+    def __rtruediv__(self, o): return _ufunc(np.true_divide, o, self)
     def __floordiv__(self, o): return np.floor_divide(self, o)
     def __rfloordiv__(self, o): return np.floor_divide(o, self)
     def __mod__(self, o): return np.remainder(self, o)
     def __rmod__(self, o): return np.remainder(o, self)
-    def __pow__(self, o): return np.power(self, o)
-    def __rpow__(self, o): return np.power(o, self)
-    def __matmul__(self, o): return np.matmul(self, o)
-    def __rmatmul__(self, o): return np.matmul(o, self)
-    def __lt__(self, o): return np.less(self, o)
-    def __le__(self, o): return np.less_equal(self, o)
-    def __gt__(self, o): return np.greater(self, o)
-    def __ge__(self, o): return np.greater_equal(self, o)
-    def __eq__(self, o): return np.equal(self, o)
-    def __ne__(self, o): return np.not_equal(self, o)
+    def __pow__(self, o): return _ufunc(np.power, self, o)
+    def __rpow__(self, o): return _ufunc(np.power, o, self)
+    def __matmul__(self, o): return _ufunc(np.matmul, self, o)
+    def __rmatmul__(self, o): return _ufunc(np.matmul, o, self)
+    def __lt__(self, o): return _ufunc(np.less, self, o)
+    def __le__(self, o): return _ufunc(np.less_equal, self, o)
+    def __gt__(self, o): return _ufunc(np.greater, self, o)
+    def __ge__(self, o): return _ufunc(np.greater_equal, self, o)
+    def __eq__(self, o): return _ufunc(np.equal, self, o)
+    def __ne__(self, o): return _ufunc(np.not_equal, self, o)
     def __and__(self, o): return np.logical_and(self, o)
     def __rand__(self, o): return np.logical_and(o, self)
     def __or__(self, o): return np.logical_or(self, o)
@@ -351,6 +373,15 @@ class Tracer:
                               stacklevel=2)
             return self if self._val.dtype == np.float64 else self * 1.0
         raise TypeError(f"astype({dtype}) of a traced array would drop its derivative")
+
+
+def _ufunc(ufunc, *inputs):
+    """What NumPy's dispatch would do for an operator on a tracer, without its override lookup."""
+    for x in inputs:
+        if type(x) is not Tracer and hasattr(type(x), "__array_ufunc__") and type(x) is not np.ndarray \
+                and not isinstance(x, np.generic):
+            return ufunc(*inputs)    # another override type takes part: let NumPy decide
+    return rules.apply_ufunc(ufunc, "__call__", inputs, {})
 
 
 from . import rules  # noqa: E402  (rules needs Tracer)
