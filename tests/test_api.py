@@ -322,10 +322,10 @@ def test_jacobian_modes_agree_and_closed_form():
 
 # ------------------------------------------------------------------ errors leave no state behind
 def test_missing_rule_names_the_function():
-    with pytest.raises(NotImplementedError, match="sinc"):
-        tg.grad(lambda x: np.sum(np.sinc(x)))(np.ones(2))
-    with pytest.raises(NotImplementedError, match="cumprod"):
-        tg.grad(lambda x: np.sum(np.cumprod(x)))(np.ones(2))
+    with pytest.raises(NotImplementedError, match="interp"):
+        tg.grad(lambda x: np.sum(np.interp(x, [0.0, 1.0], [1.0, 2.0])))(np.ones(2))
+    with pytest.raises(NotImplementedError, match="correlate"):
+        tg.grad(lambda x: np.sum(np.correlate(x, x)))(np.ones(2))
     assert tapegrad.tracer._stack() == []
     assert tg.grad(lambda x: np.sum(x ** 2))(np.ones(2)).tolist() == [2.0, 2.0]
 

@@ -21,7 +21,7 @@ from . import rules as _rules
 from .tracer import value_of
 
 RULES = {np.linalg.inv: Inv}     # numpy function -> rule class (for the coverage table)
-RULE_CLASSES = {"inv": Inv}
+RULE_CLASSES = {"Inv": Inv}
 
 
 def _T(x):
@@ -60,7 +60,7 @@ def _lower_adjoint(S):
 def _rule(*funcs):
     def deco(cls):
         register(cls)
-        RULE_CLASSES[cls.name] = cls
+        RULE_CLASSES[cls.__name__] = cls
         for f in funcs:
             RULES[f] = cls
         return cls

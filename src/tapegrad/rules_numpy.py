@@ -402,6 +402,9 @@ class Special(CallRule):
         return [self.deriv(xs[0], ys[0], self.n) * ybars[0]]
 
 
+SPECIAL_UFUNCS = set()   # ufuncs recorded as one Special rule
+
+
 def _special_ufunc(fn):
     return lambda x: call(Special([_shape(x)], fn=fn), x)
 
@@ -411,8 +414,10 @@ for _u, _fn in [(sps.gammaln, "gammaln"), (sps.digamma, "digamma"), (sps.gamma, 
                 (sps.ndtri, "ndtri"), (sps.log_ndtr, "log_ndtr"), (sps.erfcx, "erfcx"),
                 (sps.i0, "i0"), (sps.i0e, "i0e"), (sps.i1, "i1"), (sps.i1e, "i1e")]:
     UFUNCS[_u] = _special_ufunc(_fn)
+    SPECIAL_UFUNCS.add(_u)
 # loggamma is gammaln for real x > 0
 UFUNCS[sps.loggamma] = _special_ufunc("gammaln")
+SPECIAL_UFUNCS.add(sps.loggamma)
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
@@ -1062,9 +1067,15 @@ defn(np.argmax, constant=True)(_argext("max"))
 defn(np.argmin, constant=True)(_argext("min"))
 
 
+def _guarded_tree(obj):
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_guarded_tree(o) for o in obj)
+    return R._guarded_value(obj)
+
+
 def _guarded_fn(fn):
-    return lambda *a, **kw: fn(*[R._guarded_value(x) for x in a],
-                                **{k: R._guarded_value(v) for k, v in kw.items()})
+    """An integer/boolean-valued function of values: evaluate on guarded values (constants)."""
+    return lambda *a, **kw: fn(*_guarded_tree(a), **{k: _guarded_tree(v) for k, v in kw.items()})
 
 
 for _f in (np.searchsorted, np.digitize, np.unique, np.bincount, np.histogram,
@@ -1191,8 +1202,12 @@ if hasattr(np.linalg, "matmul"):
     defn(np.linalg.diagonal)(lambda x, offset=0: np.diagonal(x, offset, -2, -1))
     defn(np.linalg.tensordot)(R.tensordot)
     defn(np.linalg.cross)(lambda a, b, axis=-1: _cross(a, b, axis=axis))
-if hasattr(np, "vecdot"):
-    defn(np.vecdot)(lambda a, b, axis=-1, **kw: np.sum(a * b, axis=axis))
+# NumPy 2 gufuncs (dispatched through __array_ufunc__)
+for _name, _rule in [("vecdot", lambda a, b: np.sum(a * b, axis=-1)),
+                     ("matvec", lambda A, v: np.sum(A * np.expand_dims(v, -2), axis=-1)),
+                     ("vecmat", lambda v, A: np.sum(np.expand_dims(v, -1) * A, axis=-2))]:
+    if isinstance(getattr(np, _name, None), np.ufunc):
+        UFUNCS[getattr(np, _name)] = _rule
 defn(np.linalg.matrix_rank, constant=True)(_guarded_fn(np.linalg.matrix_rank))
 defn(np.linalg.cond, constant=False)(lambda x, p=None: _cond(x, p))
 
@@ -1268,7 +1283,7 @@ def registry():
     for u in _INLINE_UFUNCS:
         entries.setdefault(_qualname(u), (u, "composition"))
     for u in R.UFUNC_RULES:
-        entries.setdefault(_qualname(u), (u, "composition"))
+        entries.setdefault(_qualname(u), (u, "rule Special" if u in SPECIAL_UFUNCS else "composition"))
     for f in R.FUNCTIONS:
         how = "composition"
         if f in linalg.RULES:
@@ -1292,7 +1307,7 @@ def _modes(how):
         return ("zero", "zero", "zero")
     if how.startswith("rule "):
         from . import linalg, calls
-        cls = linalg.RULE_CLASSES.get(how[5:])
+        cls = {**linalg.RULE_CLASSES, "Special": Special}.get(how[5:])
         ok = cls is not None and all(getattr(cls, m) is not getattr(calls.CallRule, m)
                                      for m in ("fwd", "tan", "bwd"))
         return ("yes", "yes", "yes (traced adjoint)") if ok else ("MISSING",) * 3
