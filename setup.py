@@ -7,6 +7,7 @@ TAPEGRAD_DEBUG=1 turns bounds checks, wraparound checks and assertions back on.
 """
 import os
 import shutil
+import zlib
 
 import numpy as np
 from Cython.Build import cythonize
@@ -40,8 +41,13 @@ directives = {
 }
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
-if not DEBUG:
+if DEBUG:
+    macros.append(("TAPEGRAD_DEBUG_BUILD", None))   # read back as tapegrad._core.tape.DEBUG_BUILD
+else:
     macros.append(("CYTHON_WITHOUT_ASSERTIONS", None))
+# Extra flags from the environment (e.g. -fsanitize=address,undefined, see .ci/sanitize)
+cflags += os.environ.get("TAPEGRAD_CFLAGS", "").split()
+ldflags = os.environ.get("TAPEGRAD_LDFLAGS", "").split()
 
 extensions = [
     Extension(
@@ -50,11 +56,19 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=macros,
         extra_compile_args=cflags,
+        extra_link_args=ldflags,
     )
     for name in ("tape", "sweeps")
 ]
 
+# Cython's and setuptools' up-to-date checks ignore directives and flags: a release .so newer
+# than the debug C files would be reused by a debug build. Each build mode (and flag set) gets
+# its own build folders, so switching modes never reuses the other mode's objects.
+FLAVOR = MODE + ("-%08x" % zlib.crc32(" ".join(cflags + ldflags).encode())
+                 if os.environ.get("TAPEGRAD_CFLAGS") or ldflags else "")
+
 setup(
+    options={"build": {"build_base": os.path.join("build", FLAVOR)}},
     ext_modules=cythonize(
         extensions,
         include_path=[INCLUDE],

@@ -33,5 +33,6 @@ cdef class Tape:
     cdef readonly bint validated
     cdef public object meta          # Python-side description (shapes, pytree), JSON-able
     cdef public list callbacks       # rule objects of OP_CALL operations
+    cdef object __weakref__          # tests check that tapes (and their C buffers) are freed
 
     cdef int _grow_ops(self) except -1

@@ -59,6 +59,19 @@ OP_DTYPE = np.dtype([
 ])
 assert OP_DTYPE.itemsize == sizeof(Op)
 
+cdef extern from *:
+    """
+    #ifdef TAPEGRAD_DEBUG_BUILD
+    #define TAPEGRAD_IS_DEBUG_BUILD 1
+    #else
+    #define TAPEGRAD_IS_DEBUG_BUILD 0
+    #endif
+    """
+    int TAPEGRAD_IS_DEBUG_BUILD
+
+# True when built with TAPEGRAD_DEBUG=1 (bounds/wraparound checks and assertions on)
+DEBUG_BUILD = bool(TAPEGRAD_IS_DEBUG_BUILD)
+
 cdef bytes MAGIC = b"TAPEGRD\x01"
 # no single size may exceed this: keeps every sum and product of two sizes far from overflow
 cdef int64_t SIZE_LIMIT = (<int64_t>1) << 40
@@ -79,10 +92,21 @@ cdef int64_t _mul(int64_t x, int64_t y, str what) except -1:
     return x * y
 
 
+# Tape objects alive (their C buffers not yet freed); counted with the GIL held
+cdef Py_ssize_t _live = 0
+
+
+def live_tapes():
+    """The number of Tape objects whose C buffers are allocated (for leak tests)."""
+    return _live
+
+
 cdef class Tape:
     """A recorded operation sequence (Wengert list) over float64 buffers."""
 
     def __cinit__(self):
+        global _live
+        _live += 1       # first: __dealloc__ runs (and decrements) even if __cinit__ raises
         self.cap_ops = 16
         self.ops = <Op*> PyMem_Malloc(self.cap_ops * sizeof(Op))
         self.cap_idx = 16
@@ -100,6 +124,8 @@ cdef class Tape:
         self.callbacks = []
 
     def __dealloc__(self):
+        global _live
+        _live -= 1
         PyMem_Free(self.ops)
         PyMem_Free(self.ipool)
         PyMem_Free(self.cvals)

@@ -99,6 +99,11 @@ class Recorded:
             d = self._local.bufs = {}
         b = d.get(id(tr))
         if b is None or b[0] is not tr:
+            # drop the buffers of variants no longer kept (they would keep their tapes alive:
+            # a leak of one tape and two buffers per re-recording)
+            live = {id(v) for v in self._variants}
+            for k in [k for k in d if k not in live]:
+                del d[k]
             n = max(tr.tape.nwork, 1)
             b = d[id(tr)] = (tr, np.empty(n), np.empty(n))
         return b[1], b[2]
