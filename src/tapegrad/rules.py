@@ -87,12 +87,41 @@ def _const_value(x):
 
 
 # ------------------------------------------------------------------ primitives
+# Scalar (0-d) values of the IEEE basic operations computed on Python floats: the same double
+# operation NumPy performs, bitwise, without a ufunc call. Used only when the result is finite
+# (so NumPy would not have warned) and no division by zero is involved.
+_PY_UNARY = {"addc": lambda x, d: x + d, "mulc": lambda x, d: x * d, "rsubc": lambda x, d: d - x,
+             "rdivc": lambda x, d: d / x, "square": lambda x, d: x * x, "neg": lambda x, d: -x}
+_PY_BINARY = {"add": operator.add, "subtract": operator.sub, "multiply": operator.mul,
+              "divide": operator.truediv}
+
+
+def _py_scalar(fn, a, b):
+    """fn(a, b) as a 0-d float64 array if it is finite and exact in Python, else None."""
+    try:
+        r = fn(a, b)
+    except ZeroDivisionError:
+        return None
+    if r - r == 0.0:
+        return np.array(r, dtype=np.float64)
+    return None
+
+
 def unary(name, x, d=0.0):
-    rec = top_recorder(x)
-    if rec is None:
-        return _UNARY_VALUE[name](_as_float_array(value_of(x)), d)
-    off, _, v = rec.operand(x)
-    y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
+    if type(x) is Tracer and x._rec.active:      # the usual case, without the generic lookups
+        rec, off, v = x._rec, x._off, x._val
+        if v.dtype != np.float64:
+            v = v.astype(np.float64)
+    else:
+        rec = top_recorder(x)
+        if rec is None:
+            return _UNARY_VALUE[name](_as_float_array(value_of(x)), d)
+        off, _, v = rec.operand(x)
+    y = None
+    if v.ndim == 0 and name in _PY_UNARY and type(d) is float:
+        y = _py_scalar(_PY_UNARY[name], float(v), d)
+    if y is None:
+        y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
     t = rec.new(y)
     if y.size:
         rec.op(OPCODES[name], 0, t._off, off, n=y.size, d=float(d), reads=(off,))
@@ -140,7 +169,56 @@ def broadcast_to(x, shape):
     return gather(x, idx)
 
 
+_FAST_SCALARS = (float, int, np.float64)
+_EXACT_INT = 2 ** 53
+
+
+def _fast_scalar(c):
+    """c as a float if it is a plain number the scalar special case may take, else None."""
+    tc = type(c)
+    if tc is float or tc is np.float64:
+        return float(c)
+    if tc is int and -_EXACT_INT <= c <= _EXACT_INT:
+        return float(c)
+    return None
+
+
 def binary(name, x, y):
+    # Fast paths for what scalar-heavy loops record most; each gives exactly what the general
+    # path below gives. (1) a tracer of an active recording with a plain number constant:
+    tx, ty = type(x), type(y)
+    if tx is Tracer and ty is not Tracer and x._rec.active and (name, False) in _SCALAR_SPECIAL:
+        c = _fast_scalar(y)
+        if c is not None:
+            prim, par = _SCALAR_SPECIAL[(name, False)]
+            c = par(c)
+            return unary("square" if prim == "powc" and c == 2.0 else prim, x, c)
+    elif ty is Tracer and tx is not Tracer and y._rec.active and (name, True) in _SCALAR_SPECIAL:
+        c = _fast_scalar(x)
+        if c is not None:
+            prim, par = _SCALAR_SPECIAL[(name, True)]
+            return unary(prim, y, par(c))
+    # (2) two tracers of the same active recording with the same shape (no broadcasting)
+    elif (tx is Tracer and ty is Tracer and x._rec is y._rec and x._rec.active
+          and x._val.shape == y._val.shape and x._val.size):
+        rec = x._rec
+        xv, yv = x._val, y._val
+        if xv.dtype != np.float64:
+            xv = xv.astype(np.float64)
+        if yv.dtype != np.float64:
+            yv = yv.astype(np.float64)
+        val = None
+        if xv.ndim == 0 and name in _PY_BINARY:
+            val = _py_scalar(_PY_BINARY[name], float(xv), float(yv))
+        if val is None:
+            val = _BINARY_VALUE[name](xv, yv)
+            if name not in _COMPARISONS:
+                val = np.asarray(val, dtype=np.float64)
+        t = rec.new(val)
+        n = t._val.size
+        rec.op(OPCODES[name], 0, t._off, x._off, y._off, n=n, p=(1, n, 1, n),
+               reads=(x._off, y._off))
+        return t
     rec = top_recorder(x, y)
     if rec is None:
         return _BINARY_VALUE[name](value_of(x), value_of(y))
@@ -480,6 +558,15 @@ def getitem(x, key):
     rec = x._rec if x._rec.active else None
     if rec is None:
         return x._val[key]
+    if type(key) is int and x._val.ndim:     # x[k]: a free alias of one row, as gather makes it
+        shape = x._val.shape
+        d0 = shape[0]
+        if -d0 <= key < d0:
+            inner = x._val.size // d0
+            if inner:
+                start = (key + d0 if key < 0 else key) * inner
+                return Tracer(rec, x._off + start,
+                              x._val.reshape(-1)[start:start + inner].reshape(shape[1:]))
     keys = key if isinstance(key, tuple) else (key,)
     plain = []
     for k in keys:
@@ -716,6 +803,15 @@ FUNCTIONS = {
 
 
 def apply_ufunc(ufunc, method, inputs, kwargs):
+    if not kwargs and method == "__call__":   # operators and plain calls: the common case
+        if len(inputs) == 2:
+            name = BINARY_UFUNCS.get(ufunc)
+            if name is not None:
+                return binary(name, inputs[0], inputs[1])
+        elif len(inputs) == 1:
+            name = UNARY_UFUNCS.get(ufunc)
+            if name is not None:
+                return unary(name, inputs[0])
     out = kwargs.pop("out", None)
     if out is not None:
         raise TypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array; "
