@@ -122,6 +122,8 @@ def unary(name, x, d=0.0):
         y = _py_scalar(_PY_UNARY[name], float(v), d)
     if y is None:
         y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
+    if y.size and type(y) is np.ndarray:
+        return rec.emit(y, OPCODES[name], 0, off, 0, 0, (0, 0, 0, 0, 0, 0), float(d), (off,))
     t = rec.new(y)
     if y.size:
         rec.op(OPCODES[name], 0, t._off, off, n=y.size, d=float(d), reads=(off,))
@@ -211,14 +213,12 @@ def binary(name, x, y):
         if xv.ndim == 0 and name in _PY_BINARY:
             val = _py_scalar(_PY_BINARY[name], float(xv), float(yv))
         if val is None:
-            val = _BINARY_VALUE[name](xv, yv)
-            if name not in _COMPARISONS:
-                val = np.asarray(val, dtype=np.float64)
-        t = rec.new(val)
-        n = t._val.size
-        rec.op(OPCODES[name], 0, t._off, x._off, y._off, n=n, p=(1, n, 1, n),
-               reads=(x._off, y._off))
-        return t
+            val = np.asarray(_BINARY_VALUE[name](xv, yv))
+            if name not in _COMPARISONS and val.dtype != np.float64:
+                val = val.astype(np.float64)
+        n = val.size
+        return rec.emit(val, OPCODES[name], 0, x._off, y._off, 0, (1, n, 1, n, 0, 0), 0.0,
+                        (x._off, y._off))
     rec = top_recorder(x, y)
     if rec is None:
         return _BINARY_VALUE[name](value_of(x), value_of(y))

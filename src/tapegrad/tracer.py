@@ -19,7 +19,7 @@ import numpy as np
 
 from ._core.tape import Tape, OPCODES, OP_DTYPE
 
-_P6 = (0, 0, 0, 0, 0, 0)
+_PADS = tuple((0,) * (6 - k) for k in range(7))   # pads an op's integer parameters to 6
 
 _state = threading.local()
 
@@ -41,7 +41,8 @@ class Recorder:
     def __init__(self):
         self.tape = Tape()
         self.nwork = 0               # work slots allocated so far (the tape learns it at finish)
-        self.ops = []                # op records, kept in Python until finish (one bulk copy)
+        self.ops = []                # op integer rows (code, flags, out, a, b, c, n, p0..p5),
+        self.op_d = []               # and scalar parameters, kept in Python until finish
         self.level = 0
         self.active = False
         self.nested = False          # saw a tracer of an outer (active) recorder
@@ -110,8 +111,22 @@ class Recorder:
         v = _as_float_array(x)
         return self.const(v), True, v
 
+    def emit(self, value, code, flags, a, b, c, p6, d, reads):
+        """new(value) and the op writing it, in one call (the rules' fast paths); p6 has 6 ints."""
+        n = value.size
+        off = self.nwork
+        self.nwork = off + n
+        self.alloc_starts.append(off)
+        self.alloc_sizes.append(n)
+        self.ops.append((code, flags, off, a, b, c, n) + p6)
+        self.op_d.append(d)
+        self.op_reads.append(reads)
+        self.op_writes.append(off)
+        return Tracer(self, off, value)
+
     def op(self, code, flags, out, a=0, b=0, c=0, n=0, p=(), d=0.0, reads=()):
-        self.ops.append((code, flags, out, a, b, c, n, p, d))
+        self.ops.append((code, flags, out, a, b, c, n) + tuple(p) + _PADS[len(p)])
+        self.op_d.append(d)
         self.op_reads.append(reads)
         self.op_writes.append(out)
 
@@ -133,33 +148,52 @@ class Recorder:
         nops = len(self.op_writes)
         # liveness by allocation: which allocation each write / read falls in (one searchsorted)
         starts = np.asarray(self.alloc_starts, dtype=np.int64)
-        wsel = (np.searchsorted(starts, np.asarray(self.op_writes, dtype=np.int64), "right") - 1).tolist()
+        wsel = np.searchsorted(starts, np.asarray(self.op_writes, dtype=np.int64), "right") - 1
         rflat = [r for rs in self.op_reads for r in rs]
-        rsel = (np.searchsorted(starts, np.asarray(rflat, dtype=np.int64), "right") - 1).tolist()
-        needed = [False] * (len(self.alloc_starts) + 1)
+        rsel = np.searchsorted(starts, np.asarray(rflat, dtype=np.int64), "right") - 1
+        roots = [self.alloc_index(off) for off, _ in self.value_guards]
         if out_n:
-            needed[self.alloc_index(out_off)] = True
-        for off, _ in self.value_guards:
-            needed[self.alloc_index(off)] = True
-        keep = [False] * nops
-        end = len(rsel)
-        reads = self.op_reads
-        for k in range(nops - 1, -1, -1):
-            start = end - len(reads[k])
-            if needed[wsel[k]]:
-                keep[k] = True
-                for j in range(start, end):
-                    needed[rsel[j]] = True
-            end = start
-        ops = self.ops
+            roots.append(self.alloc_index(out_off))
+        # Usual case first: every allocation has one writer (values are SSA) and every written
+        # one is read or is a root. Then nothing is dead: the last dead op would be one whose
+        # output nobody reads. Otherwise the reverse scan below decides op by op.
+        read = np.zeros(len(starts) + 1, dtype=bool)
+        read[rsel] = True
+        read[roots] = True
+        if nops and read[wsel].all() and np.unique(wsel).size == nops:
+            keep = [True]
+        else:
+            wsel, rsel = wsel.tolist(), rsel.tolist()
+            needed = [False] * (len(starts) + 1)
+            for a in roots:
+                needed[a] = True
+            keep = [False] * nops
+            end = len(rsel)
+            reads = self.op_reads
+            for k in range(nops - 1, -1, -1):
+                start = end - len(reads[k])
+                if needed[wsel[k]]:
+                    keep[k] = True
+                    for j in range(start, end):
+                        needed[rsel[j]] = True
+                end = start
+        ops, ds = self.ops, self.op_d
         if not all(keep):
             ops = [o for o, k in zip(ops, keep) if k]
+            ds = [o for o, k in zip(ds, keep) if k]
             self.op_reads = [r for r, k in zip(self.op_reads, keep) if k]
             self.op_writes = [w for w, k in zip(self.op_writes, keep) if k]
         if ops:
-            t.add_ops(np.array([(c, fl, o, a, b, cc, n, (p + _P6)[:6] if len(p) != 6 else p, d)
-                                for (c, fl, o, a, b, cc, n, p, d) in ops], dtype=OP_DTYPE))
-        self.ops = []
+            ints = np.array(ops, dtype=np.int64)
+            table = np.empty(len(ops), dtype=OP_DTYPE)
+            table["code"] = ints[:, 0]
+            table["flags"] = ints[:, 1]
+            for j, name in enumerate(("out", "a", "b", "c", "n"), 2):
+                table[name] = ints[:, j]
+            table["p"] = ints[:, 7:]
+            table["d"] = ds
+            t.add_ops(table)
+        self.ops, self.op_d = [], []
         t.validate()
         return t
 
@@ -306,20 +340,40 @@ class Tracer:
     def __neg__(self): return _ufunc(np.negative, self)
     def __pos__(self): return self
     def __abs__(self): return np.absolute(self)
-    def __add__(self, o): return _ufunc(np.add, self, o)
-    def __radd__(self, o): return _ufunc(np.add, o, self)
-    def __sub__(self, o): return _ufunc(np.subtract, self, o)
-    def __rsub__(self, o): return _ufunc(np.subtract, o, self)
-    def __mul__(self, o): return _ufunc(np.multiply, self, o)
-    def __rmul__(self, o): return _ufunc(np.multiply, o, self)
-    def __truediv__(self, o): return _ufunc(np.true_divide, self, o)
-    def __rtruediv__(self, o): return _ufunc(np.true_divide, o, self)
+    def __add__(self, o):
+        return _binary("add", self, o) if type(o) in _PLAIN else _ufunc(np.add, self, o)
+
+    def __radd__(self, o):
+        return _binary("add", o, self) if type(o) in _PLAIN else _ufunc(np.add, o, self)
+
+    def __sub__(self, o):
+        return _binary("subtract", self, o) if type(o) in _PLAIN else _ufunc(np.subtract, self, o)
+
+    def __rsub__(self, o):
+        return _binary("subtract", o, self) if type(o) in _PLAIN else _ufunc(np.subtract, o, self)
+
+    def __mul__(self, o):
+        return _binary("multiply", self, o) if type(o) in _PLAIN else _ufunc(np.multiply, self, o)
+
+    def __rmul__(self, o):
+        return _binary("multiply", o, self) if type(o) in _PLAIN else _ufunc(np.multiply, o, self)
+
+    def __truediv__(self, o):
+        return _binary("divide", self, o) if type(o) in _PLAIN else _ufunc(np.true_divide, self, o)
+
+    def __rtruediv__(self, o):
+        return _binary("divide", o, self) if type(o) in _PLAIN else _ufunc(np.true_divide, o, self)
+
     def __floordiv__(self, o): return np.floor_divide(self, o)
     def __rfloordiv__(self, o): return np.floor_divide(o, self)
     def __mod__(self, o): return np.remainder(self, o)
     def __rmod__(self, o): return np.remainder(o, self)
-    def __pow__(self, o): return _ufunc(np.power, self, o)
-    def __rpow__(self, o): return _ufunc(np.power, o, self)
+    def __pow__(self, o):
+        return _binary("power", self, o) if type(o) in _PLAIN else _ufunc(np.power, self, o)
+
+    def __rpow__(self, o):
+        return _binary("power", o, self) if type(o) in _PLAIN else _ufunc(np.power, o, self)
+
     def __matmul__(self, o): return _ufunc(np.matmul, self, o)
     def __rmatmul__(self, o): return _ufunc(np.matmul, o, self)
     def __lt__(self, o): return _ufunc(np.less, self, o)
@@ -385,3 +439,7 @@ def _ufunc(ufunc, *inputs):
 
 
 from . import rules  # noqa: E402  (rules needs Tracer)
+
+# operand types for which an operator is exactly rules.binary (what np.<ufunc> would dispatch to)
+_PLAIN = frozenset((Tracer, float, int, np.float64))
+_binary = rules.binary
