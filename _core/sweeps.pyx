@@ -13,7 +13,7 @@ several threads at once. Operands flagged constant live in the tape's constant b
 carry no tangent and receive no adjoint.
 """
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memmove
 from libc.stdint cimport int64_t
 from cpython.ref cimport PyObject
 from scipy.linalg.cython_blas cimport dgemm
@@ -181,7 +181,7 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
         for i in range(op.p[1]):
             y[idx[i]] += a[i]
     elif code == OP_COPY:
-        memcpy(y, a, n * sizeof(double))
+        memmove(y, a, n * sizeof(double))   # a crafted tape may overlap y and a
 
 
 cdef inline const double* opnd(const double* w, const double* cv, int64_t off, int flags,
