@@ -110,7 +110,7 @@ def _py_scalar(fn, a, b):
 def unary(name, x, d=0.0):
     if type(x) is Tracer and x._rec.active:      # the usual case, without the generic lookups
         rec, off, v = x._rec, x._off, x._val
-        if v.dtype != np.float64:
+        if v.dtype is not _F64:
             v = v.astype(np.float64)
     else:
         rec = top_recorder(x)
@@ -171,7 +171,7 @@ def broadcast_to(x, shape):
     return gather(x, idx)
 
 
-_FAST_SCALARS = (float, int, np.float64)
+_F64 = np.dtype(np.float64)   # builtin dtypes are singletons: compared with ``is``, cheaply
 _EXACT_INT = 2 ** 53
 
 
@@ -205,16 +205,16 @@ def binary(name, x, y):
           and x._val.shape == y._val.shape and x._val.size):
         rec = x._rec
         xv, yv = x._val, y._val
-        if xv.dtype != np.float64:
+        if xv.dtype is not _F64:
             xv = xv.astype(np.float64)
-        if yv.dtype != np.float64:
+        if yv.dtype is not _F64:
             yv = yv.astype(np.float64)
         val = None
         if xv.ndim == 0 and name in _PY_BINARY:
             val = _py_scalar(_PY_BINARY[name], float(xv), float(yv))
         if val is None:
             val = np.asarray(_BINARY_VALUE[name](xv, yv))
-            if name not in _COMPARISONS and val.dtype != np.float64:
+            if name not in _COMPARISONS and val.dtype is not _F64:
                 val = val.astype(np.float64)
         n = val.size
         return rec.emit(val, OPCODES[name], 0, x._off, y._off, 0, (1, n, 1, n, 0, 0), 0.0,

@@ -11,6 +11,7 @@ the innermost active recorder among its operands; tracers of outer recorders are
 to it, remembered with their source so that the inner derivative can be re-expressed as
 operations on the outer tracers (see ``reference.py``).
 """
+import array
 import bisect
 import threading
 import warnings
@@ -41,8 +42,8 @@ class Recorder:
     def __init__(self):
         self.tape = Tape()
         self.nwork = 0               # work slots allocated so far (the tape learns it at finish)
-        self.ops = []                # op integer rows (code, flags, out, a, b, c, n, p0..p5),
-        self.op_d = []               # and scalar parameters, kept in Python until finish
+        self.ops = array.array("q")  # op integer rows (code, flags, out, a, b, c, n, p0..p5),
+        self.op_d = array.array("d")  # and scalar parameters, kept here until finish
         self.level = 0
         self.active = False
         self.nested = False          # saw a tracer of an outer (active) recorder
@@ -118,14 +119,14 @@ class Recorder:
         self.nwork = off + n
         self.alloc_starts.append(off)
         self.alloc_sizes.append(n)
-        self.ops.append((code, flags, off, a, b, c, n) + p6)
+        self.ops.extend((code, flags, off, a, b, c, n) + p6)
         self.op_d.append(d)
         self.op_reads.append(reads)
         self.op_writes.append(off)
         return Tracer(self, off, value)
 
     def op(self, code, flags, out, a=0, b=0, c=0, n=0, p=(), d=0.0, reads=()):
-        self.ops.append((code, flags, out, a, b, c, n) + tuple(p) + _PADS[len(p)])
+        self.ops.extend((code, flags, out, a, b, c, n) + tuple(p) + _PADS[len(p)])
         self.op_d.append(d)
         self.op_reads.append(reads)
         self.op_writes.append(out)
@@ -160,7 +161,8 @@ class Recorder:
         read = np.zeros(len(starts) + 1, dtype=bool)
         read[rsel] = True
         read[roots] = True
-        if nops and read[wsel].all() and np.unique(wsel).size == nops:
+        if nops and read[wsel].all() and (
+                bool((np.diff(wsel) > 0).all()) or np.unique(wsel).size == nops):
             keep = [True]
         else:
             wsel, rsel = wsel.tolist(), rsel.tolist()
@@ -177,15 +179,17 @@ class Recorder:
                     for j in range(start, end):
                         needed[rsel[j]] = True
                 end = start
-        ops, ds = self.ops, self.op_d
+        if nops:
+            ints = np.frombuffer(self.ops, dtype=np.int64).reshape(-1, 13).copy()
+            ds = np.frombuffer(self.op_d, dtype=np.float64).copy()
+        else:
+            ints, ds = np.zeros((0, 13), dtype=np.int64), np.zeros(0)
         if not all(keep):
-            ops = [o for o, k in zip(ops, keep) if k]
-            ds = [o for o, k in zip(ds, keep) if k]
+            ints, ds = ints[np.array(keep, dtype=bool)], ds[np.array(keep, dtype=bool)]
             self.op_reads = [r for r, k in zip(self.op_reads, keep) if k]
             self.op_writes = [w for w, k in zip(self.op_writes, keep) if k]
-        if ops:
-            ints = np.array(ops, dtype=np.int64)
-            table = np.empty(len(ops), dtype=OP_DTYPE)
+        if len(ints):
+            table = np.empty(len(ints), dtype=OP_DTYPE)
             table["code"] = ints[:, 0]
             table["flags"] = ints[:, 1]
             for j, name in enumerate(("out", "a", "b", "c", "n"), 2):
@@ -193,7 +197,7 @@ class Recorder:
             table["p"] = ints[:, 7:]
             table["d"] = ds
             t.add_ops(table)
-        self.ops, self.op_d = [], []
+        self.ops, self.op_d = array.array("q"), array.array("d")
         t.validate()
         return t
 
