@@ -310,6 +310,7 @@ cdef class Tape:
         cdef Op* op
         cdef int64_t W = self.nwork, C = self.ncon, n, sa, sb, pre, m, post
         cdef int code, fl
+        cdef int64_t WC = W if W > C else C
         _check_region(0, self.nin, W, "input")
         _check_region(self.out_off, self.out_n, W, "output")
         if self.nguard % 3:
@@ -327,6 +328,10 @@ cdef class Tape:
                 raise ValueError(f"invalid tape: op {i} has unknown opcode {code}")
             if fl < 0 or fl > FLAG_ALL:
                 raise ValueError(f"invalid tape: {what} has bad flags {fl}")
+            # the sweeps form a pointer for every operand, used or not (w + op.b of a unary
+            # op): keep even unused offsets inside the buffers, or that arithmetic can overflow
+            if (op.a < 0 or op.b < 0 or op.c < 0 or op.a > WC or op.b > WC or op.c > WC):
+                raise ValueError(f"invalid tape: {what} has an operand offset outside the buffers")
             _check_region(op.out, n, W, what + " output")
             if code <= UN_LAST:
                 _check_region(op.a, n, C if fl & FLAG_A_CONST else W, what + " operand")

@@ -198,3 +198,17 @@ def test_seeds_load_and_replay():
 def teardown_module(module):
     import sys
     print(f"\nfuzz_bytes: {STATS}", file=sys.stderr)
+
+
+def test_unused_operand_offsets_are_validated():
+    """Regression (found by UBSan under .ci/sanitize): the sweeps form ``w + op.b`` even for a
+    unary op; a loaded tape with a huge unused offset made that pointer arithmetic overflow."""
+    for field in ("b", "c"):
+        t = Tape()
+        t.alloc(2)
+        t.set_io(1, 1, 1)
+        kw = {"a": 0, "b": 0, "c": 0}
+        kw[field] = 2 ** 62
+        t.add_op(0, 0, 1, kw["a"], kw["b"], kw["c"], 1)
+        with pytest.raises(ValueError, match="operand offset"):
+            t.validate()

@@ -271,7 +271,7 @@ def _check(prog, z, z0, r):
     v_rep, g_rep = rec.value_and_grad(z)
     STATS["rerecorded"] += rec.rerecords > 0
     _close(g_rep, g, 1e-13, 1e-13)
-    _close(v_rep, f(z), 1e-13, 1e-13)
+    _close(v_rep, f(z), 1e-11, 1e-12)   # tape vs NumPy: summation orders differ
     _close(rec.grad(z), g, 1e-13, 1e-13)       # again: now the variant list is warm
 
     # 2. <u, J v> == <J^T u, v> on the vector-valued program (compiled sweeps)
