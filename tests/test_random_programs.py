@@ -16,7 +16,7 @@ Per program:
   4. hvp (tangent-of-reverse) == central differences of replayed gradients, and the gradient
      == central differences of f, when the program is smooth (no max/min/where/branch).
 
-Budget: ``TAPEGRAD_PROGRAMS`` programs (default 1000, about 1.5 minutes on one core). Long run:
+Budget: ``TAPEGRAD_PROGRAMS`` programs (default 2000, under a minute). Long run:
 
     TAPEGRAD_PROGRAMS=20000 python -m pytest tests/test_random_programs.py -q
 
@@ -34,7 +34,7 @@ from tapegrad import numdiff, tracer
 from tapegrad.api import Traced
 from tapegrad.reference import Sweep
 
-N_PROGRAMS = int(os.environ.get("TAPEGRAD_PROGRAMS", "1000"))
+N_PROGRAMS = int(os.environ.get("TAPEGRAD_PROGRAMS", "2000"))
 settings.register_profile(
     "tapegrad-programs", max_examples=N_PROGRAMS, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
