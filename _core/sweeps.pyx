@@ -385,7 +385,7 @@ cdef int tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
                     for i in range(n):
                         yd[l * S + i] = op.d * xd[i]
                 elif code == OP_ADDC:
-                    memcpy(yd + l * S, xd, n * sizeof(double))
+                    memmove(yd + l * S, xd, n * sizeof(double))  # may overlap on a crafted tape
                 elif code == OP_SQUARE:
                     for i in range(n):
                         yd[l * S + i] = 2.0 * a[i] * xd[i]
