@@ -80,15 +80,23 @@ cdef int64_t INT32_LIMIT = (<int64_t>1) << 31
 MAX_WORK = 1 << 31
 
 
-cdef int _check_region(int64_t off, int64_t size, int64_t bound, str what) except -1:
+cdef str _w(Py_ssize_t i, int code):
+    # the name of op i in messages; built only when a check fails (validate runs on every
+    # recording, and formatting a name per op cost more than the checks themselves)
+    return f"op {i} ({OPNAMES.get(code, code)})" if i >= 0 else ""
+
+
+cdef int _check_region(int64_t off, int64_t size, int64_t bound, Py_ssize_t i, int code,
+                       str what) except -1:
     if size < 0 or size > SIZE_LIMIT or off < 0 or off > SIZE_LIMIT or off + size > bound:
-        raise ValueError(f"invalid tape: {what} region [{off}, {off}+{size}) outside buffer of size {bound}")
+        raise ValueError(f"invalid tape: {_w(i, code)}{what} region [{off}, {off}+{size}) "
+                         f"outside buffer of size {bound}")
     return 0
 
 
-cdef int64_t _mul(int64_t x, int64_t y, str what) except -1:
+cdef int64_t _mul(int64_t x, int64_t y, Py_ssize_t i, int code) except -1:
     if x < 0 or y < 0 or x > SIZE_LIMIT or y > SIZE_LIMIT or (x != 0 and y > SIZE_LIMIT // x):
-        raise ValueError(f"invalid tape: {what} size overflow ({x} * {y})")
+        raise ValueError(f"invalid tape: {_w(i, code)} size overflow ({x} * {y})")
     return x * y
 
 
@@ -311,88 +319,87 @@ cdef class Tape:
         cdef int64_t W = self.nwork, C = self.ncon, n, sa, sb, pre, m, post
         cdef int code, fl
         cdef int64_t WC = W if W > C else C
-        _check_region(0, self.nin, W, "input")
-        _check_region(self.out_off, self.out_n, W, "output")
+        _check_region(0, self.nin, W, -1, 0, "input")
+        _check_region(self.out_off, self.out_n, W, -1, 0, "output")
         if self.nguard % 3:
             raise ValueError("invalid tape: guard table is not made of triples")
         for j in range(0, self.nguard, 3):
-            _check_region(self.guards[j], self.guards[j + 1], W, "guard")
-            _check_region(self.guards[j + 2], self.guards[j + 1], C, "guard constant")
+            _check_region(self.guards[j], self.guards[j + 1], W, -1, 0, "guard")
+            _check_region(self.guards[j + 2], self.guards[j + 1], C, -1, 0, "guard constant")
         for i in range(self.nops):
             op = &self.ops[i]
             code = op.code
             fl = op.flags
             n = op.n
-            what = f"op {i} ({OPNAMES.get(code, code)})"
             if code < 0 or code >= OP_COUNT:
                 raise ValueError(f"invalid tape: op {i} has unknown opcode {code}")
             if fl < 0 or fl > FLAG_ALL:
-                raise ValueError(f"invalid tape: {what} has bad flags {fl}")
+                raise ValueError(f"invalid tape: {_w(i, code)} has bad flags {fl}")
             # the sweeps form a pointer for every operand, used or not (w + op.b of a unary
             # op): keep even unused offsets inside the buffers, or that arithmetic can overflow
             if (op.a < 0 or op.b < 0 or op.c < 0 or op.a > WC or op.b > WC or op.c > WC):
-                raise ValueError(f"invalid tape: {what} has an operand offset outside the buffers")
-            _check_region(op.out, n, W, what + " output")
+                raise ValueError(f"invalid tape: {_w(i, code)} has an operand offset outside the buffers")
+            _check_region(op.out, n, W, i, code, " output")
             if code <= UN_LAST:
-                _check_region(op.a, n, C if fl & FLAG_A_CONST else W, what + " operand")
+                _check_region(op.a, n, C if fl & FLAG_A_CONST else W, i, code, " operand")
             elif code <= BIN_LAST:
                 for j in range(4):
                     if op.p[j] < 1 or op.p[j] > SIZE_LIMIT:
-                        raise ValueError(f"invalid tape: {what} has bad broadcast parameters")
-                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, what + " operand a")
-                _check_region(op.b, op.p[3], C if fl & FLAG_B_CONST else W, what + " operand b")
+                        raise ValueError(f"invalid tape: {_w(i, code)} has bad broadcast parameters")
+                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, i, code, " operand a")
+                _check_region(op.b, op.p[3], C if fl & FLAG_B_CONST else W, i, code, " operand b")
                 if code == OP_WHERE:
-                    _check_region(op.c, n, C if fl & FLAG_C_CONST else W, what + " mask")
+                    _check_region(op.c, n, C if fl & FLAG_C_CONST else W, i, code, " mask")
             elif code <= OP_PROD:
                 pre, m, post = op.p[0], op.p[1], op.p[2]
-                if n != _mul(pre, post, what):
-                    raise ValueError(f"invalid tape: {what} output size mismatch")
-                _check_region(op.a, _mul(_mul(pre, m, what), post, what),
-                              C if fl & FLAG_A_CONST else W, what + " operand")
+                if n != _mul(pre, post, i, code):
+                    raise ValueError(f"invalid tape: {_w(i, code)} output size mismatch")
+                _check_region(op.a, _mul(_mul(pre, m, i, code), post, i, code),
+                              C if fl & FLAG_A_CONST else W, i, code, " operand")
                 if m == 0 and n > 0 and (code == OP_MAX or code == OP_MIN):
-                    raise ValueError(f"invalid tape: {what} reduces an empty block")
+                    raise ValueError(f"invalid tape: {_w(i, code)} reduces an empty block")
             elif code == OP_MATMUL:
                 for j in range(4):
                     if op.p[j] < 0 or op.p[j] >= (1 << 31):
-                        raise ValueError(f"invalid tape: {what} has bad matrix sizes")
+                        raise ValueError(f"invalid tape: {_w(i, code)} has bad matrix sizes")
                 # LP64 BLAS indexes a matrix with 32-bit integers (column * ld + row): keep
                 # every operand and result below 2**31 elements or it may index out of bounds
                 if (op.p[1] * op.p[2] >= INT32_LIMIT or op.p[2] * op.p[3] >= INT32_LIMIT
                         or op.p[1] * op.p[3] >= INT32_LIMIT):
-                    raise ValueError(f"invalid tape: {what} has a matrix too large for BLAS")
+                    raise ValueError(f"invalid tape: {_w(i, code)} has a matrix too large for BLAS")
                 if op.p[4] not in (0, op.p[1] * op.p[2]) or op.p[5] not in (0, op.p[2] * op.p[3]):
-                    raise ValueError(f"invalid tape: {what} has bad batch strides")
-                if n != _mul(op.p[0], _mul(op.p[1], op.p[3], what), what):
-                    raise ValueError(f"invalid tape: {what} output size mismatch")
+                    raise ValueError(f"invalid tape: {_w(i, code)} has bad batch strides")
+                if n != _mul(op.p[0], _mul(op.p[1], op.p[3], i, code), i, code):
+                    raise ValueError(f"invalid tape: {_w(i, code)} output size mismatch")
                 if op.p[0] > 0:
-                    sa = _mul(op.p[4], op.p[0] - 1, what) + op.p[1] * op.p[2]
-                    sb = _mul(op.p[5], op.p[0] - 1, what) + op.p[2] * op.p[3]
-                    _check_region(op.a, sa, C if fl & FLAG_A_CONST else W, what + " operand a")
-                    _check_region(op.b, sb, C if fl & FLAG_B_CONST else W, what + " operand b")
+                    sa = _mul(op.p[4], op.p[0] - 1, i, code) + op.p[1] * op.p[2]
+                    sb = _mul(op.p[5], op.p[0] - 1, i, code) + op.p[2] * op.p[3]
+                    _check_region(op.a, sa, C if fl & FLAG_A_CONST else W, i, code, " operand a")
+                    _check_region(op.b, sb, C if fl & FLAG_B_CONST else W, i, code, " operand b")
             elif code == OP_GATHER:
-                _check_region(op.p[0], n, self.nidx, what + " index")
-                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, what + " operand")
+                _check_region(op.p[0], n, self.nidx, i, code, " index")
+                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, i, code, " operand")
                 for j in range(op.p[0], op.p[0] + n):
                     if self.ipool[j] < 0 or self.ipool[j] >= op.p[1]:
-                        raise ValueError(f"invalid tape: {what} index out of range")
+                        raise ValueError(f"invalid tape: {_w(i, code)} index out of range")
             elif code == OP_SCATTER_ADD:
-                _check_region(op.p[0], op.p[1], self.nidx, what + " index")
-                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, what + " operand")
+                _check_region(op.p[0], op.p[1], self.nidx, i, code, " index")
+                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, i, code, " operand")
                 for j in range(op.p[0], op.p[0] + op.p[1]):
                     if self.ipool[j] < 0 or self.ipool[j] >= n:
-                        raise ValueError(f"invalid tape: {what} index out of range")
+                        raise ValueError(f"invalid tape: {_w(i, code)} index out of range")
             elif code == OP_COPY:
-                _check_region(op.a, n, C if fl & FLAG_A_CONST else W, what + " operand")
+                _check_region(op.a, n, C if fl & FLAG_A_CONST else W, i, code, " operand")
             elif code == OP_CALL:
                 if op.p[3] < 0 or op.p[3] >= len(self.callbacks):
-                    raise ValueError(f"invalid tape: {what} refers to a missing rule {op.p[3]}")
+                    raise ValueError(f"invalid tape: {_w(i, code)} refers to a missing rule {op.p[3]}")
                 rule = self.callbacks[op.p[3]]
                 sizes = tuple(rule.in_sizes) + (0,) * (3 - len(rule.in_sizes))
                 if (op.p[0], op.p[1], op.p[2]) != sizes or n != rule.out_size:
-                    raise ValueError(f"invalid tape: {what} sizes do not match its rule")
-                _check_region(op.a, op.p[0], C if fl & FLAG_A_CONST else W, what + " operand a")
-                _check_region(op.b, op.p[1], C if fl & FLAG_B_CONST else W, what + " operand b")
-                _check_region(op.c, op.p[2], C if fl & FLAG_C_CONST else W, what + " operand c")
+                    raise ValueError(f"invalid tape: {_w(i, code)} sizes do not match its rule")
+                _check_region(op.a, op.p[0], C if fl & FLAG_A_CONST else W, i, code, " operand a")
+                _check_region(op.b, op.p[1], C if fl & FLAG_B_CONST else W, i, code, " operand b")
+                _check_region(op.c, op.p[2], C if fl & FLAG_C_CONST else W, i, code, " operand c")
         self.validated = True
         return self
 
