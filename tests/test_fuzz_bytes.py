@@ -69,6 +69,12 @@ def _seed_tapes():
 SEEDS = _seed_tapes()
 
 
+def _put(fmt, data, off, val):
+    """struct.pack_into that skips fields a splice has moved past the end."""
+    if 0 <= off and off + struct.calcsize(fmt) <= len(data):
+        struct.pack_into(fmt, data, off, val)
+
+
 def _recrc(body):
     body = bytes(body)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -101,24 +107,24 @@ def mutations(draw):
             k = draw(st.integers(0, nops - 1))
             base = ops + k * OPSIZE
             if kind == "opcode":
-                struct.pack_into("<i", data, base + FIELDS["code"], draw(st.integers(-1, OP_COUNT_)))
+                _put("<i", data, base + FIELDS["code"], draw(st.integers(-1, OP_COUNT_)))
                 continue
             field = draw(st.sampled_from(["flags", "out", "a", "b", "c", "n"] + [f"p{j}" for j in range(6)]))
             if field == "flags":
-                struct.pack_into("<i", data, base + FIELDS["flags"], draw(st.integers(-1, 9)))
+                _put("<i", data, base + FIELDS["flags"], draw(st.integers(-1, 9)))
             elif field.startswith("p"):
-                struct.pack_into("<q", data, base + FIELDS["p"] + 8 * int(field[1]), draw(ints64))
+                _put("<q", data, base + FIELDS["p"] + 8 * int(field[1]), draw(ints64))
             else:
-                struct.pack_into("<q", data, base + FIELDS[field], draw(ints64))
+                _put("<q", data, base + FIELDS[field], draw(ints64))
         elif kind == "header":
             j = draw(st.integers(4, 7))   # nwork, nin, out_off, out_n (counts change the layout)
-            struct.pack_into("<q", data, MAGIC_LEN + 8 * j, draw(ints64))
+            _put("<q", data, MAGIC_LEN + 8 * j, draw(ints64))
         elif kind == "index" and nidx:
-            struct.pack_into("<q", data, idx + 8 * draw(st.integers(0, nidx - 1)), draw(ints64))
+            _put("<q", data, idx + 8 * draw(st.integers(0, nidx - 1)), draw(ints64))
         elif kind == "guard" and nguard:
-            struct.pack_into("<q", data, gua + 8 * draw(st.integers(0, nguard - 1)), draw(ints64))
+            _put("<q", data, gua + 8 * draw(st.integers(0, nguard - 1)), draw(ints64))
         elif kind == "const" and ncon:
-            struct.pack_into("<d", data, con + 8 * draw(st.integers(0, ncon - 1)),
+            _put("<d", data, con + 8 * draw(st.integers(0, ncon - 1)),
                              draw(st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e308, 5e-324])))
         elif kind == "meta":
             blob = draw(st.sampled_from([b"{}", b"[]", b'{"meta": null, "calls": [["inv", {}]]}',
@@ -126,7 +132,7 @@ def mutations(draw):
                                          b'{"meta": null, "calls": [["inv", {"in_shapes": [[2, 2]]}]]}',
                                          b'{"meta": 1, "calls": 5}', b"\xff\xfe", b"[" * 5000]))
             data = data[:meta] + blob
-            struct.pack_into("<q", data, MAGIC_LEN + 8 * 8, len(blob))
+            _put("<q", data, MAGIC_LEN + 8 * 8, len(blob))
         elif kind == "splice":
             a = draw(st.integers(MAGIC_LEN + HEAD, len(data)))
             b = draw(st.integers(a, min(len(data), a + 64)))
