@@ -277,7 +277,21 @@ cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
         ab = wb + op.a
         bb = wb + op.b
         if code < UN_ZERO_FIRST:
-            if not (fl & FLAG_A_CONST):
+            if fl & FLAG_A_CONST:
+                pass
+            elif code == OP_MULC:
+                for i in range(n):
+                    ab[i] += yb[i] * op.d
+            elif code == OP_ADDC:
+                for i in range(n):
+                    ab[i] += yb[i]
+            elif code == OP_RSUBC or code == OP_NEG:
+                for i in range(n):
+                    ab[i] -= yb[i]
+            elif code == OP_SQUARE:
+                for i in range(n):
+                    ab[i] += 2.0 * a[i] * yb[i]
+            else:
                 for i in range(n):
                     ab[i] += yb[i] * un_d1(code, a[i], y[i], op.d)
         elif code <= UN_LAST:
