@@ -45,7 +45,14 @@ def machine_line(res):
         "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset"
     return (f"{m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['memory']}; "
             f"{m['platform']}; Python {m['python']}, NumPy {m['numpy']}, SciPy {m['scipy']}; "
-            f"BLAS: {blas_s}; {env_s}")
+            f"BLAS: {blas_s}; {env_s}" + _load(m))
+
+
+def _load(m):
+    a, b = m.get("loadavg_at_start"), m.get("loadavg_1_5_15")
+    if not a or not b:
+        return ""
+    return f"; load average (1 min) {a[0]:.1f} at start, {b[0]:.1f} at end"
 
 
 def markdown(res):
@@ -57,6 +64,9 @@ def markdown(res):
     out.append(f"- date: {res['date']} (run took {res['duration_s']} s)")
     out.append(f"- command: `{res['command']}`")
     out.append(f"- machine: {machine_line(res)}")
+    tg_src = res["machine"].get("tapegrad", {})
+    if tg_src.get("commit"):
+        out.append(f"- tapegrad: {tg_src['version']} at commit {tg_src['commit']}")
     out.append(f"- threads: {res['config']['threads']} intra-op thread(s) for BLAS, torch and XLA "
                f"({res['machine']['threads'].get('blas_method')})")
     out.append("- versions: " + ", ".join(f"{TOOL_LABELS.get(k, k)} {val}" for k, val in v.items()))

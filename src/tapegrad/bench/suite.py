@@ -73,7 +73,26 @@ def machine_description(threads_info=None):
     return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "memory": mem,
             "platform": platform.platform(), "python": platform.python_version(),
             "numpy": numpy.__version__, "scipy": scipy.__version__, "env": env,
-            "threads": threads_info or {}}
+            "loadavg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "threads": threads_info or {}, "tapegrad": _tapegrad_source()}
+
+
+def _tapegrad_source():
+    """tapegrad's version and, in a git checkout, its commit (with '+dirty' for local edits)."""
+    import subprocess
+    import tapegrad
+    info = {"version": tapegrad.__version__, "path": os.path.dirname(tapegrad.__file__)}
+    try:
+        here = info["path"]
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
+                                capture_output=True, timeout=5)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=here, text=True, capture_output=True, timeout=5)
+            info["commit"] = commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
 
 
 def _blas_info():
@@ -195,6 +214,7 @@ def run(config):
     names = [t.name for t in tools]
     wl = W.build(cfg.sizes, cfg.workloads)
     started = datetime.datetime.now(datetime.timezone.utc)
+    load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     with _Pinned(cfg.threads, names) as pin:
         prog = Progress(prog_stream, len(wl) * len(tools) + (1 if cfg.thread_check else 0))
         rows = []
@@ -219,6 +239,7 @@ def run(config):
         "rows": rows,
         "threads": threads,
     }
+    res["machine"]["loadavg_at_start"] = load_start
     res["summary"] = summarize(res)
     return res
 
@@ -231,6 +252,9 @@ def _run_workload(w, tools, cfg, prog):
     prepared = {}
     # 1. every tool's derivative, checked before anything is timed
     for t in tools:
+        if t.name in w.skip:
+            prepared[t.name] = w.skip[t.name]
+            continue
         try:
             p = t.prepare(w)
         except Unsupported as e:

@@ -41,11 +41,17 @@ def measure(call, min_time=0.25, warmup=2, min_samples=5, max_samples=2000, samp
     else:
         def run():
             return sync(call())
-    for _ in range(warmup):
-        run()
     t0 = time.perf_counter()
     run()
     one = max(time.perf_counter() - t0, 1e-9)
+    if one < min_time / 4:          # slow calls (seconds) get one warm-up call only
+        for _ in range(warmup - 1):
+            run()
+        t0 = time.perf_counter()
+        run()
+        one = max(time.perf_counter() - t0, 1e-9)
+    else:
+        min_samples = min(min_samples, 3)
     # one sample lasts ~ sample_time (default: a fiftieth of the budget, at least 200 us)
     target = sample_time if sample_time is not None else max(min_time / 50, 2e-4)
     number = max(1, int(target / one))
