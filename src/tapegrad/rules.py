@@ -22,29 +22,27 @@ import scipy.special as sps
 from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK
 from .tracer import Tracer, top_recorder, value_of, _as_float_array
 
+# unary primitives whose value is one ufunc of x. A ufunc called on a Python float runs the
+# same float64 loop as on a 0-d array (same bits, same floating-point warnings), which lets
+# the scalar fast path below skip making 0-d arrays.
+_UNARY_UFUNC = {
+    "abs": np.abs, "exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1,
+    "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan, "arcsin": np.arcsin,
+    "arccos": np.arccos, "arctan": np.arctan, "sinh": np.sinh, "cosh": np.cosh,
+    "tanh": np.tanh, "arcsinh": np.arcsinh, "arccosh": np.arccosh, "arctanh": np.arctanh,
+    "exp2": np.exp2, "log2": np.log2, "log10": np.log10, "cbrt": np.cbrt, "expit": sps.expit,
+    "erf": sps.erf, "erfc": sps.erfc, "logit": sps.logit, "sign": np.sign, "floor": np.floor,
+    "ceil": np.ceil, "rint": np.rint, "trunc": np.trunc,
+}
 # name -> function computing the value of that unary primitive from x and its parameter d
-_UNARY_VALUE = {
-    "neg": lambda x, d: -x, "abs": lambda x, d: np.abs(x), "exp": lambda x, d: np.exp(x),
-    "log": lambda x, d: np.log(x), "log1p": lambda x, d: np.log1p(x),
-    "expm1": lambda x, d: np.expm1(x), "sqrt": lambda x, d: np.sqrt(x),
-    "square": lambda x, d: x * x, "reciprocal": lambda x, d: 1.0 / x,
-    "sin": lambda x, d: np.sin(x), "cos": lambda x, d: np.cos(x), "tan": lambda x, d: np.tan(x),
-    "arcsin": lambda x, d: np.arcsin(x), "arccos": lambda x, d: np.arccos(x),
-    "arctan": lambda x, d: np.arctan(x), "sinh": lambda x, d: np.sinh(x),
-    "cosh": lambda x, d: np.cosh(x), "tanh": lambda x, d: np.tanh(x),
-    "arcsinh": lambda x, d: np.arcsinh(x), "arccosh": lambda x, d: np.arccosh(x),
-    "arctanh": lambda x, d: np.arctanh(x), "exp2": lambda x, d: np.exp2(x),
-    "log2": lambda x, d: np.log2(x), "log10": lambda x, d: np.log10(x),
-    "cbrt": lambda x, d: np.cbrt(x), "expit": lambda x, d: sps.expit(x),
-    "erf": lambda x, d: sps.erf(x), "erfc": lambda x, d: sps.erfc(x),
+_UNARY_VALUE = {name: (lambda x, d, uf=uf: uf(x)) for name, uf in _UNARY_UFUNC.items()}
+_UNARY_VALUE.update({
+    "neg": lambda x, d: -x, "square": lambda x, d: x * x, "reciprocal": lambda x, d: 1.0 / x,
     "addc": lambda x, d: x + d, "mulc": lambda x, d: x * d, "rsubc": lambda x, d: d - x,
     "rdivc": lambda x, d: d / x, "powc": lambda x, d: np.power(x, d),
     "rpowc": lambda x, d: np.power(d, x),
-    "softplus": lambda x, d: np.logaddexp(0.0, x), "logit": lambda x, d: sps.logit(x),
-    "sign": lambda x, d: np.sign(x), "floor": lambda x, d: np.floor(x),
-    "ceil": lambda x, d: np.ceil(x), "rint": lambda x, d: np.rint(x),
-    "trunc": lambda x, d: np.trunc(x),
-}
+    "softplus": lambda x, d: np.logaddexp(0.0, x),
+})
 
 _BINARY_VALUE = {
     "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide,
@@ -96,20 +94,36 @@ _PY_BINARY = {"add": operator.add, "subtract": operator.sub, "multiply": operato
               "divide": operator.truediv}
 
 
-def _py_scalar(fn, a, b):
-    """fn(a, b) as a 0-d float64 array if it is finite and exact in Python, else None."""
+def _py_float(fn, a, b):
+    """fn(a, b) on Python floats if the result is finite and exact in Python, else None."""
     try:
         r = fn(a, b)
     except ZeroDivisionError:
         return None
-    if r - r == 0.0:
-        return np.array(r, dtype=np.float64)
-    return None
+    return r if r - r == 0.0 else None
+
+
+def _scalar_unary(name, x, d):
+    """The value of a unary primitive at the Python float x, as a Python float, or None where
+    only the array path gives NumPy's exact result (non-finite basic ops, powc, ...)."""
+    fn = _PY_UNARY.get(name)
+    if fn is not None:
+        return _py_float(fn, x, d)
+    uf = _UNARY_UFUNC.get(name)
+    return None if uf is None else float(uf(x))
+
+
+_NO_P = (0, 0, 0, 0, 0, 0)
 
 
 def unary(name, x, d=0.0):
     if type(x) is Tracer and x._rec.active:      # the usual case, without the generic lookups
-        rec, off, v = x._rec, x._off, x._val
+        rec, off = x._rec, x._off
+        if x._f is not None and type(d) is float:
+            y = _scalar_unary(name, x._f, d)
+            if y is not None:
+                return rec.emit(y, OPCODES[name], 0, off, 0, 0, _NO_P, d, (off,))
+        v = x._val
         if v.dtype is not _F64:
             v = v.astype(np.float64)
     else:
@@ -117,13 +131,13 @@ def unary(name, x, d=0.0):
         if rec is None:
             return _UNARY_VALUE[name](_as_float_array(value_of(x)), d)
         off, _, v = rec.operand(x)
-    y = None
-    if v.ndim == 0 and name in _PY_UNARY and type(d) is float:
-        y = _py_scalar(_PY_UNARY[name], float(v), d)
-    if y is None:
-        y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
+    if v.ndim == 0 and type(d) is float:
+        y = _scalar_unary(name, float(v), d)
+        if y is not None:
+            return rec.emit(y, OPCODES[name], 0, off, 0, 0, _NO_P, d, (off,))
+    y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
     if y.size and type(y) is np.ndarray:
-        return rec.emit(y, OPCODES[name], 0, off, 0, 0, (0, 0, 0, 0, 0, 0), float(d), (off,))
+        return rec.emit(y, OPCODES[name], 0, off, 0, 0, _NO_P, float(d), (off,))
     t = rec.new(y)
     if y.size:
         rec.op(OPCODES[name], 0, t._off, off, n=y.size, d=float(d), reads=(off,))
@@ -200,25 +214,32 @@ def binary(name, x, y):
         if c is not None:
             prim, par = _SCALAR_SPECIAL[(name, True)]
             return unary(prim, y, par(c))
-    # (2) two tracers of the same active recording with the same shape (no broadcasting)
-    elif (tx is Tracer and ty is Tracer and x._rec is y._rec and x._rec.active
-          and x._val.shape == y._val.shape and x._val.size):
+    # (2) two tracers of the same active recording with the same shape (no broadcasting);
+    # first two scalars held as Python floats, without making any array
+    elif tx is Tracer and ty is Tracer and x._rec is y._rec and x._rec.active:
         rec = x._rec
+        fn = _PY_BINARY.get(name)
+        if fn is not None and x._f is not None and y._f is not None:
+            val = _py_float(fn, x._f, y._f)
+            if val is not None:
+                return rec.emit(val, OPCODES[name], 0, x._off, y._off, 0, (1, 1, 1, 1, 0, 0), 0.0,
+                                (x._off, y._off))
         xv, yv = x._val, y._val
-        if xv.dtype is not _F64:
-            xv = xv.astype(np.float64)
-        if yv.dtype is not _F64:
-            yv = yv.astype(np.float64)
-        val = None
-        if xv.ndim == 0 and name in _PY_BINARY:
-            val = _py_scalar(_PY_BINARY[name], float(xv), float(yv))
-        if val is None:
-            val = np.asarray(_BINARY_VALUE[name](xv, yv))
-            if name not in _COMPARISONS and val.dtype is not _F64:
-                val = val.astype(np.float64)
-        n = val.size
-        return rec.emit(val, OPCODES[name], 0, x._off, y._off, 0, (1, n, 1, n, 0, 0), 0.0,
-                        (x._off, y._off))
+        if xv.shape == yv.shape and xv.size:
+            if xv.dtype is not _F64:
+                xv = xv.astype(np.float64)
+            if yv.dtype is not _F64:
+                yv = yv.astype(np.float64)
+            val = None
+            if xv.ndim == 0 and fn is not None:
+                val = _py_float(fn, float(xv), float(yv))
+            if val is None:
+                val = np.asarray(_BINARY_VALUE[name](xv, yv))
+                if name not in _COMPARISONS and val.dtype is not _F64:
+                    val = val.astype(np.float64)
+            n = 1 if type(val) is float else val.size
+            return rec.emit(val, OPCODES[name], 0, x._off, y._off, 0, (1, n, 1, n, 0, 0), 0.0,
+                            (x._off, y._off))
     rec = top_recorder(x, y)
     if rec is None:
         return _BINARY_VALUE[name](value_of(x), value_of(y))
@@ -558,15 +579,18 @@ def getitem(x, key):
     rec = x._rec if x._rec.active else None
     if rec is None:
         return x._val[key]
-    if type(key) is int and x._val.ndim:     # x[k]: a free alias of one row, as gather makes it
-        shape = x._val.shape
+    v = x._val
+    if type(key) is int and v.ndim:     # x[k]: a free alias of one row, as gather makes it
+        shape = v.shape
         d0 = shape[0]
         if -d0 <= key < d0:
-            inner = x._val.size // d0
+            inner = v.size // d0
             if inner:
                 start = (key + d0 if key < 0 else key) * inner
+                if v.ndim == 1 and v.dtype is _F64:    # one element: a scalar tracer (a float)
+                    return Tracer(rec, x._off + start, float(v[start]))
                 return Tracer(rec, x._off + start,
-                              x._val.reshape(-1)[start:start + inner].reshape(shape[1:]))
+                              v.reshape(-1)[start:start + inner].reshape(shape[1:]))
     keys = key if isinstance(key, tuple) else (key,)
     plain = []
     for k in keys:
