@@ -179,7 +179,11 @@ class Autograd(Tool):
             import autograd
         except ImportError:
             return False, "not installed (pip install autograd, or the 'bench' extra)"
-        return True, getattr(autograd, "__version__", "?")
+        try:
+            from importlib.metadata import version
+            return True, version("autograd")
+        except Exception:  # noqa: BLE001  (metadata missing: source checkout)
+            return True, getattr(autograd, "__version__", "?")
 
     def prepare(self, w):
         import autograd
