@@ -113,8 +113,6 @@ def _scalar_unary(name, x, d):
     return None if uf is None else float(uf(x))
 
 
-_NO_P = (0, 0, 0, 0, 0, 0)
-
 
 def unary(name, x, d=0.0):
     if type(x) is Tracer and x._rec.active:      # the usual case, without the generic lookups
@@ -122,7 +120,7 @@ def unary(name, x, d=0.0):
         if x._f is not None and type(d) is float:
             y = _scalar_unary(name, x._f, d)
             if y is not None:
-                return rec.emit(y, OPCODES[name], 0, off, 0, 0, _NO_P, d, (off,))
+                return rec.emit_unary(y, OPCODES[name], off, d)
         v = x._val
         if v.dtype is not _F64:
             v = v.astype(np.float64)
@@ -134,10 +132,10 @@ def unary(name, x, d=0.0):
     if v.ndim == 0 and type(d) is float:
         y = _scalar_unary(name, float(v), d)
         if y is not None:
-            return rec.emit(y, OPCODES[name], 0, off, 0, 0, _NO_P, d, (off,))
+            return rec.emit_unary(y, OPCODES[name], off, d)
     y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
     if y.size and type(y) is np.ndarray:
-        return rec.emit(y, OPCODES[name], 0, off, 0, 0, _NO_P, float(d), (off,))
+        return rec.emit_unary(y, OPCODES[name], off, float(d))
     t = rec.new(y)
     if y.size:
         rec.op(OPCODES[name], 0, t._off, off, n=y.size, d=float(d), reads=(off,))
@@ -222,8 +220,7 @@ def binary(name, x, y):
         if fn is not None and x._f is not None and y._f is not None:
             val = _py_float(fn, x._f, y._f)
             if val is not None:
-                return rec.emit(val, OPCODES[name], 0, x._off, y._off, 0, (1, 1, 1, 1, 0, 0), 0.0,
-                                (x._off, y._off))
+                return rec.emit_binary(val, OPCODES[name], x._off, y._off)
         xv, yv = x._val, y._val
         if xv.shape == yv.shape and xv.size:
             if xv.dtype is not _F64:
@@ -237,9 +234,7 @@ def binary(name, x, y):
                 val = np.asarray(_BINARY_VALUE[name](xv, yv))
                 if name not in _COMPARISONS and val.dtype is not _F64:
                     val = val.astype(np.float64)
-            n = 1 if type(val) is float else val.size
-            return rec.emit(val, OPCODES[name], 0, x._off, y._off, 0, (1, n, 1, n, 0, 0), 0.0,
-                            (x._off, y._off))
+            return rec.emit_binary(val, OPCODES[name], x._off, y._off)
     rec = top_recorder(x, y)
     if rec is None:
         return _BINARY_VALUE[name](value_of(x), value_of(y))

@@ -112,16 +112,30 @@ class Recorder:
         v = _as_float_array(x)
         return self.const(v), True, v
 
-    def emit(self, value, code, flags, a, b, c, p6, d, reads):
-        """new(value) and the op writing it, in one call (the rules' fast paths); p6 has 6 ints.
-        value is an ndarray, or a Python float for a 0-d result (see Tracer)."""
+    # The rules' fast paths: new(value) and the op writing it in one call, for the two op shapes
+    # scalar-heavy code records most. value is an ndarray, or a Python float for a 0-d result
+    # (see Tracer). Integer parameters are passed positionally: add_op(*p) alone cost ~0.1 us.
+    def emit_unary(self, value, code, a, d):
+        """y = g(x[a]; d) elementwise."""
         n = 1 if type(value) is float else value.size
         off = self.nwork
         self.nwork = off + n
         self.alloc_starts.append(off)
         self.alloc_sizes.append(n)
-        self._add_op(code, flags, off, a, b, c, n, *p6, d)
-        self.op_reads.append(reads)
+        self._add_op(code, 0, off, a, 0, 0, n, d=d)
+        self.op_reads.append((a,))
+        self.op_writes.append(off)
+        return Tracer(self, off, value)
+
+    def emit_binary(self, value, code, a, b):
+        """y = g(x[a], x[b]) elementwise, both operands of the output's shape."""
+        n = 1 if type(value) is float else value.size
+        off = self.nwork
+        self.nwork = off + n
+        self.alloc_starts.append(off)
+        self.alloc_sizes.append(n)
+        self._add_op(code, 0, off, a, b, 0, n, 1, n, 1, n)
+        self.op_reads.append((a, b))
         self.op_writes.append(off)
         return Tracer(self, off, value)
 
