@@ -151,6 +151,11 @@ _SCALAR_SPECIAL = {  # (name, constant on the left?) -> (unary primitive, parame
 }
 
 
+# the same by side, looked up by name alone on the fast path: x op c, and c op x
+_CONST_RIGHT = {name: v for (name, left), v in _SCALAR_SPECIAL.items() if not left}
+_CONST_LEFT = {name: v for (name, left), v in _SCALAR_SPECIAL.items() if left}
+
+
 def _bmode(shape, out_shape):
     """(div, mod) such that operand index = (i // div) % mod, or None if not a block."""
     n = _prod(out_shape)
@@ -201,17 +206,21 @@ def binary(name, x, y):
     # Fast paths for what scalar-heavy loops record most; each gives exactly what the general
     # path below gives. (1) a tracer of an active recording with a plain number constant:
     tx, ty = type(x), type(y)
-    if tx is Tracer and ty is not Tracer and x._rec.active and (name, False) in _SCALAR_SPECIAL:
-        c = _fast_scalar(y)
-        if c is not None:
-            prim, par = _SCALAR_SPECIAL[(name, False)]
-            c = par(c)
-            return unary("square" if prim == "powc" and c == 2.0 else prim, x, c)
-    elif ty is Tracer and tx is not Tracer and y._rec.active and (name, True) in _SCALAR_SPECIAL:
-        c = _fast_scalar(x)
-        if c is not None:
-            prim, par = _SCALAR_SPECIAL[(name, True)]
-            return unary(prim, y, par(c))
+    if tx is Tracer and ty is not Tracer:
+        spec = _CONST_RIGHT.get(name)
+        if spec is not None and x._rec.active:
+            c = _fast_scalar(y)
+            if c is not None:
+                prim, par = spec
+                c = par(c)
+                return unary("square" if prim == "powc" and c == 2.0 else prim, x, c)
+    elif ty is Tracer and tx is not Tracer:
+        spec = _CONST_LEFT.get(name)
+        if spec is not None and y._rec.active:
+            c = _fast_scalar(x)
+            if c is not None:
+                prim, par = spec
+                return unary(prim, y, par(c))
     # (2) two tracers of the same active recording with the same shape (no broadcasting);
     # first two scalars held as Python floats, without making any array
     elif tx is Tracer and ty is Tracer and x._rec is y._rec and x._rec.active:

@@ -363,7 +363,7 @@ class Tracer:
             "np.concatenate or np.stack.")
 
     # ---- arithmetic
-    def __neg__(self): return _ufunc(np.negative, self)
+    def __neg__(self): return _unary("neg", self)   # what np.negative would dispatch to
     def __pos__(self): return self
     def __abs__(self): return np.absolute(self)
     def __add__(self, o):
@@ -469,3 +469,4 @@ from . import rules  # noqa: E402  (rules needs Tracer)
 # operand types for which an operator is exactly rules.binary (what np.<ufunc> would dispatch to)
 _PLAIN = frozenset((Tracer, float, int, np.float64))
 _binary = rules.binary
+_unary = rules.unary
