@@ -7,6 +7,7 @@ outer recording; then the sweeps are re-expressed with NumPy operations on those
 reference sweep (``reference.py``), so the outer recording captures the derivative computation
 itself and can differentiate it again.
 """
+import math
 import threading
 
 import numpy as np
@@ -92,7 +93,7 @@ class Traced:
             self.aux = _strip(aux)
         out_leaves, self.out_tree = _tree.flatten(result)
         self.out_shapes = [np.shape(rules.value_of(o)) for o in out_leaves]
-        self.out_sizes = [int(np.prod(s)) for s in self.out_shapes]
+        self.out_sizes = [math.prod(s) for s in self.out_shapes]   # (np.prod: ~5 us a call)
         self.nout = sum(self.out_sizes)
         self.out_off = self._assemble_output(out_leaves)
         rec.finish(self.nin, self.out_off, self.nout)

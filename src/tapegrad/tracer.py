@@ -12,6 +12,7 @@ to it, remembered with their source so that the inner derivative can be re-expre
 operations on the outer tracers (see ``reference.py``).
 """
 import bisect
+import itertools
 import threading
 import warnings
 
@@ -163,7 +164,7 @@ class Recorder:
         # liveness by allocation: which allocation each write / read falls in (one searchsorted)
         starts = np.asarray(self.alloc_starts, dtype=np.int64)
         wsel = np.searchsorted(starts, np.asarray(self.op_writes, dtype=np.int64), "right") - 1
-        rflat = [r for rs in self.op_reads for r in rs]
+        rflat = list(itertools.chain.from_iterable(self.op_reads))
         rsel = np.searchsorted(starts, np.asarray(rflat, dtype=np.int64), "right") - 1
         roots = [self.alloc_index(off) for off, _ in self.value_guards]
         if out_n:
