@@ -107,8 +107,12 @@ def _scalar_unary(name, x, d):
     """The value of a unary primitive at the Python float x, as a Python float, or None where
     only the array path gives NumPy's exact result (non-finite basic ops, powc, ...)."""
     fn = _PY_UNARY.get(name)
-    if fn is not None:
-        return _py_float(fn, x, d)
+    if fn is not None:      # _py_float, inlined: this runs for every x op number of a loop
+        try:
+            r = fn(x, d)
+        except ZeroDivisionError:
+            return None
+        return r if r - r == 0.0 else None
     uf = _UNARY_UFUNC.get(name)
     return None if uf is None else float(uf(x))
 
@@ -209,7 +213,7 @@ def binary(name, x, y):
     if tx is Tracer and ty is not Tracer:
         spec = _CONST_RIGHT.get(name)
         if spec is not None and x._rec.active:
-            c = _fast_scalar(y)
+            c = y if ty is float else _fast_scalar(y)     # a float needs no conversion
             if c is not None:
                 prim, par = spec
                 c = par(c)
@@ -217,7 +221,7 @@ def binary(name, x, y):
     elif ty is Tracer and tx is not Tracer:
         spec = _CONST_LEFT.get(name)
         if spec is not None and y._rec.active:
-            c = _fast_scalar(x)
+            c = x if tx is float else _fast_scalar(x)
             if c is not None:
                 prim, par = spec
                 return unary(prim, y, par(c))
