@@ -12,7 +12,7 @@ All buffers belong to the call, never to the tape, so one validated tape can be 
 several threads at once. Operands flagged constant live in the tape's constant buffer and
 carry no tangent and receive no adjoint.
 """
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy, memmove
 from libc.stdint cimport int64_t
 from cpython.ref cimport PyObject
@@ -68,6 +68,23 @@ cdef inline bint same(double x, double y) noexcept nogil:
     # the elements a max/min selected: equal to the result, or NaN when the result is NaN
     # (the forward kernel propagates NaN, so the NaN elements receive the derivative)
     return x == y or (x != x and y != y)
+
+
+cdef inline double sum_contiguous(const double* a, Py_ssize_t m) noexcept nogil:
+    # four independent partial sums: the adds pipeline instead of waiting on one another
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= m:
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+        i += 4
+    s0 = (s0 + s1) + (s2 + s3)
+    while i < m:
+        s0 += a[i]
+        i += 1
+    return s0
 
 
 # ------------------------------------------------------------------ product helpers
@@ -143,6 +160,18 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
             for i in range(n):
                 y[i] = bin_f(code, a[bix(i, op.p[0], op.p[1], ka)], b[bix(i, op.p[2], op.p[3], kb)],
                              c[i] if code == OP_WHERE else 0.0)
+    elif code == OP_SUM:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        if post == 1:
+            for i in range(pre):
+                y[i] = sum_contiguous(a + i * m, m)
+        else:
+            # accumulate whole rows: the inner loop is contiguous and branch-free
+            memset(y, 0, pre * post * sizeof(double))
+            for i in range(pre):
+                for j in range(m):
+                    for k in range(post):
+                        y[i * post + k] += a[(i * m + j) * post + k]
     elif code <= OP_PROD:
         pre = op.p[0]; m = op.p[1]; post = op.p[2]
         for i in range(pre):
@@ -195,6 +224,16 @@ cdef int forward_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
     cdef const Op* op
     for k in range(nops):
         op = &ops[k]
+        if op.n == 1 and op.code <= BIN_LAST:
+            # scalar code (Python loops of scalar operations): one element, no broadcasting
+            if op.code <= UN_LAST:
+                w[op.out] = un_f(op.code, opnd(w, cv, op.a, op.flags, FLAG_A_CONST)[0], op.d)
+            else:
+                w[op.out] = bin_f(op.code, opnd(w, cv, op.a, op.flags, FLAG_A_CONST)[0],
+                                  opnd(w, cv, op.b, op.flags, FLAG_B_CONST)[0],
+                                  opnd(w, cv, op.c, op.flags, FLAG_C_CONST)[0]
+                                  if op.code == OP_WHERE else 0.0)
+            continue
         if op.code == OP_CALL:
             call_forward(cbs, op, opnd(w, cv, op.a, op.flags, FLAG_A_CONST),
                          opnd(w, cv, op.b, op.flags, FLAG_B_CONST),
@@ -276,6 +315,18 @@ cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
         yb = wb + op.out
         ab = wb + op.a
         bb = wb + op.b
+        if n == 1 and code < CMP_FIRST and (code < UN_ZERO_FIRST or code >= BIN_FIRST):
+            # scalar code: one element, no broadcasting
+            if code < UN_ZERO_FIRST:
+                if not (fl & FLAG_A_CONST):
+                    ab[0] += yb[0] * un_d1(code, a[0], y[0], op.d)
+            else:
+                bin_d1(code, a[0], b[0], y[0], c[0] if code == OP_WHERE else 0.0, &da, &db)
+                if not (fl & FLAG_A_CONST):
+                    ab[0] += yb[0] * da
+                if not (fl & FLAG_B_CONST):
+                    bb[0] += yb[0] * db
+            continue
         if code < UN_ZERO_FIRST:
             if fl & FLAG_A_CONST:
                 pass
@@ -920,3 +971,42 @@ def hvp(Tape t, const double[::1] w, const double[:, ::1] V):
             reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs)
             tor_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], &wb[0], &wbd[0, 0], L, S, cbs)
     return np.asarray(wbd)[:, :t.nin]
+
+
+def grad_fast(Tape t, object x, object shape):
+    """Gradient of a scalar-output tape at x for the common case, with no Python-level buffers:
+    x must be a C-contiguous float64 ndarray with t.nin values. Returns the gradient (an array
+    of the given shape), or None when x does not qualify or a guard flipped (the caller then
+    takes the general path). Small work buffers come from malloc, so the call is thread-safe."""
+    _checked(t)
+    if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray> x) != cnp.NPY_DOUBLE
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> x)
+            or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or t.out_n != 1 or x.shape != shape):
+        return None
+    cdef Py_ssize_t S = max(t.nwork, 1)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef cnp.ndarray g = np.empty(shape)
+    cdef double* w = <double*> malloc(S * sizeof(double))
+    cdef double* wb = <double*> calloc(S, sizeof(double))
+    cdef const double* xp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> x)
+    cdef double* gp = <double*> cnp.PyArray_DATA(g)
+    cdef bint ok = False
+    if w == NULL or wb == NULL:
+        free(w)
+        free(wb)
+        raise MemoryError()
+    try:
+        with nogil:
+            if t.nin:
+                memcpy(w, xp, t.nin * sizeof(double))
+            forward_sweep(t.ops, t.nops, t.ipool, t.cvals, w, cbs)
+            ok = guards_hold(t.guards, t.nguard, t.cvals, w)
+            if ok:
+                wb[t.out_off] = 1.0
+                reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, w, wb, cbs)
+                if t.nin:
+                    memcpy(gp, wb, t.nin * sizeof(double))
+    finally:
+        free(w)
+        free(wb)
+    return g if ok else None

@@ -51,6 +51,10 @@ class Recorded:
         self.nin = tr.nin
         self.out_tree, self.out_shapes, self.nout = tr.out_tree, tr.out_shapes, tr.nout
         self._simple = len(self.in_shapes) == 1 and self.nargs == 1
+        # grad's fast path: one array argument, a scalar output
+        leaf = self.in_tree[1][0] if self._simple and isinstance(self.in_tree, tuple) else None
+        self._grad_shape = (tuple(self.in_shapes[0]) if isinstance(leaf, _tree.Leaf)
+                            and not leaf.scalar and self.nout == 1 else None)
         self._local = threading.local()
         self.rerecords = 0
 
@@ -186,6 +190,11 @@ class Recorded:
         return val, (out if out is not None else self._in(g))
 
     def grad(self, *args, out=None):
+        if out is None and self._grad_shape is not None and len(args) == 1:
+            # one array in: the whole replay is one compiled call (None: take the general path)
+            g = sweeps.grad_fast(self._variants[0].tape, args[0], self._grad_shape)
+            if g is not None:
+                return g
         return self.value_and_grad(*args, out=out)[1]
 
     def vjp(self, x, u):
