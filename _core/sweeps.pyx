@@ -112,6 +112,76 @@ cdef void prod_parts(const double* x, const double* xd, Py_ssize_t m, Py_ssize_t
         sv = sv * x[j * stride]
 
 
+# ------------------------------------------------------------------ NumPy's inner loops
+# For transcendental functions the forward sweep calls NumPy's own float64 inner loops (SIMD
+# where NumPy has them), taken from the ufunc objects once at import. They need no GIL and give
+# the same values as recording, which evaluates the same NumPy functions.
+ctypedef void (*loop_fn)(char**, cnp.npy_intp*, cnp.npy_intp*, void*) noexcept nogil
+cdef loop_fn UN_LOOP[OP_COUNT]
+cdef void* UN_DATA[OP_COUNT]
+cdef loop_fn BIN_LOOP[OP_COUNT]
+cdef void* BIN_DATA[OP_COUNT]
+
+
+cdef int _install(loop_fn* table, void** data, int code, object uf, str sig) except -1:
+    cdef cnp.ufunc u = uf
+    types = list(uf.types)
+    if sig in types:
+        k = types.index(sig)
+        table[code] = <loop_fn> u.functions[k]
+        data[code] = u.data[k]
+    return 0
+
+
+def _install_numpy_loops():
+    cdef int k
+    for k in range(OP_COUNT):
+        UN_LOOP[k] = NULL
+        BIN_LOOP[k] = NULL
+    for code, uf in ((OP_EXP, np.exp), (OP_LOG, np.log), (OP_LOG1P, np.log1p),
+                     (OP_EXPM1, np.expm1), (OP_SQRT, np.sqrt), (OP_SIN, np.sin),
+                     (OP_COS, np.cos), (OP_TAN, np.tan), (OP_ARCSIN, np.arcsin),
+                     (OP_ARCCOS, np.arccos), (OP_ARCTAN, np.arctan), (OP_SINH, np.sinh),
+                     (OP_COSH, np.cosh), (OP_TANH, np.tanh), (OP_ARCSINH, np.arcsinh),
+                     (OP_ARCCOSH, np.arccosh), (OP_ARCTANH, np.arctanh), (OP_EXP2, np.exp2),
+                     (OP_LOG2, np.log2), (OP_LOG10, np.log10), (OP_CBRT, np.cbrt),
+                     (OP_ABS, np.absolute)):
+        _install(UN_LOOP, UN_DATA, code, uf, "d->d")
+    for code, uf in ((OP_LOGADDEXP, np.logaddexp), (OP_ARCTAN2, np.arctan2),
+                     (OP_HYPOT, np.hypot), (OP_POW, np.power), (OP_DIV, np.true_divide)):
+        _install(BIN_LOOP, BIN_DATA, code, uf, "dd->d")
+
+
+_install_numpy_loops()
+
+
+cdef inline void run_unary_loop(int code, const double* a, double* y, Py_ssize_t n) noexcept nogil:
+    cdef char* args[2]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[2]
+    args[0] = <char*> a
+    args[1] = <char*> y
+    dims[0] = n
+    steps[0] = sizeof(double)
+    steps[1] = sizeof(double)
+    UN_LOOP[code](args, dims, steps, UN_DATA[code])
+
+
+cdef inline void run_binary_loop(int code, const double* a, const double* b, double* y,
+                                 Py_ssize_t n, bint a_scalar, bint b_scalar) noexcept nogil:
+    cdef char* args[3]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[3]
+    args[0] = <char*> a
+    args[1] = <char*> b
+    args[2] = <char*> y
+    dims[0] = n
+    steps[0] = 0 if a_scalar else sizeof(double)
+    steps[1] = 0 if b_scalar else sizeof(double)
+    steps[2] = sizeof(double)
+    BIN_LOOP[code](args, dims, steps, BIN_DATA[code])
+
+
 # ------------------------------------------------------------------ forward
 cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const double* b,
                      const double* c, double* y) noexcept nogil:
@@ -138,6 +208,8 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
         elif code == OP_NEG:
             for i in range(n):
                 y[i] = -a[i]
+        elif UN_LOOP[code] != NULL:
+            run_unary_loop(code, a, y, n)
         else:
             for i in range(n):
                 y[i] = un_f(code, a[i], op.d)
@@ -153,6 +225,8 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
         elif ka == 0 and kb == 0 and code == OP_MUL:
             for i in range(n):
                 y[i] = a[i] * b[i]
+        elif BIN_LOOP[code] != NULL and ka != 2 and kb != 2:
+            run_binary_loop(code, a, b, y, n, ka == 1, kb == 1)
         elif ka == 0 and kb == 0 and code != OP_WHERE:
             for i in range(n):
                 y[i] = bin_f(code, a[i], b[i], 0.0)
@@ -342,6 +416,22 @@ cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
             elif code == OP_SQUARE:
                 for i in range(n):
                     ab[i] += 2.0 * a[i] * yb[i]
+            # derivatives that are algebraic in x and y: vectorizable loops (same values as un_d1)
+            elif code == OP_EXP:
+                for i in range(n):
+                    ab[i] += yb[i] * y[i]
+            elif code == OP_TANH:
+                for i in range(n):
+                    ab[i] += yb[i] * (1.0 - y[i] * y[i])
+            elif code == OP_LOG:
+                for i in range(n):
+                    ab[i] += yb[i] * (1.0 / a[i])
+            elif code == OP_SQRT:
+                for i in range(n):
+                    ab[i] += yb[i] * (0.5 / y[i])
+            elif code == OP_EXPIT:
+                for i in range(n):
+                    ab[i] += yb[i] * (y[i] * (1.0 - y[i]))
             else:
                 for i in range(n):
                     ab[i] += yb[i] * un_d1(code, a[i], y[i], op.d)
