@@ -1063,6 +1063,11 @@ def hvp(Tape t, const double[::1] w, const double[:, ::1] V):
     return np.asarray(wbd)[:, :t.nin]
 
 
+# Above this many work slots the per-thread buffers of the general path win: fresh large
+# allocations come from mmap and cost page faults on every call.
+cdef Py_ssize_t GRAD_FAST_MAX_WORK = 1 << 15
+
+
 def grad_fast(Tape t, object x, object shape):
     """Gradient of a scalar-output tape at x for the common case, with no Python-level buffers:
     x must be a C-contiguous float64 ndarray with t.nin values. Returns the gradient (an array
@@ -1071,7 +1076,8 @@ def grad_fast(Tape t, object x, object shape):
     _checked(t)
     if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray> x) != cnp.NPY_DOUBLE
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> x)
-            or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or t.out_n != 1 or x.shape != shape):
+            or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or t.out_n != 1 or x.shape != shape
+            or t.nwork > GRAD_FAST_MAX_WORK):
         return None
     cdef Py_ssize_t S = max(t.nwork, 1)
     cdef PyObject* cbs = <PyObject*> t.callbacks

@@ -506,3 +506,13 @@ def test_traced_conversion_warning_is_a_warning_not_silence():
         warnings.simplefilter("error")
         with pytest.raises(tg.TracerConversionWarning):
             tg.grad(lambda x: x * float(x))(2.0)
+
+
+def test_division_by_constant_zero_follows_ieee():
+    # x / 0.0 is recorded as x * (1/0.0); it must give IEEE's inf, -inf, nan, not raise
+    x = np.array([2.0, -3.0, 0.0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = x / 0.0
+        r = tg.record(lambda x: x / 0.0, x)
+        np.testing.assert_array_equal(r(x), expected)
+        np.testing.assert_array_equal(np.diag(tg.jacobian(lambda x: x / 0.0)(x)), [np.inf] * 3)

@@ -150,7 +150,9 @@ _SCALAR_SPECIAL = {  # (name, constant on the left?) -> (unary primitive, parame
     ("add", False): ("addc", lambda c: c), ("add", True): ("addc", lambda c: c),
     ("subtract", False): ("addc", lambda c: -c), ("subtract", True): ("rsubc", lambda c: c),
     ("multiply", False): ("mulc", lambda c: c), ("multiply", True): ("mulc", lambda c: c),
-    ("divide", False): ("mulc", lambda c: 1.0 / c), ("divide", True): ("rdivc", lambda c: c),
+    # x / c as x * (1/c); x / 0 is x * inf, which is what IEEE division gives (inf, -inf, nan)
+    ("divide", False): ("mulc", lambda c: 1.0 / c if c else math.copysign(math.inf, c)),
+    ("divide", True): ("rdivc", lambda c: c),
     ("power", False): ("powc", lambda c: c), ("power", True): ("rpowc", lambda c: c),
 }
 
