@@ -29,13 +29,29 @@ cnp.import_array()
 
 
 # ------------------------------------------------------------------ small helpers
-cdef inline Py_ssize_t bix(Py_ssize_t i, int64_t div, int64_t mod, int kind) noexcept nogil:
-    # broadcast index of an operand: 0 = same shape as the output, 1 = one value, 2 = block
-    if kind == 0:
-        return i
-    if kind == 1:
-        return 0
-    return (i // div) % mod
+ctypedef struct BIdx:
+    # walks the broadcast index (i // div) % mod of an operand for i = 0, 1, 2, ... without
+    # dividing: count to div, then step, wrapping at mod
+    Py_ssize_t i
+    Py_ssize_t cnt
+    int64_t div
+    int64_t mod
+
+
+cdef inline void bstart(BIdx* s, int64_t div, int64_t mod) noexcept nogil:
+    s.i = 0
+    s.cnt = 0
+    s.div = div
+    s.mod = mod
+
+
+cdef inline void bnext(BIdx* s) noexcept nogil:
+    s.cnt += 1
+    if s.cnt == s.div:
+        s.cnt = 0
+        s.i += 1
+        if s.i == s.mod:
+            s.i = 0
 
 
 cdef inline int bkind(int64_t div, int64_t mod, int64_t n) noexcept nogil:
@@ -186,6 +202,7 @@ cdef inline void run_binary_loop(int code, const double* a, const double* b, dou
 cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const double* b,
                      const double* c, double* y) noexcept nogil:
     """y = op(a, b, c); also used for tangents of linear ops (then a, b, c are tangents)."""
+    cdef BIdx ia_, ib_
     cdef int code = op.code
     cdef Py_ssize_t i, j, k, n = op.n, pre, m, post, bt
     cdef int ka, kb
@@ -231,9 +248,12 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
             for i in range(n):
                 y[i] = bin_f(code, a[i], b[i], 0.0)
         else:
+            bstart(&ia_, op.p[0], op.p[1])
+            bstart(&ib_, op.p[2], op.p[3])
             for i in range(n):
-                y[i] = bin_f(code, a[bix(i, op.p[0], op.p[1], ka)], b[bix(i, op.p[2], op.p[3], kb)],
-                             c[i] if code == OP_WHERE else 0.0)
+                y[i] = bin_f(code, a[ia_.i], b[ib_.i], c[i] if code == OP_WHERE else 0.0)
+                bnext(&ia_)
+                bnext(&ib_)
     elif code == OP_SUM:
         pre = op.p[0]; m = op.p[1]; post = op.p[2]
         if post == 1:
@@ -364,6 +384,7 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
 
 cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
                        const double* w, double* wb, PyObject* cbs) except -1 nogil:
+    cdef BIdx ia_, ib_
     cdef Py_ssize_t k, i, j, kk, n, pre, m, post, bt
     cdef const Op* op
     cdef int code, fl, ka, kb
@@ -460,13 +481,16 @@ cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
                         for i in range(n):
                             bb[i] -= yb[i]
                 continue
+            bstart(&ia_, op.p[0], op.p[1])
+            bstart(&ib_, op.p[2], op.p[3])
             for i in range(n):
-                bin_d1(code, a[bix(i, op.p[0], op.p[1], ka)], b[bix(i, op.p[2], op.p[3], kb)], y[i],
-                       c[i] if code == OP_WHERE else 0.0, &da, &db)
+                bin_d1(code, a[ia_.i], b[ib_.i], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
                 if not (fl & FLAG_A_CONST):
-                    ab[bix(i, op.p[0], op.p[1], ka)] += yb[i] * da
+                    ab[ia_.i] += yb[i] * da
                 if not (fl & FLAG_B_CONST):
-                    bb[bix(i, op.p[2], op.p[3], kb)] += yb[i] * db
+                    bb[ib_.i] += yb[i] * db
+                bnext(&ia_)
+                bnext(&ib_)
         elif code <= BIN_LAST:
             pass
         elif code == OP_PROD:
@@ -507,6 +531,7 @@ cdef int tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
                        const double* w, double* wd, Py_ssize_t L, Py_ssize_t S,
                        PyObject* cbs) except -1 nogil:
     """wd holds L lanes of tangents, lane l at wd + l*S; input lanes are set by the caller."""
+    cdef BIdx ia_, ib_
     cdef Py_ssize_t k, i, j, kk, l, n, pre, m, post, bt, cnt, ia, ib
     cdef const Op* op
     cdef int code, fl, ka, kb
@@ -572,9 +597,13 @@ cdef int tangent_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
         elif code <= BIN_LAST:
             ka = bkind(op.p[0], op.p[1], n)
             kb = bkind(op.p[2], op.p[3], n)
+            bstart(&ia_, op.p[0], op.p[1])
+            bstart(&ib_, op.p[2], op.p[3])
             for i in range(n):
-                ia = bix(i, op.p[0], op.p[1], ka)
-                ib = bix(i, op.p[2], op.p[3], kb)
+                ia = ia_.i
+                ib = ib_.i
+                bnext(&ia_)
+                bnext(&ib_)
                 bin_d1(code, a[ia], b[ib], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
                 if fl & FLAG_A_CONST:
                     da = 0.0
@@ -655,6 +684,7 @@ cdef int tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const d
         x_bar_dot += g'(x) y_bar_dot + g''(x) x_dot y_bar.
     Linear ops apply their adjoint to y_bar_dot; bilinear matmul adds the cross terms.
     """
+    cdef BIdx ia_, ib_
     cdef Py_ssize_t k, i, j, kk, l, n, pre, m, post, bt, ia, ib
     cdef const Op* op
     cdef int code, fl, ka, kb
@@ -740,9 +770,13 @@ cdef int tor_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const d
         elif code <= BIN_LAST:
             ka = bkind(op.p[0], op.p[1], n)
             kb = bkind(op.p[2], op.p[3], n)
+            bstart(&ia_, op.p[0], op.p[1])
+            bstart(&ib_, op.p[2], op.p[3])
             for i in range(n):
-                ia = bix(i, op.p[0], op.p[1], ka)
-                ib = bix(i, op.p[2], op.p[3], kb)
+                ia = ia_.i
+                ib = ib_.i
+                bnext(&ia_)
+                bnext(&ib_)
                 bin_d1(code, a[ia], b[ib], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
                 bin_d2(code, a[ia], b[ib], y[i], &daa, &dab, &dbb)
                 for l in range(L):
