@@ -24,4 +24,4 @@ __version__ = "0.1.0"
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
            "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
-           "check_grads", "numdiff", "logsumexp", "record", "compile", "Recorded", "Compiled", "trace"]
+           "check_grads", "numdiff", "logsumexp", "record", "compile", "Recorded", "Compiled", "load", "trace"]
