@@ -14,6 +14,7 @@ import tapegrad as tg
 from tapegrad import inspect as tgi
 from tapegrad._core import sweeps
 from tapegrad._core.tape import OPNAMES, FLAG_A, FLAG_B, FLAG_C
+from tapegrad.reference import operand_sizes
 
 E = math.e
 NODE_RE = re.compile(r"^\s*(\w+) \[label=", re.M)
@@ -153,7 +154,7 @@ def _expected_counts(tape):
     consts = set()
     edges = 0
     for op in tape.op_table():
-        for off, size, bit in zip((op["a"], op["b"], op["c"]), tgi._operand_sizes(op),
+        for off, size, bit in zip((op["a"], op["b"], op["c"]), operand_sizes(op),
                                   (FLAG_A, FLAG_B, FLAG_C)):
             if size:
                 edges += 1

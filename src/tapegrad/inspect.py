@@ -20,15 +20,14 @@ import subprocess
 import numpy as np
 
 from ._core import sweeps
-from ._core.tape import OPNAMES, FAMILIES, FLAG_A, FLAG_B, FLAG_C
+from ._core.tape import OPNAMES, FLAG_A, FLAG_B, FLAG_C
+from .reference import operand_sizes
 
 __all__ = ["Table", "wengert", "forward_table", "reverse_table", "to_dot", "draw",
            "graph_counts", "trace"]
 
 SPLIT_INPUTS = 8   # inputs with at most this many values in all get one name per element
 
-_UN = FAMILIES["unary"]
-_BIN = FAMILIES["binary"]
 
 _INFIX = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "power": "**",
           "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
@@ -122,24 +121,6 @@ def _traced(obj):
                     f"got {type(obj).__name__}")
 
 
-def _operand_sizes(op):
-    """Sizes of the operand regions a, b, c an op reads (0: not read). Mirrors Sweep._sizes."""
-    code, n, p = int(op["code"]), int(op["n"]), op["p"]
-    name = OPNAMES[code]
-    if code <= _UN[1]:
-        return n, 0, 0
-    if code <= _BIN[1]:
-        return int(p[1]), int(p[3]), (n if name == "where" else 0)
-    if name in ("sum", "max", "min", "prod"):
-        return int(p[0] * p[1] * p[2]), 0, 0
-    if name == "matmul":
-        return (int(p[0] if p[4] else 1) * int(p[1] * p[2]),
-                int(p[0] if p[5] else 1) * int(p[2] * p[3]), 0)
-    if name in ("gather", "scatter_add"):
-        return int(p[1]), 0, 0
-    return n, 0, 0
-
-
 class Graph:
     """Nodes (inputs, operations, constants) and edges of a tape, with names for every slot.
 
@@ -180,7 +161,7 @@ class Graph:
             fl = int(op["flags"])
             names, reads = [], []   # reads: (source id, role); the op's own id comes after
             for role, off, size, bit in zip("abc", (op["a"], op["b"], op["c"]),
-                                            _operand_sizes(op), (FLAG_A, FLAG_B, FLAG_C)):
+                                            operand_sizes(op), (FLAG_A, FLAG_B, FLAG_C)):
                 off = int(off)
                 if size == 0:
                     names.append(None)

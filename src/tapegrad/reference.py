@@ -103,6 +103,26 @@ def _flat(x):
     return np.reshape(x, (-1,))
 
 
+def operand_sizes(op):
+    """Sizes of the operand regions a, b, c an op (a row of Tape.op_table()) reads; 0: not read."""
+    code, n, p = int(op["code"]), int(op["n"]), op["p"]
+    name = OPNAMES[code]
+    if code <= _UN[1]:
+        return n, 0, 0
+    if code <= _BIN[1]:
+        return int(p[1]), int(p[3]), (n if name == "where" else 0)
+    if name in ("sum", "max", "min", "prod"):
+        return int(p[0] * p[1] * p[2]), 0, 0
+    if name == "matmul":
+        return (int(p[0] if p[4] else 1) * int(p[1] * p[2]),
+                int(p[0] if p[5] else 1) * int(p[2] * p[3]), 0)
+    if name in ("gather", "scatter_add"):
+        return int(p[1]), 0, 0
+    if name == "call":
+        return int(p[0]), int(p[1]), int(p[2])
+    return n, 0, 0
+
+
 class Buf:
     """A work buffer made of its allocations; each holds a flat array (NumPy or tracer) or None (zero)."""
 
@@ -165,24 +185,6 @@ class Sweep:
         self.vals = self._forward()
 
     # -- operands
-    def _sizes(self, op):
-        code, n, p = int(op["code"]), int(op["n"]), op["p"]
-        name = OPNAMES[code]
-        if code <= _UN[1]:
-            return n, 0, 0
-        if code <= _BIN[1]:
-            return int(p[1]), int(p[3]), (n if name == "where" else 0)
-        if name in ("sum", "max", "min", "prod"):
-            return int(p[0] * p[1] * p[2]), 0, 0
-        if name == "matmul":
-            return (int(p[0] if p[4] else 1) * int(p[1] * p[2]),
-                    int(p[0] if p[5] else 1) * int(p[2] * p[3]), 0)
-        if name in ("gather", "scatter_add"):
-            return int(p[1]), 0, 0
-        if name == "call":
-            return int(p[0]), int(p[1]), int(p[2])
-        return n, 0, 0
-
     def _const(self, off, n):
         src = self.sources.get(off)
         if src is not None:
@@ -190,7 +192,7 @@ class Sweep:
         return self.consts[off:off + n]
 
     def _operands(self, op, buf):
-        sa, sb, sc = self._sizes(op)
+        sa, sb, sc = operand_sizes(op)
         fl = int(op["flags"])
         res = []
         for off, size, bit in ((op["a"], sa, FLAG_A), (op["b"], sb, FLAG_B), (op["c"], sc, FLAG_C)):
@@ -277,7 +279,7 @@ class Sweep:
             Y = self.vals.read(int(op["out"]), n)
             fl = int(op["flags"])
             Ab, Bb = self.vjp_op(op, A, B, C, Y, Yb)
-            sa, sb, _ = self._sizes(op)
+            sa, sb, _ = operand_sizes(op)
             if Ab is not None and not fl & FLAG_A:
                 adj.put(int(op["a"]), sa, Ab, add=True)
             if Bb is not None and not fl & FLAG_B:
@@ -359,7 +361,7 @@ class Sweep:
                 continue
             A, B, C = self._operands(op, self.vals)
             fl = int(op["flags"])
-            sa, sb, _ = self._sizes(op)
+            sa, sb, _ = operand_sizes(op)
             Ad = None if fl & FLAG_A else tan.read(int(op["a"]), sa, zero=False)
             Bd = None if (fl & FLAG_B or sb == 0) else tan.read(int(op["b"]), sb, zero=False)
             Y = self.vals.read(int(op["out"]), n)
