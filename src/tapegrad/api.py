@@ -220,15 +220,15 @@ class Traced:
             pos += n
         return res
 
-    def jac_fwd(self):
-        """(nout, nin) Jacobian from one tangent sweep with nin lanes."""
-        wd = sweeps.tangent(self.tape, self.work(), np.eye(self.nin))
+    def jac_fwd(self, w=None):
+        """(nout, nin) Jacobian from one tangent sweep with nin lanes (at work buffer w)."""
+        wd = sweeps.tangent(self.tape, self.work() if w is None else w, np.eye(self.nin))
         return wd[:, self.out_off:self.out_off + self.nout].T.copy()
 
-    def jac_rev(self):
-        """(nout, nin) Jacobian from nout reverse sweeps."""
+    def jac_rev(self, w=None):
+        """(nout, nin) Jacobian from nout reverse sweeps (at work buffer w)."""
         J = np.empty((self.nout, self.nin))
-        w = self.work()
+        w = self.work() if w is None else w
         seed = np.zeros(self.nout)
         wb = np.zeros(max(self.tape.nwork, 1))
         for i in range(self.nout):

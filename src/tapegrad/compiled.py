@@ -233,17 +233,7 @@ class Recorded:
         """(out.size, in.size) shaped as out.shape + in.shape for one array in and out."""
         tr, w = self._select(self._flat(self._primals(x), "jacobian"))
         m = mode if mode != "auto" else ("fwd" if tr.nin < tr.nout else "rev")
-        if m == "fwd":
-            J = sweeps.tangent(tr.tape, w, np.eye(tr.nin))[:, tr.out_off:tr.out_off + tr.nout].T.copy()
-        else:
-            J = np.empty((tr.nout, tr.nin))
-            seed = np.zeros(tr.nout)
-            wb = np.zeros(max(tr.tape.nwork, 1))
-            for i in range(tr.nout):
-                seed[i] = 1.0
-                sweeps.reverse(tr.tape, w, seed, wb)
-                J[i] = wb[:tr.nin]
-                seed[i] = 0.0
+        J = tr.jac_fwd(w) if m == "fwd" else tr.jac_rev(w)
         if len(self.in_shapes) == 1 and len(tr.out_shapes) == 1:
             return J.reshape(tuple(tr.out_shapes[0]) + tuple(self.in_shapes[0]))
         return J
