@@ -312,12 +312,146 @@ cdef inline const double* opnd(const double* w, const double* cv, int64_t off, i
     return (cv if flags & bit else w) + off
 
 
+# ------------------------------------------------------------------ loop tiling
+# Long runs of elementwise ops over large arrays are memory-bound when swept op by op: every op
+# streams its operands and result through the whole work buffer. Tape._find_segments (tape.pyx)
+# marks runs [k0, k1) of elementwise ops that may be strip-mined instead: the forward sweep runs
+# every op of the run on one tile of ``TILE`` elements before moving to the next tile, so the
+# intermediates of a tile are still in cache when the next op reads them.
+#
+# Why the values and adjoints are unchanged (bitwise), given the segment rules:
+# - forward: an op reads either external regions, which no segment op writes (outputs never
+#   overlap earlier reads nor external reads), or the output of an earlier segment op at the
+#   same element index, which the earlier op computed on this same tile. Each element is
+#   computed by the same kernel from the same operand values as in the op-by-op sweep.
+# - reverse: when the reverse sweep reaches the last op of a segment, the segment is processed
+#   tile by tile (ascending), ops in reverse order within a tile. The adjoint of a segment
+#   output on a tile is final when its op is processed: its contributions come from ops after
+#   the segment (processed before the segment, as in the op-by-op sweep) and from segment ops
+#   that read it at the same index (internal reads are full and exact), which run earlier in
+#   the reversed loop of the same tile; no earlier segment op reads it (outputs overlap no
+#   earlier read). Values are read-only in the reverse sweep. External adjoints only receive
+#   contributions during the segment; a scalar-broadcast operand accumulates over the tiles in
+#   element order, as the op-by-op loop does (the rules exclude two segment ops accumulating
+#   into one scalar, and shifted external reads whose contributions would change order).
+# Tiles are TILE elements (512: a tile of each of a run of 8 ops fits in L1), the last one takes the remainder (between TILE and 2 TILE - 1), so
+# every tile op has n >= 2 and takes the same code paths as the whole op.
+cdef Py_ssize_t TILE = 512
+cdef bint TILING = True
+
+
+def set_tiling(enabled=True, tile=None):
+    """Switch loop tiling of elementwise runs on or off (and set the tile length); returns the
+    previous (enabled, tile). For tests and benchmarks: results are the same either way."""
+    global TILING, TILE
+    prev = (bool(TILING), int(TILE))
+    TILING = bool(enabled)
+    if tile is not None:
+        if int(tile) < 16 or int(tile) % 4:
+            raise ValueError("set_tiling: tile must be a multiple of 4, at least 16")
+        TILE = int(tile)
+    return prev
+
+
+import os as _os
+if _os.environ.get("TAPEGRAD_TILING", "1") in ("0", "off", "no", "false"):
+    TILING = False
+
+
+cdef inline Py_ssize_t tiling_nsegs(Tape t) noexcept:
+    return t.nsegs if TILING else 0
+
+
+cdef inline void tile_op(const Op* src, Op* dst, Py_ssize_t t0, Py_ssize_t tl) noexcept nogil:
+    """dst = src restricted to elements [t0, t0 + tl): full operands shifted, scalars kept."""
+    dst[0] = src[0]
+    dst.n = tl
+    dst.out = src.out + t0
+    if src.code <= UN_LAST:
+        dst.a = src.a + t0
+        return
+    if src.p[0] == 1 and src.p[1] == src.n:
+        dst.a = src.a + t0
+        dst.p[1] = tl
+    if src.p[2] == 1 and src.p[3] == src.n:
+        dst.b = src.b + t0
+        dst.p[3] = tl
+    if src.code == OP_WHERE:
+        dst.c = src.c + t0
+
+
+cdef inline Py_ssize_t tile_len(Py_ssize_t t0, Py_ssize_t n, Py_ssize_t T) noexcept nogil:
+    return n - t0 if n - t0 < 2 * T else T
+
+
+cdef void forward_segment(const Op* ops, Py_ssize_t k0, Py_ssize_t k1, bint fold,
+                          const int64_t* ipool, const double* cv, double* w) noexcept nogil:
+    cdef Op top
+    cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef const double* a
+    while t0 < n:
+        tl = tile_len(t0, n, T)
+        for j in range(k0, ke):
+            tile_op(&ops[j], &top, t0, tl)
+            forward_op(&top, ipool, opnd(w, cv, top.a, top.flags, FLAG_A_CONST),
+                       opnd(w, cv, top.b, top.flags, FLAG_B_CONST),
+                       opnd(w, cv, top.c, top.flags, FLAG_C_CONST), w + top.out)
+        if fold:
+            # the folded sum: sum_contiguous's four partial sums carried across tiles (tiles
+            # start at multiples of 4), so the result is the same number
+            a = w + ops[ke].a + t0
+            i = 0
+            while i + 4 <= tl:
+                s0 += a[i]
+                s1 += a[i + 1]
+                s2 += a[i + 2]
+                s3 += a[i + 3]
+                i += 4
+            if t0 + tl == n:
+                s0 = (s0 + s1) + (s2 + s3)
+                while i < tl:
+                    s0 += a[i]
+                    i += 1
+                w[ops[ke].out] = s0
+        t0 += tl
+
+
+cdef int reverse_segment(const Op* ops, Py_ssize_t k0, Py_ssize_t k1, bint fold,
+                         const int64_t* ipool, const double* cv, const double* w, double* wb,
+                         PyObject* cbs) except -1 nogil:
+    cdef Op top
+    cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
+    cdef double g = wb[ops[ke].out] if fold else 0.0
+    cdef double* ab
+    while t0 < n:
+        tl = tile_len(t0, n, T)
+        if fold:
+            # the folded sum's adjoint, broadcast on this tile (its result overlaps nothing
+            # the segment reads or writes, so g does not change)
+            ab = wb + ops[ke].a + t0
+            for i in range(tl):
+                ab[i] += g
+        for j in range(ke - 1, k0 - 1, -1):
+            tile_op(&ops[j], &top, t0, tl)
+            reverse_op(&top, ipool, cv, w, wb, cbs)
+        t0 += tl
+    return 0
+
+
 cdef int forward_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
-                       double* w, PyObject* cbs) except -1 nogil:
-    cdef Py_ssize_t k
+                       double* w, PyObject* cbs, const int64_t* segs,
+                       Py_ssize_t nsegs) except -1 nogil:
+    cdef Py_ssize_t k = 0, s = 0
     cdef const Op* op
-    for k in range(nops):
+    while k < nops:
+        if s < nsegs and k == segs[3 * s]:
+            forward_segment(ops, k, segs[3 * s + 1], segs[3 * s + 2] != 0, ipool, cv, w)
+            k = segs[3 * s + 1]
+            s += 1
+            continue
         op = &ops[k]
+        k += 1
         if op.n == 1 and op.code <= BIN_LAST:
             # scalar code (Python loops of scalar operations): one element, no broadcasting
             if op.code <= UN_LAST:
@@ -350,6 +484,13 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
     cdef double g, yv
     if code == OP_SUM:
         pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        if post == 1:
+            # contiguous rows: one broadcast value per row (vectorizable)
+            for i in range(pre):
+                g = yb[i]
+                for j in range(m):
+                    xb[i * m + j] += g
+            return
         for i in range(pre):
             for j in range(m):
                 for k in range(post):
@@ -382,11 +523,11 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
             xb[i] += yb[i]
 
 
-cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
-                       const double* w, double* wb, PyObject* cbs) except -1 nogil:
+cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
+                    const double* w, double* wb, PyObject* cbs) except -1 nogil:
+    """Adjoint of one op: accumulates into the adjoints of its operands."""
     cdef BIdx ia_, ib_
-    cdef Py_ssize_t k, i, j, kk, n, pre, m, post, bt
-    cdef const Op* op
+    cdef Py_ssize_t i, j, kk, n, pre, m, post, bt
     cdef int code, fl, ka, kb
     cdef const double* a
     cdef const double* b
@@ -398,131 +539,146 @@ cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
     cdef double da, db
     cdef double* P
     cdef double* scratch
-    for k in range(nops - 1, -1, -1):
-        op = &ops[k]
-        code = op.code
-        fl = op.flags
-        n = op.n
-        a = opnd(w, cv, op.a, fl, FLAG_A_CONST)
-        b = opnd(w, cv, op.b, fl, FLAG_B_CONST)
-        c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
-        y = w + op.out
-        yb = wb + op.out
-        ab = wb + op.a
-        bb = wb + op.b
-        if n == 1 and code < CMP_FIRST and (code < UN_ZERO_FIRST or code >= BIN_FIRST):
-            # scalar code: one element, no broadcasting
-            if code < UN_ZERO_FIRST:
-                if not (fl & FLAG_A_CONST):
-                    ab[0] += yb[0] * un_d1(code, a[0], y[0], op.d)
-            else:
-                bin_d1(code, a[0], b[0], y[0], c[0] if code == OP_WHERE else 0.0, &da, &db)
-                if not (fl & FLAG_A_CONST):
-                    ab[0] += yb[0] * da
-                if not (fl & FLAG_B_CONST):
-                    bb[0] += yb[0] * db
-            continue
+    code = op.code
+    fl = op.flags
+    n = op.n
+    a = opnd(w, cv, op.a, fl, FLAG_A_CONST)
+    b = opnd(w, cv, op.b, fl, FLAG_B_CONST)
+    c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
+    y = w + op.out
+    yb = wb + op.out
+    ab = wb + op.a
+    bb = wb + op.b
+    if n == 1 and code < CMP_FIRST and (code < UN_ZERO_FIRST or code >= BIN_FIRST):
+        # scalar code: one element, no broadcasting
         if code < UN_ZERO_FIRST:
-            if fl & FLAG_A_CONST:
-                pass
-            elif code == OP_MULC:
-                for i in range(n):
-                    ab[i] += yb[i] * op.d
-            elif code == OP_ADDC:
-                for i in range(n):
-                    ab[i] += yb[i]
-            elif code == OP_RSUBC or code == OP_NEG:
-                for i in range(n):
-                    ab[i] -= yb[i]
-            elif code == OP_SQUARE:
-                for i in range(n):
-                    ab[i] += 2.0 * a[i] * yb[i]
-            # derivatives that are algebraic in x and y: vectorizable loops (same values as un_d1)
-            elif code == OP_EXP:
-                for i in range(n):
-                    ab[i] += yb[i] * y[i]
-            elif code == OP_TANH:
-                for i in range(n):
-                    ab[i] += yb[i] * (1.0 - y[i] * y[i])
-            elif code == OP_LOG:
-                for i in range(n):
-                    ab[i] += yb[i] * (1.0 / a[i])
-            elif code == OP_SQRT:
-                for i in range(n):
-                    ab[i] += yb[i] * (0.5 / y[i])
-            elif code == OP_EXPIT:
-                for i in range(n):
-                    ab[i] += yb[i] * (y[i] * (1.0 - y[i]))
-            else:
-                for i in range(n):
-                    ab[i] += yb[i] * un_d1(code, a[i], y[i], op.d)
-        elif code <= UN_LAST:
+            if not (fl & FLAG_A_CONST):
+                ab[0] += yb[0] * un_d1(code, a[0], y[0], op.d)
+        else:
+            bin_d1(code, a[0], b[0], y[0], c[0] if code == OP_WHERE else 0.0, &da, &db)
+            if not (fl & FLAG_A_CONST):
+                ab[0] += yb[0] * da
+            if not (fl & FLAG_B_CONST):
+                bb[0] += yb[0] * db
+        return 0
+    if code < UN_ZERO_FIRST:
+        if fl & FLAG_A_CONST:
             pass
-        elif code < CMP_FIRST:
-            ka = bkind(op.p[0], op.p[1], n)
-            kb = bkind(op.p[2], op.p[3], n)
-            if ka == 0 and kb == 0 and (code == OP_ADD or code == OP_SUB or code == OP_MUL):
-                # separate loops: a and b may be the same slot (x * x)
-                if not (fl & FLAG_A_CONST):
-                    if code == OP_MUL:
-                        for i in range(n):
-                            ab[i] += yb[i] * b[i]
-                    else:
-                        for i in range(n):
-                            ab[i] += yb[i]
-                if not (fl & FLAG_B_CONST):
-                    if code == OP_MUL:
-                        for i in range(n):
-                            bb[i] += yb[i] * a[i]
-                    elif code == OP_ADD:
-                        for i in range(n):
-                            bb[i] += yb[i]
-                    else:
-                        for i in range(n):
-                            bb[i] -= yb[i]
-                continue
-            bstart(&ia_, op.p[0], op.p[1])
-            bstart(&ib_, op.p[2], op.p[3])
+        elif code == OP_MULC:
             for i in range(n):
-                bin_d1(code, a[ia_.i], b[ib_.i], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
-                if not (fl & FLAG_A_CONST):
-                    ab[ia_.i] += yb[i] * da
-                if not (fl & FLAG_B_CONST):
-                    bb[ib_.i] += yb[i] * db
-                bnext(&ia_)
-                bnext(&ib_)
-        elif code <= BIN_LAST:
-            pass
-        elif code == OP_PROD:
-            if fl & FLAG_A_CONST:
-                continue
-            pre = op.p[0]; m = op.p[1]; post = op.p[2]
-            if pre * post == 0:
-                continue
-            scratch = <double*> malloc((3 * m + 2) * sizeof(double))
-            if scratch == NULL:
-                continue
-            P = scratch + 2 * m + 2
-            for i in range(pre):
-                for kk in range(post):
-                    prod_parts(a + i * m * post + kk, NULL, m, post, P, NULL, scratch, scratch + m + 1)
-                    for j in range(m):
-                        ab[(i * m + j) * post + kk] += yb[i * post + kk] * P[j]
-            free(scratch)
-        elif code == OP_MATMUL:
-            for bt in range(op.p[0]):
-                if not (fl & FLAG_A_CONST):
-                    gemm_rm(b'N', b'T', <int>op.p[1], <int>op.p[2], <int>op.p[3], 1.0,
-                            yb + bt * op.p[1] * op.p[3], <int>op.p[3], b + bt * op.p[5], <int>op.p[3],
-                            1.0, ab + bt * op.p[4], <int>op.p[2])
-                if not (fl & FLAG_B_CONST):
-                    gemm_rm(b'T', b'N', <int>op.p[2], <int>op.p[3], <int>op.p[1], 1.0,
-                            a + bt * op.p[4], <int>op.p[2], yb + bt * op.p[1] * op.p[3], <int>op.p[3],
-                            1.0, bb + bt * op.p[5], <int>op.p[3])
-        elif code == OP_CALL:
-            call_reverse(cbs, op, a, b, c, y, yb, wb)
-        elif not (fl & FLAG_A_CONST):
-            reverse_linear(op, ipool, a, y, yb, ab)
+                ab[i] += yb[i] * op.d
+        elif code == OP_ADDC:
+            for i in range(n):
+                ab[i] += yb[i]
+        elif code == OP_RSUBC or code == OP_NEG:
+            for i in range(n):
+                ab[i] -= yb[i]
+        elif code == OP_SQUARE:
+            for i in range(n):
+                ab[i] += 2.0 * a[i] * yb[i]
+        # derivatives that are algebraic in x and y: vectorizable loops (same values as un_d1)
+        elif code == OP_EXP:
+            for i in range(n):
+                ab[i] += yb[i] * y[i]
+        elif code == OP_TANH:
+            for i in range(n):
+                ab[i] += yb[i] * (1.0 - y[i] * y[i])
+        elif code == OP_LOG:
+            for i in range(n):
+                ab[i] += yb[i] * (1.0 / a[i])
+        elif code == OP_SQRT:
+            for i in range(n):
+                ab[i] += yb[i] * (0.5 / y[i])
+        elif code == OP_EXPIT:
+            for i in range(n):
+                ab[i] += yb[i] * (y[i] * (1.0 - y[i]))
+        else:
+            for i in range(n):
+                ab[i] += yb[i] * un_d1(code, a[i], y[i], op.d)
+    elif code <= UN_LAST:
+        pass
+    elif code < CMP_FIRST:
+        ka = bkind(op.p[0], op.p[1], n)
+        kb = bkind(op.p[2], op.p[3], n)
+        if ka == 0 and kb == 0 and (code == OP_ADD or code == OP_SUB or code == OP_MUL):
+            # separate loops: a and b may be the same slot (x * x)
+            if not (fl & FLAG_A_CONST):
+                if code == OP_MUL:
+                    for i in range(n):
+                        ab[i] += yb[i] * b[i]
+                else:
+                    for i in range(n):
+                        ab[i] += yb[i]
+            if not (fl & FLAG_B_CONST):
+                if code == OP_MUL:
+                    for i in range(n):
+                        bb[i] += yb[i] * a[i]
+                elif code == OP_ADD:
+                    for i in range(n):
+                        bb[i] += yb[i]
+                else:
+                    for i in range(n):
+                        bb[i] -= yb[i]
+            return 0
+        bstart(&ia_, op.p[0], op.p[1])
+        bstart(&ib_, op.p[2], op.p[3])
+        for i in range(n):
+            bin_d1(code, a[ia_.i], b[ib_.i], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
+            if not (fl & FLAG_A_CONST):
+                ab[ia_.i] += yb[i] * da
+            if not (fl & FLAG_B_CONST):
+                bb[ib_.i] += yb[i] * db
+            bnext(&ia_)
+            bnext(&ib_)
+    elif code <= BIN_LAST:
+        pass
+    elif code == OP_PROD:
+        if fl & FLAG_A_CONST:
+            return 0
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        if pre * post == 0:
+            return 0
+        scratch = <double*> malloc((3 * m + 2) * sizeof(double))
+        if scratch == NULL:
+            return 0
+        P = scratch + 2 * m + 2
+        for i in range(pre):
+            for kk in range(post):
+                prod_parts(a + i * m * post + kk, NULL, m, post, P, NULL, scratch, scratch + m + 1)
+                for j in range(m):
+                    ab[(i * m + j) * post + kk] += yb[i * post + kk] * P[j]
+        free(scratch)
+    elif code == OP_MATMUL:
+        for bt in range(op.p[0]):
+            if not (fl & FLAG_A_CONST):
+                gemm_rm(b'N', b'T', <int>op.p[1], <int>op.p[2], <int>op.p[3], 1.0,
+                        yb + bt * op.p[1] * op.p[3], <int>op.p[3], b + bt * op.p[5], <int>op.p[3],
+                        1.0, ab + bt * op.p[4], <int>op.p[2])
+            if not (fl & FLAG_B_CONST):
+                gemm_rm(b'T', b'N', <int>op.p[2], <int>op.p[3], <int>op.p[1], 1.0,
+                        a + bt * op.p[4], <int>op.p[2], yb + bt * op.p[1] * op.p[3], <int>op.p[3],
+                        1.0, bb + bt * op.p[5], <int>op.p[3])
+    elif code == OP_CALL:
+        call_reverse(cbs, op, a, b, c, y, yb, wb)
+    elif not (fl & FLAG_A_CONST):
+        reverse_linear(op, ipool, a, y, yb, ab)
+    return 0
+
+
+
+cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, const double* cv,
+                       const double* w, double* wb, PyObject* cbs, const int64_t* segs,
+                       Py_ssize_t nsegs) except -1 nogil:
+    cdef Py_ssize_t k = nops - 1, s = nsegs - 1
+    while k >= 0:
+        if s >= 0 and k == segs[3 * s + 1] - 1:
+            reverse_segment(ops, segs[3 * s], segs[3 * s + 1], segs[3 * s + 2] != 0, ipool, cv,
+                            w, wb, cbs)
+            k = segs[3 * s] - 1
+            s -= 1
+            continue
+        reverse_op(&ops[k], ipool, cv, w, wb, cbs)
+        k -= 1
     return 0
 
 
@@ -969,6 +1125,7 @@ def forward(Tape t, const double[::1] x, double[::1] w=None):
     """Evaluate the tape at x (size t.nin); returns the work buffer of all values."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
     if x.shape[0] != t.nin:
         raise ValueError(f"forward: expected {t.nin} input values, got {x.shape[0]}")
     if w is None:
@@ -978,13 +1135,14 @@ def forward(Tape t, const double[::1] x, double[::1] w=None):
     if t.nin:
         memcpy(&w[0], &x[0], t.nin * sizeof(double))
     with nogil:
-        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], cbs)
+        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], cbs, t.segs, nsegs)
     return np.asarray(w)
 
 
 def guards_ok(Tape t, const double[::1] w):
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
     if w.shape[0] < t.nwork:
         raise ValueError("guards_ok: work buffer too small")
     cdef bint ok
@@ -997,6 +1155,7 @@ def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=
     """Adjoints of every slot for the output cotangent ``seed``; returns the adjoint buffer."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
     if w.shape[0] < t.nwork or seed.shape[0] != t.out_n:
         raise ValueError(f"reverse: expected a work buffer of {t.nwork} and a seed of {t.out_n}")
     if wb is None:
@@ -1009,7 +1168,7 @@ def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=
     for i in range(t.out_n):
         wb[t.out_off + i] += seed[i]
     with nogil:
-        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs)
+        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs, t.segs, nsegs)
     return np.asarray(wb)
 
 
@@ -1017,6 +1176,7 @@ def tangent(Tape t, const double[::1] w, const double[:, ::1] xd):
     """Tangent sweep with L = xd.shape[0] lanes; returns the (L, nwork) tangent buffer."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
     cdef Py_ssize_t L = xd.shape[0], S = max(t.nwork, 1), l
     if w.shape[0] < t.nwork or xd.shape[1] != t.nin:
         raise ValueError(f"tangent: expected tangents of shape (L, {t.nin})")
@@ -1035,6 +1195,7 @@ def tangent_of_reverse(Tape t, const double[::1] w, const double[:, ::1] wd,
     """Tangents of the adjoints (forward over reverse); returns (L, nwork)."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
     cdef Py_ssize_t L = wd.shape[0], S = max(t.nwork, 1), l, i
     if w.shape[0] < t.nwork or wd.shape[1] != S or wb.shape[0] < t.nwork:
         raise ValueError("tangent_of_reverse: buffer sizes do not match the tape")
@@ -1055,6 +1216,7 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     """Fused scalar-output gradient into caller-owned buffers; returns (value, guards held)."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
     if (x.shape[0] != t.nin or w.shape[0] < t.nwork or wb.shape[0] < t.nwork
             or g.shape[0] != t.nin or t.out_n != 1):
         raise ValueError("value_and_grad: buffer sizes do not match the tape")
@@ -1063,12 +1225,12 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     with nogil:
         if t.nin:
             memcpy(&w[0], &x[0], t.nin * sizeof(double))
-        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], cbs)
+        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], cbs, t.segs, nsegs)
         ok = guards_hold(t.guards, t.nguard, t.cvals, &w[0])
         memset(&wb[0], 0, t.nwork * sizeof(double))
         wb[t.out_off] = 1.0
         val = w[t.out_off]
-        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs)
+        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs, t.segs, nsegs)
         if t.nin:
             memcpy(&g[0], &wb[0], t.nin * sizeof(double))
     return val, ok
@@ -1079,6 +1241,7 @@ def hvp(Tape t, const double[::1] w, const double[:, ::1] V):
     tangent-of-reverse in one call; returns an (L, nin) array."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
     cdef Py_ssize_t L = V.shape[0], S = max(t.nwork, 1), l
     if t.out_n != 1 or w.shape[0] < t.nwork or V.shape[1] != t.nin:
         raise ValueError(f"hvp: expected a scalar-output tape and V of shape (L, {t.nin})")
@@ -1092,7 +1255,7 @@ def hvp(Tape t, const double[::1] w, const double[:, ::1] V):
     if L:
         with nogil:
             tangent_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], L, S, cbs)
-            reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs)
+            reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs, t.segs, nsegs)
             tor_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wd[0, 0], &wb[0], &wbd[0, 0], L, S, cbs)
     return np.asarray(wbd)[:, :t.nin]
 
@@ -1115,6 +1278,7 @@ def grad_fast(Tape t, object x, object shape):
         return None
     cdef Py_ssize_t S = max(t.nwork, 1)
     cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
     cdef cnp.ndarray g = np.empty(shape)
     cdef double* w = <double*> malloc(S * sizeof(double))
     cdef double* wb = <double*> calloc(S, sizeof(double))
@@ -1129,11 +1293,11 @@ def grad_fast(Tape t, object x, object shape):
         with nogil:
             if t.nin:
                 memcpy(w, xp, t.nin * sizeof(double))
-            forward_sweep(t.ops, t.nops, t.ipool, t.cvals, w, cbs)
+            forward_sweep(t.ops, t.nops, t.ipool, t.cvals, w, cbs, t.segs, nsegs)
             ok = guards_hold(t.guards, t.nguard, t.cvals, w)
             if ok:
                 wb[t.out_off] = 1.0
-                reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, w, wb, cbs)
+                reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, w, wb, cbs, t.segs, nsegs)
                 if t.nin:
                     memcpy(gp, wb, t.nin * sizeof(double))
     finally:

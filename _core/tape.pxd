@@ -34,5 +34,16 @@ cdef class Tape:
     cdef public object meta          # Python-side description (shapes, pytree), JSON-able
     cdef public list callbacks       # rule objects of OP_CALL operations
     cdef object __weakref__          # tests check that tapes (and their C buffers) are freed
+    cdef int64_t* segs               # tiling segments, pairs [k0, k1) of op indices (validate())
+    cdef Py_ssize_t nsegs
+    cdef Py_ssize_t cap_segs
 
     cdef int _grow_ops(self) except -1
+    cdef int _find_segments(self) except -1
+
+
+# Loop tiling of elementwise runs (see Tape._find_segments and the sweeps): ops with at least
+# TILE_MIN_N elements may form segments of at most TILE_MAX_OPS ops.
+cdef enum:
+    TILE_MIN_N = 4096
+    TILE_MAX_OPS = 32

@@ -109,6 +109,155 @@ def live_tapes():
     return _live
 
 
+# ---------------------------------------------------------------- tiling segments
+# A segment is a run of consecutive elementwise ops [k0, k1) that the forward and reverse
+# sweeps may strip-mine (every op of the run on one tile of elements, then the next tile)
+# with results bitwise identical to the op-by-op sweeps. The rules, op by op (greedy; an op
+# that breaks a rule ends the segment and may start the next one):
+#  - unary or binary elementwise, same n (>= TILE_MIN_N) as the segment; every operand full
+#    (div 1, mod n) or scalar (mod 1), no block broadcast; its output overlaps none of its
+#    own operands (no in-place ops);
+#  - reads of the work buffer either are exactly an earlier segment op's output (full, same
+#    offset: an "internal" read, served from the same tile) or overlap no segment output;
+#  - its output overlaps no output and no operand of the earlier segment ops (so nothing
+#    read by a later tile is overwritten by an earlier one);
+#  - adjoint order: in the reverse, the adjoint of an external operand element receives its
+#    contributions tile by tile (ascending), ops in reverse order within a tile; the op-by-op
+#    sweep adds them op by op (descending), a then b inside the vectorized add/sub/mul.
+#    They agree when overlapping full external operands of a later op j and an earlier op i
+#    satisfy off_j >= off_i (op j's element lies in the same or an earlier tile), and when
+#    no scalar external operand overlaps an external operand of another op (scalars take a
+#    contribution on every tile). Within one op the generic loop interleaves a and b by
+#    element, which tiling keeps; the add/sub/mul loops need off_a >= off_b.
+# Constant-buffer operands take no part (read-only, no adjoint).
+ctypedef struct _Rd:
+    int64_t off
+    int64_t len
+    bint full
+    bint adj      # receives an adjoint contribution
+    int role      # 0 = a, 1 = b, 2 = c
+
+
+cdef inline bint _overlap(int64_t o1, int64_t n1, int64_t o2, int64_t n2) noexcept nogil:
+    return n1 > 0 and n2 > 0 and o1 < o2 + n2 and o2 < o1 + n1
+
+
+cdef int _reads(const Op* op, _Rd* r, bint* ok) noexcept nogil:
+    """The work-buffer operands of an elementwise op; ok = False for block broadcasting."""
+    cdef int nr = 0, code = op.code
+    cdef int64_t n = op.n
+    ok[0] = True
+    if code <= UN_LAST:
+        if not (op.flags & FLAG_A_CONST):
+            r[nr].off = op.a; r[nr].len = n; r[nr].full = True
+            r[nr].adj = code < UN_ZERO_FIRST; r[nr].role = 0
+            nr += 1
+        return nr
+    if op.p[0] == 1 and op.p[1] == n:
+        if not (op.flags & FLAG_A_CONST):
+            r[nr].off = op.a; r[nr].len = n; r[nr].full = True
+            r[nr].adj = code < CMP_FIRST; r[nr].role = 0
+            nr += 1
+    elif op.p[1] == 1:
+        if not (op.flags & FLAG_A_CONST):
+            r[nr].off = op.a; r[nr].len = 1; r[nr].full = False
+            r[nr].adj = code < CMP_FIRST; r[nr].role = 0
+            nr += 1
+    else:
+        ok[0] = False
+    if op.p[2] == 1 and op.p[3] == n:
+        if not (op.flags & FLAG_B_CONST):
+            r[nr].off = op.b; r[nr].len = n; r[nr].full = True
+            r[nr].adj = code < CMP_FIRST; r[nr].role = 1
+            nr += 1
+    elif op.p[3] == 1:
+        if not (op.flags & FLAG_B_CONST):
+            r[nr].off = op.b; r[nr].len = 1; r[nr].full = False
+            r[nr].adj = code < CMP_FIRST; r[nr].role = 1
+            nr += 1
+    else:
+        ok[0] = False
+    if code == OP_WHERE and not (op.flags & FLAG_C_CONST):
+        r[nr].off = op.c; r[nr].len = n; r[nr].full = True
+        r[nr].adj = False; r[nr].role = 2
+        nr += 1
+    return nr
+
+
+cdef bint _alone_ok(const Op* op, const _Rd* r, int nr) noexcept nogil:
+    cdef int q
+    if op.code > BIN_LAST or op.n < TILE_MIN_N:
+        return False
+    for q in range(nr):
+        if _overlap(op.out, op.n, r[q].off, r[q].len):
+            return False
+    # the vectorized add/sub/mul reverse adds all of a's contributions, then b's
+    if nr == 2 and r[0].adj and r[1].adj and r[0].full and r[1].full and (
+            op.code == OP_ADD or op.code == OP_SUB or op.code == OP_MUL) and (
+            _overlap(r[0].off, r[0].len, r[1].off, r[1].len) and r[0].off < r[1].off):
+        return False
+    return True
+
+
+cdef bint _joins(const Op* ops, Py_ssize_t k0, Py_ssize_t k, const _Rd* r, int nr) noexcept nogil:
+    """May op k join the segment [k0, k)?"""
+    cdef const Op* op = &ops[k]
+    cdef const Op* oi
+    cdef _Rd ri[3]
+    cdef int ni, q, s
+    cdef bint ok, internal
+    cdef Py_ssize_t i
+    if op.n != ops[k0].n:
+        return False
+    for i in range(k0, k):
+        oi = &ops[i]
+        ni = _reads(oi, ri, &ok)
+        if _overlap(op.out, op.n, oi.out, oi.n):
+            return False
+        for s in range(ni):
+            if _overlap(op.out, op.n, ri[s].off, ri[s].len):
+                return False
+        for q in range(nr):
+            internal = False
+            if _overlap(r[q].off, r[q].len, oi.out, oi.n):
+                if not (r[q].full and r[q].off == oi.out):
+                    return False
+                internal = True
+            if internal or not r[q].adj:
+                continue
+            for s in range(ni):
+                if not ri[s].adj or not _overlap(r[q].off, r[q].len, ri[s].off, ri[s].len):
+                    continue
+                # ri[s] cannot be internal here: it would overlap a segment output that
+                # r[q] (external) overlaps too, which the checks above exclude
+                if not r[q].full or not ri[s].full or r[q].off < ri[s].off:
+                    return False
+    return True
+
+
+
+cdef bint _sum_folds(const Op* ops, Py_ssize_t k0, Py_ssize_t k) noexcept nogil:
+    """Is op k a full sum (one row, m = n) of the output of op k - 1, the last op of the
+    segment [k0, k), whose result overlaps no operand or output of the segment?"""
+    cdef const Op* sm = &ops[k]
+    cdef const Op* last = &ops[k - 1]
+    cdef _Rd ri[3]
+    cdef int ni, s
+    cdef bint ok
+    cdef Py_ssize_t i
+    if (sm.code != OP_SUM or sm.p[0] != 1 or sm.p[2] != 1 or sm.p[1] != last.n
+            or sm.a != last.out or (sm.flags & FLAG_A_CONST)):
+        return False
+    for i in range(k0, k):
+        if _overlap(sm.out, sm.n, ops[i].out, ops[i].n):
+            return False
+        ni = _reads(&ops[i], ri, &ok)
+        for s in range(ni):
+            if _overlap(sm.out, sm.n, ri[s].off, ri[s].len):
+                return False
+    return True
+
+
 cdef class Tape:
     """A recorded operation sequence (Wengert list) over float64 buffers."""
 
@@ -130,6 +279,8 @@ cdef class Tape:
         self.validated = False
         self.meta = None
         self.callbacks = []
+        self.segs = NULL
+        self.nsegs = self.cap_segs = 0
 
     def __dealloc__(self):
         global _live
@@ -138,6 +289,7 @@ cdef class Tape:
         PyMem_Free(self.ipool)
         PyMem_Free(self.cvals)
         PyMem_Free(self.guards)
+        PyMem_Free(self.segs)
 
     cdef int _grow_ops(self) except -1:
         cdef Py_ssize_t cap = self.cap_ops * 2
@@ -147,6 +299,55 @@ cdef class Tape:
         self.ops = p
         self.cap_ops = cap
         return 0
+
+    cdef int _find_segments(self) except -1:
+        """Tiling segments (see the rules above), kept as triples (k0, k1, fold): ops [k0, k1),
+        at least two elementwise ops or one and a folded sum; fold = 1 when op k1 - 1 is a
+        full sum of op k1 - 2's output."""
+        cdef Py_ssize_t k, k0 = -1
+        cdef int nr
+        cdef bint ok, fold
+        cdef _Rd r[3]
+        cdef int64_t* p
+        self.nsegs = 0
+        k = 0
+        while k <= self.nops:
+            if k < self.nops:
+                nr = _reads(&self.ops[k], r, &ok)
+                ok = ok and _alone_ok(&self.ops[k], r, nr)
+            else:
+                ok = False
+            if ok and k0 >= 0 and k - k0 < TILE_MAX_OPS and _joins(self.ops, k0, k, r, nr):
+                k += 1
+                continue
+            # close the current segment [k0, k), taking in a following full sum of its
+            # last output (folded into the tiles as partial sums)
+            fold = k0 >= 0 and k < self.nops and _sum_folds(self.ops, k0, k)
+            if k0 >= 0 and (k - k0 >= 2 or fold):
+                if self.nsegs == self.cap_segs:
+                    p = <int64_t*> PyMem_Realloc(self.segs, 3 * (2 * self.cap_segs + 4) * sizeof(int64_t))
+                    if not p:
+                        raise MemoryError()
+                    self.segs = p
+                    self.cap_segs = 2 * self.cap_segs + 4
+                self.segs[3 * self.nsegs] = k0
+                self.segs[3 * self.nsegs + 1] = k + 1 if fold else k
+                self.segs[3 * self.nsegs + 2] = fold
+                self.nsegs += 1
+            if fold:
+                k0 = -1
+                k += 1
+                continue
+            k0 = k if ok else -1
+            k += 1
+        return 0
+
+    def segments(self):
+        """The tiling segments [(k0, k1, folded sum), ...] found by validate()."""
+        if not self.validated:
+            self.validate()
+        return [(self.segs[3 * i], self.segs[3 * i + 1], bool(self.segs[3 * i + 2]))
+                for i in range(self.nsegs)]
 
     # ---------------------------------------------------------------- recording entry points
     def alloc(self, Py_ssize_t n):
@@ -400,6 +601,7 @@ cdef class Tape:
                 _check_region(op.a, op.p[0], C if fl & FLAG_A_CONST else W, i, code, " operand a")
                 _check_region(op.b, op.p[1], C if fl & FLAG_B_CONST else W, i, code, " operand b")
                 _check_region(op.c, op.p[2], C if fl & FLAG_C_CONST else W, i, code, " operand c")
+        self._find_segments()
         self.validated = True
         return self
 
