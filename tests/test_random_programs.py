@@ -40,7 +40,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.filter_too_much])
 SEED = os.environ.get("TAPEGRAD_PROGRAMS_SEED")
-STATS = {"programs": 0, "smooth": 0, "guarded": 0, "rerecorded": 0, "ops": 0}
+STATS = {"programs": 0, "smooth": 0, "guarded": 0, "rerecorded": 0, "ops": 0, "unresolved": 0}
 
 C44 = np.linspace(-1.0, 1.0, 16).reshape(4, 4) / 2.0
 C33 = np.cos(np.arange(9.0)).reshape(3, 3) / 2.0
@@ -304,12 +304,28 @@ def _check(prog, z, z0, r):
     if not prog.smooth or np.abs(F(z)).max(initial=0.0) > 20.0:
         return
     STATS["smooth"] += 1
-    fd_h = numdiff.directional(rec.grad, z, v, order=4).value
-    _close(hv, fd_h, 1e-5, 1e-6)
+    fd_h = _converged_fd(rec.grad, z, v, 1e-6)
+    if fd_h is not None:
+        _close(hv, fd_h, 1e-5, 1e-6)
     for d in (v, r.standard_normal(prog.n)):
-        fd = numdiff.directional(f, z, d, order=4).value
-        assert abs(np.dot(g, d) - fd) <= 1e-6 * max(1.0, np.abs(g).max() * np.abs(d).sum()), \
-            (np.dot(g, d), fd)
+        fd = _converged_fd(f, z, d, 1e-7)
+        if fd is not None:
+            assert abs(np.dot(g, d) - fd) <= 1e-6 * max(1.0, np.abs(g).max() * np.abs(d).sum()), \
+                (np.dot(g, d), fd)
+
+
+def _converged_fd(fun, z, d, rtol):
+    """A 4th-order central difference, if it is resolved: the estimates at the default step and
+    at half of it agree to rtol. Nested powers or a cosine of a large argument vary faster than the
+    step resolves; there the differences, not the derivatives, are wrong, so nothing is compared
+    (counted in STATS["unresolved"])."""
+    r1 = numdiff.directional(fun, z, d, order=4)
+    r2 = numdiff.directional(fun, z, d, h=r1.step / 2, order=4)
+    a, b = np.asarray(r1.value), np.asarray(r2.value)
+    if np.abs(a - b).max() <= rtol * max(1.0, np.abs(b).max()):
+        return b
+    STATS["unresolved"] += 1
+    return None
 
 
 def teardown_module(module):
