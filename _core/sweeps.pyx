@@ -1304,3 +1304,40 @@ def grad_fast(Tape t, object x, object shape):
         free(w)
         free(wb)
     return g if ok else None
+
+
+def value_fast(Tape t, object x, object shape, object out_shape):
+    """f(x) for the common case, like grad_fast: x a C-contiguous float64 ndarray of the given
+    shape. Returns a float for a scalar output, else a new array of out_shape; None when x does
+    not qualify or a guard flipped (the caller takes the general path)."""
+    _checked(t)
+    if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray> x) != cnp.NPY_DOUBLE
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> x)
+            or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or x.shape != shape
+            or t.nwork > GRAD_FAST_MAX_WORK):
+        return None
+    cdef Py_ssize_t S = max(t.nwork, 1)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
+    cdef double* w = <double*> malloc(S * sizeof(double))
+    cdef const double* xp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> x)
+    cdef bint ok = False
+    cdef cnp.ndarray y
+    if w == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            if t.nin:
+                memcpy(w, xp, t.nin * sizeof(double))
+            forward_sweep(t.ops, t.nops, t.ipool, t.cvals, w, cbs, t.segs, nsegs)
+            ok = guards_hold(t.guards, t.nguard, t.cvals, w)
+        if not ok:
+            return None
+        if out_shape == ():
+            return w[t.out_off]
+        y = np.empty(out_shape)
+        if t.out_n:
+            memcpy(<double*> cnp.PyArray_DATA(y), w + t.out_off, t.out_n * sizeof(double))
+        return y
+    finally:
+        free(w)
