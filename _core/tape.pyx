@@ -258,6 +258,21 @@ cdef bint _sum_folds(const Op* ops, Py_ssize_t k0, Py_ssize_t k) noexcept nogil:
     return True
 
 
+cdef void* _reserve(void* buf, Py_ssize_t* cap, Py_ssize_t need, size_t item) except NULL:
+    """buf grown (by doubling) to hold at least ``need`` items; cap is updated."""
+    cdef Py_ssize_t c = cap[0]
+    cdef void* p
+    if need <= c:
+        return buf
+    while need > c:
+        c *= 2
+    p = PyMem_Realloc(buf, c * item)
+    if p == NULL:
+        raise MemoryError()
+    cap[0] = c
+    return p
+
+
 cdef class Tape:
     """A recorded operation sequence (Wengert list) over float64 buffers."""
 
@@ -407,16 +422,8 @@ cdef class Tape:
     def add_const(self, values):
         """Append constants (any shape, converted to float64); returns their offset."""
         cdef const double[::1] v = np.ascontiguousarray(values, dtype=np.float64).ravel()
-        cdef Py_ssize_t n = v.shape[0], cap = self.cap_con
-        cdef double* p
-        if self.ncon + n > cap:
-            while self.ncon + n > cap:
-                cap *= 2
-            p = <double*> PyMem_Realloc(self.cvals, cap * sizeof(double))
-            if not p:
-                raise MemoryError()
-            self.cvals = p
-            self.cap_con = cap
+        cdef Py_ssize_t n = v.shape[0]
+        self.cvals = <double*> _reserve(self.cvals, &self.cap_con, self.ncon + n, sizeof(double))
         cdef Py_ssize_t off = self.ncon
         if n:
             memcpy(self.cvals + off, &v[0], n * sizeof(double))
@@ -427,16 +434,8 @@ cdef class Tape:
     def add_index(self, idx):
         """Append integer indices (gather/scatter); returns their offset in the pool."""
         cdef const int64_t[::1] v = np.ascontiguousarray(idx, dtype=np.int64).ravel()
-        cdef Py_ssize_t n = v.shape[0], cap = self.cap_idx
-        cdef int64_t* p
-        if self.nidx + n > cap:
-            while self.nidx + n > cap:
-                cap *= 2
-            p = <int64_t*> PyMem_Realloc(self.ipool, cap * sizeof(int64_t))
-            if not p:
-                raise MemoryError()
-            self.ipool = p
-            self.cap_idx = cap
+        cdef Py_ssize_t n = v.shape[0]
+        self.ipool = <int64_t*> _reserve(self.ipool, &self.cap_idx, self.nidx + n, sizeof(int64_t))
         cdef Py_ssize_t off = self.nidx
         if n:
             memcpy(self.ipool + off, &v[0], n * sizeof(int64_t))
