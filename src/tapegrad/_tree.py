@@ -52,7 +52,3 @@ def unflatten(treedef, leaves):
         return None
 
     return rec(treedef)
-
-
-def same_structure(a, b):
-    return a == b
