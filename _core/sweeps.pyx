@@ -523,6 +523,24 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
             xb[i] += yb[i]
 
 
+cdef void logaddexp_adjoint(const double* x, int kind, const double* y, const double* yb,
+                            double* xb, Py_ssize_t n, double* scratch, int is_const) noexcept nogil:
+    # xb += yb * exp(x - y) for one operand of y = logaddexp(a, b); kind 0: x has n values,
+    # kind 1: x is one value broadcast (its adjoint sums the contributions in order)
+    cdef Py_ssize_t i
+    if is_const:
+        return
+    for i in range(n):
+        scratch[i] = (x[i] if kind == 0 else x[0]) - y[i]
+    run_unary_loop(OP_EXP, scratch, scratch, n)
+    if kind == 0:
+        for i in range(n):
+            xb[i] += yb[i] * scratch[i]
+    else:
+        for i in range(n):
+            xb[0] += yb[i] * scratch[i]
+
+
 cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
                     const double* w, double* wb, PyObject* cbs) except -1 nogil:
     """Adjoint of one op: accumulates into the adjoints of its operands."""
@@ -620,6 +638,15 @@ cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
                     for i in range(n):
                         bb[i] -= yb[i]
             return 0
+        if code == OP_LOGADDEXP and ka != 2 and kb != 2 and UN_LOOP[OP_EXP] != NULL:
+            # d/da = exp(a - y), d/db = exp(b - y): NumPy's exp loop over a scratch row instead
+            # of two scalar exp calls per element (logistic losses spend their reverse sweep here)
+            scratch = <double*> malloc(n * sizeof(double))
+            if scratch != NULL:
+                logaddexp_adjoint(a, ka, y, yb, ab, n, scratch, fl & FLAG_A_CONST)
+                logaddexp_adjoint(b, kb, y, yb, bb, n, scratch, fl & FLAG_B_CONST)
+                free(scratch)
+                return 0
         bstart(&ia_, op.p[0], op.p[1])
         bstart(&ib_, op.p[2], op.p[3])
         for i in range(n):
