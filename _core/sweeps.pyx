@@ -242,6 +242,11 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
         elif ka == 0 and kb == 0 and code == OP_MUL:
             for i in range(n):
                 y[i] = a[i] * b[i]
+        elif (code == OP_ADD or code == OP_SUB or code == OP_MUL) and (
+                (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):
+            # a bias row: one operand repeats every mod elements (x @ W + b); nested loops
+            # instead of an index walk, so the inner loop vectorizes
+            row_op_forward(code, a, b, y, n, op.p[1] if ka == 2 else op.p[3], ka == 2)
         elif BIN_LOOP[code] != NULL and ka != 2 and kb != 2:
             run_binary_loop(code, a, b, y, n, ka == 1, kb == 1)
         elif ka == 0 and kb == 0 and code != OP_WHERE:
@@ -523,6 +528,48 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
             xb[i] += yb[i]
 
 
+cdef void row_op_forward(int code, const double* a, const double* b, double* y, Py_ssize_t n,
+                         Py_ssize_t m, bint a_is_row) noexcept nogil:
+    # y = a op b where one operand (the "row", m values) repeats along the other (n values)
+    cdef Py_ssize_t r, j, base
+    for r in range(n // m):
+        base = r * m
+        if code == OP_ADD:
+            for j in range(m):
+                y[base + j] = (a[j] if a_is_row else a[base + j]) + (b[base + j] if a_is_row else b[j])
+        elif code == OP_SUB:
+            for j in range(m):
+                y[base + j] = (a[j] if a_is_row else a[base + j]) - (b[base + j] if a_is_row else b[j])
+        else:
+            for j in range(m):
+                y[base + j] = (a[j] if a_is_row else a[base + j]) * (b[base + j] if a_is_row else b[j])
+
+
+cdef void row_op_reverse(int code, const double* a, const double* b, const double* yb, double* ab,
+                         double* bb, Py_ssize_t n, Py_ssize_t m, bint a_is_row, int a_const,
+                         int b_const) noexcept nogil:
+    # adjoints of row_op_forward: the row's adjoint sums its contributions row by row, in the
+    # same order as the element-by-element walk
+    cdef Py_ssize_t r, j, base
+    cdef double sa = -1.0 if code == OP_SUB else 1.0
+    for r in range(n // m):
+        base = r * m
+        if not a_const:
+            if a_is_row:
+                for j in range(m):
+                    ab[j] += yb[base + j] * (b[base + j] if code == OP_MUL else 1.0)
+            else:
+                for j in range(m):
+                    ab[base + j] += yb[base + j] * (b[j] if code == OP_MUL else 1.0)
+        if not b_const:
+            if a_is_row:
+                for j in range(m):
+                    bb[base + j] += yb[base + j] * (a[j] if code == OP_MUL else sa)
+            else:
+                for j in range(m):
+                    bb[j] += yb[base + j] * (a[base + j] if code == OP_MUL else sa)
+
+
 cdef void logaddexp_adjoint(const double* x, int kind, const double* y, const double* yb,
                             double* xb, Py_ssize_t n, double* scratch, int is_const) noexcept nogil:
     # xb += yb * exp(x - y) for one operand of y = logaddexp(a, b); kind 0: x has n values,
@@ -637,6 +684,11 @@ cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
                 else:
                     for i in range(n):
                         bb[i] -= yb[i]
+            return 0
+        if (code == OP_ADD or code == OP_SUB or code == OP_MUL) and (
+                (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):
+            row_op_reverse(code, a, b, yb, ab, bb, n, op.p[1] if ka == 2 else op.p[3], ka == 2,
+                           fl & FLAG_A_CONST, fl & FLAG_B_CONST)
             return 0
         if code == OP_LOGADDEXP and ka != 2 and kb != 2 and UN_LOOP[OP_EXP] != NULL:
             # d/da = exp(a - y), d/db = exp(b - y): NumPy's exp loop over a scratch row instead
