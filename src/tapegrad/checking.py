@@ -32,6 +32,17 @@ def _flat_fn(f, args):
     return ff, x0, unflat
 
 
+def _shaped_like(u, out):
+    """The flat vector u laid out as the pytree ``out`` (a cotangent for vjp)."""
+    leaves, td = _tree.flatten(out)
+    parts, pos = [], 0
+    for o in leaves:
+        n = int(np.size(o))
+        parts.append(u[pos:pos + n].reshape(np.shape(o)))
+        pos += n
+    return _tree.unflatten(td, parts)
+
+
 def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, seed=0, h=None):
     """Check f's derivatives at args against central differences; raises AssertionError.
 
@@ -59,13 +70,7 @@ def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, s
                                  f"differences by {err:.3e}\n jvp={od}\n fd ={num}")
     if "rev" in modes:
         out, vjp_fn = api.vjp(f, *unflat(x0))
-        ol, otd = _tree.flatten(out)
-        parts, pos = [], 0
-        for o in ol:
-            n = int(np.size(o))
-            parts.append(u[pos:pos + n].reshape(np.shape(o)))
-            pos += n
-        ct = vjp_fn(_tree.unflatten(otd, parts))
+        ct = vjp_fn(_shaped_like(u, out))
         g = np.concatenate([np.ravel(c) for c in _tree.flatten(ct)[0]]) if x0.size else np.zeros(0)
         lhs, rhs = float(g @ v), float(u @ num)
         tol = atol + rtol * max(np.abs(u).sum() * np.abs(num).max(initial=0.0), 1.0)
@@ -84,16 +89,8 @@ def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, s
             if not err <= 10 * hscale:
                 raise AssertionError(f"check_grads (hvp): differs from differences of the gradient "
                                      f"by {err:.3e}\n hvp={hv}\n fd ={hv_num}")
-        u_tree_leaves = u
-
         def vjp_of_f(*a):
             out, fn = api.vjp(f, *a)
-            ol, otd = _tree.flatten(out)
-            parts, pos = [], 0
-            for o in ol:
-                n = int(np.size(o))
-                parts.append(u_tree_leaves[pos:pos + n].reshape(np.shape(o)))
-                pos += n
-            return fn(_tree.unflatten(otd, parts))
+            return fn(_shaped_like(u, out))
         check_grads(vjp_of_f, *args, modes=modes, order=order - 1, rtol=rtol, atol=atol,
                     seed=seed + 1, h=h)
