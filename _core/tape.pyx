@@ -12,7 +12,7 @@ What lives here and why:
   so neither a recording bug nor hostile serialized bytes can make a sweep read out of bounds.
 """
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp
 from libc.stdint cimport int32_t, int64_t
 
 import json
@@ -430,6 +430,16 @@ cdef class Tape:
         self.ncon += n
         self.validated = False
         return off
+
+    def const_matches(self, Py_ssize_t off, values):
+        """True if the constants stored at ``off`` are, bit for bit, ``values`` (as float64).
+        Lets a recording reuse a stored array only while the array is unchanged, without keeping
+        a second copy of it."""
+        cdef const double[::1] v = np.ascontiguousarray(values, dtype=np.float64).ravel()
+        cdef Py_ssize_t n = v.shape[0]
+        if off < 0 or off + n > self.ncon:
+            return False
+        return n == 0 or memcmp(self.cvals + off, &v[0], n * sizeof(double)) == 0
 
     def add_index(self, idx):
         """Append integer indices (gather/scatter); returns their offset in the pool."""

@@ -48,7 +48,7 @@ class Recorder:
         self.level = 0
         self.active = False
         self.nested = False          # saw a tracer of an outer (active) recorder
-        self.const_cache = {}        # id(array) -> (offset, array, snapshot): big constants once
+        self.const_cache = {}        # id(array) -> (offset, array): big constants stored once
         self.const_sources = {}      # constant offset -> outer Tracer it was taken from
         self.alloc_starts = []       # work-buffer allocations, in increasing order
         self.alloc_sizes = []
@@ -91,10 +91,10 @@ class Recorder:
             # the same array object may have been modified in place since it was stored
             # (A *= 2 between two uses): reuse only while its contents are unchanged
             hit = self.const_cache.get(id(value))
-            if hit is not None and hit[1] is value and np.array_equal(hit[2], value, equal_nan=True):
+            if hit is not None and hit[1] is value and self.tape.const_matches(hit[0], value):
                 return hit[0]
             off = self.tape.add_const(value)
-            self.const_cache[id(value)] = (off, value, value.copy())
+            self.const_cache[id(value)] = (off, value)
             return off
         off = self.tape.add_const(value)
         if source is not None:
