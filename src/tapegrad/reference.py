@@ -217,6 +217,14 @@ class Sweep:
             vals.put(int(op["out"]), int(op["n"]), self.forward_op(op, A, B, C))
         return vals
 
+    def _binary_partials(self, name, n, p, A, B, C, Y):
+        """Broadcast indices of a binary op's operands (None: full size) and its partials."""
+        ia = None if (p[0] == 1 and p[1] == n) else self._bidx(n, p[0], p[1])
+        ib = None if (p[2] == 1 and p[3] == n) else self._bidx(n, p[2], p[3])
+        Af = A if ia is None else _take(A, ia)
+        Bf = B if ib is None else _take(B, ib)
+        return (ia, ib) + tuple(_binary_d1(name, Af, Bf, Y, C))
+
     def _bidx(self, n, div, mod):
         return (np.arange(n) // div) % mod
 
@@ -298,11 +306,7 @@ class Sweep:
         if code <= _UN[1]:
             return Yb * UNARY_D1[name](A, Y, d), None
         if code <= _BIN[1]:
-            ia = None if (p[0] == 1 and p[1] == n) else self._bidx(n, p[0], p[1])
-            ib = None if (p[2] == 1 and p[3] == n) else self._bidx(n, p[2], p[3])
-            Af = A if ia is None else _take(A, ia)
-            Bf = B if ib is None else _take(B, ib)
-            da, db = _binary_d1(name, Af, Bf, Y, C)
+            ia, ib, da, db = self._binary_partials(name, n, p, A, B, C, Y)
             ga, gb = Yb * da, Yb * db
             ga = ga if ia is None else _scatter(ga, ia, int(p[1]))
             gb = gb if ib is None else _scatter(gb, ib, int(p[3]))
@@ -383,11 +387,7 @@ class Sweep:
         if code <= _UN[1]:
             return Ad * UNARY_D1[name](A, Y, d)
         if code <= _BIN[1]:
-            ia = None if (p[0] == 1 and p[1] == n) else self._bidx(n, p[0], p[1])
-            ib = None if (p[2] == 1 and p[3] == n) else self._bidx(n, p[2], p[3])
-            Af = A if ia is None else _take(A, ia)
-            Bf = B if ib is None else _take(B, ib)
-            da, db = _binary_d1(name, Af, Bf, Y, C)
+            ia, ib, da, db = self._binary_partials(name, n, p, A, B, C, Y)
             out = 0.0
             if Ad is not None:
                 out = out + da * (Ad if ia is None else _take(Ad, ia))
