@@ -1,15 +1,24 @@
 """Scalar tracers (0-d values held as Python floats, see tracer.Tracer) against the 0-d array path.
 
-The rules' scalar fast paths compute on Python floats instead of 0-d arrays; they must give the
-same bits, the same floating-point warnings and the same tape as the array path.
+The scalar fast paths (the rules' and the Tracer operators' and __array_ufunc__'s) compute on
+Python floats instead of 0-d arrays; they must give the same bits, the same floating-point
+warnings and the same tape as the array path. Then the recorder's bookkeeping (emitted ops
+leave none: finish() reads the op table) against a plain reverse scan for dead operations.
 """
 import warnings
+
+import bisect
 
 import numpy as np
 import pytest
 
-from tapegrad import rules
+import tapegrad as tg
+from tapegrad import api, rules
+from tapegrad._core.tape import FLAG_A, FLAG_B, FLAG_C
+from tapegrad.reference import operand_sizes
 from tapegrad.tracer import Recorder, Tracer
+
+from _programs import random_program
 
 POINTS = [0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 2.0, 0.9999, 1e-300, 1e308, -1e308, np.inf, -np.inf,
           np.nan]
@@ -62,22 +71,36 @@ def _program(a, b, c):
     res += [a ** 2, a ** 3, 2 ** b, 1 / b, (-a) / 3, np.tanh(c), abs(a), np.maximum(a, b),
             np.log(a - b), np.log(b), a / (c - c), np.sqrt(a) * 1e308 * 10.0, (a > b) * c,
             s * np.float64(2.0) - 3]
+    # each operator with a float, an int, a NumPy scalar on either side, and with two tracers;
+    # results that overflow, divide by zero or are NaN; ufuncs of every kind of unary primitive
+    for k in (0.5, -2.0, 0.0, 3, np.float64(0.25), 1e308, np.nan):
+        res += [a + k, k + a, a - k, k - a, a * k, k * a, a / k, k / a, (a * 1e308) * k]
+    res += [a + b, a - b, a * b, a / b, b / (a - a), (a - a) / (a - a), a * 1e308 + b * 1e308,
+            np.sin(a), np.cos(b), np.tanh(c), np.exp(c * 400.0), np.log(a - a), np.log(b),
+            np.sqrt(b), np.arcsin(c), np.abs(b), np.fabs(b), np.negative(a), np.square(c),
+            np.sign(b), np.floor(c), np.expm1(a), np.log1p(b), np.cbrt(b), np.arctanh(c)]
     return res
 
 
 def test_scalar_tracers_record_the_array_path_tape(monkeypatch):
-    def record():
+    def record(floats):
         rec = Recorder()
         with rec:
             xs = rec.new(np.array([0.3, -0.7, 2.0]))
-            out, w = _run(_program, *(xs[k] for k in range(3)))
+            ins = [xs[k] for k in range(3)]
+            assert all(t._f is not None for t in ins)
+            if not floats:
+                for t in ins:
+                    t._val = t._val     # held as a 0-d array from here on
+            out, w = _run(_program, *ins)
         return rec.tape.op_table().tobytes(), [t._val for t in out], w
 
-    got = record()
-    # reference: every value computed by NumPy on arrays (the float shortcuts switched off)
+    got = record(True)
+    # reference: every value computed by NumPy on arrays (the float shortcuts switched off;
+    # the operators' and __array_ufunc__'s are taken only by tracers holding floats)
     monkeypatch.setattr(rules, "_py_float", lambda fn, a, b: None)
     monkeypatch.setattr(rules, "_scalar_unary", lambda name, x, d: None)
-    ref = record()
+    ref = record(False)
     assert got[0] == ref[0]
     assert all(_same(u, v) for u, v in zip(got[1], ref[1]))
     assert got[2] == ref[2]
@@ -91,3 +114,121 @@ def test_scalar_tracer_materializes_its_array():
         assert t._val is t._val          # made once
         t._val = np.array(True)          # rules set boolean results through _val
         assert t._f is None and t._val.dtype == np.bool_
+
+
+# ------------------------------------------------------------------ operators on 0-d tracers
+CONSTANTS = [0.5, -3, True, np.float64(0.25), np.float32(1.5), np.int64(2), np.array(0.75),
+             np.array([0.75]), np.array([[-1.25]]), np.array(2)]
+OPERATORS = [("+", lambda u, v: u + v, lambda u, v: (1.0, 1.0)),
+             ("-", lambda u, v: u - v, lambda u, v: (1.0, -1.0)),
+             ("*", lambda u, v: u * v, lambda u, v: (v, u)),
+             ("/", lambda u, v: u / v, lambda u, v: (1.0 / v, -u / (v * v)))]
+
+
+@pytest.mark.parametrize("c", CONSTANTS, ids=lambda c: f"{type(c).__name__}{np.shape(c)}")
+@pytest.mark.parametrize("sym,op,partials", OPERATORS, ids=[o[0] for o in OPERATORS])
+def test_operators_with_constants_of_every_kind(sym, op, partials, c):
+    """x op c and c op x for a 0-d tracer x: NumPy's value and shape, the closed-form derivative."""
+    x0 = np.array([0.3, -1.7])
+    cv = float(np.ravel(c)[0])
+    for f, dx in ((lambda x: op(x[0] * x[1], c), lambda u: partials(u, cv)[0]),
+                  (lambda x: op(c, x[0] * x[1]), lambda u: partials(cv, u)[1])):
+        want = f(x0)
+        r = tg.record(lambda x: np.sum(f(x)), x0)
+        v, g = r.value_and_grad(x0)
+        assert np.shape(tg.record(f, x0)(x0)) == np.shape(want)
+        np.testing.assert_allclose(v, np.sum(want), rtol=1e-15)   # (x / c records x * (1/c))
+        u = x0[0] * x0[1]
+        np.testing.assert_allclose(g, dx(u) * np.array([x0[1], x0[0]]), rtol=1e-14)
+        x1 = x0 * 1.1
+        np.testing.assert_allclose(r.grad(x1), dx(x1[0] * x1[1]) * np.array([x1[1], x1[0]]),
+                                   rtol=1e-14)
+
+
+def test_operators_mix_scalar_tracers_with_arrays_and_other_recordings():
+    def f(x):
+        a, b, v = x[0], x[1], x[1:]                 # v: a 1-element traced array
+        s = a * b - b / a + 2 * a - 1 / b
+        s = s + a * v - v / a + v * np.ones((1, 1))  # 0-d with (1,) and (1, 1): broadcasting
+        return np.sum(s * np.array(0.5) + np.float32(2.0) * np.sin(a) / np.int64(3))
+    x0 = np.array([0.7, -1.3])
+    r = tg.record(f, x0)
+    np.testing.assert_allclose(r(x0), f(x0), rtol=1e-15)
+    g = tg.grad(f)(x0)
+    h = 1e-6
+    fd = [(f(x0 + h * e) - f(x0 - h * e)) / (2 * h) for e in np.eye(2)]
+    np.testing.assert_allclose(g, fd, rtol=1e-8)
+    np.testing.assert_allclose(r.grad(x0), g, rtol=1e-15)
+    # a tracer of the outer recording in an inner one: a constant there, yet differentiated
+    # through by the outer derivative (d/dy of d/dx (x * y) at y = 1.5, x = 2 is 1)
+    dxy = tg.grad(lambda y: tg.grad(lambda x: x * y * 1.0 - y / x)(2.0))(1.5)
+    np.testing.assert_allclose(dxy, 1.0 + 1.0 / 4.0, rtol=1e-14)
+
+
+def test_scalar_operators_on_finished_tracers_fold_to_numbers():
+    rec = Recorder()
+    with rec:
+        a = rec.new(np.array([0.5, 2.0]))[0]
+    for y, want in ((a * a, 0.25), (a + 1.0, 1.5), (3.0 - a, 2.5), (np.sin(a), np.sin(0.5))):
+        assert type(y) is not Tracer and y == want
+
+
+# ------------------------------------------------------------------ dead operations
+def _reference_keep(table, starts, roots):
+    """Which ops reach a root: a plain reverse scan by allocation, as finish() should decide."""
+    alloc = lambda off: bisect.bisect_right(starts, off) - 1      # noqa: E731
+    needed = {alloc(r) for r in roots}
+    keep = []
+    for op in table[::-1]:
+        live = alloc(int(op["out"])) in needed
+        keep.append(live)
+        if live:
+            for off, size, flag in zip((op["a"], op["b"], op["c"]), operand_sizes(op),
+                                       (FLAG_A, FLAG_B, FLAG_C)):
+                if size and not int(op["flags"]) & flag:
+                    needed.add(alloc(int(off)))
+    return np.array(keep[::-1], dtype=bool)
+
+
+def _scalar_with_dead_values(x):
+    a, b, c = x[0], x[1], x[2]
+    dead = np.cos(a * c) - 2.0 * b                    # emitted ops nobody reads
+    np.stack([dead, a * a])                           # an explicit op reading them, unused too
+    u = a * b + np.sin(c)
+    w = np.stack([u, a * a, np.tanh(u)])              # explicit copies of emitted values
+    if u > 0.0:                                       # a guard: a root
+        u = u * 2.0
+    z = w[1:]
+    return np.sum(z) * c + u + (a - b if a > b else b - a) + np.exp(z[0] + 0.0 * dead)
+
+
+@pytest.mark.parametrize("case", range(13))
+def test_finish_drops_what_the_reference_scan_drops(monkeypatch, case):
+    if case < 12:
+        f, args = random_program(case, n_ops=14)
+    else:
+        f, args = _scalar_with_dead_values, (np.array([0.4, -0.9, 1.3]),)
+    seen = {}
+    finish = Recorder.finish
+
+    def spy(self, nin, out_off, out_n):
+        seen["table"] = self.tape.op_table()
+        seen["roots"] = [o for o, _ in self.value_guards] + ([out_off] if out_n else [])
+        t = finish(self, nin, out_off, out_n)
+        seen["starts"], seen["sizes"], seen["nwork"] = self.alloc_starts, self.alloc_sizes, self.nwork
+        return t
+    monkeypatch.setattr(Recorder, "finish", spy)
+    tr = api.Traced(f, args, fname="record")
+    keep = _reference_keep(seen["table"], seen["starts"], seen["roots"])
+    assert not keep.all()                            # each case has dead ops
+    assert tr.tape.op_table().tobytes() == seen["table"][keep].tobytes()
+    # the allocations tile the work buffer, in order
+    starts, sizes = seen["starts"], seen["sizes"]
+    assert starts[0] == 0 and all(n >= 0 for n in sizes)
+    assert all(s + n == e for s, n, e in zip(starts, sizes, starts[1:] + [seen["nwork"]]))
+    monkeypatch.undo()
+    if case == 12:
+        x = args[0]
+        h = 1e-6
+        fd = [(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(3)]
+        np.testing.assert_allclose(tg.record(f, x).grad(x), fd, rtol=1e-7)

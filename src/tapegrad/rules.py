@@ -75,6 +75,11 @@ BINARY_UFUNCS = {
 # ufunc -> rule(*inputs) written as a composition of primitives (filled by rules_numpy)
 UFUNC_RULES = {}
 
+# Tracer.__array_ufunc__'s fast path for a 0-d tracer: ufunc -> (the ufunc giving the value of
+# its primitive, opcode) for the unary ufuncs whose primitive is one ufunc of x
+SCALAR_UNARY_UFUNCS = {uf: (_UNARY_UFUNC[name], OPCODES[name])
+                       for uf, name in UNARY_UFUNCS.items() if name in _UNARY_UFUNC}
+
 
 def _prod(shape):
     return math.prod(shape)

@@ -11,15 +11,17 @@ the innermost active recorder among its operands; tracers of outer recorders are
 to it, remembered with their source so that the inner derivative can be re-expressed as
 operations on the outer tracers (see ``reference.py``).
 """
-import bisect
 import itertools
+import math
+import operator
 import threading
 import warnings
 
 import numpy as np
 
-from ._core.tape import Tape, OPCODES
+from ._core.tape import Tape, OPCODES, FAMILIES
 
+_BIN_FIRST = FAMILIES["binary"][0]
 _PADS = tuple((0,) * (6 - k) for k in range(7))   # pads an op's integer parameters to 6
 
 _state = threading.local()
@@ -50,11 +52,15 @@ class Recorder:
         self.nested = False          # saw a tracer of an outer (active) recorder
         self.const_cache = {}        # id(array) -> (offset, array): big constants stored once
         self.const_sources = {}      # constant offset -> outer Tracer it was taken from
-        self.alloc_starts = []       # work-buffer allocations, in increasing order
-        self.alloc_sizes = []
-        self.op_reads = []           # per op: work offsets it reads (for dead-code removal)
-        self.op_writes = []          # per op: work offset of its output
+        # The work buffer is cut into allocations, laid end to end in the order they are made.
+        # An emitted op (emit_*, and the same inlined in Tracer's scalar fast paths) allocates
+        # its own output and reads only work values (x[a], and x[b] for a binary op), so the
+        # tape's op table says all there is to know about it: per op it costs no Python
+        # bookkeeping. The other allocations and ops are listed here.
+        self.new_starts = []         # work offsets of the allocations made by new()
+        self.op_reads = {}           # op index -> work offsets it reads, for ops made by op()
         self.value_guards = []       # (offset, expected values) recorded by bool()/float()
+        self._starts = None          # all allocations' starts, fixed by finish()
 
     # -- context
     def __enter__(self):
@@ -78,11 +84,9 @@ class Recorder:
         """A fresh work-buffer allocation holding ``value`` (result of one operation)."""
         if type(value) is not np.ndarray:
             value = np.asarray(value)
-        n = value.size
         off = self.nwork
-        self.nwork = off + n
-        self.alloc_starts.append(off)
-        self.alloc_sizes.append(n)
+        self.nwork = off + value.size
+        self.new_starts.append(off)
         return Tracer(self, off, value)
 
     def const(self, value, source=None):
@@ -113,19 +117,16 @@ class Recorder:
         v = _as_float_array(x)
         return self.const(v), True, v
 
-    # The rules' fast paths: new(value) and the op writing it in one call, for the two op shapes
-    # scalar-heavy code records most. value is an ndarray, or a Python float for a 0-d result
-    # (see Tracer). Integer parameters are passed positionally: add_op(*p) alone cost ~0.1 us.
+    # The rules' fast paths: an allocation and the op writing it in one call, for the two op
+    # shapes scalar-heavy code records most. value is an ndarray, or a Python float for a 0-d
+    # result (see Tracer). Integer parameters are passed positionally: add_op(*p) alone cost
+    # ~0.1 us. Nothing else is recorded (see __init__): these run once per traced operation.
     def emit_unary(self, value, code, a, d):
         """y = g(x[a]; d) elementwise."""
         n = 1 if type(value) is float else value.size
         off = self.nwork
         self.nwork = off + n
-        self.alloc_starts.append(off)
-        self.alloc_sizes.append(n)
         self._add_op(code, 0, off, a, 0, 0, n, d=d)
-        self.op_reads.append((a,))
-        self.op_writes.append(off)
         return Tracer(self, off, value)
 
     def emit_binary(self, value, code, a, b):
@@ -133,24 +134,50 @@ class Recorder:
         n = 1 if type(value) is float else value.size
         off = self.nwork
         self.nwork = off + n
-        self.alloc_starts.append(off)
-        self.alloc_sizes.append(n)
         self._add_op(code, 0, off, a, b, 0, n, 1, n, 1, n)
-        self.op_reads.append((a, b))
-        self.op_writes.append(off)
         return Tracer(self, off, value)
 
     def op(self, code, flags, out, a=0, b=0, c=0, n=0, p=(), d=0.0, reads=()):
-        self._add_op(code, flags, out, a, b, c, n, *p, *_PADS[len(p)], d)
-        self.op_reads.append(reads)
-        self.op_writes.append(out)
-
-    def alloc_index(self, off):
-        return bisect.bisect_right(self.alloc_starts, off) - 1
+        k = self._add_op(code, flags, out, a, b, c, n, *p, *_PADS[len(p)], d)
+        self.op_reads[k] = reads
 
     def guard(self, tracer):
         """Record that replays must reproduce this tracer's current value."""
         self.value_guards.append((tracer._off, tracer._val.astype(np.float64).ravel().copy()))
+
+    # -- the allocations (for finish() and the reference sweep)
+    def _starts_of(self, table):
+        """Start offsets of all allocations (new()'s, then the emitted ops' outputs: unsorted),
+        and which ops of ``table`` (the tape's op_table()) emit_* made."""
+        emitted = np.ones(len(table), dtype=bool)
+        if self.op_reads:
+            emitted[np.fromiter(self.op_reads, dtype=np.int64, count=len(self.op_reads))] = False
+        return np.concatenate([np.asarray(self.new_starts, dtype=np.int64),
+                               table["out"][emitted]]), emitted
+
+    def _alloc_index(self, starts, offs):
+        """Per work offset in offs, the index of the allocation holding it: the last one to
+        start at or before it, allocations counted in increasing order of start (they tile the
+        work buffer in the order they were made; empty ones share their start with the next)."""
+        nw = self.nwork
+        if nw <= 8 * (len(starts) + len(offs)) + 4096:
+            # a count of starts over the work buffer: a few us cheaper than sorting and a
+            # binary search per offset (~10 ns each) while the buffer is small
+            return np.bincount(starts, minlength=nw + 1).cumsum()[offs] - 1
+        return np.sort(starts).searchsorted(offs, "right") - 1
+
+    @property
+    def alloc_starts(self):
+        """Work offsets where allocations start, in increasing order."""
+        starts = self._starts if self._starts is not None else \
+            self._starts_of(self.tape.op_table())[0]
+        return np.sort(starts).tolist()
+
+    @property
+    def alloc_sizes(self):
+        """Sizes of the allocations (they tile the work buffer end to end)."""
+        starts = self.alloc_starts
+        return [e - s for s, e in zip(starts, starts[1:] + [self.nwork])]
 
     # -- finishing
     def finish(self, nin, out_off, out_n):
@@ -160,45 +187,70 @@ class Recorder:
         t.set_io(nin, out_off, out_n)
         for off, expected in self.value_guards:
             t.add_guard(off, expected)
-        nops = len(self.op_writes)
-        # liveness by allocation: which allocation each write / read falls in (one searchsorted)
-        starts = np.asarray(self.alloc_starts, dtype=np.int64)
-        wsel = np.searchsorted(starts, np.asarray(self.op_writes, dtype=np.int64), "right") - 1
-        rflat = list(itertools.chain.from_iterable(self.op_reads))
-        rsel = np.searchsorted(starts, np.asarray(rflat, dtype=np.int64), "right") - 1
-        roots = [self.alloc_index(off) for off, _ in self.value_guards]
+        table = t.op_table()
+        nops = len(table)
+        starts, emitted = self._starts_of(table)
+        self._starts = starts
+        # liveness by allocation: which allocation each write, read and root falls in, in one
+        # call (NumPy's ~1 us per call is most of what this step costs on small tapes)
+        a, b = table["a"], table["b"]
+        binary = emitted & (table["code"] >= _BIN_FIRST)   # emitted binary ops read x[b] too
+        roots = [off for off, _ in self.value_guards]
         if out_n:
-            roots.append(self.alloc_index(out_off))
+            roots.append(out_off)
+        reads = self.op_reads
+        sel = self._alloc_index(starts, np.concatenate([
+            table["out"], a[emitted], b[binary],
+            np.fromiter(itertools.chain(itertools.chain.from_iterable(reads.values()), roots),
+                        dtype=np.int64)]))
+        wsel = sel[:nops]
         # Usual case first: every allocation has one writer (values are SSA) and every written
         # one is read or is a root. Then nothing is dead: the last dead op would be one whose
         # output nobody reads. Otherwise the reverse scan below decides op by op.
         read = np.zeros(len(starts) + 1, dtype=bool)
-        read[rsel] = True
-        read[roots] = True
+        read[sel[nops:]] = True
         if nops and read[wsel].all() and (
-                bool((np.diff(wsel) > 0).all()) or np.unique(wsel).size == nops):
-            keep = [True]
-        else:
-            wsel, rsel = wsel.tolist(), rsel.tolist()
-            needed = [False] * (len(starts) + 1)
-            for a in roots:
-                needed[a] = True
-            keep = [False] * nops
-            end = len(rsel)
-            reads = self.op_reads
-            for k in range(nops - 1, -1, -1):
-                start = end - len(reads[k])
-                if needed[wsel[k]]:
-                    keep[k] = True
-                    for j in range(start, end):
-                        needed[rsel[j]] = True
-                end = start
+                bool((wsel[1:] > wsel[:-1]).all()) or np.unique(wsel).size == nops):
+            return self._validated()
+        # per op, the allocations it reads (sel's segments, in the order concatenated above)
+        pos = nops
+        ne, nb = int(emitted.sum()), int(binary.sum())
+        a_sel = np.zeros(nops, dtype=np.int64)
+        a_sel[emitted] = sel[pos:pos + ne]
+        b_sel = np.full(nops, -1, dtype=np.int64)
+        b_sel[binary] = sel[pos + ne:pos + ne + nb]
+        pos += ne + nb
+        a_sel, b_sel, rest = a_sel.tolist(), b_sel.tolist(), sel[pos:].tolist()
+        explicit = {}
+        pos = 0
+        for k, r in reads.items():
+            explicit[k] = rest[pos:pos + len(r)]
+            pos += len(r)
+        needed = [False] * (len(starts) + 1)
+        for r in rest[pos:]:        # the roots
+            needed[r] = True
+        wsel = wsel.tolist()
+        keep = [False] * nops
+        for k in range(nops - 1, -1, -1):
+            if needed[wsel[k]]:
+                keep[k] = True
+                r = explicit.get(k)
+                if r is None:       # an emit_* op
+                    needed[a_sel[k]] = True
+                    if b_sel[k] >= 0:
+                        needed[b_sel[k]] = True
+                else:
+                    for j in r:
+                        needed[j] = True
         if not all(keep):
             t.keep_ops(np.array(keep, dtype=bool))
-            self.op_reads = [r for r, k in zip(self.op_reads, keep) if k]
-            self.op_writes = [w for w, k in zip(self.op_writes, keep) if k]
-        t.validate()
-        return t
+            self.op_reads = {j: reads[k] for j, k in enumerate(np.flatnonzero(keep).tolist())
+                             if k in reads}
+        return self._validated()
+
+    def _validated(self):
+        self.tape.validate()
+        return self.tape
 
 
 def _as_float_array(x):
@@ -236,6 +288,71 @@ def top_recorder(*xs):
 def value_of(x):
     """The NumPy value of x (a tracer's current value, or x itself)."""
     return x._val if type(x) is Tracer else x
+
+
+def _scalar_tracer(rec, off, f):
+    """Tracer(rec, off, f) for a Python float f, without the call through type and __init__
+    (~50 ns of an operation's ~600 on the scalar fast paths)."""
+    t = _new(Tracer)
+    t._rec = rec
+    t._off = off
+    t._f = f
+    t._arr = None
+    return t
+
+
+_new = object.__new__
+
+
+def _arith(name, ufunc, fn, const=None, reflected=False):
+    """The dunder of a basic arithmetic operator: ``self op o``, or ``o op self`` if reflected.
+
+    Scalar-heavy code spends its recording time here, so 0-d tracers of an active recording
+    take a fast path computed on their Python floats (``fn``: the same IEEE double operation
+    NumPy performs), taken only when the result is finite (else NumPy's value and warnings
+    come from the general path): two tracers of one recording make one binary op; a tracer and
+    a float constant c make the unary primitive ``const = (name, negate)`` with parameter c
+    (-c if negate), whose value ``fn`` gives exactly (x - c is x + (-c)). That is what
+    rules.binary records too; it takes everything else (or NumPy's dispatch does, when the
+    other operand is not a plain number).
+    """
+    code = OPCODES[name]
+    const_code, negate = (OPCODES[const[0]], const[1]) if const else (None, False)
+
+    def dunder(self, o):
+        f = self._f
+        if f is not None:
+            rec = self._rec
+            to = type(o)
+            if to is Tracer:
+                g = o._f
+                # (Python calls a reflected dunder only for a non-Tracer o: not fast-pathed)
+                if g is not None and o._rec is rec and rec.active and not reflected:
+                    try:
+                        r = fn(f, g)
+                    except ZeroDivisionError:
+                        r = math.nan    # NumPy's inf or nan, and its warning, come below
+                    if r - r == 0.0:
+                        off = rec.nwork
+                        rec.nwork = off + 1
+                        rec._add_op(code, 0, off, self._off, o._off, 0, 1, 1, 1, 1, 1)
+                        return _scalar_tracer(rec, off, r)
+            elif to is float and const_code is not None and rec.active:
+                r = fn(o, f) if reflected else fn(f, o)
+                if r - r == 0.0:
+                    off = rec.nwork
+                    rec.nwork = off + 1
+                    rec._add_op(const_code, 0, off, self._off, 0, 0, 1, d=-o if negate else o)
+                    return _scalar_tracer(rec, off, r)
+            if to in _PLAIN:
+                return _binary(name, o, self) if reflected else _binary(name, self, o)
+        elif type(o) in _PLAIN:
+            return _binary(name, o, self) if reflected else _binary(name, self, o)
+        return _ufunc(ufunc, o, self) if reflected else _ufunc(ufunc, self, o)
+
+    op = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "truediv"}[name]
+    dunder.__name__ = dunder.__qualname__ = f"__r{op}__" if reflected else f"__{op}__"
+    return dunder
 
 
 class Tracer:
@@ -306,6 +423,18 @@ class Tracer:
 
     # ---- NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        f = self._f
+        if f is not None and len(inputs) == 1 and method == "__call__" and not kwargs:
+            # np.sin(x) of a 0-d tracer (inputs is (self,)): what rules.unary records, without
+            # its lookups. The ufunc on a Python float runs the loop it runs on a 0-d array.
+            hit = _SCALAR_UNARY_UFUNCS.get(ufunc)
+            rec = self._rec
+            if hit is not None and rec.active:
+                r = float(hit[0](f))
+                off = rec.nwork
+                rec.nwork = off + 1
+                rec._add_op(hit[1], 0, off, self._off, 0, 0, 1, d=0.0)
+                return _scalar_tracer(rec, off, r)
         return rules.apply_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -367,29 +496,18 @@ class Tracer:
     def __neg__(self): return _unary("neg", self)   # what np.negative would dispatch to
     def __pos__(self): return self
     def __abs__(self): return np.absolute(self)
-    def __add__(self, o):
-        return _binary("add", self, o) if type(o) in _PLAIN else _ufunc(np.add, self, o)
-
-    def __radd__(self, o):
-        return _binary("add", o, self) if type(o) in _PLAIN else _ufunc(np.add, o, self)
-
-    def __sub__(self, o):
-        return _binary("subtract", self, o) if type(o) in _PLAIN else _ufunc(np.subtract, self, o)
-
-    def __rsub__(self, o):
-        return _binary("subtract", o, self) if type(o) in _PLAIN else _ufunc(np.subtract, o, self)
-
-    def __mul__(self, o):
-        return _binary("multiply", self, o) if type(o) in _PLAIN else _ufunc(np.multiply, self, o)
-
-    def __rmul__(self, o):
-        return _binary("multiply", o, self) if type(o) in _PLAIN else _ufunc(np.multiply, o, self)
-
-    def __truediv__(self, o):
-        return _binary("divide", self, o) if type(o) in _PLAIN else _ufunc(np.true_divide, self, o)
-
-    def __rtruediv__(self, o):
-        return _binary("divide", o, self) if type(o) in _PLAIN else _ufunc(np.true_divide, o, self)
+    # +, -, *, / (see _arith); the other operators are what NumPy's dispatch would call
+    __add__ = _arith("add", np.add, operator.add, const=("addc", False))
+    __radd__ = _arith("add", np.add, operator.add, const=("addc", False), reflected=True)
+    __sub__ = _arith("subtract", np.subtract, operator.sub, const=("addc", True))
+    __rsub__ = _arith("subtract", np.subtract, operator.sub, const=("rsubc", False),
+                      reflected=True)
+    __mul__ = _arith("multiply", np.multiply, operator.mul, const=("mulc", False))
+    __rmul__ = _arith("multiply", np.multiply, operator.mul, const=("mulc", False),
+                      reflected=True)
+    # (x / c records x * (1/c), whose value is not x / c: rules.binary computes it)
+    __truediv__ = _arith("divide", np.true_divide, operator.truediv)
+    __rtruediv__ = _arith("divide", np.true_divide, operator.truediv, reflected=True)
 
     def __floordiv__(self, o): return np.floor_divide(self, o)
     def __rfloordiv__(self, o): return np.floor_divide(o, self)
@@ -471,3 +589,4 @@ from . import rules  # noqa: E402  (rules needs Tracer)
 _PLAIN = frozenset((Tracer, float, int, np.float64))
 _binary = rules.binary
 _unary = rules.unary
+_SCALAR_UNARY_UFUNCS = rules.SCALAR_UNARY_UFUNCS
