@@ -6,7 +6,9 @@ where links are not allowed) and put build/include on the include path.
 TAPEGRAD_DEBUG=1 turns bounds checks, wraparound checks and assertions back on.
 """
 import os
+import platform
 import shutil
+import sysconfig
 import zlib
 
 import numpy as np
@@ -60,6 +62,20 @@ extensions = [
     )
     for name in ("tape", "sweeps")
 ]
+# The sweeps once more with AVX2 vector loops (x86-64, release builds): tapegrad._core picks
+# this build at import when the CPU has AVX2 (see _core/__init__.py). Same source, bitwise the
+# same results (no FMA: only -mavx2); TAPEGRAD_SIMD=base skips it.
+if (not DEBUG and platform.machine().lower() in ("x86_64", "amd64")
+        and os.environ.get("TAPEGRAD_SIMD", "auto") != "base"
+        and not sysconfig.get_platform().startswith("win")):
+    extensions.append(Extension(
+        "tapegrad._core.sweeps_avx2",
+        [os.path.join("_core", "sweeps_avx2.pyx")],
+        include_dirs=[np.get_include()],
+        define_macros=macros,
+        extra_compile_args=cflags + ["-mavx2"],
+        extra_link_args=ldflags,
+    ))
 
 # Cython's and setuptools' up-to-date checks ignore directives and flags: a release .so newer
 # than the debug C files would be reused by a debug build. Each build mode (and flag set) gets

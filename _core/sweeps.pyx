@@ -15,6 +15,7 @@ carry no tangent and receive no adjoint.
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy, memmove
 from libc.stdint cimport int64_t
+from libc.math cimport NAN
 from cpython.ref cimport PyObject
 from scipy.linalg.cython_blas cimport dgemm
 
@@ -23,7 +24,7 @@ cimport numpy as cnp
 
 from .opcodes cimport *
 from .kernels cimport un_f, un_d1, un_d2, bin_f, bin_d1, bin_d2
-from .tape cimport Tape, Op
+from .tape cimport Tape, Op, TILE_MAX_OPS
 
 cnp.import_array()
 
@@ -358,6 +359,41 @@ def set_tiling(enabled=True, tile=None):
     return prev
 
 
+cdef extern from *:
+    """
+    static int tg_cpu_has_avx2(void) {
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    #else
+        return 0;
+    #endif
+    }
+    #ifdef __AVX2__
+    #define TG_SIMD_NAME "avx2"
+    #else
+    #define TG_SIMD_NAME "base"
+    #endif
+    #ifdef TAPEGRAD_DEBUG_BUILD
+    #define TG_SWEEPS_DEBUG 1
+    #else
+    #define TG_SWEEPS_DEBUG 0
+    #endif
+    """
+    int tg_cpu_has_avx2()
+    const char* TG_SIMD_NAME
+    int TG_SWEEPS_DEBUG
+
+# the instruction set this module's loops were compiled for ("base" or "avx2")
+SIMD = TG_SIMD_NAME.decode()
+DEBUG_BUILD = bool(TG_SWEEPS_DEBUG)
+
+
+def cpu_has_avx2():
+    """Does this CPU (and its operating system) support AVX2?"""
+    return bool(tg_cpu_has_avx2())
+
+
 import os as _os
 if _os.environ.get("TAPEGRAD_TILING", "1") in ("0", "off", "no", "false"):
     TILING = False
@@ -588,32 +624,16 @@ cdef void logaddexp_adjoint(const double* x, int kind, const double* y, const do
             xb[0] += yb[i] * scratch[i]
 
 
-cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
-                    const double* w, double* wb, PyObject* cbs) except -1 nogil:
-    """Adjoint of one op: accumulates into the adjoints of its operands."""
+cdef void reverse_elem(const Op* op, const double* a, const double* b, const double* c,
+                       const double* y, const double* yb, double* ab, double* bb) noexcept nogil:
+    """Adjoint of one elementwise op (code <= BIN_LAST) given pointers to its operands' values
+    a, b, c, its value y and adjoint yb: accumulates into the operand adjoints ab, bb (not read
+    for constant operands). The tiled and fused sweeps pass tile pointers."""
     cdef BIdx ia_, ib_
-    cdef Py_ssize_t i, j, kk, n, pre, m, post, bt
-    cdef int code, fl, ka, kb
-    cdef const double* a
-    cdef const double* b
-    cdef const double* c
-    cdef const double* y
-    cdef const double* yb
-    cdef double* ab
-    cdef double* bb
+    cdef Py_ssize_t i, n = op.n
+    cdef int code = op.code, fl = op.flags, ka, kb
     cdef double da, db
-    cdef double* P
     cdef double* scratch
-    code = op.code
-    fl = op.flags
-    n = op.n
-    a = opnd(w, cv, op.a, fl, FLAG_A_CONST)
-    b = opnd(w, cv, op.b, fl, FLAG_B_CONST)
-    c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
-    y = w + op.out
-    yb = wb + op.out
-    ab = wb + op.a
-    bb = wb + op.b
     if n == 1 and code < CMP_FIRST and (code < UN_ZERO_FIRST or code >= BIN_FIRST):
         # scalar code: one element, no broadcasting
         if code < UN_ZERO_FIRST:
@@ -625,7 +645,7 @@ cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
                 ab[0] += yb[0] * da
             if not (fl & FLAG_B_CONST):
                 bb[0] += yb[0] * db
-        return 0
+        return
     if code < UN_ZERO_FIRST:
         if fl & FLAG_A_CONST:
             pass
@@ -684,12 +704,12 @@ cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
                 else:
                     for i in range(n):
                         bb[i] -= yb[i]
-            return 0
+            return
         if (code == OP_ADD or code == OP_SUB or code == OP_MUL) and (
                 (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):
             row_op_reverse(code, a, b, yb, ab, bb, n, op.p[1] if ka == 2 else op.p[3], ka == 2,
                            fl & FLAG_A_CONST, fl & FLAG_B_CONST)
-            return 0
+            return
         if code == OP_LOGADDEXP and ka != 2 and kb != 2 and UN_LOOP[OP_EXP] != NULL:
             # d/da = exp(a - y), d/db = exp(b - y): NumPy's exp loop over a scratch row instead
             # of two scalar exp calls per element (logistic losses spend their reverse sweep here)
@@ -698,7 +718,7 @@ cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
                 logaddexp_adjoint(a, ka, y, yb, ab, n, scratch, fl & FLAG_A_CONST)
                 logaddexp_adjoint(b, kb, y, yb, bb, n, scratch, fl & FLAG_B_CONST)
                 free(scratch)
-                return 0
+                return
         bstart(&ia_, op.p[0], op.p[1])
         bstart(&ib_, op.p[2], op.p[3])
         for i in range(n):
@@ -709,9 +729,36 @@ cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
                 bb[ib_.i] += yb[i] * db
             bnext(&ia_)
             bnext(&ib_)
-    elif code <= BIN_LAST:
-        pass
-    elif code == OP_PROD:
+
+
+cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
+                    const double* w, double* wb, PyObject* cbs) except -1 nogil:
+    """Adjoint of one op: accumulates into the adjoints of its operands."""
+    cdef Py_ssize_t i, j, kk, n, pre, m, post, bt
+    cdef int code, fl
+    cdef const double* a
+    cdef const double* b
+    cdef const double* c
+    cdef const double* y
+    cdef const double* yb
+    cdef double* ab
+    cdef double* bb
+    cdef double* P
+    cdef double* scratch
+    code = op.code
+    fl = op.flags
+    n = op.n
+    a = opnd(w, cv, op.a, fl, FLAG_A_CONST)
+    b = opnd(w, cv, op.b, fl, FLAG_B_CONST)
+    c = opnd(w, cv, op.c, fl, FLAG_C_CONST)
+    y = w + op.out
+    yb = wb + op.out
+    ab = wb + op.a
+    bb = wb + op.b
+    if code <= BIN_LAST:
+        reverse_elem(op, a, b, c, y, yb, ab, bb)
+        return 0
+    if code == OP_PROD:
         if fl & FLAG_A_CONST:
             return 0
         pre = op.p[0]; m = op.p[1]; post = op.p[2]
@@ -758,6 +805,340 @@ cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
             continue
         reverse_op(&ops[k], ipool, cv, w, wb, cbs)
         k -= 1
+    return 0
+
+
+# ------------------------------------------------------------------ fused gradient tail
+# A scalar loss usually ends in a run of elementwise ops summed to one number (Tape._find_fused:
+# ops [k0, K) elementwise, op K the sum, the tape's output). For its gradient the tail's forward
+# and reverse run together, tile by tile: forward of every tail op on the tile, the partial sums,
+# then the reverse of the tail ops on the same tile (the sum's adjoint is the seed, known up
+# front). The tail's values and adjoints live in a per-call scratch of two tiles per op, so they
+# never travel to the work buffers: only the tail's external operands (inputs, earlier results)
+# are read and only their adjoints written. The work buffers' tail regions are left untouched.
+cdef Py_ssize_t FUSE_TILE = 512
+cdef bint FUSING = True
+
+
+def set_fusing(enabled=True, tile=None):
+    """Switch the fused gradient tail on or off (and set its tile length); returns the previous
+    (enabled, tile). For tests and benchmarks: results agree up to the order in which an input's
+    adjoint adds its contributions."""
+    global FUSING, FUSE_TILE
+    prev = (bool(FUSING), int(FUSE_TILE))
+    FUSING = bool(enabled)
+    if tile is not None:
+        if int(tile) < 16 or int(tile) % 4:
+            raise ValueError("set_fusing: tile must be a multiple of 4, at least 16")
+        FUSE_TILE = int(tile)
+    return prev
+
+
+if _os.environ.get("TAPEGRAD_FUSING", "1") in ("0", "off", "no", "false"):
+    FUSING = False
+
+
+cdef inline Py_ssize_t fused_k0(Tape t) noexcept:
+    return t.fuse_k0 if FUSING else -1
+
+
+cdef Py_ssize_t segs_before(const int64_t* segs, Py_ssize_t nsegs, Py_ssize_t k) noexcept nogil:
+    """How many tiling segments end at or before op k (segments are sorted)."""
+    cdef Py_ssize_t s = 0
+    while s < nsegs and segs[3 * s + 1] <= k:
+        s += 1
+    return s
+
+
+cdef void zero_outside(double* wb, Py_ssize_t start, Py_ssize_t nwork, const Op* ops,
+                       Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """wb[i] = 0 for every i in [start, nwork) outside the outputs of ops [k0, k1) (disjoint
+    regions)."""
+    cdef Py_ssize_t pos = start, best, j, lo, hi
+    while pos < nwork:
+        # the tail output starting first at or after pos
+        best = -1
+        for j in range(k0, k1):
+            if ops[j].out >= pos and (best < 0 or ops[j].out < ops[best].out):
+                best = j
+        if best < 0:
+            memset(wb + pos, 0, (nwork - pos) * sizeof(double))
+            return
+        lo = ops[best].out
+        hi = lo + ops[best].n
+        if lo > pos:
+            memset(wb + pos, 0, (lo - pos) * sizeof(double))
+        pos = hi if hi > pos else pos + 1
+
+
+cdef inline bint reverse_reads_y(int code) noexcept nogil:
+    """Does the adjoint of an elementwise op read its own value y (see un_d1, bin_d1)?"""
+    return (code == OP_EXP or code == OP_EXPM1 or code == OP_SQRT or code == OP_RECIP
+            or code == OP_TAN or code == OP_TANH or code == OP_EXP2 or code == OP_CBRT
+            or code == OP_EXPIT or code == OP_RPOWC or code == OP_POW or code == OP_HYPOT
+            or code == OP_LOGADDEXP)
+
+
+cdef inline double linear_partial(const Op* op, int r) noexcept nogil:
+    """d y / d operand r when it is a constant independent of the values (NaN: it is not)."""
+    cdef int code = op.code
+    if code == OP_ADD or code == OP_ADDC:
+        return 1.0
+    if code == OP_SUB:
+        return 1.0 if r == 0 else -1.0
+    if code == OP_RSUBC or code == OP_NEG:
+        return -1.0
+    if code == OP_MULC:
+        return op.d
+    return NAN
+
+
+cdef inline bint has_adjoint(const Op* op, int r) noexcept nogil:
+    """Does operand r (0 = a, 1 = b) of an elementwise op receive an adjoint?"""
+    if r == 0:
+        return not (op.flags & FLAG_A_CONST) and (op.code < UN_ZERO_FIRST or (
+            op.code >= BIN_FIRST and op.code < CMP_FIRST))
+    return (op.code >= BIN_FIRST and op.code < CMP_FIRST and not (op.flags & FLAG_B_CONST))
+
+
+ctypedef struct FusePlan:
+    # per tail op j (L of them): src[3 j + r] the tail op whose output operand r reads, or -1;
+    # uni[j]: its adjoint is the same number u[j] * seed on every element (known before the
+    # sweep: it only receives constant multiples of other uniform adjoints), else it is a row
+    # that starts each tile at init[j] * seed; run[j]: its reverse loop runs (else all its
+    # contributions went into uniform coefficients); need[j]: its value is computed
+    int src[3 * TILE_MAX_OPS]
+    bint uni[TILE_MAX_OPS]
+    bint run[TILE_MAX_OPS]
+    bint need[TILE_MAX_OPS]
+    double u[TILE_MAX_OPS]
+    double init[TILE_MAX_OPS]
+
+
+cdef void fuse_plan(const Op* ops, Py_ssize_t k0, Py_ssize_t L, bint values,
+                    FusePlan* P) noexcept nogil:
+    """The plan of a fused tail of L ops from k0 (L <= TILE_MAX_OPS). values: the sum's value
+    is wanted (else only what the adjoints read is computed)."""
+    cdef Py_ssize_t j, i, r
+    cdef int64_t off
+    cdef const Op* op
+    cdef double c
+    cdef bint lin
+    for j in range(L):
+        op = &ops[k0 + j]
+        P.uni[j] = True
+        P.u[j] = 0.0
+        P.init[j] = 0.0
+        P.run[j] = False
+        P.need[j] = values
+        for r in range(3):
+            P.src[3 * j + r] = -1
+            if r == 0:
+                off = op.a
+                if op.flags & FLAG_A_CONST:
+                    continue
+            elif r == 1:
+                off = op.b
+                if op.code <= UN_LAST or op.flags & FLAG_B_CONST:
+                    continue
+            else:
+                off = op.c
+                if op.code != OP_WHERE or op.flags & FLAG_C_CONST:
+                    continue
+            # the segment rules: a read that touches a tail output is exactly that output
+            for i in range(j):
+                if ops[k0 + i].out == off:
+                    P.src[3 * j + r] = <int> i
+    P.u[L - 1] = 1.0
+    # adjoints, last op first: uniform ones pass constant multiples on to internal operands
+    for j in range(L - 1, -1, -1):
+        op = &ops[k0 + j]
+        lin = P.uni[j]
+        for r in range(2):
+            if has_adjoint(op, r) and (P.src[3 * j + r] < 0 or linear_partial(op, r) != linear_partial(op, r)):
+                lin = False
+        if lin:
+            for r in range(2):
+                if has_adjoint(op, r):
+                    i = P.src[3 * j + r]
+                    c = P.u[j] * linear_partial(op, r)
+                    if P.uni[i]:
+                        P.u[i] += c
+                    else:
+                        P.init[i] += c
+            continue
+        P.run[j] = has_adjoint(op, 0) or has_adjoint(op, 1)
+        if not P.run[j]:
+            continue
+        for r in range(2):
+            i = P.src[3 * j + r]
+            if has_adjoint(op, r) and i >= 0 and P.uni[i]:
+                P.uni[i] = False
+                P.init[i] = P.u[i]
+    # values: those the running adjoints read, and what they are computed from
+    for j in range(L):
+        op = &ops[k0 + j]
+        if not P.run[j]:
+            continue
+        if reverse_reads_y(op.code):
+            P.need[j] = True
+        if linear_partial(op, 0) != linear_partial(op, 0):   # reads its operands' values
+            for r in range(3):
+                if P.src[3 * j + r] >= 0:
+                    P.need[P.src[3 * j + r]] = True
+    for j in range(L - 1, -1, -1):
+        if P.need[j]:
+            for r in range(3):
+                if P.src[3 * j + r] >= 0:
+                    P.need[P.src[3 * j + r]] = True
+
+
+cdef inline const double* fz_val(const FusePlan* P, Py_ssize_t j, int r, const double* scr,
+                                 Py_ssize_t R, const Op* top, const double* w, const double* xin,
+                                 Py_ssize_t nin, const double* cv) noexcept nogil:
+    # the value pointer of operand r of tail op j on the current tile (top: the tiled op)
+    cdef int i = P.src[3 * j + r]
+    cdef int64_t off = top.a if r == 0 else (top.b if r == 1 else top.c)
+    cdef int bit = FLAG_A_CONST if r == 0 else (FLAG_B_CONST if r == 1 else FLAG_C_CONST)
+    if i >= 0:
+        return scr + 2 * i * R
+    if top.flags & bit:
+        return cv + off
+    return (xin if off < nin else w) + off
+
+
+cdef inline double* fz_adj(const FusePlan* P, Py_ssize_t j, int r, double* scr, Py_ssize_t R,
+                           const Op* top, double* wb, double* gin, Py_ssize_t nin) noexcept nogil:
+    cdef int i = P.src[3 * j + r]
+    cdef int64_t off = top.a if r == 0 else top.b
+    if i >= 0:
+        return scr + (2 * i + 1) * R
+    return (gin if off < nin else wb) + off
+
+
+cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
+                     const int64_t* ipool, const double* cv, double* w, double* wb,
+                     const double* xin, double* gin, Py_ssize_t nin, double* scr,
+                     Py_ssize_t T) noexcept nogil:
+    """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
+    2 (K - k0) rows of 2 T values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
+    Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
+    and wb, or the caller's input and gradient arrays); wb must be zero where adjoints are
+    added, and wb[ops[K].out] holds the seed."""
+    cdef Op top
+    cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, L = K - k0, R = 2 * T
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, g = wb[ops[K].out], c
+    cdef double* v
+    cdef const double* last = scr + 2 * (L - 1) * R
+    # uniform adjoints are rows of one number for the whole sweep
+    for j in range(L):
+        if P.uni[j] and P.run[j]:
+            v = scr + (2 * j + 1) * R
+            c = P.u[j] * g
+            for i in range(R):
+                v[i] = c
+    while t0 < n:
+        tl = tile_len(t0, n, T)
+        for j in range(L):
+            if P.need[j]:
+                tile_op(&ops[k0 + j], &top, t0, tl)
+                forward_op(&top, ipool, fz_val(P, j, 0, scr, R, &top, w, xin, nin, cv),
+                           fz_val(P, j, 1, scr, R, &top, w, xin, nin, cv),
+                           fz_val(P, j, 2, scr, R, &top, w, xin, nin, cv), scr + 2 * j * R)
+        if values:
+            # the folded sum, as forward_segment carries it (tiles start at multiples of 4)
+            i = 0
+            while i + 4 <= tl:
+                s0 += last[i]
+                s1 += last[i + 1]
+                s2 += last[i + 2]
+                s3 += last[i + 3]
+                i += 4
+            if t0 + tl == n:
+                s0 = (s0 + s1) + (s2 + s3)
+                while i < tl:
+                    s0 += last[i]
+                    i += 1
+                w[ops[K].out] = s0
+        # reverse on the same tile; row adjoints start at their uniform part
+        for j in range(L):
+            if not P.uni[j]:
+                v = scr + (2 * j + 1) * R
+                if P.init[j] == 0.0:
+                    memset(v, 0, tl * sizeof(double))
+                else:
+                    c = P.init[j] * g
+                    for i in range(tl):
+                        v[i] = c
+        for j in range(L - 1, -1, -1):
+            if P.run[j]:
+                tile_op(&ops[k0 + j], &top, t0, tl)
+                reverse_elem(&top, fz_val(P, j, 0, scr, R, &top, w, xin, nin, cv),
+                             fz_val(P, j, 1, scr, R, &top, w, xin, nin, cv),
+                             fz_val(P, j, 2, scr, R, &top, w, xin, nin, cv), scr + 2 * j * R,
+                             scr + (2 * j + 1) * R, fz_adj(P, j, 0, scr, R, &top, wb, gin, nin),
+                             fz_adj(P, j, 1, scr, R, &top, wb, gin, nin))
+        t0 += tl
+
+
+cdef bint inputs_apart(const Op* ops, Py_ssize_t k0, Py_ssize_t K, Py_ssize_t nin) noexcept nogil:
+    """Does every work-buffer operand of the tail lie wholly inside or wholly outside the
+    inputs [0, nin)? (Then the tail may read the caller's input array in place.)"""
+    cdef Py_ssize_t j
+    cdef const Op* op
+    for j in range(k0, K):
+        op = &ops[j]
+        if not (op.flags & FLAG_A_CONST) and straddles(op.a, op.n if op.code <= UN_LAST else op.p[1], nin):
+            return False
+        if op.code > UN_LAST and not (op.flags & FLAG_B_CONST) and straddles(op.b, op.p[3], nin):
+            return False
+        if op.code == OP_WHERE and not (op.flags & FLAG_C_CONST) and straddles(op.c, op.n, nin):
+            return False
+    return True
+
+
+cdef inline bint straddles(int64_t off, int64_t m, Py_ssize_t nin) noexcept nogil:
+    return off < nin and off + m > nin
+
+
+cdef int grad_fused(Tape t, Py_ssize_t k0, const double* x, double* g, double* w, double* wb,
+                    PyObject* cbs, Py_ssize_t nsegs, bint values, bint* ok) except -1 nogil:
+    """Scalar-output gradient with the fused tail [k0, nops) at the input x into g (nin values
+    each); afterwards w[out_off] is the value if values. ok: the guards held."""
+    cdef Py_ssize_t K = t.nops - 1, L = K - k0, T = FUSE_TILE, ns, nin = t.nin
+    cdef FusePlan P
+    cdef double* scr
+    # with no ops before the tail and no guards, the tail reads x and adds into g in place
+    cdef bint direct = (k0 == 0 and t.nguard == 0 and inputs_apart(t.ops, k0, K, nin)
+                        and (g + nin <= x or x + nin <= g))
+    if not direct:
+        if nin:
+            memcpy(w, x, nin * sizeof(double))
+        ns = segs_before(t.segs, nsegs, k0)
+        forward_sweep(t.ops, k0, t.ipool, t.cvals, w, cbs, t.segs, ns)
+    fuse_plan(t.ops, k0, L, values or t.nguard > 0, &P)
+    scr = <double*> malloc(2 * L * 2 * T * sizeof(double))
+    if scr == NULL:
+        with gil:
+            raise MemoryError()
+    if direct:
+        memset(g, 0, nin * sizeof(double))
+        zero_outside(wb, nin, t.nwork, t.ops, k0, K)
+        wb[t.out_off] = 1.0
+        fused_tail(t.ops, k0, K, &P, values, t.ipool, t.cvals, w, wb, x, g, nin, scr, T)
+        free(scr)
+        ok[0] = True
+        return 0
+    zero_outside(wb, 0, t.nwork, t.ops, k0, K)
+    wb[t.out_off] = 1.0
+    fused_tail(t.ops, k0, K, &P, values or t.nguard > 0, t.ipool, t.cvals, w, wb, w, wb, nin,
+               scr, T)
+    free(scr)
+    ok[0] = guards_hold(t.guards, t.nguard, t.cvals, w)
+    if ok[0]:
+        reverse_sweep(t.ops, k0, t.ipool, t.cvals, w, wb, cbs, t.segs, ns)
+        if nin:
+            memcpy(g, wb, nin * sizeof(double))
     return 0
 
 
@@ -1291,8 +1672,10 @@ def tangent_of_reverse(Tape t, const double[::1] w, const double[:, ::1] wd,
     return np.asarray(wbd)
 
 
-def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, double[::1] g):
-    """Fused scalar-output gradient into caller-owned buffers; returns (value, guards held)."""
+def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, double[::1] g,
+                   bint value=True):
+    """Fused scalar-output gradient into caller-owned buffers; returns (value, guards held).
+    value=False: the value may be left uncomputed (NaN is returned) when that saves work."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
     cdef Py_ssize_t nsegs = tiling_nsegs(t)
@@ -1301,17 +1684,24 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
         raise ValueError("value_and_grad: buffer sizes do not match the tape")
     cdef bint ok
     cdef double val
+    cdef Py_ssize_t k0 = fused_k0(t)
+    cdef const double* xp = &x[0] if t.nin else NULL
+    cdef double* gp = &g[0] if t.nin else NULL
     with nogil:
-        if t.nin:
-            memcpy(&w[0], &x[0], t.nin * sizeof(double))
-        forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], cbs, t.segs, nsegs)
-        ok = guards_hold(t.guards, t.nguard, t.cvals, &w[0])
-        memset(&wb[0], 0, t.nwork * sizeof(double))
-        wb[t.out_off] = 1.0
-        val = w[t.out_off]
-        reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs, t.segs, nsegs)
-        if t.nin:
-            memcpy(&g[0], &wb[0], t.nin * sizeof(double))
+        if k0 >= 0:
+            grad_fused(t, k0, xp, gp, &w[0], &wb[0], cbs, nsegs, value, &ok)
+            val = w[t.out_off] if value or t.nguard else NAN
+        else:
+            if t.nin:
+                memcpy(&w[0], &x[0], t.nin * sizeof(double))
+            forward_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], cbs, t.segs, nsegs)
+            ok = guards_hold(t.guards, t.nguard, t.cvals, &w[0])
+            memset(&wb[0], 0, t.nwork * sizeof(double))
+            wb[t.out_off] = 1.0
+            val = w[t.out_off]
+            reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], &wb[0], cbs, t.segs, nsegs)
+            if t.nin:
+                memcpy(&g[0], &wb[0], t.nin * sizeof(double))
     return val, ok
 
 
@@ -1364,21 +1754,25 @@ def grad_fast(Tape t, object x, object shape):
     cdef const double* xp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> x)
     cdef double* gp = <double*> cnp.PyArray_DATA(g)
     cdef bint ok = False
+    cdef Py_ssize_t k0 = fused_k0(t)
     if w == NULL or wb == NULL:
         free(w)
         free(wb)
         raise MemoryError()
     try:
         with nogil:
-            if t.nin:
-                memcpy(w, xp, t.nin * sizeof(double))
-            forward_sweep(t.ops, t.nops, t.ipool, t.cvals, w, cbs, t.segs, nsegs)
-            ok = guards_hold(t.guards, t.nguard, t.cvals, w)
-            if ok:
-                wb[t.out_off] = 1.0
-                reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, w, wb, cbs, t.segs, nsegs)
+            if k0 >= 0:
+                grad_fused(t, k0, xp, gp, w, wb, cbs, nsegs, False, &ok)
+            else:
                 if t.nin:
-                    memcpy(gp, wb, t.nin * sizeof(double))
+                    memcpy(w, xp, t.nin * sizeof(double))
+                forward_sweep(t.ops, t.nops, t.ipool, t.cvals, w, cbs, t.segs, nsegs)
+                ok = guards_hold(t.guards, t.nguard, t.cvals, w)
+                if ok:
+                    wb[t.out_off] = 1.0
+                    reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, w, wb, cbs, t.segs, nsegs)
+                    if t.nin:
+                        memcpy(gp, wb, t.nin * sizeof(double))
     finally:
         free(w)
         free(wb)

@@ -37,9 +37,11 @@ cdef class Tape:
     cdef int64_t* segs               # tiling segments, pairs [k0, k1) of op indices (validate())
     cdef Py_ssize_t nsegs
     cdef Py_ssize_t cap_segs
+    cdef Py_ssize_t fuse_k0          # first op of the fused gradient tail, -1: none (validate())
 
     cdef int _grow_ops(self) except -1
     cdef int _find_segments(self) except -1
+    cdef int _find_fused(self) except -1
 
 
 # Loop tiling of elementwise runs (see Tape._find_segments and the sweeps): ops with at least

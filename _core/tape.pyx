@@ -184,7 +184,7 @@ cdef int _reads(const Op* op, _Rd* r, bint* ok) noexcept nogil:
     return nr
 
 
-cdef bint _alone_ok(const Op* op, const _Rd* r, int nr) noexcept nogil:
+cdef bint _alone_ok(const Op* op, const _Rd* r, int nr, bint strict) noexcept nogil:
     cdef int q
     if op.code > BIN_LAST or op.n < TILE_MIN_N:
         return False
@@ -192,15 +192,17 @@ cdef bint _alone_ok(const Op* op, const _Rd* r, int nr) noexcept nogil:
         if _overlap(op.out, op.n, r[q].off, r[q].len):
             return False
     # the vectorized add/sub/mul reverse adds all of a's contributions, then b's
-    if nr == 2 and r[0].adj and r[1].adj and r[0].full and r[1].full and (
+    if strict and nr == 2 and r[0].adj and r[1].adj and r[0].full and r[1].full and (
             op.code == OP_ADD or op.code == OP_SUB or op.code == OP_MUL) and (
             _overlap(r[0].off, r[0].len, r[1].off, r[1].len) and r[0].off < r[1].off):
         return False
     return True
 
 
-cdef bint _joins(const Op* ops, Py_ssize_t k0, Py_ssize_t k, const _Rd* r, int nr) noexcept nogil:
-    """May op k join the segment [k0, k)?"""
+cdef bint _joins(const Op* ops, Py_ssize_t k0, Py_ssize_t k, const _Rd* r, int nr,
+                 bint strict) noexcept nogil:
+    """May op k join the segment [k0, k)? Not strict: the adjoint-order rule is waived (the
+    fused gradient tail, see _find_fused)."""
     cdef const Op* op = &ops[k]
     cdef const Op* oi
     cdef _Rd ri[3]
@@ -223,7 +225,7 @@ cdef bint _joins(const Op* ops, Py_ssize_t k0, Py_ssize_t k, const _Rd* r, int n
                 if not (r[q].full and r[q].off == oi.out):
                     return False
                 internal = True
-            if internal or not r[q].adj:
+            if internal or not r[q].adj or not strict:
                 continue
             for s in range(ni):
                 if not ri[s].adj or not _overlap(r[q].off, r[q].len, ri[s].off, ri[s].len):
@@ -296,6 +298,7 @@ cdef class Tape:
         self.callbacks = []
         self.segs = NULL
         self.nsegs = self.cap_segs = 0
+        self.fuse_k0 = -1
 
     def __dealloc__(self):
         global _live
@@ -329,10 +332,10 @@ cdef class Tape:
         while k <= self.nops:
             if k < self.nops:
                 nr = _reads(&self.ops[k], r, &ok)
-                ok = ok and _alone_ok(&self.ops[k], r, nr)
+                ok = ok and _alone_ok(&self.ops[k], r, nr, True)
             else:
                 ok = False
-            if ok and k0 >= 0 and k - k0 < TILE_MAX_OPS and _joins(self.ops, k0, k, r, nr):
+            if ok and k0 >= 0 and k - k0 < TILE_MAX_OPS and _joins(self.ops, k0, k, r, nr, True):
                 k += 1
                 continue
             # close the current segment [k0, k), taking in a following full sum of its
@@ -356,6 +359,53 @@ cdef class Tape:
             k0 = k if ok else -1
             k += 1
         return 0
+
+    cdef int _find_fused(self) except -1:
+        """The fused gradient tail: ops [k0, nops - 1) elementwise and op nops - 1 a full sum of
+        the last one's output that is the tape's scalar output. A scalar-output gradient then
+        runs the tail's forward and reverse tile by tile with its intermediates (values and
+        adjoints) in a small per-call scratch, never in the work buffers (sweeps.fused_tail).
+        The segment rules apply except the adjoint-order one: an external adjoint element may
+        receive its contributions in another order than the op-by-op sweep's (equal up to
+        rounding). Tail outputs hold no guard (their values are not written) and lie outside
+        the inputs. k0 = -1: none."""
+        cdef Py_ssize_t K = self.nops - 1, k0, k, j
+        cdef int nr
+        cdef bint ok
+        cdef _Rd r[3]
+        cdef const Op* op
+        self.fuse_k0 = -1
+        if K < 1 or self.out_n != 1 or self.ops[K].out != self.out_off:
+            return 0
+        k0 = K
+        while k0 > 0 and K - (k0 - 1) <= TILE_MAX_OPS:
+            op = &self.ops[k0 - 1]
+            nr = _reads(op, r, &ok)
+            # (tail outputs never overlap the inputs: their adjoints would be the gradient)
+            if (not (ok and _alone_ok(op, r, nr, False)) or op.n != self.ops[K - 1].n
+                    or op.out < self.nin):
+                break
+            for j in range(0, self.nguard, 3):
+                if _overlap(op.out, op.n, self.guards[j], self.guards[j + 1]):
+                    ok = False
+            # every later tail op must still join once op k0 - 1 is in
+            k = k0
+            while ok and k < K:
+                nr = _reads(&self.ops[k], r, &ok)
+                ok = ok and _joins(self.ops, k0 - 1, k, r, nr, False)
+                k += 1
+            if not ok or not _sum_folds(self.ops, k0 - 1, K):
+                break
+            k0 -= 1
+        if k0 < K:
+            self.fuse_k0 = k0
+        return 0
+
+    def fused_tail(self):
+        """(k0, k1): the ops of the fused gradient tail (see _find_fused), or None."""
+        if not self.validated:
+            self.validate()
+        return None if self.fuse_k0 < 0 else (self.fuse_k0, self.nops)
 
     def segments(self):
         """The tiling segments [(k0, k1, folded sum), ...] found by validate()."""
@@ -611,6 +661,7 @@ cdef class Tape:
                 _check_region(op.b, op.p[1], C if fl & FLAG_B_CONST else W, i, code, " operand b")
                 _check_region(op.c, op.p[2], C if fl & FLAG_C_CONST else W, i, code, " operand c")
         self._find_segments()
+        self._find_fused()
         self.validated = True
         return self
 

@@ -179,6 +179,11 @@ class Recorded:
 
     def value_and_grad(self, *args, out=None):
         """(f(args), gradient) for scalar f; ``out`` (shaped like the input) receives the gradient."""
+        return self._value_and_grad(args, out, True)
+
+    def _value_and_grad(self, args, out, value):
+        # value=False: the sweep may skip work that only the value needs (the result's value
+        # is then not used)
         if self.nout != 1:
             raise TypeError(f"grad: the recorded function returns shape {self.out_shapes}, not a scalar")
         x = self._flat(args, "grad")
@@ -191,7 +196,7 @@ class Recorded:
             g = np.empty(self.nin)
         tr = self._variants[0]
         w, wb = self._bufs(tr)
-        val, ok = sweeps.value_and_grad(tr.tape, x, w, wb, g)
+        val, ok = sweeps.value_and_grad(tr.tape, x, w, wb, g, value)
         if not ok:
             tr, w = self._select(x)
             wb = sweeps.reverse(tr.tape, w, np.ones(1))
@@ -205,7 +210,7 @@ class Recorded:
             g = sweeps.grad_fast(self._variants[0].tape, args[0], self._grad_shape)
             if g is not None:
                 return g
-        return self.value_and_grad(*args, out=out)[1]
+        return self._value_and_grad(args, out, False)[1]
 
     def vjp(self, x, u):
         """J(x)^T u, shaped like the inputs; u shaped like the output."""
