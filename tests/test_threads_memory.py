@@ -248,6 +248,24 @@ def test_tapes_are_freed():
     assert _live_tapes() == base
 
 
+def test_recording_leaves_no_reference_cycles():
+    """A dropped recording is freed by reference counting: no cyclic garbage holding tracers,
+    recorder and tape until the next collection (_tree once made a cycle per flatten)."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        ref = weakref.ref(tg.record(f_smooth, np.ones(4)).tape)
+        assert ref() is None
+        tg.record(lambda x: np.tanh(x[0] * x[1]) + x[2] / 2.0, np.ones(3))
+        tg.grad(f_smooth)(np.ones(4))
+        tg.hessian(f_smooth)(np.ones(4))
+        assert gc.collect() == 0
+    finally:
+        if was:
+            gc.enable()
+
+
 def test_rerecording_does_not_keep_dropped_variants():
     """Regression: the per-thread work buffers were keyed by variant and never pruned, so every
     re-recording kept its tape and buffers alive (55 MB after 10**4 re-recordings)."""

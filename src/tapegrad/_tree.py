@@ -15,40 +15,45 @@ class Leaf:
         return "*"
 
 
+# Module-level recursion, not a nested function that calls itself: such a closure is a reference
+# cycle (function -> cell -> function) holding its leaves, here the tracers of a recording and
+# through them its recorder and tape, until the cyclic garbage collector runs.
 def flatten(tree):
     leaves = []
+    return leaves, _flatten(tree, leaves)
 
-    def rec(t):
-        if isinstance(t, tuple) and not hasattr(t, "_fields"):
-            return ("tuple", [rec(c) for c in t])
-        if isinstance(t, list):
-            return ("list", [rec(c) for c in t])
-        if isinstance(t, dict):
-            keys = sorted(t)
-            return ("dict", keys, [rec(t[k]) for k in keys])
-        if t is None:
-            return ("none",)
+
+def _flatten(t, leaves):
+    if type(t) is np.ndarray:       # the usual leaf, first
         leaves.append(t)
-        return Leaf(isinstance(t, (int, float, bool)) and not isinstance(t, np.ndarray))
-
-    return leaves, rec(tree)
+        return Leaf(False)
+    if isinstance(t, tuple) and not hasattr(t, "_fields"):
+        return ("tuple", [_flatten(c, leaves) for c in t])
+    if isinstance(t, list):
+        return ("list", [_flatten(c, leaves) for c in t])
+    if isinstance(t, dict):
+        keys = sorted(t)
+        return ("dict", keys, [_flatten(t[k], leaves) for k in keys])
+    if t is None:
+        return ("none",)
+    leaves.append(t)
+    return Leaf(isinstance(t, (int, float, bool)) and not isinstance(t, np.ndarray))
 
 
 def unflatten(treedef, leaves):
-    it = iter(leaves)
+    return _unflatten(treedef, iter(leaves))
 
-    def rec(d):
-        if isinstance(d, Leaf):
-            v = next(it)
-            if d.scalar and isinstance(v, np.ndarray) and v.ndim == 0:
-                return float(v)
-            return v
-        if d[0] == "tuple":
-            return tuple(rec(c) for c in d[1])
-        if d[0] == "list":
-            return [rec(c) for c in d[1]]
-        if d[0] == "dict":
-            return {k: rec(c) for k, c in zip(d[1], d[2])}
-        return None
 
-    return rec(treedef)
+def _unflatten(d, it):
+    if isinstance(d, Leaf):
+        v = next(it)
+        if d.scalar and isinstance(v, np.ndarray) and v.ndim == 0:
+            return float(v)
+        return v
+    if d[0] == "tuple":
+        return tuple(_unflatten(c, it) for c in d[1])
+    if d[0] == "list":
+        return [_unflatten(c, it) for c in d[1]]
+    if d[0] == "dict":
+        return {k: _unflatten(c, it) for k, c in zip(d[1], d[2])}
+    return None
