@@ -148,12 +148,15 @@ class Recorder:
     # -- the allocations (for finish() and the reference sweep)
     def _starts_of(self, table):
         """Start offsets of all allocations (new()'s, then the emitted ops' outputs: unsorted),
-        and which ops of ``table`` (the tape's op_table()) emit_* made."""
+        and which ops of ``table`` (the tape's op_table()) were emitted: a boolean mask, or
+        None for all of them (scalar code: no mask to make and apply)."""
+        out = table["out"]
+        if not self.op_reads:
+            return np.concatenate([np.asarray(self.new_starts, dtype=np.int64), out]), None
         emitted = np.ones(len(table), dtype=bool)
-        if self.op_reads:
-            emitted[np.fromiter(self.op_reads, dtype=np.int64, count=len(self.op_reads))] = False
+        emitted[np.fromiter(self.op_reads, dtype=np.int64, count=len(self.op_reads))] = False
         return np.concatenate([np.asarray(self.new_starts, dtype=np.int64),
-                               table["out"][emitted]]), emitted
+                               out[emitted]]), emitted
 
     def _alloc_index(self, starts, offs):
         """Per work offset in offs, the index of the allocation holding it: the last one to
@@ -194,7 +197,11 @@ class Recorder:
         # liveness by allocation: which allocation each write, read and root falls in, in one
         # call (NumPy's ~1 us per call is most of what this step costs on small tapes)
         a, b = table["a"], table["b"]
-        binary = emitted & (table["code"] >= _BIN_FIRST)   # emitted binary ops read x[b] too
+        binary = table["code"] >= _BIN_FIRST               # emitted binary ops read x[b] too
+        if emitted is None:
+            emitted = slice(None)       # every op
+        else:
+            binary &= emitted
         roots = [off for off, _ in self.value_guards]
         if out_n:
             roots.append(out_off)
@@ -214,7 +221,7 @@ class Recorder:
             return self._validated()
         # per op, the allocations it reads (sel's segments, in the order concatenated above)
         pos = nops
-        ne, nb = int(emitted.sum()), int(binary.sum())
+        ne, nb = len(a[emitted]), int(binary.sum())
         a_sel = np.zeros(nops, dtype=np.int64)
         a_sel[emitted] = sel[pos:pos + ne]
         b_sel = np.full(nops, -1, dtype=np.int64)
