@@ -241,3 +241,27 @@ def test_finish_drops_what_the_reference_scan_drops(monkeypatch, case):
         h = 1e-6
         fd = [(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(3)]
         np.testing.assert_allclose(tg.record(f, x).grad(x), fd, rtol=1e-7)
+
+
+def test_concatenate_later_axis_traced_value():
+    # the value a tracer carries while recording (what Python decisions and guards see) of a
+    # concatenation or stack along a later axis: once the end-to-end layout of the pieces on
+    # the tape was taken for it, so a branch on it could go the wrong way
+    x = np.array([[1.0, -2.0, 0.5], [3.0, 4.0, -6.0]])
+    seen = {}
+
+    def f(x):
+        s = np.stack([x, 10.0 * x], axis=2)
+        c = np.concatenate([x, -x], axis=1)
+        seen["s"], seen["c"] = getattr(s, "value", s), getattr(c, "value", c)
+        if np.sum(s[..., ::-2]) > 0.0:      # the sum of 10 x: 5.0 > 0
+            return np.sum(np.sin(s) * 2.0)
+        return np.sum(np.cos(c))
+    for run in (lambda: tg.grad(f)(x), lambda: tg.record(f, x)):
+        run()
+        np.testing.assert_array_equal(seen["s"], np.stack([x, 10.0 * x], axis=2))
+        np.testing.assert_array_equal(seen["c"], np.concatenate([x, -x], axis=1))
+    r = tg.record(f, x)
+    assert r(x) == pytest.approx(f(x), rel=1e-15)
+    np.testing.assert_allclose(r.grad(x), 2.0 * np.cos(np.stack([x, 10.0 * x], axis=2)) @ [1.0, 10.0],
+                               rtol=1e-14)

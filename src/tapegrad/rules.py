@@ -476,7 +476,10 @@ def concatenate(seq, axis=0):
         seq = [reshape(s, (-1,)) if type(s) is Tracer else np.ravel(s) for s in seq]
         axis = 0
     axis = axis % val.ndim
-    out = rec.new(val)
+    # the pieces go end to end into out's slots; for axis > 0 one gather then puts each
+    # element where concatenation wants it, so out's value is that end-to-end layout
+    ends = val if axis == 0 else np.concatenate([np.ravel(_as_float_array(v)) for v in vals])
+    out = rec.new(ends)
     pos = 0
     for s in seq:
         so, sc, sv = rec.operand(s)
@@ -486,13 +489,12 @@ def concatenate(seq, axis=0):
         pos += sv.size
     if axis == 0:
         return out
-    # pieces were laid end to end; one gather puts each element where concatenation wants it
     blocks, pos = [], 0
     for v in vals:
         v = np.asarray(v)
         blocks.append(np.arange(pos, pos + v.size).reshape(v.shape))
         pos += v.size
-    return gather(Tracer(rec, out._off, val.ravel()), np.concatenate(blocks, axis=axis))
+    return gather(out, np.concatenate(blocks, axis=axis))
 
 
 def stack(seq, axis=0):
