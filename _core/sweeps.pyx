@@ -15,7 +15,7 @@ carry no tangent and receive no adjoint.
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy, memmove
 from libc.stdint cimport int64_t
-from libc.math cimport NAN
+from libc.math cimport NAN, sin, cos
 from cpython.ref cimport PyObject
 from scipy.linalg.cython_blas cimport dgemm
 
@@ -624,6 +624,27 @@ cdef void logaddexp_adjoint(const double* x, int kind, const double* y, const do
             xb[0] += yb[i] * scratch[i]
 
 
+cdef inline bint scalar_reversible(int code) noexcept nogil:
+    return code < CMP_FIRST and (code < UN_ZERO_FIRST or code >= BIN_FIRST)
+
+
+cdef inline void reverse_scalar(const Op* op, const double* a, const double* b, const double* c,
+                                const double* y, const double* yb, double* ab,
+                                double* bb) noexcept nogil:
+    """reverse_elem of a one-element op (scalar code: no broadcasting) with a derivative."""
+    cdef int code = op.code, fl = op.flags
+    cdef double da, db
+    if code < UN_ZERO_FIRST:
+        if not (fl & FLAG_A_CONST):
+            ab[0] += yb[0] * un_d1(code, a[0], y[0], op.d)
+    else:
+        bin_d1(code, a[0], b[0], y[0], c[0] if code == OP_WHERE else 0.0, &da, &db)
+        if not (fl & FLAG_A_CONST):
+            ab[0] += yb[0] * da
+        if not (fl & FLAG_B_CONST):
+            bb[0] += yb[0] * db
+
+
 cdef void reverse_elem(const Op* op, const double* a, const double* b, const double* c,
                        const double* y, const double* yb, double* ab, double* bb) noexcept nogil:
     """Adjoint of one elementwise op (code <= BIN_LAST) given pointers to its operands' values
@@ -634,17 +655,8 @@ cdef void reverse_elem(const Op* op, const double* a, const double* b, const dou
     cdef int code = op.code, fl = op.flags, ka, kb
     cdef double da, db
     cdef double* scratch
-    if n == 1 and code < CMP_FIRST and (code < UN_ZERO_FIRST or code >= BIN_FIRST):
-        # scalar code: one element, no broadcasting
-        if code < UN_ZERO_FIRST:
-            if not (fl & FLAG_A_CONST):
-                ab[0] += yb[0] * un_d1(code, a[0], y[0], op.d)
-        else:
-            bin_d1(code, a[0], b[0], y[0], c[0] if code == OP_WHERE else 0.0, &da, &db)
-            if not (fl & FLAG_A_CONST):
-                ab[0] += yb[0] * da
-            if not (fl & FLAG_B_CONST):
-                bb[0] += yb[0] * db
+    if n == 1 and scalar_reversible(code):
+        reverse_scalar(op, a, b, c, y, yb, ab, bb)
         return
     if code < UN_ZERO_FIRST:
         if fl & FLAG_A_CONST:
@@ -756,7 +768,10 @@ cdef int reverse_op(const Op* op, const int64_t* ipool, const double* cv,
     ab = wb + op.a
     bb = wb + op.b
     if code <= BIN_LAST:
-        reverse_elem(op, a, b, c, y, yb, ab, bb)
+        if n == 1 and scalar_reversible(code):
+            reverse_scalar(op, a, b, c, y, yb, ab, bb)     # inline: scalar code's hot path
+        else:
+            reverse_elem(op, a, b, c, y, yb, ab, bb)
         return 0
     if code == OP_PROD:
         if fl & FLAG_A_CONST:
@@ -805,6 +820,77 @@ cdef int reverse_sweep(const Op* ops, Py_ssize_t nops, const int64_t* ipool, con
             continue
         reverse_op(&ops[k], ipool, cv, w, wb, cbs)
         k -= 1
+    return 0
+
+
+# ------------------------------------------------------------------ scalar tapes: partials
+# Scalar code (a Python loop of scalar operations) records one-element ops whose reverse is
+# mostly dispatch. For a gradient, the forward sweep stores each one-element op's local
+# partials (P[2k], P[2k + 1]: dy/da, dy/db, the values reverse_scalar would compute), and the
+# reverse sweep is then a loop of multiply-adds (preaccumulated local partials, Griewank &
+# Walther 2008, sec. 4.6). sin and cos of the same x in one function become one sincos call.
+cdef inline double un_fd(int code, double x, double d, double* dy) noexcept nogil:
+    """y = f(x) and dy[0] = f'(x) of a unary elementwise op (un_f, un_d1)."""
+    cdef double y
+    if code == OP_SIN:
+        dy[0] = cos(x)
+        return sin(x)
+    if code == OP_COS:
+        dy[0] = -sin(x)
+        return cos(x)
+    y = un_f(code, x, d)
+    dy[0] = un_d1(code, x, y, d) if code < UN_ZERO_FIRST else 0.0
+    return y
+
+
+cdef int grad_partials(Tape t, double* w, double* wb, double* P, PyObject* cbs,
+                       bint* ok) except -1 nogil:
+    """Gradient of a scalar-output tape with no tiling segments, x already in w[0:nin]: the
+    forward sweep with local partials of one-element ops in P (2 per op), then the reverse.
+    wb must be zero; wb[0:nin] receives the gradient. ok: the guards held."""
+    cdef Py_ssize_t k, nops = t.nops
+    cdef const Op* op
+    cdef const double* cv = t.cvals
+    cdef int code, fl
+    cdef double g, da, db
+    for k in range(nops):
+        op = &t.ops[k]
+        code = op.code
+        fl = op.flags
+        if op.n == 1 and code <= BIN_LAST:
+            if code <= UN_LAST:
+                w[op.out] = un_fd(code, opnd(w, cv, op.a, fl, FLAG_A_CONST)[0], op.d, &P[2 * k])
+            else:
+                da = opnd(w, cv, op.a, fl, FLAG_A_CONST)[0]
+                db = opnd(w, cv, op.b, fl, FLAG_B_CONST)[0]
+                g = opnd(w, cv, op.c, fl, FLAG_C_CONST)[0] if code == OP_WHERE else 0.0
+                w[op.out] = bin_f(code, da, db, g)
+                bin_d1(code, da, db, w[op.out], g, &P[2 * k], &P[2 * k + 1])
+        elif code == OP_CALL:
+            call_forward(cbs, op, opnd(w, cv, op.a, fl, FLAG_A_CONST),
+                         opnd(w, cv, op.b, fl, FLAG_B_CONST),
+                         opnd(w, cv, op.c, fl, FLAG_C_CONST), w + op.out)
+        else:
+            forward_op(op, t.ipool, opnd(w, cv, op.a, fl, FLAG_A_CONST),
+                       opnd(w, cv, op.b, fl, FLAG_B_CONST),
+                       opnd(w, cv, op.c, fl, FLAG_C_CONST), w + op.out)
+    ok[0] = guards_hold(t.guards, t.nguard, cv, w)
+    if not ok[0]:
+        return 0
+    wb[t.out_off] = 1.0
+    for k in range(nops - 1, -1, -1):
+        op = &t.ops[k]
+        code = op.code
+        if op.n == 1 and code <= BIN_LAST:
+            if not scalar_reversible(code):
+                continue
+            g = wb[op.out]
+            if not (op.flags & FLAG_A_CONST):
+                wb[op.a] += g * P[2 * k]
+            if code >= BIN_FIRST and not (op.flags & FLAG_B_CONST):
+                wb[op.b] += g * P[2 * k + 1]
+        else:
+            reverse_op(op, t.ipool, cv, w, wb, cbs)
     return 0
 
 
@@ -1749,7 +1835,8 @@ def grad_fast(Tape t, object x, object shape):
     cdef PyObject* cbs = <PyObject*> t.callbacks
     cdef Py_ssize_t nsegs = tiling_nsegs(t)
     cdef cnp.ndarray g = np.empty(shape)
-    cdef double* w = <double*> malloc(S * sizeof(double))
+    # one block: values, then the partials of the scalar path (2 per op)
+    cdef double* w = <double*> malloc((S + 2 * t.nops) * sizeof(double))
     cdef double* wb = <double*> calloc(S, sizeof(double))
     cdef const double* xp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> x)
     cdef double* gp = <double*> cnp.PyArray_DATA(g)
@@ -1763,6 +1850,12 @@ def grad_fast(Tape t, object x, object shape):
         with nogil:
             if k0 >= 0:
                 grad_fused(t, k0, xp, gp, w, wb, cbs, nsegs, False, &ok)
+            elif nsegs == 0:
+                if t.nin:
+                    memcpy(w, xp, t.nin * sizeof(double))
+                grad_partials(t, w, wb, w + S, cbs, &ok)
+                if ok and t.nin:
+                    memcpy(gp, wb, t.nin * sizeof(double))
             else:
                 if t.nin:
                     memcpy(w, xp, t.nin * sizeof(double))
