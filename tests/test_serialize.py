@@ -168,6 +168,49 @@ def test_loaded_recording_is_strict_and_keeps_structure():
     np.testing.assert_array_equal(q2({"a": np.array([-2.0, 1.0, 0.5]), "b": d["b"]})["v"], [2.0, -1.0])
 
 
+def two_branches(x):
+    if x[0] > 0:
+        return np.sum(x ** 2 * np.arange(1.0, 4.0))
+    return np.sum(np.sin(x)) - x[1]
+
+
+def test_every_variant_round_trips():
+    x = np.array([1.0, 2.0, -0.5])
+    r = tg.record(two_branches, x)
+    r.grad(-x)                                      # a guard flips: a second variant
+    assert r.info()["variants"] == 2
+    b = r.to_bytes()
+    assert tg.load(b, f=two_branches).to_bytes() == b
+    for q in (tg.load(b), pickle.loads(pickle.dumps(r))):
+        assert q.info()["variants"] == 2
+        for z in (x, -x, 3 * x, -3 * x, x):        # both branches, no re-recording, no error
+            assert q(z) == r(z)
+            assert q.grad(z).tobytes() == r.grad(z).tobytes()
+        assert q.rerecords == 0
+    # a single variant keeps the plain tape format
+    b1 = tg.record(two_branches, x).to_bytes()
+    assert Tape.from_bytes(b1).nops > 0
+    with pytest.raises(ValueError, match="not a recorded function|bad"):
+        Tape.from_bytes(b)                          # a container is not one tape
+
+
+def test_variant_container_corruption():
+    x = np.array([1.0, 2.0, -0.5])
+    r = tg.record(two_branches, x)
+    r.grad(-x)
+    b = r.to_bytes()
+    for n in range(len(b)):
+        with pytest.raises(ValueError):
+            tg.load(b[:n])
+    rng = np.random.default_rng(3)
+    for _ in range(1000):
+        c = bytearray(b)
+        i = int(rng.integers(len(c)))
+        c[i] ^= 1 << int(rng.integers(8))
+        with pytest.raises(ValueError):
+            tg.load(bytes(c))
+
+
 def test_pickle_keeps_picklable_f_and_drops_lambdas():
     r = tg.record(worked, X_WORKED)
     q = pickle.loads(pickle.dumps(r))

@@ -10,15 +10,17 @@ derivative of a branch that was not taken. A few variants (one per branch patter
 Work buffers are per thread (``threading.local``), never shared: several threads may replay one
 ``Recorded`` at once, and the sweeps release the GIL.
 
-Serialization: ``to_bytes()`` writes the current variant's tape with everything needed to replay
-it without f (input/output shapes and pytree structure, the recording point) as JSON in the
-tape's metadata; ``load(b)`` / ``Recorded.from_bytes(b)`` rebuild a replayable ``Recorded``.
-Without f there is nothing to re-record, so a loaded ``Recorded`` is strict: a guard flip raises
-``GuardError``. Pickling goes through the same bytes and keeps f when f itself pickles.
+Serialization: ``to_bytes()`` writes every variant's tape with everything needed to replay it
+without f (input/output shapes and pytree structure, the recording point) as JSON in the
+tape's metadata; ``load(b)`` / ``Recorded.from_bytes(b)`` rebuild a replayable ``Recorded`` with
+the same variants. Without f there is nothing to re-record, so a loaded ``Recorded`` is strict:
+a guard flip that none of its variants matches raises ``GuardError``. Pickling goes through the same bytes and keeps f when f itself pickles.
 """
 import base64
 import pickle
+import struct
 import threading
+import zlib
 
 import numpy as np
 
@@ -275,9 +277,7 @@ class Recorded:
                 "variants": len(self._variants), "rerecords": self.rerecords}
 
     # ------------------------------------------------------------------ serialization
-    def to_bytes(self):
-        """The current variant's tape plus what a replay without f needs (see ``load``)."""
-        tr = self._variants[0]
+    def _tape_bytes(self, tr):
         x0 = np.ascontiguousarray(getattr(tr, "recorded_x", np.zeros(tr.nin)), dtype="<f8")
         tr.tape.meta = {
             "format": _FORMAT, "version": _VERSION, "nargs": self.nargs,
@@ -287,20 +287,38 @@ class Recorded:
         }
         return tr.tape.to_bytes()
 
+    def to_bytes(self):
+        """Every variant's tape (one per branch pattern seen, most recently used first) plus
+        what a replay without f needs (see ``load``). One variant: the tape's own bytes; more:
+        a container of them (magic, count, lengths, CRC32)."""
+        parts = [self._tape_bytes(tr) for tr in self._variants]
+        if len(parts) == 1:
+            return parts[0]
+        body = b"".join([_MULTI_MAGIC, struct.pack("<I", len(parts))]
+                        + [struct.pack("<Q", len(p)) + p for p in parts])
+        return body + struct.pack("<I", zlib.crc32(body))
+
     @classmethod
     def from_bytes(cls, data, f=None, strict=None, max_work=None):
-        """A ``Recorded`` from ``to_bytes()`` output. Without f it is strict (a guard flip raises
-        ``GuardError``); with f it re-records on a flip unless ``strict``. Corrupt or hostile
-        bytes raise ``ValueError``."""
-        tape = Tape.from_bytes(data) if max_work is None else Tape.from_bytes(data, max_work=max_work)
-        tr = _variant_from_tape(tape)
-        meta = tape.meta
+        """A ``Recorded`` from ``to_bytes()`` output, with all its variants. Without f it is
+        strict (a guard flip that no variant matches raises ``GuardError``); with f it
+        re-records on a flip unless ``strict``. Corrupt or hostile bytes raise ``ValueError``."""
+        kw = {} if max_work is None else {"max_work": max_work}
+        variants = [_variant_from_tape(Tape.from_bytes(p, **kw)) for p in _split_variants(data)]
+        tr = variants[0]
+        meta = tr.tape.meta
+        for v in variants[1:]:
+            m = v.tape.meta
+            if (m["nargs"], m["in_tree"], m["in_shapes"]) != (meta["nargs"], meta["in_tree"],
+                                                              meta["in_shapes"]):
+                _bad("variants differ in their inputs")
         self = cls.__new__(cls)
         if strict is None:
             strict = True if f is None else bool(meta.get("strict", False))
         elif f is None and not strict:
             raise ValueError("from_bytes: strict=False needs f (something to re-record)")
-        self._setup(f, tr, meta["nargs"], strict, 8)
+        self._setup(f, tr, meta["nargs"], strict, max(8, len(variants)))
+        self._variants = variants
         return self
 
     def __reduce__(self):
@@ -408,6 +426,39 @@ def _shapes_from_json(j, what):
             _bad(what)
         shapes.append(tuple(s))
     return shapes
+
+
+_MULTI_MAGIC = b"TGVARS\x01\x00"
+_MAX_VARIANTS = 1 << 12
+
+
+def _split_variants(data):
+    """The tape bytes of each variant in ``to_bytes()`` output (one, or a container)."""
+    data = bytes(data) if not isinstance(data, bytes) else data
+    if not data.startswith(_MULTI_MAGIC):
+        return [data]
+    head = len(_MULTI_MAGIC)
+    if len(data) < head + 8:
+        _bad("truncated variant container")
+    body, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
+    if zlib.crc32(body) != crc:
+        _bad("variant container checksum mismatch")
+    count = struct.unpack_from("<I", body, head)[0]
+    if not 1 <= count <= _MAX_VARIANTS:
+        _bad(f"variant count {count}")
+    parts, pos = [], head + 4
+    for _ in range(count):
+        if pos + 8 > len(body):
+            _bad("truncated variant container")
+        n = struct.unpack_from("<Q", body, pos)[0]
+        pos += 8
+        if n > len(body) - pos:
+            _bad("variant length runs past the end")
+        parts.append(body[pos:pos + n])
+        pos += n
+    if pos != len(body):
+        _bad("trailing bytes after the variants")
+    return parts
 
 
 def _variant_from_tape(tape):
