@@ -17,14 +17,14 @@ from libc.string cimport memset, memcpy, memmove
 from libc.stdint cimport int64_t
 from libc.math cimport NAN, sin, cos
 from cpython.ref cimport PyObject
-from scipy.linalg.cython_blas cimport dgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv
 
 import numpy as np
 cimport numpy as cnp
 
 from .opcodes cimport *
 from .kernels cimport un_f, un_d1, un_d2, bin_f, bin_d1, bin_d2
-from .tape cimport Tape, Op, TILE_MAX_OPS
+from .tape cimport Tape, Op, TILE_MAX_OPS, op_reads
 
 cnp.import_array()
 
@@ -78,6 +78,19 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, double alpha, co
     lda = lda if lda > 1 else 1
     ldb = ldb if ldb > 1 else 1
     ldc = ldc if ldc > 1 else 1
+    cdef char tr
+    cdef int inc
+    if N == 1:
+        # a matrix times a vector (X @ w, X^T @ r): BLAS's gemv, which streams the matrix once
+        # where gemm's small-matrix kernels do not. Row-major A (M x K, lda) is column-major
+        # A^T; op(B)'s one column has stride ldb (B K x 1) or 1 (B^T 1 x K)
+        tr = b'T' if ta == b'N' else b'N'
+        inc = ldb if tb == b'N' else 1
+        if ta == b'N':
+            dgemv(&tr, &K, &M, &alpha, <double*>A, &lda, <double*>B, &inc, &beta, C, &ldc)
+        else:
+            dgemv(&tr, &M, &K, &alpha, <double*>A, &lda, <double*>B, &inc, &beta, C, &ldc)
+        return
     dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
 
 
@@ -1103,22 +1116,23 @@ cdef inline double* fz_adj(const FusePlan* P, Py_ssize_t j, int r, double* scr, 
 
 
 cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
-                     const int64_t* ipool, const double* cv, double* w, double* wb,
+                     bint rev, const int64_t* ipool, const double* cv, double* w, double* wb,
                      const double* xin, double* gin, Py_ssize_t nin, double* scr,
                      Py_ssize_t T) noexcept nogil:
     """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
     2 (K - k0) rows of 2 T values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
     Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
     and wb, or the caller's input and gradient arrays); wb must be zero where adjoints are
-    added, and wb[ops[K].out] holds the seed."""
+    added, and wb[ops[K].out] holds the seed. rev = False: the forward alone (the sum's
+    value), P planned with values."""
     cdef Op top
     cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, L = K - k0, R = 2 * T
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, g = wb[ops[K].out], c
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, g = wb[ops[K].out] if rev else 0.0, c
     cdef double* v
     cdef const double* last = scr + 2 * (L - 1) * R
     # uniform adjoints are rows of one number for the whole sweep
     for j in range(L):
-        if P.uni[j] and P.run[j]:
+        if rev and P.uni[j] and P.run[j]:
             v = scr + (2 * j + 1) * R
             c = P.u[j] * g
             for i in range(R):
@@ -1146,6 +1160,9 @@ cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan*
                     s0 += last[i]
                     i += 1
                 w[ops[K].out] = s0
+        if not rev:
+            t0 += tl
+            continue
         # reverse on the same tile; row adjoints start at their uniform part
         for j in range(L):
             if not P.uni[j]:
@@ -1187,44 +1204,110 @@ cdef inline bint straddles(int64_t off, int64_t m, Py_ssize_t nin) noexcept nogi
     return off < nin and off + m > nin
 
 
+cdef inline bint value_free_reverse(int code) noexcept nogil:
+    """Does the adjoint of this op read no values (a linear op with constant partials, or
+    no derivative at all)?"""
+    return (code == OP_ADD or code == OP_SUB or code == OP_ADDC or code == OP_MULC
+            or code == OP_RSUBC or code == OP_NEG or code == OP_SUM or code == OP_GATHER
+            or code == OP_SCATTER_ADD or code == OP_COPY
+            or (code >= UN_ZERO_FIRST and code <= UN_LAST) or (code >= CMP_FIRST and code <= BIN_LAST))
+
+
+cdef bint post_value_free(const Op* ops, Py_ssize_t K, Py_ssize_t nops) noexcept nogil:
+    """Do the adjoints of the ops after the sum K read no value that depends on the sum? (Then
+    the sum's adjoint is known without its value: a mean's 1/n, a penalty added to it.) The
+    ops that depend on it are found by overlap with the outputs of those that do."""
+    cdef Py_ssize_t k, j, ndep = 1
+    cdef int q, nr
+    cdef int64_t off[3]
+    cdef int64_t ln[3]
+    cdef int64_t dep_off[TILE_MAX_OPS + 1]
+    cdef int64_t dep_n[TILE_MAX_OPS + 1]
+    cdef bint dep
+    dep_off[0] = ops[K].out
+    dep_n[0] = ops[K].n
+    for k in range(K + 1, nops):
+        nr = op_reads(&ops[k], off, ln)
+        dep = False
+        for q in range(nr):
+            for j in range(ndep):
+                if off[q] < dep_off[j] + dep_n[j] and dep_off[j] < off[q] + ln[q]:
+                    dep = True
+        if not dep:
+            continue
+        if not value_free_reverse(ops[k].code) or ndep > TILE_MAX_OPS:
+            return False
+        dep_off[ndep] = ops[k].out
+        dep_n[ndep] = ops[k].n
+        ndep += 1
+    return True
+
+
 cdef int grad_fused(Tape t, Py_ssize_t k0, const double* x, double* g, double* w, double* wb,
                     PyObject* cbs, Py_ssize_t nsegs, bint values, bint* ok) except -1 nogil:
-    """Scalar-output gradient with the fused tail [k0, nops) at the input x into g (nin values
-    each); afterwards w[out_off] is the value if values. ok: the guards held."""
-    cdef Py_ssize_t K = t.nops - 1, L = K - k0, T = FUSE_TILE, ns, nin = t.nin
+    """Scalar-output gradient with the fused tail [k0, K] (K = t.fuse_sum) at the input x into
+    g (nin values each); afterwards w[out_off] is the value if values. ok: the guards held.
+    With ops after the sum ("post" ops): the tail's forward alone gives the sum, the post ops
+    run forward and reverse, which gives the sum's adjoint, then the fused tail runs with it
+    (its forward computed twice, in cache: cheaper than storing it). When nothing needs the
+    value and the post ops' adjoints read no value that depends on the sum (a mean's 1/n, a
+    penalty added), the first pass is skipped."""
+    cdef Py_ssize_t K = t.fuse_sum, L = K - k0, T = FUSE_TILE, ns, nin = t.nin
+    cdef Py_ssize_t npost = t.nops - K - 1
     cdef FusePlan P
     cdef double* scr
-    # with no ops before the tail and no guards, the tail reads x and adds into g in place
-    cdef bint direct = (k0 == 0 and t.nguard == 0 and inputs_apart(t.ops, k0, K, nin)
+    cdef bint need_vals = values or t.nguard > 0
+    # (guards may read the sum or post values: they are checked after a first pass)
+    cdef bint first_pass = t.nguard > 0 or (npost > 0 and (
+        values or not post_value_free(t.ops, K, t.nops)))
+    # with no ops before or after the tail and no guards, the tail reads x and adds into g
+    cdef bint direct = (k0 == 0 and npost == 0 and t.nguard == 0
+                        and inputs_apart(t.ops, k0, K, nin)
                         and (g + nin <= x or x + nin <= g))
     if not direct:
         if nin:
             memcpy(w, x, nin * sizeof(double))
         ns = segs_before(t.segs, nsegs, k0)
         forward_sweep(t.ops, k0, t.ipool, t.cvals, w, cbs, t.segs, ns)
-    fuse_plan(t.ops, k0, L, values or t.nguard > 0, &P)
     scr = <double*> malloc(2 * L * 2 * T * sizeof(double))
     if scr == NULL:
         with gil:
             raise MemoryError()
     if direct:
+        fuse_plan(t.ops, k0, L, values, &P)
         memset(g, 0, nin * sizeof(double))
         zero_outside(wb, nin, t.nwork, t.ops, k0, K)
         wb[t.out_off] = 1.0
-        fused_tail(t.ops, k0, K, &P, values, t.ipool, t.cvals, w, wb, x, g, nin, scr, T)
+        fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cvals, w, wb, x, g, nin, scr, T)
         free(scr)
         ok[0] = True
         return 0
-    zero_outside(wb, 0, t.nwork, t.ops, k0, K)
-    wb[t.out_off] = 1.0
-    fused_tail(t.ops, k0, K, &P, values or t.nguard > 0, t.ipool, t.cvals, w, wb, w, wb, nin,
-               scr, T)
-    free(scr)
-    ok[0] = guards_hold(t.guards, t.nguard, t.cvals, w)
-    if ok[0]:
-        reverse_sweep(t.ops, k0, t.ipool, t.cvals, w, wb, cbs, t.segs, ns)
-        if nin:
-            memcpy(g, wb, nin * sizeof(double))
+    if first_pass:
+        fuse_plan(t.ops, k0, L, True, &P)
+        fused_tail(t.ops, k0, K, &P, True, False, t.ipool, t.cvals, w, wb, w, wb, nin, scr, T)
+    try:
+        if npost:
+            # without a first pass the sum is not known yet: the post ops that depend on it
+            # get placeholder values, which no adjoint reads (post_value_free)
+            if not first_pass:
+                w[t.ops[K].out] = 0.0
+            forward_sweep(t.ops + K + 1, npost, t.ipool, t.cvals, w, cbs, NULL, 0)
+        ok[0] = guards_hold(t.guards, t.nguard, t.cvals, w)
+        if not ok[0]:
+            return 0
+        zero_outside(wb, 0, t.nwork, t.ops, k0, K)
+        wb[t.out_off] = 1.0
+        if npost:
+            reverse_sweep(t.ops + K + 1, npost, t.ipool, t.cvals, w, wb, cbs, NULL, 0)
+        # the sum's value is known after a first pass; otherwise the fold computes it
+        fuse_plan(t.ops, k0, L, need_vals and not first_pass, &P)
+        fused_tail(t.ops, k0, K, &P, need_vals and not first_pass, True, t.ipool, t.cvals, w, wb,
+                   w, wb, nin, scr, T)
+    finally:
+        free(scr)
+    reverse_sweep(t.ops, k0, t.ipool, t.cvals, w, wb, cbs, t.segs, ns)
+    if nin:
+        memcpy(g, wb, nin * sizeof(double))
     return 0
 
 

@@ -38,10 +38,17 @@ cdef class Tape:
     cdef Py_ssize_t nsegs
     cdef Py_ssize_t cap_segs
     cdef Py_ssize_t fuse_k0          # first op of the fused gradient tail, -1: none (validate())
+    cdef Py_ssize_t fuse_sum         # its sum op (ops after it: scalar "post" ops)
 
     cdef int _grow_ops(self) except -1
     cdef int _find_segments(self) except -1
     cdef int _find_fused(self) except -1
+    cdef Py_ssize_t _tail_start(self, Py_ssize_t K) except -2
+    cdef bint _post_apart(self, Py_ssize_t k0, Py_ssize_t K)
+
+
+# The work-buffer regions an op reads (offsets, lengths; constant operands left out): up to 3
+cdef int op_reads(const Op* op, int64_t* off, int64_t* ln) noexcept nogil
 
 
 # Loop tiling of elementwise runs (see Tape._find_segments and the sweeps): ops with at least

@@ -184,6 +184,38 @@ cdef int _reads(const Op* op, _Rd* r, bint* ok) noexcept nogil:
     return nr
 
 
+cdef int op_reads(const Op* op, int64_t* off, int64_t* ln) noexcept nogil:
+    """The work-buffer regions op reads (constant operands left out), any op kind; for a
+    validated op."""
+    cdef int nr = 0, code = op.code, fl = op.flags
+    cdef int64_t la = 0, lb = 0, lc = 0
+    if code <= UN_LAST or code == OP_COPY:
+        la = op.n
+    elif code <= BIN_LAST:
+        la = op.p[1]
+        lb = op.p[3]
+        lc = op.n if code == OP_WHERE else 0
+    elif code <= OP_PROD:
+        la = op.p[0] * op.p[1] * op.p[2]
+    elif code == OP_MATMUL:
+        if op.p[0] > 0:
+            la = op.p[4] * (op.p[0] - 1) + op.p[1] * op.p[2]
+            lb = op.p[5] * (op.p[0] - 1) + op.p[2] * op.p[3]
+    elif code == OP_GATHER or code == OP_SCATTER_ADD:
+        la = op.p[1]
+    elif code == OP_CALL:
+        la = op.p[0]
+        lb = op.p[1]
+        lc = op.p[2]
+    if la and not (fl & FLAG_A_CONST):
+        off[nr] = op.a; ln[nr] = la; nr += 1
+    if lb and not (fl & FLAG_B_CONST):
+        off[nr] = op.b; ln[nr] = lb; nr += 1
+    if lc and not (fl & FLAG_C_CONST):
+        off[nr] = op.c; ln[nr] = lc; nr += 1
+    return nr
+
+
 cdef bint _alone_ok(const Op* op, const _Rd* r, int nr, bint strict) noexcept nogil:
     cdef int q
     if op.code > BIN_LAST or op.n < TILE_MIN_N:
@@ -298,7 +330,7 @@ cdef class Tape:
         self.callbacks = []
         self.segs = NULL
         self.nsegs = self.cap_segs = 0
-        self.fuse_k0 = -1
+        self.fuse_k0 = self.fuse_sum = -1
 
     def __dealloc__(self):
         global _live
@@ -361,23 +393,40 @@ cdef class Tape:
         return 0
 
     cdef int _find_fused(self) except -1:
-        """The fused gradient tail: ops [k0, nops - 1) elementwise and op nops - 1 a full sum of
-        the last one's output that is the tape's scalar output. A scalar-output gradient then
-        runs the tail's forward and reverse tile by tile with its intermediates (values and
-        adjoints) in a small per-call scratch, never in the work buffers (sweeps.fused_tail).
-        The segment rules apply except the adjoint-order one: an external adjoint element may
+        """The fused gradient tail: ops [k0, K) elementwise and op K a full sum of the last
+        one's output; the ops after K (the "post" ops, e.g. the 1/n of a mean, a penalty
+        term) read no tail output and write none. A scalar-output gradient then runs the
+        tail's forward and reverse tile by tile with its intermediates (values and adjoints)
+        in a small per-call scratch, never in the work buffers (sweeps.grad_fused). The
+        segment rules apply except the adjoint-order one: an external adjoint element may
         receive its contributions in another order than the op-by-op sweep's (equal up to
         rounding). Tail outputs hold no guard (their values are not written) and lie outside
-        the inputs. k0 = -1: none."""
-        cdef Py_ssize_t K = self.nops - 1, k0, k, j
+        the inputs. The last such sum within TILE_MAX_OPS ops of the end is taken.
+        fuse_k0 = -1: none."""
+        cdef Py_ssize_t K, k0
+        self.fuse_k0 = -1
+        self.fuse_sum = -1
+        if self.out_n != 1:
+            return 0
+        K = self.nops - 1
+        while K >= 1 and self.nops - K <= TILE_MAX_OPS:
+            k0 = self._tail_start(K)
+            if k0 < K and self._post_apart(k0, K):
+                self.fuse_k0 = k0
+                self.fuse_sum = K
+                return 0
+            K -= 1
+        return 0
+
+    cdef Py_ssize_t _tail_start(self, Py_ssize_t K) except -2:
+        """The first op of the longest fusable tail whose full sum is op K (K: none)."""
+        cdef Py_ssize_t k0 = K, k, j
         cdef int nr
         cdef bint ok
         cdef _Rd r[3]
         cdef const Op* op
-        self.fuse_k0 = -1
-        if K < 1 or self.out_n != 1 or self.ops[K].out != self.out_off:
-            return 0
-        k0 = K
+        if self.ops[K].code != OP_SUM:
+            return K
         while k0 > 0 and K - (k0 - 1) <= TILE_MAX_OPS:
             op = &self.ops[k0 - 1]
             nr = _reads(op, r, &ok)
@@ -397,15 +446,42 @@ cdef class Tape:
             if not ok or not _sum_folds(self.ops, k0 - 1, K):
                 break
             k0 -= 1
-        if k0 < K:
-            self.fuse_k0 = k0
-        return 0
+        return k0
+
+    cdef bint _post_apart(self, Py_ssize_t k0, Py_ssize_t K):
+        """Do the ops after the sum K (and the tape's output) stay clear of the outputs of the
+        tail ops [k0, K)?"""
+        cdef Py_ssize_t i, j
+        cdef int q, nr
+        cdef int64_t off[3]
+        cdef int64_t ln[3]
+        cdef const Op* op
+        cdef int64_t toff[3]
+        cdef int64_t tln[3]
+        cdef int tr
+        for j in range(k0, K):
+            if _overlap(self.out_off, self.out_n, self.ops[j].out, self.ops[j].n):
+                return False
+            tr = op_reads(&self.ops[j], toff, tln)
+            for i in range(K + 1, self.nops):
+                op = &self.ops[i]
+                if _overlap(op.out, op.n, self.ops[j].out, self.ops[j].n):
+                    return False
+                for q in range(tr):      # (nor may a later op write what the tail reads)
+                    if _overlap(op.out, op.n, toff[q], tln[q]):
+                        return False
+                nr = op_reads(op, off, ln)
+                for q in range(nr):
+                    if _overlap(off[q], ln[q], self.ops[j].out, self.ops[j].n):
+                        return False
+        return True
 
     def fused_tail(self):
-        """(k0, k1): the ops of the fused gradient tail (see _find_fused), or None."""
+        """(k0, K): the fused gradient tail, elementwise ops [k0, K) and their sum K (see
+        _find_fused), or None."""
         if not self.validated:
             self.validate()
-        return None if self.fuse_k0 < 0 else (self.fuse_k0, self.nops)
+        return None if self.fuse_k0 < 0 else (self.fuse_k0, self.fuse_sum)
 
     def segments(self):
         """The tiling segments [(k0, k1, folded sum), ...] found by validate()."""
