@@ -8,6 +8,11 @@
                   w.r.t. the tangent lanes, which gives Hessian-vector products H v
                   (Pearlmutter 1994; Griewank & Walther 2008, ch. 5).
 
+Gradients of scalar losses have two shortcuts: a tape ending in a long elementwise run and its
+sum ("fused tail") runs that run's forward and reverse together, tile by tile, in a small
+scratch (grad_fused); small scalar tapes keep each op's local partials from the forward sweep
+(grad_partials). Both give the op-by-op sweeps' values; see their comments for the adjoints.
+
 All buffers belong to the call, never to the tape, so one validated tape can be replayed by
 several threads at once. Operands flagged constant live in the tape's constant buffer and
 carry no tangent and receive no adjoint.
@@ -438,12 +443,32 @@ cdef inline Py_ssize_t tile_len(Py_ssize_t t0, Py_ssize_t n, Py_ssize_t T) noexc
     return n - t0 if n - t0 < 2 * T else T
 
 
+cdef inline bint fold_tile(const double* a, Py_ssize_t tl, bint last, double* ps) noexcept nogil:
+    """A folded sum: adds a tile of tl values to sum_contiguous's four partial sums ps[0:4],
+    carried across tiles (tiles start at multiples of 4, so the result is the same number).
+    On the last tile, ps[0] becomes the sum and True is returned."""
+    cdef Py_ssize_t i = 0
+    while i + 4 <= tl:
+        ps[0] += a[i]
+        ps[1] += a[i + 1]
+        ps[2] += a[i + 2]
+        ps[3] += a[i + 3]
+        i += 4
+    if not last:
+        return False
+    ps[0] = (ps[0] + ps[1]) + (ps[2] + ps[3])
+    while i < tl:
+        ps[0] += a[i]
+        i += 1
+    return True
+
+
 cdef void forward_segment(const Op* ops, Py_ssize_t k0, Py_ssize_t k1, bint fold,
                           const int64_t* ipool, const double* cv, double* w) noexcept nogil:
     cdef Op top
     cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-    cdef const double* a
+    cdef double ps[4]
+    ps[0] = ps[1] = ps[2] = ps[3] = 0.0
     while t0 < n:
         tl = tile_len(t0, n, T)
         for j in range(k0, ke):
@@ -451,23 +476,8 @@ cdef void forward_segment(const Op* ops, Py_ssize_t k0, Py_ssize_t k1, bint fold
             forward_op(&top, ipool, opnd(w, cv, top.a, top.flags, FLAG_A_CONST),
                        opnd(w, cv, top.b, top.flags, FLAG_B_CONST),
                        opnd(w, cv, top.c, top.flags, FLAG_C_CONST), w + top.out)
-        if fold:
-            # the folded sum: sum_contiguous's four partial sums carried across tiles (tiles
-            # start at multiples of 4), so the result is the same number
-            a = w + ops[ke].a + t0
-            i = 0
-            while i + 4 <= tl:
-                s0 += a[i]
-                s1 += a[i + 1]
-                s2 += a[i + 2]
-                s3 += a[i + 3]
-                i += 4
-            if t0 + tl == n:
-                s0 = (s0 + s1) + (s2 + s3)
-                while i < tl:
-                    s0 += a[i]
-                    i += 1
-                w[ops[ke].out] = s0
+        if fold and fold_tile(w + ops[ke].a + t0, tl, t0 + tl == n, ps):
+            w[ops[ke].out] = ps[0]
         t0 += tl
 
 
@@ -1127,9 +1137,11 @@ cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan*
     value), P planned with values."""
     cdef Op top
     cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, L = K - k0, R = 2 * T
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, g = wb[ops[K].out] if rev else 0.0, c
+    cdef double ps[4]
+    cdef double g = wb[ops[K].out] if rev else 0.0, c
     cdef double* v
     cdef const double* last = scr + 2 * (L - 1) * R
+    ps[0] = ps[1] = ps[2] = ps[3] = 0.0
     # uniform adjoints are rows of one number for the whole sweep
     for j in range(L):
         if rev and P.uni[j] and P.run[j]:
@@ -1145,21 +1157,8 @@ cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan*
                 forward_op(&top, ipool, fz_val(P, j, 0, scr, R, &top, w, xin, nin, cv),
                            fz_val(P, j, 1, scr, R, &top, w, xin, nin, cv),
                            fz_val(P, j, 2, scr, R, &top, w, xin, nin, cv), scr + 2 * j * R)
-        if values:
-            # the folded sum, as forward_segment carries it (tiles start at multiples of 4)
-            i = 0
-            while i + 4 <= tl:
-                s0 += last[i]
-                s1 += last[i + 1]
-                s2 += last[i + 2]
-                s3 += last[i + 3]
-                i += 4
-            if t0 + tl == n:
-                s0 = (s0 + s1) + (s2 + s3)
-                while i < tl:
-                    s0 += last[i]
-                    i += 1
-                w[ops[K].out] = s0
+        if values and fold_tile(last, tl, t0 + tl == n, ps):
+            w[ops[K].out] = ps[0]
         if not rev:
             t0 += tl
             continue

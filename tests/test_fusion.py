@@ -124,15 +124,6 @@ def test_tile_lengths(tile):
         close(r.grad(x), ref)
 
 
-def test_set_fusing_switch():
-    prev = sweeps.set_fusing(False, 256)
-    assert sweeps.set_fusing(True) == (False, 256)
-    for bad in (1, 15, 1026):
-        with pytest.raises(ValueError):
-            sweeps.set_fusing(True, bad)
-    sweeps.set_fusing(*prev)
-
-
 def test_no_tail():
     x = np.linspace(-1, 1, N)
     assert tg.record(lambda x: np.sum(x * x), x[:100]).tape.fused_tail() is None   # too small

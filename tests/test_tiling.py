@@ -225,10 +225,13 @@ def test_crafted_overlaps():
         check_same(t, rng.uniform(0.1, 0.9, 6 * n))
 
 
-def test_set_tiling_switch():
-    prev = sweeps.set_tiling(False, 256)
-    assert sweeps.set_tiling(True) == (False, 256)
+@pytest.mark.parametrize("switch", ["set_tiling", "set_fusing"])
+def test_switches(switch):
+    # loop tiling, and the fused gradient tail (tests/test_fusion.py)
+    fn = getattr(sweeps, switch)
+    prev = fn(False, 256)
+    assert fn(True) == (False, 256)
     for bad in (1, 15, 1026):
         with pytest.raises(ValueError):
-            sweeps.set_tiling(True, bad)
-    sweeps.set_tiling(*prev)
+            fn(True, bad)
+    fn(*prev)
