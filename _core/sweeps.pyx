@@ -1899,7 +1899,7 @@ def hvp(Tape t, const double[::1] w, const double[:, ::1] V):
 
 # Above this many work slots the per-thread buffers of the general path win: fresh large
 # allocations come from mmap and cost page faults on every call.
-cdef Py_ssize_t GRAD_FAST_MAX_WORK = 1 << 15
+cdef Py_ssize_t GRAD_FAST_MAX_WORK = 1 << 14   # 128 kB buffers: below malloc's mmap threshold
 
 
 def grad_fast(Tape t, object x, object shape):
