@@ -198,6 +198,17 @@ class Traced:
         wb = sweeps.reverse(self.tape, self.work(), seed)
         return self._split_leaves(wb[:self.nin])
 
+    def compiled_grad(self):
+        """(gradient leaves, value) of a scalar output at the recording point in one compiled
+        call (the fused gradient tail and scalar partials apply, and only the buffer regions
+        the sweep touches are ever written), or None: nested, or a guard did not hold."""
+        if self.nested or self.nout != 1:
+            return None
+        n = max(self.tape.nwork, 1)
+        g = np.empty(self.nin)
+        val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, np.empty(n), np.empty(n), g)
+        return (self._split_leaves(g), val) if ok else None
+
     def _split_leaves(self, flat):
         res, pos = [], 0
         for s, n in zip(self.in_shapes, self.in_sizes):
@@ -272,8 +283,13 @@ def value_and_grad(f, argnums=0, has_aux=False):
                                 "no array (None or an empty container)")
             raise TypeError(f"grad: the function must return a scalar (size-1) output, got shape "
                             f"{tr.out_shapes[0] if len(tr.out_shapes) == 1 else tr.out_shapes}")
-        g = tr.pullback([np.ones(tr.out_shapes[0])])
-        out = tr.output()
+        g = tr.compiled_grad()
+        if g is not None:
+            out = tr.split_out(np.array([g[1]]))
+            g = g[0]
+        else:
+            g = tr.pullback([np.ones(tr.out_shapes[0])])
+            out = tr.output()
         g = _tree.unflatten(tr.in_tree, _finish_leaves(g))
         val = _tree.unflatten(tr.out_tree, _finish_leaves(_tree.flatten(out)[0]))
         if isinstance(val, np.ndarray) and val.ndim == 0:
