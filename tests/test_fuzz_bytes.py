@@ -50,6 +50,13 @@ def _seed_tapes():
         (lambda x: np.concatenate([np.tanh(x), np.stack([x, x]).ravel()]), np.ones(3)),
         (lambda x: np.sum(np.linalg.inv(x.reshape(2, 2) + 3 * np.eye(2))), np.arange(4.0)),
         (lambda x: np.sum(np.maximum(x, x.mean()) ** 2.5) + np.logaddexp(x, 1.0).sum(), np.ones(5)),
+        # fused gradient tails (>= 4096 elements): alone (read in place), after a prefix and
+        # before post ops (a mean, a penalty), and with a guard
+        (lambda x: np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2), np.ones(4100)),
+        (lambda x: np.mean((np.tanh(x * np.sum(x[:3])) - 0.3) ** 2) + 0.1 * np.sum(x[:3] ** 2),
+         np.full(4100, 0.1)),
+        (lambda x: np.log(np.sum(np.exp(-x * x)) + 1.0) if x[0] > 0 else np.sum(x),
+         np.full(4100, 0.2)),
     ]
     out = []
     for f, x in progs:
@@ -154,8 +161,10 @@ def _exercise(t):
         wd = sweeps.tangent(t, w, r.standard_normal((2, t.nin)))
         sweeps.tangent_of_reverse(t, w, wd, wb)
         if t.out_n == 1:
-            sweeps.value_and_grad(t, x, np.empty(max(t.nwork, 1)), np.empty(max(t.nwork, 1)),
-                                  np.empty(t.nin))
+            for value in (True, False):
+                sweeps.value_and_grad(t, x, np.empty(max(t.nwork, 1)), np.empty(max(t.nwork, 1)),
+                                      np.empty(t.nin), value)
+            sweeps.grad_fast(t, x, x.shape)
     except (ValueError, TypeError, np.linalg.LinAlgError, FloatingPointError, MemoryError):
         pass
 
