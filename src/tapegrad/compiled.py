@@ -271,10 +271,14 @@ class Recorded:
         return self._variants[0]
 
     def info(self):
+        """Sizes of the current variant's tape, and how its sweeps run: ``tiled_runs``, the
+        runs of elementwise ops swept tile by tile; ``fused_tail``, (first op, sum op) of the
+        elementwise tail whose gradient runs fused (or None)."""
         t = self.tape
         return {"ops": t.nops, "work_slots": t.nwork, "constants": t.nconst,
                 "guards": t.nguards, "tape_bytes": t.nbytes(), "work_bytes": 8 * t.nwork,
-                "variants": len(self._variants), "rerecords": self.rerecords}
+                "variants": len(self._variants), "rerecords": self.rerecords,
+                "tiled_runs": len(t.segments()), "fused_tail": t.fused_tail()}
 
     # ------------------------------------------------------------------ serialization
     def _tape_bytes(self, tr):
