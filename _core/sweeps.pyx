@@ -980,6 +980,11 @@ cdef void zero_outside(double* wb, Py_ssize_t start, Py_ssize_t nwork, const Op*
         pos = hi if hi > pos else pos + 1
 
 
+cdef inline Py_ssize_t fuse_row(Py_ssize_t n, Py_ssize_t T) noexcept nogil:
+    """Scratch row length of a fused tail of n elements: its longest tile (< 2 T, at most n)."""
+    return n if n < 2 * T else 2 * T
+
+
 cdef inline bint reverse_reads_y(int code) noexcept nogil:
     """Does the adjoint of an elementwise op read its own value y (see un_d1, bin_d1)?"""
     return (code == OP_EXP or code == OP_EXPM1 or code == OP_SQRT or code == OP_RECIP
@@ -1130,13 +1135,13 @@ cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan*
                      const double* xin, double* gin, Py_ssize_t nin, double* scr,
                      Py_ssize_t T) noexcept nogil:
     """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
-    2 (K - k0) rows of 2 T values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
+    2 (K - k0) rows of R = fuse_row(n, T) values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
     Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
     and wb, or the caller's input and gradient arrays); wb must be zero where adjoints are
     added, and wb[ops[K].out] holds the seed. rev = False: the forward alone (the sum's
     value), P planned with values."""
     cdef Op top
-    cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, L = K - k0, R = 2 * T
+    cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, L = K - k0, R = fuse_row(n, T)
     cdef double ps[4]
     cdef double g = wb[ops[K].out] if rev else 0.0, c
     cdef double* v
@@ -1268,7 +1273,7 @@ cdef int grad_fused(Tape t, Py_ssize_t k0, const double* x, double* g, double* w
             memcpy(w, x, nin * sizeof(double))
         ns = segs_before(t.segs, nsegs, k0)
         forward_sweep(t.ops, k0, t.ipool, t.cvals, w, cbs, t.segs, ns)
-    scr = <double*> malloc(2 * L * 2 * T * sizeof(double))
+    scr = <double*> malloc(2 * L * fuse_row(t.ops[k0].n, T) * sizeof(double))
     if scr == NULL:
         with gil:
             raise MemoryError()
@@ -1900,6 +1905,7 @@ def hvp(Tape t, const double[::1] w, const double[:, ::1] V):
 # Above this many work slots the per-thread buffers of the general path win: fresh large
 # allocations come from mmap and cost page faults on every call.
 cdef Py_ssize_t GRAD_FAST_MAX_WORK = 1 << 14   # 128 kB buffers: below malloc's mmap threshold
+cdef Py_ssize_t VALUE_FAST_MAX_WORK = 1 << 15  # one buffer (no adjoints)
 
 
 def grad_fast(Tape t, object x, object shape):
@@ -1962,7 +1968,7 @@ def value_fast(Tape t, object x, object shape, object out_shape):
     if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray> x) != cnp.NPY_DOUBLE
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> x)
             or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or x.shape != shape
-            or t.nwork > GRAD_FAST_MAX_WORK):
+            or t.nwork > VALUE_FAST_MAX_WORK):
         return None
     cdef Py_ssize_t S = max(t.nwork, 1)
     cdef PyObject* cbs = <PyObject*> t.callbacks

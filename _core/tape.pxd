@@ -55,4 +55,6 @@ cdef int op_reads(const Op* op, int64_t* off, int64_t* ln) noexcept nogil
 # TILE_MIN_N elements may form segments of at most TILE_MAX_OPS ops.
 cdef enum:
     TILE_MIN_N = 4096
+    FUSE_MIN_N = 256     # the fused gradient tail saves work (skipped values, uniform
+                         # adjoints) even in cache, so it starts at shorter runs
     TILE_MAX_OPS = 32

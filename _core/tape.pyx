@@ -218,7 +218,7 @@ cdef int op_reads(const Op* op, int64_t* off, int64_t* ln) noexcept nogil:
 
 cdef bint _alone_ok(const Op* op, const _Rd* r, int nr, bint strict) noexcept nogil:
     cdef int q
-    if op.code > BIN_LAST or op.n < TILE_MIN_N:
+    if op.code > BIN_LAST or op.n < (TILE_MIN_N if strict else FUSE_MIN_N):
         return False
     for q in range(nr):
         if _overlap(op.out, op.n, r[q].off, r[q].len):

@@ -88,7 +88,7 @@ def close(a, b, tol=1e-13):
 
 
 @pytest.mark.parametrize("f", PROGRAMS, ids=lambda f: f.__name__)
-@pytest.mark.parametrize("n", [N, 4097, 5000])
+@pytest.mark.parametrize("n", [N, 4097, 5000, 300, 1000])
 def test_fused_equals_op_by_op(f, n):
     x = np.random.default_rng(n).uniform(-1.0, 1.5, n)
     r = tg.record(f, x)
