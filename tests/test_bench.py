@@ -134,3 +134,15 @@ def test_options():
     args = bench._parser().parse_args(["--sizes", "10,1e2"])
     cfg = bench.config_from_args(args)
     assert cfg.sizes.rosenbrock == (10, 100) and "autograd" in cfg.tools
+
+
+def test_measure_pair_interleaves_and_pairs():
+    from tapegrad.bench.timing import measure_pair
+    calls = []
+    ta, tb, ratio = measure_pair(lambda: calls.append("a"), lambda: calls.append("b"),
+                                 min_time=0.01, min_samples=5)
+    assert ta.samples == tb.samples >= 5
+    assert ratio > 0 and np.isfinite(ratio)
+    # samples alternate: a batch of a, then a batch of b, ...
+    firsts = [c for i, c in enumerate(calls) if i == 0 or calls[i - 1] != c]
+    assert firsts[:4] == ["a", "b", "a", "b"]

@@ -74,8 +74,9 @@ def markdown(res):
         out.append("- not run: " + ", ".join(f"{k} ({val})" for k, val in res["skipped_tools"].items()))
     out.append("- method: every derivative checked against tapegrad's before timing; warm-up, then "
                f"samples for at least {res['config']['min_time']} s; median per call, "
-               "IQR = interquartile range of the samples. One run on a shared machine: read ratios, "
-               "not absolute times.")
+               "IQR = interquartile range of the samples; f(x) is timed in samples interleaved "
+               "with the derivative's, and deriv / f is the median of those paired ratios. One run "
+               "on a shared machine: read ratios, not absolute times.")
     out.append("")
     out.append("## Derivative time, median per call (× = time / tapegrad replay)\n")
     out.append("| workload | " + " | ".join(TOOL_LABELS.get(t, t) for t in tools) + " |")

@@ -75,6 +75,42 @@ def measure(call, min_time=0.25, warmup=2, min_samples=5, max_samples=2000, samp
     return Timing(float(med), float(q1), float(q3), float(a.min()), len(samples), number)
 
 
+def measure_pair(call_a, call_b, min_time=0.25, min_samples=9, sync=None):
+    """Time two calls in interleaved samples (a, b, a, b, ...) and return (Timing of a,
+    Timing of b, median of the per-pair ratios a / b). On a shared machine a burst of noise
+    then lands on both sides of a ratio instead of on one of two medians taken apart."""
+    runs = []
+    for call in (call_a, call_b):
+        run = call if sync is None else (lambda call=call: sync(call()))
+        run()
+        t0 = time.perf_counter()
+        run()
+        one = max(time.perf_counter() - t0, 1e-9)
+        runs.append((run, max(1, int(max(min_time / 100, 1e-4) / one))))
+    sa, sb = [], []
+    total = 0.0
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while len(sa) < min_samples or (total < min_time and len(sa) < 2000):
+            for (run, number), out in zip(runs, (sa, sb)):
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    run()
+                dt = time.perf_counter() - t0
+                out.append(dt / number)
+                total += dt
+    finally:
+        if was_enabled:
+            gc.enable()
+    res = []
+    for samples, (_, number) in zip((sa, sb), runs):
+        a = numpy.asarray(samples)
+        q1, med, q3 = numpy.percentile(a, [25, 50, 75])
+        res.append(Timing(float(med), float(q1), float(q3), float(a.min()), len(a), number))
+    return res[0], res[1], float(numpy.median(numpy.asarray(sa) / numpy.asarray(sb)))
+
+
 def peak_python_bytes(call):
     """Peak bytes allocated through Python's allocators (NumPy's data included) during one call,
     above what was allocated before it. Allocators of JAX/XLA and torch are invisible here."""
