@@ -33,14 +33,41 @@ class Timing:
         return d
 
 
+def _sampled(runs, min_time, min_samples, max_samples):
+    """Samples (seconds per call) of each (run, calls per sample) in runs, taken in turn, with
+    the cyclic garbage collector off, until min_samples each and min_time in all."""
+    out = [[] for _ in runs]
+    total = 0.0
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while len(out[0]) < min_samples or (total < min_time and len(out[0]) < max_samples):
+            for (run, number), samples in zip(runs, out):
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    run()
+                dt = time.perf_counter() - t0
+                samples.append(dt / number)
+                total += dt
+    finally:
+        if was_enabled:
+            gc.enable()
+    return [numpy.asarray(s) for s in out]
+
+
+def _timing(a, number):
+    q1, med, q3 = numpy.percentile(a, [25, 50, 75])
+    return Timing(float(med), float(q1), float(q3), float(a.min()), len(a), number)
+
+
+def _synced(call, sync):
+    return call if sync is None else (lambda: sync(call()))
+
+
 def measure(call, min_time=0.25, warmup=2, min_samples=5, max_samples=2000, sample_time=None,
             sync=None):
     """Time ``call()``; ``sync(result)`` (if given) waits for asynchronous work to finish."""
-    if sync is None:
-        run = call
-    else:
-        def run():
-            return sync(call())
+    run = _synced(call, sync)
     t0 = time.perf_counter()
     run()
     one = max(time.perf_counter() - t0, 1e-9)
@@ -55,24 +82,8 @@ def measure(call, min_time=0.25, warmup=2, min_samples=5, max_samples=2000, samp
     # one sample lasts ~ sample_time (default: a fiftieth of the budget, at least 200 us)
     target = sample_time if sample_time is not None else max(min_time / 50, 2e-4)
     number = max(1, int(target / one))
-    samples = []
-    total = 0.0
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        while len(samples) < min_samples or (total < min_time and len(samples) < max_samples):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                run()
-            dt = time.perf_counter() - t0
-            samples.append(dt / number)
-            total += dt
-    finally:
-        if was_enabled:
-            gc.enable()
-    a = numpy.asarray(samples)
-    q1, med, q3 = numpy.percentile(a, [25, 50, 75])
-    return Timing(float(med), float(q1), float(q3), float(a.min()), len(samples), number)
+    a, = _sampled([(run, number)], min_time, min_samples, max_samples)
+    return _timing(a, number)
 
 
 def measure_pair(call_a, call_b, min_time=0.25, min_samples=9, sync=None):
@@ -81,34 +92,14 @@ def measure_pair(call_a, call_b, min_time=0.25, min_samples=9, sync=None):
     then lands on both sides of a ratio instead of on one of two medians taken apart."""
     runs = []
     for call in (call_a, call_b):
-        run = call if sync is None else (lambda call=call: sync(call()))
+        run = _synced(call, sync)
         run()
         t0 = time.perf_counter()
         run()
         one = max(time.perf_counter() - t0, 1e-9)
         runs.append((run, max(1, int(max(min_time / 100, 1e-4) / one))))
-    sa, sb = [], []
-    total = 0.0
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        while len(sa) < min_samples or (total < min_time and len(sa) < 2000):
-            for (run, number), out in zip(runs, (sa, sb)):
-                t0 = time.perf_counter()
-                for _ in range(number):
-                    run()
-                dt = time.perf_counter() - t0
-                out.append(dt / number)
-                total += dt
-    finally:
-        if was_enabled:
-            gc.enable()
-    res = []
-    for samples, (_, number) in zip((sa, sb), runs):
-        a = numpy.asarray(samples)
-        q1, med, q3 = numpy.percentile(a, [25, 50, 75])
-        res.append(Timing(float(med), float(q1), float(q3), float(a.min()), len(a), number))
-    return res[0], res[1], float(numpy.median(numpy.asarray(sa) / numpy.asarray(sb)))
+    sa, sb = _sampled(runs, min_time, min_samples, 2000)
+    return _timing(sa, runs[0][1]), _timing(sb, runs[1][1]), float(numpy.median(sa / sb))
 
 
 def peak_python_bytes(call):
