@@ -1878,18 +1878,30 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     return val, ok
 
 
-def hvp(Tape t, const double[::1] w, const double[:, ::1] V):
+def hvp(Tape t, const double[::1] w, const double[:, ::1] V, double[:, ::1] wd=None,
+        double[::1] wb=None, double[:, ::1] wbd=None):
     """H v for each row v of V (scalar output): tangent sweep, reverse sweep and
-    tangent-of-reverse in one call; returns an (L, nin) array."""
+    tangent-of-reverse in one call; returns an (L, nin) view of wbd. wd, wb, wbd: optional
+    work buffers ((L, nwork), (nwork,), (L, nwork)) the caller keeps from call to call (fresh
+    ones of this size cost page faults on every call)."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
     cdef Py_ssize_t nsegs = tiling_nsegs(t)
     cdef Py_ssize_t L = V.shape[0], S = max(t.nwork, 1), l
     if t.out_n != 1 or w.shape[0] < t.nwork or V.shape[1] != t.nin:
         raise ValueError(f"hvp: expected a scalar-output tape and V of shape (L, {t.nin})")
-    cdef double[:, ::1] wd = np.empty((L, S))
-    cdef double[::1] wb = np.zeros(S)
-    cdef double[:, ::1] wbd = np.zeros((L, S))
+    if wd is None or wb is None or wbd is None:
+        wd = np.empty((L, S))
+        wb = np.zeros(S)
+        wbd = np.zeros((L, S))
+    elif (wd.shape[0] != L or wd.shape[1] != S or wb.shape[0] != S or wbd.shape[0] != L
+            or wbd.shape[1] != S):
+        raise ValueError("hvp: work buffers do not match the tape and the number of lanes")
+    else:
+        with nogil:
+            memset(&wb[0], 0, S * sizeof(double))
+            if L:
+                memset(&wbd[0, 0], 0, L * S * sizeof(double))
     for l in range(L):
         if t.nin:
             memcpy(&wd[l, 0], &V[l, 0], t.nin * sizeof(double))

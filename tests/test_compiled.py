@@ -347,3 +347,33 @@ def test_info_reports_size():
     assert i["tape_bytes"] == t.nbytes() > 0
     assert i["constants"] == t.nconst >= _Xd.size
     assert "ops" in repr(r) and "bytes" in repr(r)
+
+
+def test_hvp_kept_buffers_same_as_fresh_and_per_thread():
+    # Recorded.hvp keeps its work buffers per thread and variant; results equal fresh buffers
+    import threading
+    from tapegrad._core import sweeps
+    f = lambda x: np.sum(np.sin(x) * x ** 2) + np.prod(x[:3])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, 50)
+    r = tg.record(f, x)
+    vs = rng.standard_normal((5, 50))
+    tr, w = r._select(x)
+    want = [sweeps.hvp(tr.tape, w, v[None, :])[0].copy() for v in vs]
+    for _ in range(2):                      # the second round reuses the buffers
+        for v, h in zip(vs, want):
+            assert np.array_equal(r.hvp(x, v), h)
+    got = {}
+
+    def run(i):
+        got[i] = [r.hvp(x, v) for v in vs]
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for i in range(3):
+        for a, b in zip(got[i], want):
+            assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="work buffers"):
+        sweeps.hvp(tr.tape, w, vs[:1], np.empty((1, 3)), np.empty(3), np.empty((1, 3)))

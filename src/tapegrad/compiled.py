@@ -232,12 +232,23 @@ class Recorded:
         return (self._out(tr, w[tr.out_off:tr.out_off + tr.nout]),
                 self._out(tr, wd[0, tr.out_off:tr.out_off + tr.nout]))
 
-    @staticmethod
-    def _hvp_lanes(tr, w, V):
-        """H V (lanes of V) at the work buffer w: tangent, reverse, tangent-of-reverse sweeps."""
+    def _hvp_lanes(self, tr, w, V):
+        """H V (lanes of V) at the work buffer w: tangent, reverse, tangent-of-reverse sweeps.
+        One lane (hvp) uses this thread's kept buffers for the variant."""
         if tr.nout != 1:
             raise ValueError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
-        return sweeps.hvp(tr.tape, w, np.ascontiguousarray(V, dtype=np.float64)).copy()
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        if V.shape[0] != 1:
+            return sweeps.hvp(tr.tape, w, V).copy()
+        d = self._local.__dict__.setdefault("hvp_bufs", {})
+        b = d.get(id(tr))
+        if b is None or b[0] is not tr:
+            live = {id(v) for v in self._variants}
+            for k in [k for k in d if k not in live]:
+                del d[k]
+            S = max(tr.tape.nwork, 1)
+            b = d[id(tr)] = (tr, np.empty((1, S)), np.empty(S), np.empty((1, S)))
+        return sweeps.hvp(tr.tape, w, V, b[1], b[2], b[3]).copy()
 
     def hvp(self, x, v):
         """H(x) v for scalar f, by forward-over-reverse on the tape."""
