@@ -201,7 +201,7 @@ class Recorded:
         val, ok = sweeps.value_and_grad(tr.tape, x, w, wb, g, value)
         if not ok:
             tr, w = self._select(x)
-            wb = sweeps.reverse(tr.tape, w, np.ones(1))
+            wb = sweeps.reverse(tr.tape, w, np.ones(1), self._bufs(tr)[1])
             g[:] = wb[:self.nin]
             val = w[tr.out_off]
         return val, (out if out is not None else self._in(g))
@@ -220,7 +220,7 @@ class Recorded:
         seed = np.concatenate([np.ravel(np.asarray(l, dtype=np.float64)) for l in _tree.flatten(u)[0]])
         if seed.size != tr.nout:
             raise ValueError(f"vjp: expected a cotangent with {tr.nout} values, got {seed.size}")
-        wb = sweeps.reverse(tr.tape, w, seed)
+        wb = sweeps.reverse(tr.tape, w, seed, self._bufs(tr)[1])    # this thread's kept buffer
         return self._in(wb[:self.nin].copy())
 
     def jvp(self, x, v):
