@@ -1805,15 +1805,19 @@ def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=
     return np.asarray(wb)
 
 
-def tangent(Tape t, const double[::1] w, const double[:, ::1] xd):
-    """Tangent sweep with L = xd.shape[0] lanes; returns the (L, nwork) tangent buffer."""
+def tangent(Tape t, const double[::1] w, const double[:, ::1] xd, double[:, ::1] wd=None):
+    """Tangent sweep with L = xd.shape[0] lanes; returns the (L, nwork) tangent buffer (wd if
+    given: a buffer the caller keeps from call to call)."""
     _checked(t)
     cdef PyObject* cbs = <PyObject*> t.callbacks
     cdef Py_ssize_t nsegs = tiling_nsegs(t)
     cdef Py_ssize_t L = xd.shape[0], S = max(t.nwork, 1), l
     if w.shape[0] < t.nwork or xd.shape[1] != t.nin:
         raise ValueError(f"tangent: expected tangents of shape (L, {t.nin})")
-    cdef double[:, ::1] wd = np.empty((L, S))
+    if wd is None:
+        wd = np.empty((L, S))
+    elif wd.shape[0] != L or wd.shape[1] != S:
+        raise ValueError(f"tangent: the tangent buffer must have shape ({L}, {S})")
     for l in range(L):
         if t.nin:
             memcpy(&wd[l, 0], &xd[l, 0], t.nin * sizeof(double))

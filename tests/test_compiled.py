@@ -349,7 +349,7 @@ def test_info_reports_size():
     assert "ops" in repr(r) and "bytes" in repr(r)
 
 
-def test_hvp_kept_buffers_same_as_fresh_and_per_thread():
+def test_hvp_jvp_kept_buffers_same_as_fresh_and_per_thread():
     # Recorded.hvp keeps its work buffers per thread and variant; results equal fresh buffers
     import threading
     from tapegrad._core import sweeps
@@ -377,3 +377,11 @@ def test_hvp_kept_buffers_same_as_fresh_and_per_thread():
             assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="work buffers"):
         sweeps.hvp(tr.tape, w, vs[:1], np.empty((1, 3)), np.empty(3), np.empty((1, 3)))
+    # jvp's tangent lane is kept too
+    jv = [sweeps.tangent(tr.tape, w, v[None, :])[0, tr.out_off] for v in vs]
+    for _ in range(2):
+        for v, j in zip(vs, jv):
+            y, t = r.jvp(x, v)
+            assert t == j and y == pytest.approx(f(x), rel=1e-14)   # (tape vs NumPy sums)
+    with pytest.raises(ValueError, match="tangent buffer"):
+        sweeps.tangent(tr.tape, w, vs[:1], np.empty((2, 3)))

@@ -228,7 +228,7 @@ class Recorded:
         xf = self._flat(self._primals(x), "jvp")
         vf = self._flat(self._primals(v), "jvp tangent")
         tr, w = self._select(xf)
-        wd = sweeps.tangent(tr.tape, w, vf[None, :])
+        wd = sweeps.tangent(tr.tape, w, vf[None, :], self._lane_bufs(tr)[0])
         return (self._out(tr, w[tr.out_off:tr.out_off + tr.nout]),
                 self._out(tr, wd[0, tr.out_off:tr.out_off + tr.nout]))
 
@@ -240,7 +240,12 @@ class Recorded:
         V = np.ascontiguousarray(V, dtype=np.float64)
         if V.shape[0] != 1:
             return sweeps.hvp(tr.tape, w, V).copy()
-        d = self._local.__dict__.setdefault("hvp_bufs", {})
+        return sweeps.hvp(tr.tape, w, V, *self._lane_bufs(tr)).copy()
+
+    def _lane_bufs(self, tr):
+        """This thread's one-lane buffers of variant tr: tangents, adjoints, adjoint tangents
+        (jvp, hvp). Fresh buffers of a large tape cost page faults on every call."""
+        d = self._local.__dict__.setdefault("lane_bufs", {})
         b = d.get(id(tr))
         if b is None or b[0] is not tr:
             live = {id(v) for v in self._variants}
@@ -248,7 +253,7 @@ class Recorded:
                 del d[k]
             S = max(tr.tape.nwork, 1)
             b = d[id(tr)] = (tr, np.empty((1, S)), np.empty(S), np.empty((1, S)))
-        return sweeps.hvp(tr.tape, w, V, b[1], b[2], b[3]).copy()
+        return b[1:]
 
     def hvp(self, x, v):
         """H(x) v for scalar f, by forward-over-reverse on the tape."""
