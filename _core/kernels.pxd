@@ -52,6 +52,7 @@ cdef inline double un_f(int code, double x, double d) noexcept nogil:
     elif code == OP_MULC: return x * d
     elif code == OP_RSUBC: return d - x
     elif code == OP_RDIVC: return d / x
+    elif code == OP_DIVC: return x / d
     elif code == OP_POWC: return pow(x, d)
     elif code == OP_RPOWC: return pow(d, x)
     elif code == OP_SOFTPLUS: return log1p(exp(-fabs(x))) + (x if x > 0 else 0.0)
@@ -98,6 +99,7 @@ cdef inline double un_d1(int code, double x, double y, double d) noexcept nogil:
     elif code == OP_MULC: return d
     elif code == OP_RSUBC: return -1.0
     elif code == OP_RDIVC: return -d / (x * x)
+    elif code == OP_DIVC: return 1.0 / d
     elif code == OP_POWC: return 0.0 if d == 0.0 else d * pow(x, d - 1.0)
     elif code == OP_RPOWC: return y * log(d)
     elif code == OP_SOFTPLUS: return _expit(x)

@@ -45,46 +45,47 @@ cdef enum:
     OP_RPOWC = 33     # d ** x
     OP_SOFTPLUS = 34  # log(1 + exp(x))
     OP_LOGIT = 35     # log(x / (1 - x))
+    OP_DIVC = 36      # x / d
     # --- unary, zero derivative ---
-    OP_SIGN = 36
-    OP_FLOOR = 37
-    OP_CEIL = 38
-    OP_RINT = 39
-    OP_TRUNC = 40
+    OP_SIGN = 37
+    OP_FLOOR = 38
+    OP_CEIL = 39
+    OP_RINT = 40
+    OP_TRUNC = 41
     # --- binary, differentiable ---
-    OP_ADD = 41
-    OP_SUB = 42
-    OP_MUL = 43
-    OP_DIV = 44
-    OP_POW = 45
-    OP_MAXIMUM = 46
-    OP_MINIMUM = 47
-    OP_ARCTAN2 = 48
-    OP_HYPOT = 49
-    OP_LOGADDEXP = 50
-    OP_WHERE = 51     # c ? a : b, c is a third (mask) operand of full size
+    OP_ADD = 42
+    OP_SUB = 43
+    OP_MUL = 44
+    OP_DIV = 45
+    OP_POW = 46
+    OP_MAXIMUM = 47
+    OP_MINIMUM = 48
+    OP_ARCTAN2 = 49
+    OP_HYPOT = 50
+    OP_LOGADDEXP = 51
+    OP_WHERE = 52     # c ? a : b, c is a third (mask) operand of full size
     # --- binary comparisons: 1.0 / 0.0, zero derivative ---
-    OP_LT = 52
-    OP_LE = 53
-    OP_GT = 54
-    OP_GE = 55
-    OP_EQ = 56
-    OP_NE = 57
+    OP_LT = 53
+    OP_LE = 54
+    OP_GT = 55
+    OP_GE = 56
+    OP_EQ = 57
+    OP_NE = 58
     # --- reductions over a (pre, m, post) block: p0=pre, p1=m, p2=post ---
-    OP_SUM = 58
-    OP_MAX = 59
-    OP_MIN = 60
-    OP_PROD = 61
+    OP_SUM = 59
+    OP_MAX = 60
+    OP_MIN = 61
+    OP_PROD = 62
     # --- (batched) matrix product: p0=batch, p1=M, p2=K, p3=N, p4/p5 = batch strides of a/b ---
-    OP_MATMUL = 62
+    OP_MATMUL = 63
     # --- linear data movement ---
-    OP_GATHER = 63       # y[i] = a[idx[i]],  idx = ipool[p0 : p0+n], p1 = size of a
-    OP_SCATTER_ADD = 64  # y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a
-    OP_COPY = 65         # y[i] = a[i]
+    OP_GATHER = 64       # y[i] = a[idx[i]],  idx = ipool[p0 : p0+n], p1 = size of a
+    OP_SCATTER_ADD = 65  # y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a
+    OP_COPY = 66         # y[i] = a[i]
     # --- a rule written in Python (linear algebra and friends), called with the GIL:
     #     operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object
-    OP_CALL = 66
-    OP_COUNT = 67
+    OP_CALL = 67
+    OP_COUNT = 68
 
 cdef enum:
     UN_FIRST = OP_NEG

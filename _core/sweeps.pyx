@@ -232,6 +232,9 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
         if code == OP_MULC:
             for i in range(n):
                 y[i] = a[i] * op.d
+        elif code == OP_DIVC:
+            for i in range(n):
+                y[i] = a[i] / op.d
         elif code == OP_ADDC:
             for i in range(n):
                 y[i] = a[i] + op.d
@@ -687,6 +690,10 @@ cdef void reverse_elem(const Op* op, const double* a, const double* b, const dou
         elif code == OP_MULC:
             for i in range(n):
                 ab[i] += yb[i] * op.d
+        elif code == OP_DIVC:
+            da = 1.0 / op.d         # un_d1's value: the same products as the scalar path
+            for i in range(n):
+                ab[i] += yb[i] * da
         elif code == OP_ADDC:
             for i in range(n):
                 ab[i] += yb[i]
@@ -1004,6 +1011,8 @@ cdef inline double linear_partial(const Op* op, int r) noexcept nogil:
         return -1.0
     if code == OP_MULC:
         return op.d
+    if code == OP_DIVC:
+        return 1.0 / op.d
     return NAN
 
 
@@ -1212,7 +1221,7 @@ cdef inline bint value_free_reverse(int code) noexcept nogil:
     """Does the adjoint of this op read no values (a linear op with constant partials, or
     no derivative at all)?"""
     return (code == OP_ADD or code == OP_SUB or code == OP_ADDC or code == OP_MULC
-            or code == OP_RSUBC or code == OP_NEG or code == OP_SUM or code == OP_GATHER
+            or code == OP_DIVC or code == OP_RSUBC or code == OP_NEG or code == OP_SUM or code == OP_GATHER
             or code == OP_SCATTER_ADD or code == OP_COPY
             or (code >= UN_ZERO_FIRST and code <= UN_LAST) or (code >= CMP_FIRST and code <= BIN_LAST))
 

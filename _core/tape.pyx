@@ -32,7 +32,7 @@ OPCODES = {
     "arctan": OP_ARCTAN, "sinh": OP_SINH, "cosh": OP_COSH, "tanh": OP_TANH,
     "arcsinh": OP_ARCSINH, "arccosh": OP_ARCCOSH, "arctanh": OP_ARCTANH, "exp2": OP_EXP2,
     "log2": OP_LOG2, "log10": OP_LOG10, "cbrt": OP_CBRT, "expit": OP_EXPIT, "erf": OP_ERF,
-    "erfc": OP_ERFC, "addc": OP_ADDC, "mulc": OP_MULC, "rsubc": OP_RSUBC, "rdivc": OP_RDIVC,
+    "erfc": OP_ERFC, "addc": OP_ADDC, "mulc": OP_MULC, "rsubc": OP_RSUBC, "rdivc": OP_RDIVC, "divc": OP_DIVC,
     "powc": OP_POWC, "rpowc": OP_RPOWC, "softplus": OP_SOFTPLUS, "logit": OP_LOGIT,
     "sign": OP_SIGN, "floor": OP_FLOOR, "ceil": OP_CEIL, "rint": OP_RINT, "trunc": OP_TRUNC,
     "add": OP_ADD, "subtract": OP_SUB, "multiply": OP_MUL, "divide": OP_DIV, "power": OP_POW,
@@ -72,7 +72,7 @@ cdef extern from *:
 # True when built with TAPEGRAD_DEBUG=1 (bounds/wraparound checks and assertions on)
 DEBUG_BUILD = bool(TAPEGRAD_IS_DEBUG_BUILD)
 
-cdef bytes MAGIC = b"TAPEGRD\x01"
+cdef bytes MAGIC = b"TAPEGRD\x02"   # 2: opcode divc (x / c) inserted at 36
 # no single size may exceed this: keeps every sum and product of two sizes far from overflow
 cdef int64_t SIZE_LIMIT = (<int64_t>1) << 40
 cdef int64_t INT32_LIMIT = (<int64_t>1) << 31

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tapegrad as tg
 from tapegrad._core import sweeps
-from tapegrad._core.tape import Tape, OP_DTYPE, OP_COUNT_
+from tapegrad._core.tape import Tape, OP_DTYPE, OP_COUNT_, OPCODES
 
 N_FUZZ = int(os.environ.get("TAPEGRAD_FUZZ", "2000"))
 FUZZ = settings(max_examples=N_FUZZ, deadline=None, database=None,
@@ -68,7 +68,7 @@ def _seed_tapes():
     t.alloc(3)
     t.set_io(1, 2, 1)
     t.add_op(0, 0, 1, 0, 0, 0, 1)
-    t.add_op(41, 0, 2, 0, 1, 0, 1, 1, 1, 1, 1)
+    t.add_op(OPCODES["add"], 0, 2, 0, 1, 0, 1, 1, 1, 1, 1)
     out.append(t.validate().to_bytes())
     return out
 
@@ -198,7 +198,7 @@ def test_random_bytes_are_rejected(blob):
     with pytest.raises((ValueError, TypeError)):
         Tape.from_bytes(blob)
     # behind a valid magic and checksum too
-    body = b"TAPEGRD\x01" + blob
+    body = b"TAPEGRD\x02" + blob
     with np.errstate(all="ignore"):
         _load(_recrc(body))
 

@@ -19,7 +19,7 @@ import tapegrad as tg
 from tapegrad._core import sweeps
 from tapegrad._core.tape import Tape, OPCODES, FAMILIES, OP_DTYPE, OP_COUNT_, FLAG_A, FLAG_B
 
-MAGIC = b"TAPEGRD\x01"
+MAGIC = b"TAPEGRD\x02"
 HEAD = len(MAGIC) + 9 * 8
 
 

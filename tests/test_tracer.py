@@ -265,3 +265,19 @@ def test_concatenate_later_axis_traced_value():
     assert r(x) == pytest.approx(f(x), rel=1e-15)
     np.testing.assert_allclose(r.grad(x), 2.0 * np.cos(np.stack([x, 10.0 * x], axis=2)) @ [1.0, 10.0],
                                rtol=1e-14)
+
+
+def test_division_by_a_constant_is_numpys():
+    # x / c is recorded as a division (divc), not x * (1/c): the values are NumPy's bitwise
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(1000)
+    for c in (3.0, 7.0, -0.1, 49.0):
+        r = tg.record(lambda x: x / c, x)
+        assert np.array_equal(r(x), x / c)
+        s = tg.record(lambda x: x[0] / c + x[1] / c, x)          # the scalar path
+        assert s(x) == x[0] / c + x[1] / c
+        g = tg.grad(lambda x: np.sum(np.sin(x) / c))(x)
+        np.testing.assert_allclose(g, np.cos(x) / c, rtol=1e-15)
+        tg.check_grads(lambda x: np.sum((x / c) ** 3), x[:5], order=2)
+    v = tg.record(lambda x: np.var(x, ddof=1), x)(x)
+    assert v == pytest.approx(np.var(x, ddof=1), rel=1e-14)

@@ -237,7 +237,7 @@ def _expr(name, a, op):
     if name in _INFIX:
         return f"{A} {_INFIX[name]} {B}"
     simple = {"neg": f"-{A}", "addc": f"{A} + {d}", "mulc": f"{d} * {A}", "rsubc": f"{d} - {A}",
-              "rdivc": f"{d} / {A}", "powc": f"{A} ** {d}", "square": f"{A} ** 2",
+              "rdivc": f"{d} / {A}", "divc": f"{A} / {d}", "powc": f"{A} ** {d}", "square": f"{A} ** 2",
               "rpowc": f"{d} ** {A}",
               "matmul": f"{A} @ {B}", "where": f"where({C}, {A}, {B})", "copy": A,
               "gather": f"gather({A})", "scatter_add": f"scatter_add({A})"}

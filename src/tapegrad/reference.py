@@ -41,7 +41,7 @@ UNARY_D1 = {
     "erf": lambda x, y, d: TWO_OVER_SQRTPI * np.exp(-(x * x)),
     "erfc": lambda x, y, d: -TWO_OVER_SQRTPI * np.exp(-(x * x)),
     "addc": lambda x, y, d: 1.0, "mulc": lambda x, y, d: d, "rsubc": lambda x, y, d: -1.0,
-    "rdivc": lambda x, y, d: -d / (x * x),
+    "rdivc": lambda x, y, d: -d / (x * x), "divc": lambda x, y, d: 1.0 / d,
     "powc": lambda x, y, d: 0.0 if d == 0 else d * x ** (d - 1.0),
     "rpowc": lambda x, y, d: y * np.log(d), "softplus": lambda x, y, d: sps.expit(x),
     "logit": lambda x, y, d: 1.0 / (x * (1.0 - x)),

@@ -39,7 +39,7 @@ _UNARY_VALUE = {name: (lambda x, d, uf=uf: uf(x)) for name, uf in _UNARY_UFUNC.i
 _UNARY_VALUE.update({
     "neg": lambda x, d: -x, "square": lambda x, d: x * x, "reciprocal": lambda x, d: 1.0 / x,
     "addc": lambda x, d: x + d, "mulc": lambda x, d: x * d, "rsubc": lambda x, d: d - x,
-    "rdivc": lambda x, d: d / x, "powc": lambda x, d: np.power(x, d),
+    "rdivc": lambda x, d: d / x, "divc": lambda x, d: x / d, "powc": lambda x, d: np.power(x, d),
     "rpowc": lambda x, d: np.power(d, x),
     "softplus": lambda x, d: np.logaddexp(0.0, x),
 })
@@ -94,7 +94,8 @@ def _const_value(x):
 # operation NumPy performs, bitwise, without a ufunc call. Used only when the result is finite
 # (so NumPy would not have warned) and no division by zero is involved.
 _PY_UNARY = {"addc": lambda x, d: x + d, "mulc": lambda x, d: x * d, "rsubc": lambda x, d: d - x,
-             "rdivc": lambda x, d: d / x, "square": lambda x, d: x * x, "neg": lambda x, d: -x}
+             "rdivc": lambda x, d: d / x, "divc": lambda x, d: x / d, "square": lambda x, d: x * x,
+             "neg": lambda x, d: -x}
 _PY_BINARY = {"add": operator.add, "subtract": operator.sub, "multiply": operator.mul,
               "divide": operator.truediv}
 
@@ -155,8 +156,7 @@ _SCALAR_SPECIAL = {  # (name, constant on the left?) -> (unary primitive, parame
     ("add", False): ("addc", lambda c: c), ("add", True): ("addc", lambda c: c),
     ("subtract", False): ("addc", lambda c: -c), ("subtract", True): ("rsubc", lambda c: c),
     ("multiply", False): ("mulc", lambda c: c), ("multiply", True): ("mulc", lambda c: c),
-    # x / c as x * (1/c); x / 0 is x * inf, which is what IEEE division gives (inf, -inf, nan)
-    ("divide", False): ("mulc", lambda c: 1.0 / c if c else math.copysign(math.inf, c)),
+    ("divide", False): ("divc", lambda c: c),     # x / c exactly as NumPy divides
     ("divide", True): ("rdivc", lambda c: c),
     ("power", False): ("powc", lambda c: c), ("power", True): ("rpowc", lambda c: c),
 }
@@ -392,7 +392,8 @@ def mean(x, axis=None, keepdims=False):
     v = value_of(x)
     axes = _norm_axes(axis, np.ndim(v))
     m = _prod(np.shape(v)[a] for a in axes)
-    return unary("mulc", reduce("sum", x, axis, keepdims), 1.0 / m if m else np.nan)
+    s = reduce("sum", x, axis, keepdims)
+    return unary("divc", s, float(m)) if m else unary("mulc", s, np.nan)   # NumPy: sum / m
 
 
 def gather(x, idx):
@@ -708,7 +709,8 @@ def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     v = np.shape(value_of(a))
     n = _prod(v[i] for i in _norm_axes(axis, len(v)))
     s = reduce("sum", binary("multiply", d, d), axis, keepdims)
-    return unary("mulc", s, 1.0 / (n - ddof))
+    # NumPy divides the sum by n - ddof
+    return unary("divc", s, float(n - ddof)) if n - ddof else unary("mulc", s, 1.0 / (n - ddof))
 
 
 def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
