@@ -345,7 +345,10 @@ def _arith(name, ufunc, fn, const=None, reflected=False):
                         rec._add_op(code, 0, off, self._off, o._off, 0, 1, 1, 1, 1, 1)
                         return _scalar_tracer(rec, off, r)
             elif to is float and const_code is not None and rec.active:
-                r = fn(o, f) if reflected else fn(f, o)
+                try:
+                    r = fn(o, f) if reflected else fn(f, o)
+                except ZeroDivisionError:
+                    r = math.nan    # NumPy's inf or nan, and its warning, come below
                 if r - r == 0.0:
                     off = rec.nwork
                     rec.nwork = off + 1
@@ -512,9 +515,9 @@ class Tracer:
     __mul__ = _arith("multiply", np.multiply, operator.mul, const=("mulc", False))
     __rmul__ = _arith("multiply", np.multiply, operator.mul, const=("mulc", False),
                       reflected=True)
-    # (x / c records x * (1/c), whose value is not x / c: rules.binary computes it)
-    __truediv__ = _arith("divide", np.true_divide, operator.truediv)
-    __rtruediv__ = _arith("divide", np.true_divide, operator.truediv, reflected=True)
+    __truediv__ = _arith("divide", np.true_divide, operator.truediv, const=("divc", False))
+    __rtruediv__ = _arith("divide", np.true_divide, operator.truediv, const=("rdivc", False),
+                          reflected=True)
 
     def __floordiv__(self, o): return np.floor_divide(self, o)
     def __rfloordiv__(self, o): return np.floor_divide(o, self)
