@@ -281,3 +281,19 @@ def test_division_by_a_constant_is_numpys():
         tg.check_grads(lambda x: np.sum((x / c) ** 3), x[:5], order=2)
     v = tg.record(lambda x: np.var(x, ddof=1), x)(x)
     assert v == pytest.approx(np.var(x, ddof=1), rel=1e-14)
+
+
+def test_int_constants_take_the_float_fast_path_exactly():
+    # 2 * x, x - 5, 7 / x with Python ints: the same tape and values as with floats; ints
+    # beyond 2**53 (inexact as doubles) and bools take the general path, as before
+    x = np.array([1.5, -2.0, 0.25])
+
+    def f(x, k):
+        return k[0] * x[0] + x[1] * k[1] - k[2] + k[3] / x[2] + x[0] / k[4]
+    ints, floats = (2, 3, 5, 7, 4), (2.0, 3.0, 5.0, 7.0, 4.0)
+    ri, rf = tg.record(lambda x: f(x, ints), x), tg.record(lambda x: f(x, floats), x)
+    assert ri.tape.to_bytes() != b"" and ri.info()["ops"] == rf.info()["ops"]
+    assert np.array_equal(ri.tape.op_table(), rf.tape.op_table())
+    assert ri(x) == f(x, ints) and np.array_equal(ri.grad(x), rf.grad(x))
+    big = tg.record(lambda x: (2 ** 60 + 1) * x[0] + True * x[1], x)
+    assert big(x) == (2 ** 60 + 1) * x[0] + True * x[1]

@@ -309,6 +309,7 @@ def _scalar_tracer(rec, off, f):
 
 
 _new = object.__new__
+_EXACT_INT = 2 ** 53
 
 
 def _arith(name, ufunc, fn, const=None, reflected=False):
@@ -344,7 +345,9 @@ def _arith(name, ufunc, fn, const=None, reflected=False):
                         rec.nwork = off + 1
                         rec._add_op(code, 0, off, self._off, o._off, 0, 1, 1, 1, 1, 1)
                         return _scalar_tracer(rec, off, r)
-            elif to is float and const_code is not None and rec.active:
+            elif (to is float or (to is int and -_EXACT_INT <= o <= _EXACT_INT)) and (
+                    const_code is not None and rec.active):
+                o = float(o)        # (an int of at most 2**53 converts exactly, as NumPy does)
                 try:
                     r = fn(o, f) if reflected else fn(f, o)
                 except ZeroDivisionError:
