@@ -1814,6 +1814,32 @@ def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=
     return np.asarray(wb)
 
 
+def jacobian_rev(Tape t, const double[::1] w, double[:, ::1] J):
+    """J[i] = the gradient of output i: one reverse sweep per output row, all in one call
+    (no Python between rows). J has shape (out_n, nin)."""
+    _checked(t)
+    cdef PyObject* cbs = <PyObject*> t.callbacks
+    cdef Py_ssize_t nsegs = tiling_nsegs(t)
+    cdef Py_ssize_t S = max(t.nwork, 1), i
+    if w.shape[0] < t.nwork or J.shape[0] != t.out_n or J.shape[1] != t.nin:
+        raise ValueError(f"jacobian_rev: expected a work buffer of {t.nwork} and J of shape "
+                         f"({t.out_n}, {t.nin})")
+    cdef double* wb = <double*> malloc(S * sizeof(double))
+    if wb == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for i in range(t.out_n):
+                memset(wb, 0, S * sizeof(double))
+                wb[t.out_off + i] = 1.0
+                reverse_sweep(t.ops, t.nops, t.ipool, t.cvals, &w[0], wb, cbs, t.segs, nsegs)
+                if t.nin:
+                    memcpy(&J[i, 0], wb, t.nin * sizeof(double))
+    finally:
+        free(wb)
+    return np.asarray(J)
+
+
 def tangent(Tape t, const double[::1] w, const double[:, ::1] xd, double[:, ::1] wd=None):
     """Tangent sweep with L = xd.shape[0] lanes; returns the (L, nwork) tangent buffer (wd if
     given: a buffer the caller keeps from call to call)."""

@@ -385,3 +385,20 @@ def test_hvp_jvp_kept_buffers_same_as_fresh_and_per_thread():
             assert t == j and y == pytest.approx(f(x), rel=1e-14)   # (tape vs NumPy sums)
     with pytest.raises(ValueError, match="tangent buffer"):
         sweeps.tangent(tr.tape, w, vs[:1], np.empty((2, 3)))
+
+
+def test_jacobian_rev_one_call_equals_reverse_rows():
+    from tapegrad._core import sweeps
+    A = np.random.default_rng(2).standard_normal((7, 5))
+    f = lambda x: np.tanh(A @ x) + np.sum(x * x)
+    x = np.linspace(-1, 1, 5)
+    r = tg.record(f, x)
+    tr, w = r._select(x)
+    J = sweeps.jacobian_rev(tr.tape, w, np.empty((7, 5)))
+    for i in range(7):
+        seed = np.zeros(7)
+        seed[i] = 1.0
+        assert np.array_equal(J[i], sweeps.reverse(tr.tape, w, seed)[:5])
+    np.testing.assert_allclose(r.jacobian(x, mode="rev"), r.jacobian(x, mode="fwd"), rtol=1e-14)
+    with pytest.raises(ValueError, match="J of shape"):
+        sweeps.jacobian_rev(tr.tape, w, np.empty((5, 7)))

@@ -238,16 +238,8 @@ class Traced:
 
     def jac_rev(self, w=None):
         """(nout, nin) Jacobian from nout reverse sweeps (at work buffer w)."""
-        J = np.empty((self.nout, self.nin))
         w = self.work() if w is None else w
-        seed = np.zeros(self.nout)
-        wb = np.zeros(max(self.tape.nwork, 1))
-        for i in range(self.nout):
-            seed[i] = 1.0
-            sweeps.reverse(self.tape, w, seed, wb)
-            J[i] = wb[:self.nin]
-            seed[i] = 0.0
-        return J
+        return sweeps.jacobian_rev(self.tape, w, np.empty((self.nout, self.nin)))
 
     def hvp_lanes(self, V):
         """H V for a scalar output, V of shape (L, nin): tangent sweep + reverse + tangent-of-reverse."""
