@@ -400,5 +400,7 @@ def test_jacobian_rev_one_call_equals_reverse_rows():
         seed[i] = 1.0
         assert np.array_equal(J[i], sweeps.reverse(tr.tape, w, seed)[:5])
     np.testing.assert_allclose(r.jacobian(x, mode="rev"), r.jacobian(x, mode="fwd"), rtol=1e-14)
+    x2 = x[::-1].copy()      # the forward Jacobian's kept tangent buffer, reused at a new point
+    assert np.array_equal(r.jacobian(x2, mode="fwd"), tg.record(f, x2).jacobian(x2, mode="fwd"))
     with pytest.raises(ValueError, match="J of shape"):
         sweeps.jacobian_rev(tr.tape, w, np.empty((5, 7)))

@@ -231,9 +231,10 @@ class Traced:
             pos += n
         return res
 
-    def jac_fwd(self, w=None):
-        """(nout, nin) Jacobian from one tangent sweep with nin lanes (at work buffer w)."""
-        wd = sweeps.tangent(self.tape, self.work() if w is None else w, np.eye(self.nin))
+    def jac_fwd(self, w=None, wd=None):
+        """(nout, nin) Jacobian from one tangent sweep with nin lanes (at work buffer w; wd: an
+        (nin, nwork) tangent buffer to reuse)."""
+        wd = sweeps.tangent(self.tape, self.work() if w is None else w, np.eye(self.nin), wd)
         return wd[:, self.out_off:self.out_off + self.nout].T.copy()
 
     def jac_rev(self, w=None):
