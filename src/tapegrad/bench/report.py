@@ -135,12 +135,12 @@ def markdown(res):
 
     s = res["summary"]
     out.append("## Issue 4 speed bars\n")
-    out.append("| bar | measured | target | met |")
-    out.append("|---|---|---|---|")
+    out.append("| bar | measured | target | met | how |")
+    out.append("|---|---|---|---|---|")
     for b in s["issue4"]:
         met = "—" if b["met"] is None else ("yes" if b["met"] else "**no**")
         val = "not measured" if b["value"] is None else _ratio(b["value"])
-        out.append(f"| {b['bar']} | {val} | {b['target']} | {met} |")
+        out.append(f"| {b['bar']} | {val} | {b['target']} | {met} | {b.get('how', '')} |")
     th = res.get("threads")
     if th:
         out.append("")
