@@ -103,20 +103,23 @@ class Recorded:
             pos += n
         return _tree.unflatten(self.in_tree, parts)
 
-    def _bufs(self, tr):
-        d = getattr(self._local, "bufs", None)
-        if d is None:
-            d = self._local.bufs = {}
+    def _kept(self, kind, tr, make):
+        """This thread's buffers of one kind for variant tr, made by make(nwork) on first use.
+        Fresh large buffers cost page faults on every call, so they are kept; those of variants
+        no longer kept are dropped (they would keep their tapes alive: a leak of one tape and
+        its buffers per re-recording)."""
+        d = self._local.__dict__.setdefault(kind, {})
         b = d.get(id(tr))
         if b is None or b[0] is not tr:
-            # drop the buffers of variants no longer kept (they would keep their tapes alive:
-            # a leak of one tape and two buffers per re-recording)
             live = {id(v) for v in self._variants}
             for k in [k for k in d if k not in live]:
                 del d[k]
-            n = max(tr.tape.nwork, 1)
-            b = d[id(tr)] = (tr, np.empty(n), np.empty(n))
-        return b[1], b[2]
+            b = d[id(tr)] = (tr, make(max(tr.tape.nwork, 1)))
+        return b[1]
+
+    def _bufs(self, tr):
+        """Values and adjoints."""
+        return self._kept("bufs", tr, lambda n: (np.empty(n), np.empty(n)))
 
     # ------------------------------------------------------------------ guarded forward
     def _select(self, x):
@@ -243,32 +246,16 @@ class Recorded:
         return sweeps.hvp(tr.tape, w, V, *self._lane_bufs(tr)).copy()
 
     def _jac_buf(self, tr):
-        """This thread's (nin, nwork) tangent buffer of variant tr for forward Jacobians, kept
-        when it is at most 4 MB (None: a fresh one per call)."""
-        S = max(tr.tape.nwork, 1)
-        if tr.nin * S > 1 << 19:
+        """The (nin, nwork) tangent buffer of forward Jacobians, kept when it is at most 4 MB
+        (None: a fresh one per call)."""
+        if tr.nin * max(tr.tape.nwork, 1) > 1 << 19:
             return None
-        d = self._local.__dict__.setdefault("jac_bufs", {})
-        b = d.get(id(tr))
-        if b is None or b[0] is not tr:
-            live = {id(v) for v in self._variants}
-            for k in [k for k in d if k not in live]:
-                del d[k]
-            b = d[id(tr)] = (tr, np.empty((tr.nin, S)))
-        return b[1]
+        return self._kept("jac_bufs", tr, lambda n: np.empty((tr.nin, n)))
 
     def _lane_bufs(self, tr):
-        """This thread's one-lane buffers of variant tr: tangents, adjoints, adjoint tangents
-        (jvp, hvp). Fresh buffers of a large tape cost page faults on every call."""
-        d = self._local.__dict__.setdefault("lane_bufs", {})
-        b = d.get(id(tr))
-        if b is None or b[0] is not tr:
-            live = {id(v) for v in self._variants}
-            for k in [k for k in d if k not in live]:
-                del d[k]
-            S = max(tr.tape.nwork, 1)
-            b = d[id(tr)] = (tr, np.empty((1, S)), np.empty(S), np.empty((1, S)))
-        return b[1:]
+        """One-lane tangents, adjoints and adjoint tangents (jvp, hvp)."""
+        return self._kept("lane_bufs", tr,
+                          lambda n: (np.empty((1, n)), np.empty(n), np.empty((1, n))))
 
     def hvp(self, x, v):
         """H(x) v for scalar f, by forward-over-reverse on the tape."""
