@@ -374,10 +374,20 @@ def set_tiling(enabled=True, tile=None):
     prev = (bool(TILING), int(TILE))
     TILING = bool(enabled)
     if tile is not None:
-        if int(tile) < 16 or int(tile) % 4:
-            raise ValueError("set_tiling: tile must be a multiple of 4, at least 16")
-        TILE = int(tile)
+        TILE = _tile_length("set_tiling", tile)
     return prev
+
+
+def _tile_length(str fn, tile):
+    """A tile length given to set_tiling / set_fusing: a multiple of 4, at least 16."""
+    if int(tile) < 16 or int(tile) % 4:
+        raise ValueError(f"{fn}: tile must be a multiple of 4, at least 16")
+    return int(tile)
+
+
+def _switched_off(str var):
+    """Is the environment variable var set to turn a sweep feature off?"""
+    return _os.environ.get(var, "1") in ("0", "off", "no", "false")
 
 
 cdef extern from *:
@@ -416,7 +426,7 @@ def cpu_has_avx2():
 
 
 import os as _os
-if _os.environ.get("TAPEGRAD_TILING", "1") in ("0", "off", "no", "false"):
+if _switched_off("TAPEGRAD_TILING"):
     TILING = False
 
 
@@ -944,13 +954,11 @@ def set_fusing(enabled=True, tile=None):
     prev = (bool(FUSING), int(FUSE_TILE))
     FUSING = bool(enabled)
     if tile is not None:
-        if int(tile) < 16 or int(tile) % 4:
-            raise ValueError("set_fusing: tile must be a multiple of 4, at least 16")
-        FUSE_TILE = int(tile)
+        FUSE_TILE = _tile_length("set_fusing", tile)
     return prev
 
 
-if _os.environ.get("TAPEGRAD_FUSING", "1") in ("0", "off", "no", "false"):
+if _switched_off("TAPEGRAD_FUSING"):
     FUSING = False
 
 

@@ -142,6 +142,21 @@ cdef inline bint _overlap(int64_t o1, int64_t n1, int64_t o2, int64_t n2) noexce
     return n1 > 0 and n2 > 0 and o1 < o2 + n2 and o2 < o1 + n1
 
 
+cdef inline int _read_operand(_Rd* r, int nr, int64_t off, int64_t div, int64_t mod, int64_t n,
+                              int is_const, int code, int role, bint* ok) noexcept nogil:
+    """Record operand a or b (role 0/1) of a binary op broadcast as (div, mod): full (1, n) or
+    one value (mod 1); any other broadcast clears ok. Returns the new record count."""
+    cdef bint full = div == 1 and mod == n
+    if not full and mod != 1:
+        ok[0] = False
+        return nr
+    if not is_const:
+        r[nr].off = off; r[nr].len = n if full else 1; r[nr].full = full
+        r[nr].adj = code < CMP_FIRST; r[nr].role = role
+        nr += 1
+    return nr
+
+
 cdef int _reads(const Op* op, _Rd* r, bint* ok) noexcept nogil:
     """The work-buffer operands of an elementwise op; ok = False for block broadcasting."""
     cdef int nr = 0, code = op.code
@@ -153,30 +168,8 @@ cdef int _reads(const Op* op, _Rd* r, bint* ok) noexcept nogil:
             r[nr].adj = code < UN_ZERO_FIRST; r[nr].role = 0
             nr += 1
         return nr
-    if op.p[0] == 1 and op.p[1] == n:
-        if not (op.flags & FLAG_A_CONST):
-            r[nr].off = op.a; r[nr].len = n; r[nr].full = True
-            r[nr].adj = code < CMP_FIRST; r[nr].role = 0
-            nr += 1
-    elif op.p[1] == 1:
-        if not (op.flags & FLAG_A_CONST):
-            r[nr].off = op.a; r[nr].len = 1; r[nr].full = False
-            r[nr].adj = code < CMP_FIRST; r[nr].role = 0
-            nr += 1
-    else:
-        ok[0] = False
-    if op.p[2] == 1 and op.p[3] == n:
-        if not (op.flags & FLAG_B_CONST):
-            r[nr].off = op.b; r[nr].len = n; r[nr].full = True
-            r[nr].adj = code < CMP_FIRST; r[nr].role = 1
-            nr += 1
-    elif op.p[3] == 1:
-        if not (op.flags & FLAG_B_CONST):
-            r[nr].off = op.b; r[nr].len = 1; r[nr].full = False
-            r[nr].adj = code < CMP_FIRST; r[nr].role = 1
-            nr += 1
-    else:
-        ok[0] = False
+    nr = _read_operand(r, nr, op.a, op.p[0], op.p[1], n, op.flags & FLAG_A_CONST, code, 0, ok)
+    nr = _read_operand(r, nr, op.b, op.p[2], op.p[3], n, op.flags & FLAG_B_CONST, code, 1, ok)
     if code == OP_WHERE and not (op.flags & FLAG_C_CONST):
         r[nr].off = op.c; r[nr].len = n; r[nr].full = True
         r[nr].adj = False; r[nr].role = 2
