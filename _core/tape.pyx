@@ -25,24 +25,7 @@ from .opcodes cimport *
 
 cnp.import_array()
 
-OPCODES = {
-    "neg": OP_NEG, "abs": OP_ABS, "exp": OP_EXP, "log": OP_LOG, "log1p": OP_LOG1P,
-    "expm1": OP_EXPM1, "sqrt": OP_SQRT, "square": OP_SQUARE, "reciprocal": OP_RECIP,
-    "sin": OP_SIN, "cos": OP_COS, "tan": OP_TAN, "arcsin": OP_ARCSIN, "arccos": OP_ARCCOS,
-    "arctan": OP_ARCTAN, "sinh": OP_SINH, "cosh": OP_COSH, "tanh": OP_TANH,
-    "arcsinh": OP_ARCSINH, "arccosh": OP_ARCCOSH, "arctanh": OP_ARCTANH, "exp2": OP_EXP2,
-    "log2": OP_LOG2, "log10": OP_LOG10, "cbrt": OP_CBRT, "expit": OP_EXPIT, "erf": OP_ERF,
-    "erfc": OP_ERFC, "addc": OP_ADDC, "mulc": OP_MULC, "rsubc": OP_RSUBC, "rdivc": OP_RDIVC, "divc": OP_DIVC,
-    "powc": OP_POWC, "rpowc": OP_RPOWC, "softplus": OP_SOFTPLUS, "logit": OP_LOGIT,
-    "sign": OP_SIGN, "floor": OP_FLOOR, "ceil": OP_CEIL, "rint": OP_RINT, "trunc": OP_TRUNC,
-    "add": OP_ADD, "subtract": OP_SUB, "multiply": OP_MUL, "divide": OP_DIV, "power": OP_POW,
-    "maximum": OP_MAXIMUM, "minimum": OP_MINIMUM, "arctan2": OP_ARCTAN2, "hypot": OP_HYPOT,
-    "logaddexp": OP_LOGADDEXP, "where": OP_WHERE,
-    "less": OP_LT, "less_equal": OP_LE, "greater": OP_GT, "greater_equal": OP_GE,
-    "equal": OP_EQ, "not_equal": OP_NE,
-    "sum": OP_SUM, "max": OP_MAX, "min": OP_MIN, "prod": OP_PROD, "matmul": OP_MATMUL,
-    "gather": OP_GATHER, "scatter_add": OP_SCATTER_ADD, "copy": OP_COPY, "call": OP_CALL,
-}
+include "opnames.pxi"   # OPCODES, OPTABLE_FINGERPRINT, NUMPY_LOOPS_*: generated from the primitive table
 OPNAMES = {v: k for k, v in OPCODES.items()}
 FAMILIES = {
     "unary": (UN_FIRST, UN_LAST), "unary_zero": (UN_ZERO_FIRST, UN_LAST),
@@ -72,7 +55,10 @@ cdef extern from *:
 # True when built with TAPEGRAD_DEBUG=1 (bounds/wraparound checks and assertions on)
 DEBUG_BUILD = bool(TAPEGRAD_IS_DEBUG_BUILD)
 
-cdef bytes MAGIC = b"TAPEGRD\x02"   # 2: opcode divc (x / c) inserted at 36
+# The header's magic carries the primitive table's fingerprint: bytes written under another
+# table (other opcodes or formulas) are refused instead of replayed with the wrong kernels.
+cdef bytes MAGIC = b"TAPE" + bytes.fromhex(OPTABLE_FINGERPRINT)
+MAGIC_BYTES = MAGIC
 # no single size may exceed this: keeps every sum and product of two sizes far from overflow
 cdef int64_t SIZE_LIMIT = (<int64_t>1) << 40
 cdef int64_t INT32_LIMIT = (<int64_t>1) << 31

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tapegrad as tg
 from tapegrad._core import sweeps
-from tapegrad._core.tape import Tape, OP_DTYPE, OP_COUNT_, OPCODES
+from tapegrad._core.tape import Tape, OP_DTYPE, OP_COUNT_, OPCODES, MAGIC_BYTES
 
 N_FUZZ = int(os.environ.get("TAPEGRAD_FUZZ", "2000"))
 FUZZ = settings(max_examples=N_FUZZ, deadline=None, database=None,
@@ -198,7 +198,7 @@ def test_random_bytes_are_rejected(blob):
     with pytest.raises((ValueError, TypeError)):
         Tape.from_bytes(blob)
     # behind a valid magic and checksum too
-    body = b"TAPEGRD\x02" + blob
+    body = MAGIC_BYTES + blob
     with np.errstate(all="ignore"):
         _load(_recrc(body))
 

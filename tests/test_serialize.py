@@ -17,9 +17,9 @@ import pytest
 
 import tapegrad as tg
 from tapegrad._core import sweeps
-from tapegrad._core.tape import Tape, OPCODES, FAMILIES, OP_DTYPE, OP_COUNT_, FLAG_A, FLAG_B
+from tapegrad._core.tape import Tape, OPCODES, FAMILIES, OP_DTYPE, OP_COUNT_, FLAG_A, FLAG_B, MAGIC_BYTES
 
-MAGIC = b"TAPEGRD\x02"
+MAGIC = MAGIC_BYTES
 HEAD = len(MAGIC) + 9 * 8
 
 

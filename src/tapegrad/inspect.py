@@ -21,16 +21,13 @@ import numpy as np
 
 from ._core import sweeps
 from ._core.tape import OPNAMES, FLAG_A, FLAG_B, FLAG_C
+from .ops.derived import SHOW
 from .reference import operand_sizes
 
 __all__ = ["Table", "wengert", "forward_table", "reverse_table", "to_dot", "draw",
            "graph_counts", "trace"]
 
 SPLIT_INPUTS = 8   # inputs with at most this many values in all get one name per element
-
-
-_INFIX = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "power": "**",
-          "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -234,15 +231,9 @@ def _expr(name, a, op):
     A, B, C = a
     d = _num(op["d"])
     p = op["p"]
-    if name in _INFIX:
-        return f"{A} {_INFIX[name]} {B}"
-    simple = {"neg": f"-{A}", "addc": f"{A} + {d}", "mulc": f"{d} * {A}", "rsubc": f"{d} - {A}",
-              "rdivc": f"{d} / {A}", "divc": f"{A} / {d}", "powc": f"{A} ** {d}", "square": f"{A} ** 2",
-              "rpowc": f"{d} ** {A}",
-              "matmul": f"{A} @ {B}", "where": f"where({C}, {A}, {B})", "copy": A,
-              "gather": f"gather({A})", "scatter_add": f"scatter_add({A})"}
-    if name in simple:
-        return simple[name]
+    fmt = SHOW.get(name)      # the primitive table's format, e.g. "{a} ** {d}"
+    if fmt is not None:
+        return fmt.format(a=A, b=B, c=C, d=d)
     if name in ("sum", "max", "min", "prod"):
         pre, m, post = int(p[0]), int(p[1]), int(p[2])
         if pre == 1 and post == 1:

@@ -11,71 +11,22 @@ with NumPy functions, independently of the Cython kernels. Two uses:
 import bisect
 
 import numpy as np
-import scipy.special as sps
 
 from ._core.tape import OPNAMES, FAMILIES, FLAG_A, FLAG_B, FLAG_C
 from .tracer import Tracer
 from . import rules
+from .ops import derived as _derived
 
-LN2 = np.log(2.0)
-LN10 = np.log(10.0)
-TWO_OVER_SQRTPI = 2.0 / np.sqrt(np.pi)
-
-# dy/dx of each unary primitive, from x, y = f(x) and the parameter d
-UNARY_D1 = {
-    "neg": lambda x, y, d: -1.0, "abs": lambda x, y, d: np.sign(x),
-    "exp": lambda x, y, d: y, "log": lambda x, y, d: 1.0 / x,
-    "log1p": lambda x, y, d: 1.0 / (1.0 + x), "expm1": lambda x, y, d: y + 1.0,
-    "sqrt": lambda x, y, d: 0.5 / y, "square": lambda x, y, d: 2.0 * x,
-    "reciprocal": lambda x, y, d: -(y * y), "sin": lambda x, y, d: np.cos(x),
-    "cos": lambda x, y, d: -np.sin(x), "tan": lambda x, y, d: 1.0 + y * y,
-    "arcsin": lambda x, y, d: 1.0 / np.sqrt(1.0 - x * x),
-    "arccos": lambda x, y, d: -1.0 / np.sqrt(1.0 - x * x),
-    "arctan": lambda x, y, d: 1.0 / (1.0 + x * x), "sinh": lambda x, y, d: np.cosh(x),
-    "cosh": lambda x, y, d: np.sinh(x), "tanh": lambda x, y, d: 1.0 - y * y,
-    "arcsinh": lambda x, y, d: 1.0 / np.sqrt(x * x + 1.0),
-    "arccosh": lambda x, y, d: 1.0 / np.sqrt(x * x - 1.0),
-    "arctanh": lambda x, y, d: 1.0 / (1.0 - x * x), "exp2": lambda x, y, d: y * LN2,
-    "log2": lambda x, y, d: 1.0 / (x * LN2), "log10": lambda x, y, d: 1.0 / (x * LN10),
-    "cbrt": lambda x, y, d: 1.0 / (3.0 * y * y), "expit": lambda x, y, d: y * (1.0 - y),
-    "erf": lambda x, y, d: TWO_OVER_SQRTPI * np.exp(-(x * x)),
-    "erfc": lambda x, y, d: -TWO_OVER_SQRTPI * np.exp(-(x * x)),
-    "addc": lambda x, y, d: 1.0, "mulc": lambda x, y, d: d, "rsubc": lambda x, y, d: -1.0,
-    "rdivc": lambda x, y, d: -d / (x * x), "divc": lambda x, y, d: 1.0 / d,
-    "powc": lambda x, y, d: 0.0 if d == 0 else d * x ** (d - 1.0),
-    "rpowc": lambda x, y, d: y * np.log(d), "softplus": lambda x, y, d: sps.expit(x),
-    "logit": lambda x, y, d: 1.0 / (x * (1.0 - x)),
-}
+# dy/dx of each unary primitive from (x, y = f(x), d), and (dy/da, dy/db) of each binary one
+# from (a, b, y, m): NumPy functions made from the formulas of the primitive table, the same
+# formulas the compiled kernels are generated from. What this sweep checks independently is
+# everything around them (broadcasting, reductions, accumulation, tiling, fusion, the lanes);
+# the formulas themselves are checked against finite differences (tests/test_ops.py).
+UNARY_D1, _BINARY_D1 = _derived.numpy_derivatives(rules.value_of)
 
 
 def _binary_d1(name, a, b, y, m):
-    if name == "add":
-        return 1.0, 1.0
-    if name == "subtract":
-        return 1.0, -1.0
-    if name == "multiply":
-        return b, a
-    if name == "divide":
-        return 1.0 / b, -a / (b * b)
-    if name == "power":
-        return b * a ** (b - 1.0), y * np.log(np.where(a > 0, a, 1.0))
-    if name in ("maximum", "minimum"):
-        # a NaN operand is the result (NumPy propagates it), so it receives the derivative
-        win = np.logical_or((a > b) if name == "maximum" else (a < b), a != a)
-        win = np.logical_and(win, np.logical_not(np.logical_and(b != b, a == a)))
-        tie = (a == b) * 0.5
-        return win * 1.0 + tie, (1.0 - win * 1.0) - tie
-    if name == "arctan2":
-        r = a * a + b * b
-        return b / r, -a / r
-    if name == "hypot":
-        return a / y, b / y
-    if name == "logaddexp":
-        return np.exp(a - y), np.exp(b - y)
-    if name == "where":
-        mm = (m != 0) * 1.0
-        return mm, 1.0 - mm
-    raise KeyError(name)
+    return _BINARY_D1[name](a, b, y, m)
 
 
 _UN = FAMILIES["unary"]

@@ -19,58 +19,26 @@ import operator
 import numpy as np
 import scipy.special as sps
 
-from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK
+from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK, OPTABLE_FINGERPRINT
+from . import ops as _ops
+from .ops import derived as _derived
+
+if _ops.fingerprint() != OPTABLE_FINGERPRINT:
+    raise ImportError("tapegrad._core was built from another primitive table "
+                      f"({OPTABLE_FINGERPRINT}, the table is {_ops.fingerprint()}): regenerate "
+                      "(python -m tapegrad.ops.codegen _core) and rebuild")
 from .tracer import Tracer, top_recorder, value_of, _as_float_array
 
-# unary primitives whose value is one ufunc of x. A ufunc called on a Python float runs the
-# same float64 loop as on a 0-d array (same bits, same floating-point warnings), which lets
-# the scalar fast path below skip making 0-d arrays.
-_UNARY_UFUNC = {
-    "abs": np.abs, "exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1,
-    "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan, "arcsin": np.arcsin,
-    "arccos": np.arccos, "arctan": np.arctan, "sinh": np.sinh, "cosh": np.cosh,
-    "tanh": np.tanh, "arcsinh": np.arcsinh, "arccosh": np.arccosh, "arctanh": np.arctanh,
-    "exp2": np.exp2, "log2": np.log2, "log10": np.log10, "cbrt": np.cbrt, "expit": sps.expit,
-    "erf": sps.erf, "erfc": sps.erfc, "logit": sps.logit, "sign": np.sign, "floor": np.floor,
-    "ceil": np.ceil, "rint": np.rint, "trunc": np.trunc,
-}
-# name -> function computing the value of that unary primitive from x and its parameter d
-_UNARY_VALUE = {name: (lambda x, d, uf=uf: uf(x)) for name, uf in _UNARY_UFUNC.items()}
-_UNARY_VALUE.update({
-    "neg": lambda x, d: -x, "square": lambda x, d: x * x, "reciprocal": lambda x, d: 1.0 / x,
-    "addc": lambda x, d: x + d, "mulc": lambda x, d: x * d, "rsubc": lambda x, d: d - x,
-    "rdivc": lambda x, d: d / x, "divc": lambda x, d: x / d, "powc": lambda x, d: np.power(x, d),
-    "rpowc": lambda x, d: np.power(d, x),
-    "softplus": lambda x, d: np.logaddexp(0.0, x),
-})
-
-_BINARY_VALUE = {
-    "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide,
-    "power": np.power, "maximum": np.maximum, "minimum": np.minimum, "arctan2": np.arctan2,
-    "hypot": np.hypot, "logaddexp": np.logaddexp, "less": np.less, "less_equal": np.less_equal,
-    "greater": np.greater, "greater_equal": np.greater_equal, "equal": np.equal,
-    "not_equal": np.not_equal,
-}
-_COMPARISONS = {"less", "less_equal", "greater", "greater_equal", "equal", "not_equal"}
-
-UNARY_UFUNCS = {
-    np.negative: "neg", np.absolute: "abs", np.fabs: "abs", np.exp: "exp", np.log: "log",
-    np.log1p: "log1p", np.expm1: "expm1", np.sqrt: "sqrt", np.square: "square",
-    np.reciprocal: "reciprocal", np.sin: "sin", np.cos: "cos", np.tan: "tan",
-    np.arcsin: "arcsin", np.arccos: "arccos", np.arctan: "arctan", np.sinh: "sinh",
-    np.cosh: "cosh", np.tanh: "tanh", np.arcsinh: "arcsinh", np.arccosh: "arccosh",
-    np.arctanh: "arctanh", np.exp2: "exp2", np.log2: "log2", np.log10: "log10",
-    np.cbrt: "cbrt", sps.expit: "expit", sps.erf: "erf", sps.erfc: "erfc", sps.logit: "logit",
-    np.sign: "sign", np.floor: "floor", np.ceil: "ceil", np.rint: "rint", np.trunc: "trunc",
-}
-BINARY_UFUNCS = {
-    np.add: "add", np.subtract: "subtract", np.multiply: "multiply", np.true_divide: "divide",
-    np.power: "power", np.float_power: "power", np.maximum: "maximum", np.minimum: "minimum",
-    np.arctan2: "arctan2", np.hypot: "hypot",
-    np.logaddexp: "logaddexp", np.less: "less", np.less_equal: "less_equal",
-    np.greater: "greater", np.greater_equal: "greater_equal", np.equal: "equal",
-    np.not_equal: "not_equal",
-}
+# The elementwise primitives' NumPy callables and value functions, derived from the primitive
+# table (tapegrad/ops/table.py). A ufunc called on a Python float runs the same float64 loop as
+# on a 0-d array (same bits, same floating-point warnings), which lets the scalar fast path
+# below call _UNARY_UFUNC on floats without making 0-d arrays.
+_UNARY_UFUNC = _derived.UNARY_VALUE_UFUNC       # name -> the ufunc giving its value
+_UNARY_VALUE = _derived.UNARY_VALUE             # name -> value(x, d) while recording
+_BINARY_VALUE = _derived.BINARY_VALUE           # name -> ufunc
+_COMPARISONS = {r["name"] for r in _ops.elementwise(("compare",))}
+UNARY_UFUNCS = _derived.UNARY_UFUNCS            # NumPy callable -> primitive name
+BINARY_UFUNCS = _derived.BINARY_UFUNCS
 
 # ufunc -> rule(*inputs) written as a composition of primitives (filled by rules_numpy)
 UFUNC_RULES = {}
@@ -91,13 +59,10 @@ def _const_value(x):
 
 # ------------------------------------------------------------------ primitives
 # Scalar (0-d) values of the IEEE basic operations computed on Python floats: the same double
-# operation NumPy performs, bitwise, without a ufunc call. Used only when the result is finite
-# (so NumPy would not have warned) and no division by zero is involved.
-_PY_UNARY = {"addc": lambda x, d: x + d, "mulc": lambda x, d: x * d, "rsubc": lambda x, d: d - x,
-             "rdivc": lambda x, d: d / x, "divc": lambda x, d: x / d, "square": lambda x, d: x * x,
-             "neg": lambda x, d: -x}
-_PY_BINARY = {"add": operator.add, "subtract": operator.sub, "multiply": operator.mul,
-              "divide": operator.truediv}
+# operation NumPy performs, bitwise, without a ufunc call (the table's "ieee" trait). Used only
+# when the result is finite (so NumPy would not have warned) and no division by zero is involved.
+_PY_UNARY = _derived.PY_UNARY
+_PY_BINARY = _derived.PY_BINARY
 
 
 def _py_float(fn, a, b):
