@@ -73,7 +73,7 @@ OPCODES = {
     'copy': OP_COPY,
     'call': OP_CALL,
 }
-OPTABLE_FINGERPRINT = 'bb92d32c'
+OPTABLE_FINGERPRINT = '985a0e62'
 # (opcode, NumPy ufunc) of the unary and binary ops whose forward uses NumPy's loop
 NUMPY_LOOPS_UNARY = (
     (OP_ABS, np.absolute),  # abs

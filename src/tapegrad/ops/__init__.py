@@ -82,7 +82,13 @@ def traits(row):
                 ieee=_formula.is_ieee_arithmetic(row.get("value") or row["f"]))
 
 
+# the fields that decide what a tape's bytes mean (not the docs, tests or NumPy-side fields)
+_TAPE_FIELDS = ("family", "name", "f", "d1", "d2", "da", "db", "daa", "dab", "dbb", "let", "loop")
+
+
 def fingerprint():
-    """Eight hex digits identifying the table (names, order, families, formulas)."""
-    blob = json.dumps([PRIMITIVES, C_NAMES, CONSTANTS], sort_keys=True, default=str)
+    """Eight hex digits identifying the table as the compiled core sees it (names, order,
+    families, formulas, NumPy loops)."""
+    rows = [{k: r[k] for k in _TAPE_FIELDS if k in r} for r in PRIMITIVES]
+    blob = json.dumps([rows, C_NAMES, CONSTANTS], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]

@@ -27,17 +27,19 @@ FAMILIES = ("unary", "unary_zero", "binary", "compare", "reduce", "matmul", "mov
 
 
 def unary(name, f, d1="0.0", d2="0.0", *, ufuncs=(), value=None, loop=False, let=None,
-          show=None, domain=None, param=None):
+          show=None, domain=None, param=None, example=None):
     """A row of a unary primitive y = f(x; d).
 
     ufuncs: the NumPy/SciPy callables recorded as this op ("np.exp"); the first gives the value
     while recording unless ``value`` (a NumPy formula) is given. loop: the compiled forward sweep
     calls NumPy's own float64 inner loop of ufuncs[0] (bitwise the recorded value). show: the
     Wengert-list format ({a}, {d}); default ``name({a})``. domain: (lo, hi) of the test inputs.
-    param: what the scalar parameter d is (for the docs).
+    param: what the scalar parameter d is (for the docs). example: NumPy code over x (binary: a,
+    b) that records this op, for the table-driven test of a primitive no ufunc records.
     """
     return dict(family="unary", name=name, f=f, d1=d1, d2=d2, ufuncs=tuple(ufuncs), value=value,
-                loop=loop, let=dict(let or {}), show=show, domain=domain, param=param)
+                loop=loop, let=dict(let or {}), show=show, domain=domain, param=param,
+                example=example)
 
 
 def unary_zero(name, f, *, ufuncs=(), show=None, domain=None):
@@ -45,10 +47,11 @@ def unary_zero(name, f, *, ufuncs=(), show=None, domain=None):
 
 
 def binary(name, f, da="0.0", db="0.0", daa="0.0", dab="0.0", dbb="0.0", *, ufuncs=(),
-           loop=False, let=None, show=None, domain=None):
+           loop=False, let=None, show=None, domain=None, example=None):
     """A row of a binary primitive y = f(a, b) (operands broadcast by index arithmetic)."""
     return dict(family="binary", name=name, f=f, da=da, db=db, daa=daa, dab=dab, dbb=dbb,
-                ufuncs=tuple(ufuncs), loop=loop, let=dict(let or {}), show=show, domain=domain)
+                ufuncs=tuple(ufuncs), loop=loop, let=dict(let or {}), show=show, domain=domain,
+                example=example)
 
 
 def compare(name, f, *, ufuncs=(), show=None):
@@ -111,21 +114,22 @@ PRIMITIVES = [
           "-2.0 * x * TWO_OVER_SQRTPI * exp(-x * x)", ufuncs=("sps.erf",)),
     unary("erfc", "erfc(x)", "-TWO_OVER_SQRTPI * exp(-x * x)",
           "2.0 * x * TWO_OVER_SQRTPI * exp(-x * x)", ufuncs=("sps.erfc",)),
-    unary("addc", "x + d", "1.0", value="x + d", show="{a} + {d}", param="x + d"),
-    unary("mulc", "x * d", "d", value="x * d", show="{d} * {a}", param="x * d"),
-    unary("rsubc", "d - x", "-1.0", value="d - x", show="{d} - {a}", param="d - x"),
+    unary("addc", "x + d", "1.0", value="x + d", example="x + 1.5", show="{a} + {d}", param="x + d"),
+    unary("mulc", "x * d", "d", value="x * d", example="2.5 * x", show="{d} * {a}", param="x * d"),
+    unary("rsubc", "d - x", "-1.0", value="d - x", example="1.5 - x", show="{d} - {a}", param="d - x"),
     unary("rdivc", "d / x", "-d / (x * x)", "2.0 * d / (x * x * x)", value="d / x",
+          example="1.5 / x",
           show="{d} / {a}", param="d / x", domain="away(0.4, 2)"),
     unary("powc", "pow(x, d)", "where(d == 0.0, 0.0, d * pow(x, d - 1.0))",
           "where(d * (d - 1.0) == 0.0, 0.0, d * (d - 1.0) * pow(x, d - 2.0))",
-          value="power(x, d)", show="{a} ** {d}", param="x ** d", domain="U(0.3, 3)"),
+          value="power(x, d)", example="x ** 2.5", show="{a} ** {d}", param="x ** d", domain="U(0.3, 3)"),
     unary("rpowc", "pow(d, x)", "y * log(d)", "y * t * t", let={"t": "log(d)"},
-          value="power(d, x)", show="{d} ** {a}", param="d ** x"),
+          value="power(d, x)", example="2.5 ** x", show="{d} ** {a}", param="d ** x"),
     unary("softplus", "log1p(exp(-fabs(x))) + where(x > 0, x, 0.0)", "expit(x)", "t * (1.0 - t)",
-          let={"t": "expit(x)"}, value="logaddexp(0.0, x)", param="log(1 + exp(x))"),
+          let={"t": "expit(x)"}, value="logaddexp(0.0, x)", example="-sps.log_expit(-x)", param="log(1 + exp(x))"),
     unary("logit", "log(x / (1.0 - x))", "1.0 / (x * (1.0 - x))", "(2.0 * x - 1.0) / (t * t)",
           let={"t": "x * (1.0 - x)"}, ufuncs=("sps.logit",), domain="U(0.1, 0.9)"),
-    unary("divc", "x / d", "1.0 / d", value="x / d", show="{a} / {d}", param="x / d"),
+    unary("divc", "x / d", "1.0 / d", value="x / d", example="x / 1.5", show="{a} / {d}", param="x / d"),
     # ------------------------------------------------------------ unary, zero derivative
     unary_zero("sign", "where(x != x, x, step(x > 0) - step(x < 0))", ufuncs=("np.sign",)),
     unary_zero("floor", "floor(x)", ufuncs=("np.floor",)),
@@ -167,7 +171,7 @@ PRIMITIVES = [
            "exp(a - y)", "exp(b - y)", daa="ea * eb", dab="-ea * eb", dbb="ea * eb",
            let={"ea": "exp(a - y)", "eb": "exp(b - y)"}, ufuncs=("np.logaddexp",), loop=True),
     binary("where", "where(m != 0.0, a, b)", "step(m != 0.0)", "1.0 - step(m != 0.0)",
-           show="where({c}, {a}, {b})"),
+           example="np.where(a > b, a, b * b)", show="where({c}, {a}, {b})"),
     # ------------------------------------------------------------ comparisons: 1.0 / 0.0
     compare("less", "step(a < b)", ufuncs=("np.less",), show="{a} < {b}"),
     compare("less_equal", "step(a <= b)", ufuncs=("np.less_equal",), show="{a} <= {b}"),
