@@ -28,8 +28,10 @@ import numpy as np
 cimport numpy as cnp
 
 from .opcodes cimport *
-from .kernels cimport un_f, un_d1, un_d2, bin_f, bin_d1, bin_d2
+from .kernels cimport (un_f, un_d1, un_d2, bin_f, bin_d1, bin_d2, op_reads_y, op_const_partial,
+                       op_zero_derivative, op_linear_partial)
 from .tape cimport Tape, Op, TILE_MAX_OPS, op_reads
+from .tape import NUMPY_LOOPS_UNARY, NUMPY_LOOPS_BINARY
 
 cnp.import_array()
 
@@ -173,17 +175,10 @@ def _install_numpy_loops():
     for k in range(OP_COUNT):
         UN_LOOP[k] = NULL
         BIN_LOOP[k] = NULL
-    for code, uf in ((OP_EXP, np.exp), (OP_LOG, np.log), (OP_LOG1P, np.log1p),
-                     (OP_EXPM1, np.expm1), (OP_SQRT, np.sqrt), (OP_SIN, np.sin),
-                     (OP_COS, np.cos), (OP_TAN, np.tan), (OP_ARCSIN, np.arcsin),
-                     (OP_ARCCOS, np.arccos), (OP_ARCTAN, np.arctan), (OP_SINH, np.sinh),
-                     (OP_COSH, np.cosh), (OP_TANH, np.tanh), (OP_ARCSINH, np.arcsinh),
-                     (OP_ARCCOSH, np.arccosh), (OP_ARCTANH, np.arctanh), (OP_EXP2, np.exp2),
-                     (OP_LOG2, np.log2), (OP_LOG10, np.log10), (OP_CBRT, np.cbrt),
-                     (OP_ABS, np.absolute)):
+    # which ops use NumPy's loop is the primitive table's "loop" column (opnames.pxi)
+    for code, uf in NUMPY_LOOPS_UNARY:
         _install(UN_LOOP, UN_DATA, code, uf, "d->d")
-    for code, uf in ((OP_LOGADDEXP, np.logaddexp), (OP_ARCTAN2, np.arctan2),
-                     (OP_HYPOT, np.hypot), (OP_POW, np.power), (OP_DIV, np.true_divide)):
+    for code, uf in NUMPY_LOOPS_BINARY:
         _install(BIN_LOOP, BIN_DATA, code, uf, "dd->d")
 
 
@@ -1001,27 +996,13 @@ cdef inline Py_ssize_t fuse_row(Py_ssize_t n, Py_ssize_t T) noexcept nogil:
 
 
 cdef inline bint reverse_reads_y(int code) noexcept nogil:
-    """Does the adjoint of an elementwise op read its own value y (see un_d1, bin_d1)?"""
-    return (code == OP_EXP or code == OP_EXPM1 or code == OP_SQRT or code == OP_RECIP
-            or code == OP_TAN or code == OP_TANH or code == OP_EXP2 or code == OP_CBRT
-            or code == OP_EXPIT or code == OP_RPOWC or code == OP_POW or code == OP_HYPOT
-            or code == OP_LOGADDEXP)
+    """Does the adjoint of an elementwise op read its own value y? (the table's reads_y trait)"""
+    return op_reads_y(code)
 
 
 cdef inline double linear_partial(const Op* op, int r) noexcept nogil:
     """d y / d operand r when it is a constant independent of the values (NaN: it is not)."""
-    cdef int code = op.code
-    if code == OP_ADD or code == OP_ADDC:
-        return 1.0
-    if code == OP_SUB:
-        return 1.0 if r == 0 else -1.0
-    if code == OP_RSUBC or code == OP_NEG:
-        return -1.0
-    if code == OP_MULC:
-        return op.d
-    if code == OP_DIVC:
-        return 1.0 / op.d
-    return NAN
+    return op_linear_partial(op.code, op.d, r)
 
 
 cdef inline bint has_adjoint(const Op* op, int r) noexcept nogil:
@@ -1228,10 +1209,8 @@ cdef inline bint straddles(int64_t off, int64_t m, Py_ssize_t nin) noexcept nogi
 cdef inline bint value_free_reverse(int code) noexcept nogil:
     """Does the adjoint of this op read no values (a linear op with constant partials, or
     no derivative at all)?"""
-    return (code == OP_ADD or code == OP_SUB or code == OP_ADDC or code == OP_MULC
-            or code == OP_DIVC or code == OP_RSUBC or code == OP_NEG or code == OP_SUM or code == OP_GATHER
-            or code == OP_SCATTER_ADD or code == OP_COPY
-            or (code >= UN_ZERO_FIRST and code <= UN_LAST) or (code >= CMP_FIRST and code <= BIN_LAST))
+    return (op_const_partial(code) or op_zero_derivative(code) or code == OP_SUM
+            or code == OP_GATHER or code == OP_SCATTER_ADD or code == OP_COPY)
 
 
 cdef bint post_value_free(const Op* ops, Py_ssize_t K, Py_ssize_t nops) noexcept nogil:
