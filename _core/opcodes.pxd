@@ -54,44 +54,45 @@ cdef enum:
     OP_CEIL = 39
     OP_RINT = 40
     OP_TRUNC = 41
+    OP_STOP_GRADIENT = 42
     # --- binary ---
-    OP_ADD = 42
-    OP_SUB = 43
-    OP_MUL = 44
-    OP_DIV = 45
-    OP_POW = 46
-    OP_MAXIMUM = 47
-    OP_MINIMUM = 48
-    OP_ARCTAN2 = 49
-    OP_HYPOT = 50
-    OP_LOGADDEXP = 51
-    OP_WHERE = 52
+    OP_ADD = 43
+    OP_SUB = 44
+    OP_MUL = 45
+    OP_DIV = 46
+    OP_POW = 47
+    OP_MAXIMUM = 48
+    OP_MINIMUM = 49
+    OP_ARCTAN2 = 50
+    OP_HYPOT = 51
+    OP_LOGADDEXP = 52
+    OP_WHERE = 53
     # --- compare ---
-    OP_LT = 53
-    OP_LE = 54
-    OP_GT = 55
-    OP_GE = 56
-    OP_EQ = 57
-    OP_NE = 58
+    OP_LT = 54
+    OP_LE = 55
+    OP_GT = 56
+    OP_GE = 57
+    OP_EQ = 58
+    OP_NE = 59
     # --- reduce ---
-    OP_SUM = 59    # over a (pre, m, post) block: p0=pre, p1=m, p2=post
-    OP_MAX = 60
-    OP_MIN = 61
-    OP_PROD = 62
+    OP_SUM = 60    # over a (pre, m, post) block: p0=pre, p1=m, p2=post
+    OP_MAX = 61
+    OP_MIN = 62
+    OP_PROD = 63
     # --- matmul ---
-    OP_MATMUL = 63    # (batched) matrix product: p0=batch, p1=M, p2=K, p3=N, p4/p5 = batch strides of a/b
+    OP_MATMUL = 64    # (batched) matrix product: p0=batch, p1=M, p2=K, p3=N, p4/p5 = batch strides of a/b
     # --- move ---
-    OP_GATHER = 64    # y[i] = a[idx[i]],  idx = ipool[p0 : p0+n], p1 = size of a
-    OP_SCATTER_ADD = 65    # y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a
-    OP_COPY = 66    # y[i] = a[i]
+    OP_GATHER = 65    # y[i] = a[idx[i]],  idx = ipool[p0 : p0+n], p1 = size of a
+    OP_SCATTER_ADD = 66    # y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a
+    OP_COPY = 67    # y[i] = a[i]
     # --- call ---
-    OP_CALL = 67    # a rule written in Python (linear algebra and friends), called with the GIL: operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object
-    OP_COUNT = 68
+    OP_CALL = 68    # a rule written in Python (linear algebra and friends), called with the GIL: operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object
+    OP_COUNT = 69
 
 cdef enum:
     UN_FIRST = OP_NEG
     UN_ZERO_FIRST = OP_SIGN
-    UN_LAST = OP_TRUNC
+    UN_LAST = OP_STOP_GRADIENT
     BIN_FIRST = OP_ADD
     CMP_FIRST = OP_LT
     BIN_LAST = OP_NE

@@ -46,6 +46,7 @@ OPCODES = {
     'ceil': OP_CEIL,
     'rint': OP_RINT,
     'trunc': OP_TRUNC,
+    'stop_gradient': OP_STOP_GRADIENT,
     'add': OP_ADD,
     'subtract': OP_SUB,
     'multiply': OP_MUL,
@@ -73,7 +74,7 @@ OPCODES = {
     'copy': OP_COPY,
     'call': OP_CALL,
 }
-OPTABLE_FINGERPRINT = '985a0e62'
+OPTABLE_FINGERPRINT = '676cf258'
 # (opcode, NumPy ufunc) of the unary and binary ops whose forward uses NumPy's loop
 NUMPY_LOOPS_UNARY = (
     (OP_ABS, np.absolute),  # abs

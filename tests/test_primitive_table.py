@@ -62,7 +62,7 @@ def _call(row):
     """The NumPy function of one array (unary) or two (binary) that records this row."""
     if row["example"]:
         args = "x" if row["family"].startswith("unary") else "a, b"
-        return eval(f"lambda {args}: {row['example']}", {"np": np, "sps": sps})
+        return eval(f"lambda {args}: {row['example']}", {"np": np, "sps": sps, "tg": tg})
     return derived._resolve(row["ufuncs"][0])
 
 
@@ -162,3 +162,10 @@ def test_ufunc_maps_cover_the_table():
             target = derived.UNARY_UFUNCS if row["family"].startswith("unary") else derived.BINARY_UFUNCS
             assert target[uf] == row["name"]
     assert derived.UNARY_UFUNCS[np.fabs] == "abs" and derived.UNARY_UFUNCS[sps.expit] == "expit"
+
+
+def test_wengert_list_uses_the_table_formats():
+    x = np.array([0.5, 2.0])
+    text = str(tg.trace(lambda x: np.sum(np.where(x < 1.0, x * x, x ** 3)), x))
+    assert "] < c1" in text and "less(" not in text      # comparisons render infix
+    assert "** 3" in text and "where(" in text

@@ -18,10 +18,12 @@ from . import numdiff
 from . import calls as _calls  # registers the rules written in Python (linalg)
 from . import rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
 from .rules_numpy import logsumexp
+from .rules import stop_gradient
 from .inspect import trace
 
 __version__ = "0.1.0"
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
            "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
-           "check_grads", "numdiff", "logsumexp", "record", "compile", "Recorded", "Compiled", "load", "trace"]
+           "check_grads", "numdiff", "logsumexp", "record", "compile", "Recorded", "Compiled", "load", "trace",
+           "stop_gradient"]

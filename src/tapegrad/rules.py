@@ -20,6 +20,7 @@ import numpy as np
 import scipy.special as sps
 
 from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK, OPTABLE_FINGERPRINT
+from . import _tree
 from . import ops as _ops
 from .ops import derived as _derived
 
@@ -115,6 +116,20 @@ def unary(name, x, d=0.0):
     if y.size:
         rec.op(OPCODES[name], 0, t._off, off, n=y.size, d=float(d), reads=(off,))
     return t
+
+
+def stop_gradient(x):
+    """x (a pytree) as values with no derivative at any level of nesting, as JAX's
+    ``stop_gradient``: one zero-derivative op per traced leaf, so a replayed tape recomputes the
+    value at the new point (it is not frozen into a constant)."""
+    leaves, td = _tree.flatten(x)
+    return _tree.unflatten(td, [unary("stop_gradient", v) if type(v) is Tracer else v
+                                for v in leaves])
+
+
+# On an outer recording's tracers (nesting: the reference sweep replays the inner tape on them)
+# the value of stop_gradient must stop there too, so its value function is stop_gradient itself.
+_UNARY_VALUE["stop_gradient"] = lambda x, d: stop_gradient(x)
 
 
 _SCALAR_SPECIAL = {  # (name, constant on the left?) -> (unary primitive, parameter from c)

@@ -42,8 +42,9 @@ def unary(name, f, d1="0.0", d2="0.0", *, ufuncs=(), value=None, loop=False, let
                 example=example)
 
 
-def unary_zero(name, f, *, ufuncs=(), show=None, domain=None):
-    return dict(unary(name, f, ufuncs=ufuncs, show=show, domain=domain), family="unary_zero")
+def unary_zero(name, f, *, ufuncs=(), value=None, show=None, domain=None, example=None):
+    return dict(unary(name, f, ufuncs=ufuncs, value=value, show=show, domain=domain,
+                      example=example), family="unary_zero")
 
 
 def binary(name, f, da="0.0", db="0.0", daa="0.0", dab="0.0", dbb="0.0", *, ufuncs=(),
@@ -136,6 +137,9 @@ PRIMITIVES = [
     unary_zero("ceil", "ceil(x)", ufuncs=("np.ceil",)),
     unary_zero("rint", "rint(x)", ufuncs=("np.rint",)),
     unary_zero("trunc", "trunc(x)", ufuncs=("np.trunc",)),
+    # x as a value without derivative, at every nesting level (tapegrad.stop_gradient)
+    unary_zero("stop_gradient", "x", value="x", example="tg.stop_gradient(x)",
+               show="stop_gradient({a})"),
     # ------------------------------------------------------------ binary, differentiable
     binary("add", "a + b", "1.0", "1.0", ufuncs=("np.add",), show="{a} + {b}"),
     binary("subtract", "a - b", "1.0", "-1.0", ufuncs=("np.subtract",), show="{a} - {b}"),
