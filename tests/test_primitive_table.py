@@ -1,4 +1,4 @@
-"""The primitive table (tapegrad/ops/table.py) against what is generated and derived from it.
+"""The primitive table (tapegrad/primitives/table.py) against what is generated and derived from it.
 
 - The committed Cython files are what the table renders now (else: stale), and the compiled
   core carries the same opcodes, family ranges and fingerprint.
@@ -16,8 +16,8 @@ import pytest
 import scipy.special as sps
 
 import tapegrad as tg
-from tapegrad import ops
-from tapegrad.ops import codegen, derived, formula
+from tapegrad import primitives as ops
+from tapegrad.primitives import codegen, derived, formula
 from tapegrad._core import sweeps
 from tapegrad._core import tape as core_tape
 
@@ -28,7 +28,7 @@ def test_generated_files_are_current():
     if not CORE.is_dir():
         pytest.skip("no _core sources next to the tests")
     assert codegen.stale(str(CORE)) == [], (
-        "generated files differ from the table: run `python -m tapegrad.ops.codegen _core`")
+        "generated files differ from the table: run `python -m tapegrad.primitives.codegen _core`")
 
 
 def test_compiled_core_matches_table():

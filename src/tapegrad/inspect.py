@@ -21,7 +21,7 @@ import numpy as np
 
 from ._core import sweeps
 from ._core.tape import OPNAMES, FLAG_A, FLAG_B, FLAG_C
-from .ops.derived import SHOW
+from .primitives.derived import SHOW
 from .reference import operand_sizes
 
 __all__ = ["Table", "wengert", "forward_table", "reverse_table", "to_dot", "draw",

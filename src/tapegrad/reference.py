@@ -15,7 +15,7 @@ import numpy as np
 from ._core.tape import OPNAMES, FAMILIES, FLAG_A, FLAG_B, FLAG_C
 from .tracer import Tracer
 from . import rules
-from .ops import derived as _derived
+from .primitives import derived as _derived
 
 # dy/dx of each unary primitive from (x, y = f(x), d), and (dy/da, dy/db) of each binary one
 # from (a, b, y, m): NumPy functions made from the formulas of the primitive table, the same

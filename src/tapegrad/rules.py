@@ -21,23 +21,23 @@ import scipy.special as sps
 
 from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK, OPTABLE_FINGERPRINT
 from . import _tree
-from . import ops as _ops
-from .ops import derived as _derived
+from . import primitives as _prims
+from .primitives import derived as _derived
 
-if _ops.fingerprint() != OPTABLE_FINGERPRINT:
+if _prims.fingerprint() != OPTABLE_FINGERPRINT:
     raise ImportError("tapegrad._core was built from another primitive table "
-                      f"({OPTABLE_FINGERPRINT}, the table is {_ops.fingerprint()}): regenerate "
-                      "(python -m tapegrad.ops.codegen _core) and rebuild")
+                      f"({OPTABLE_FINGERPRINT}, the table is {_prims.fingerprint()}): regenerate "
+                      "(python -m tapegrad.primitives.codegen _core) and rebuild")
 from .tracer import Tracer, top_recorder, value_of, _as_float_array
 
 # The elementwise primitives' NumPy callables and value functions, derived from the primitive
-# table (tapegrad/ops/table.py). A ufunc called on a Python float runs the same float64 loop as
+# table (tapegrad/primitives/table.py). A ufunc called on a Python float runs the same float64 loop as
 # on a 0-d array (same bits, same floating-point warnings), which lets the scalar fast path
 # below call _UNARY_UFUNC on floats without making 0-d arrays.
 _UNARY_UFUNC = _derived.UNARY_VALUE_UFUNC       # name -> the ufunc giving its value
 _UNARY_VALUE = _derived.UNARY_VALUE             # name -> value(x, d) while recording
 _BINARY_VALUE = _derived.BINARY_VALUE           # name -> ufunc
-_COMPARISONS = {r["name"] for r in _ops.elementwise(("compare",))}
+_COMPARISONS = {r["name"] for r in _prims.elementwise(("compare",))}
 UNARY_UFUNCS = _derived.UNARY_UFUNCS            # NumPy callable -> primitive name
 BINARY_UFUNCS = _derived.BINARY_UFUNCS
 

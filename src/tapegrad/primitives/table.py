@@ -4,11 +4,11 @@ This is the single place an elementwise primitive is defined. Each row gives its
 opcode's name), how its value and derivatives are computed, which NumPy functions record as it,
 how the Wengert list shows it, and where its test draws inputs. From the rows:
 
-- ``tapegrad.ops.codegen`` generates the Cython opcode enum (``_core/opcodes.pxd``), the
+- ``tapegrad.primitives.codegen`` generates the Cython opcode enum (``_core/opcodes.pxd``), the
   per-element kernels (``_core/kernels.pxd``: value, first and second derivatives, and the
   per-op traits the sweeps dispatch on) and the opcode names of the tape module
   (``_core/opnames.pxi``). The generated files are committed; a test fails when they are stale.
-- ``tapegrad.ops`` derives the Python side: the ufunc maps of the NumPy rules, the NumPy
+- ``tapegrad.primitives`` derives the Python side: the ufunc maps of the NumPy rules, the NumPy
   formulas of the reference sweep, the inspector's formats, and the traits (computed from the
   formulas, never listed by hand).
 
