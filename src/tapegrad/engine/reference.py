@@ -13,9 +13,9 @@ import bisect
 import numpy as np
 import scipy.special as sps
 
-from ._core.tape import OPNAMES, FAMILIES, FLAG_A, FLAG_B, FLAG_C
-from .tracer import Tracer
-from . import rules
+from .._core.tape import OPNAMES, FAMILIES, FLAG_A, FLAG_B, FLAG_C
+from ..tracing.tracer import Tracer
+from ..rules import base as rules
 
 LN2 = np.log(2.0)
 LN10 = np.log(10.0)

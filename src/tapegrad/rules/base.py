@@ -19,8 +19,8 @@ import operator
 import numpy as np
 import scipy.special as sps
 
-from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK
-from .tracer import Tracer, top_recorder, value_of, _as_float_array
+from .._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK
+from ..tracing.tracer import Tracer, top_recorder, value_of, _as_float_array
 
 # unary primitives whose value is one ufunc of x. A ufunc called on a Python float runs the
 # same float64 loop as on a 0-d array (same bits, same floating-point warnings), which lets
