@@ -780,7 +780,7 @@ cdef class Tape:
             raise ValueError(f"Tape.from_bytes: bad metadata ({e})") from None
         rules = []
         if calls:
-            from tapegrad.calls import rule_from_spec  # rules written in Python, by name
+            from tapegrad.rules.calls import rule_from_spec  # rules written in Python, by name
             for spec in calls:
                 rules.append(rule_from_spec(spec))
         cdef Tape t = Tape()

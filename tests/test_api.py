@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-import tapegrad.tracer
+import tapegrad.tracing.tracer
 
 from _programs import random_program
 
@@ -58,13 +58,13 @@ def test_integer_inputs_are_promoted():
 def test_non_real_inputs_raise_type_error(bad):
     with pytest.raises(TypeError):
         tg.grad(lambda x: np.sum(x * 2.0))(bad)
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
 
 
 def test_complex_constant_in_traced_op_raises():
     with pytest.raises(TypeError, match="complex"):
         tg.grad(lambda x: np.sum(x * (1 + 2j)))(np.ones(2))
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
 
 
 # ------------------------------------------------------------------ pytrees, aux, vjp, jvp
@@ -232,7 +232,7 @@ def test_grad_of_grad_closed_form():
         d3 = tg.grad(tg.grad(tg.grad(f)))(x)
         want3 = 6 * np.cos(x) - 6 * x * np.sin(x) - x ** 2 * np.cos(x)
         assert rel(d3, want3) < 1e-12
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
 
 
 def test_jacobian_of_grad_equals_hessian():
@@ -272,7 +272,7 @@ def test_grad_of_function_calling_grad():
 
     x = np.array([0.2, 1.1])
     assert rel(tg.grad(outer2)(x), np.cos(x) - x * np.sin(x)) < 1e-13
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
 
 
 def test_jvp_of_grad_equals_hvp():
@@ -326,7 +326,7 @@ def test_missing_rule_names_the_function():
         tg.grad(lambda x: np.sum(np.interp(x, [0.0, 1.0], [1.0, 2.0])))(np.ones(2))
     with pytest.raises(NotImplementedError, match="correlate"):
         tg.grad(lambda x: np.sum(np.correlate(x, x)))(np.ones(2))
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
     assert tg.grad(lambda x: np.sum(x ** 2))(np.ones(2)).tolist() == [2.0, 2.0]
 
 
@@ -362,14 +362,14 @@ def test_item_assignment_raises_clearly():
         return np.sum(y) + np.sum(x)
     with pytest.warns(tg.TracerConversionWarning):
         np.testing.assert_array_equal(tg.grad(h)(np.ones(3)), np.ones(3))
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
 
 
 def test_asarray_of_tracer_raises_clearly():
     for conv in (np.asarray, np.array, lambda t: np.asarray(t, dtype=float)):
         with pytest.raises(TypeError, match="tapegrad"):
             tg.grad(lambda x: np.sum(conv(x)))(np.ones(2))
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
 
 
 def test_exception_inside_f_leaves_no_state():
@@ -383,16 +383,16 @@ def test_exception_inside_f_leaves_no_state():
         return np.sum(y)
     with pytest.raises(RuntimeError, match="boom"):
         tg.grad(f)(np.ones(2))
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
     np.testing.assert_allclose(tg.grad(f)(np.ones(2)), np.cos(np.ones(2)), rtol=1e-15)
     # also when it happens inside a nested operator
     calls.clear()
     with pytest.raises(RuntimeError, match="boom"):
         tg.grad(lambda x: np.sum(tg.grad(f)(x)))(np.ones(2))
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
     np.testing.assert_allclose(tg.grad(lambda x: np.sum(tg.grad(f)(x)))(np.ones(2)), -np.sin(np.ones(2)),
                                rtol=1e-15)
-    assert tapegrad.tracer._stack() == []
+    assert tapegrad.tracing.tracer._stack() == []
 
 
 @pytest.mark.parametrize("op", [lambda x, a: x + a, lambda x, a: a - x, lambda x, a: x - a,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import tracer
-from tapegrad.api import Traced
-from tapegrad.reference import Sweep
+from tapegrad.tracing import tracer
+from tapegrad.operators.api import Traced
+from tapegrad.engine.reference import Sweep
 
 NAN, INF = np.nan, np.inf
 

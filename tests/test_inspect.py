@@ -14,7 +14,7 @@ import tapegrad as tg
 from tapegrad import inspect as tgi
 from tapegrad._core import sweeps
 from tapegrad._core.tape import OPNAMES, FLAG_A, FLAG_B, FLAG_C
-from tapegrad.reference import operand_sizes
+from tapegrad.engine.reference import operand_sizes
 
 E = math.e
 NODE_RE = re.compile(r"^\s*(\w+) \[label=", re.M)

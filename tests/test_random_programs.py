@@ -30,9 +30,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tapegrad as tg
-from tapegrad import numdiff, tracer
-from tapegrad.api import Traced
-from tapegrad.reference import Sweep
+from tapegrad import numdiff
+from tapegrad.tracing import tracer
+from tapegrad.operators.api import Traced
+from tapegrad.engine.reference import Sweep
 
 N_PROGRAMS = int(os.environ.get("TAPEGRAD_PROGRAMS", "2000"))
 settings.register_profile(

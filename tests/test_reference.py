@@ -12,8 +12,8 @@ import scipy.special as sps
 import tapegrad as tg
 from tapegrad import numdiff
 from tapegrad._core import sweeps
-from tapegrad.api import Traced
-from tapegrad.reference import Sweep
+from tapegrad.operators.api import Traced
+from tapegrad.engine.reference import Sweep
 
 from _programs import random_program
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import tracer
+from tapegrad.tracing import tracer
 from tapegrad._core import tape as core_tape
 
 SCALE = float(os.environ.get("TAPEGRAD_STRESS", "1"))

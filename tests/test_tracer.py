@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import api, rules
+from tapegrad.operators import api
+from tapegrad.rules import base as rules
 from tapegrad._core.tape import FLAG_A, FLAG_B, FLAG_C
-from tapegrad.reference import operand_sizes
-from tapegrad.tracer import Recorder, Tracer
+from tapegrad.engine.reference import operand_sizes
+from tapegrad.tracing.tracer import Recorder, Tracer
 
 from _programs import random_program
 

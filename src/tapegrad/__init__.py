@@ -8,17 +8,17 @@
 
     tg.grad(f)(np.ones(3))
 """
-from .api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev, hessian,
-                  derivative, GuardError)
-from .tracer import Tracer, TracerConversionWarning
+from .operators.api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev,
+                            hessian, derivative, GuardError)
+from .tracing.tracer import Tracer, TracerConversionWarning
 from ._core.tape import Tape
 from .checking import check_grads
-from .compiled import record, compile, load, Recorded, Compiled
+from .operators.recorded import record, compile, load, Recorded, Compiled
 from . import numdiff
-from . import calls as _calls  # registers the rules written in Python (linalg)
-from . import rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
-from .rules_numpy import logsumexp
-from .rules import stop_gradient
+from .rules import calls as _calls  # registers the rules written in Python (linalg)
+from .rules import breadth as rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
+from .rules.breadth import logsumexp
+from .rules.base import stop_gradient
 from .inspect import trace
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ higher orders (the derivative operators themselves are differentiated, which exe
 """
 import numpy as np
 
-from . import _tree
+from .tracing import pytree as _tree
 from .numdiff import directional
 
 
@@ -50,7 +50,7 @@ def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, s
     checks the derivatives of the vjp function (reverse over reverse / forward over reverse),
     and for scalar f, hvp against differences of the gradient.
     """
-    from . import api
+    from .operators import api
     for m in modes:
         if m not in ("fwd", "rev"):
             raise ValueError(f"check_grads: unknown mode {m!r} (use 'fwd' and/or 'rev')")

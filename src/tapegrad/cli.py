@@ -96,7 +96,7 @@ def _fmt_time(s):
 def measure_costs(sizes=(10, 100, 1000), repeat=5):
     """Gradient of ``cost_example`` by n tangent sweeps, one reverse sweep, 2n differences."""
     from . import numdiff
-    from .compiled import record
+    from .operators.recorded import record
     from ._core import sweeps
     rows = []
     rng = np.random.default_rng(0)
@@ -135,7 +135,7 @@ def measure_costs(sizes=(10, 100, 1000), repeat=5):
 def run_demo(out_dir="tapegrad-demo", sizes=(10, 100, 1000), repeat=5, stream=None):
     """Run the worked example, print it to ``stream`` (default stdout), return its numbers."""
     from . import inspect as tgi, numdiff
-    from .compiled import record
+    from .operators.recorded import record
     stream = sys.stdout if stream is None else stream
 
     def say(*lines):

@@ -22,7 +22,7 @@ import numpy as np
 from ._core import sweeps
 from ._core.tape import OPNAMES, FLAG_A, FLAG_B, FLAG_C
 from .primitives.derived import SHOW
-from .reference import operand_sizes
+from .engine.reference import operand_sizes
 
 __all__ = ["Table", "wengert", "forward_table", "reverse_table", "to_dot", "draw",
            "graph_counts", "trace"]
@@ -311,7 +311,7 @@ def wengert(obj, x=None, split_inputs=SPLIT_INPUTS):
 
 def trace(f, *args, split_inputs=SPLIT_INPUTS):
     """Record f at args and return its Wengert list (``wengert(tg.record(f, *args))``)."""
-    from .compiled import record
+    from .operators.recorded import record
     return wengert(record(f, *args), split_inputs=split_inputs)
 
 

@@ -24,9 +24,9 @@ import zlib
 
 import numpy as np
 
-from ._core import sweeps
-from ._core.tape import Tape
-from . import _tree
+from .._core import sweeps
+from .._core.tape import Tape
+from ..tracing import pytree as _tree
 from .api import Traced, GuardError
 
 _FORMAT = "tapegrad.Recorded"
@@ -358,17 +358,17 @@ class Recorded:
 
     def wengert(self, *args):
         """The Wengert list (slot, operation, inputs, value); see ``tapegrad.inspect.wengert``."""
-        from .inspect import wengert
+        from ..inspect import wengert
         return wengert(self, *args)
 
     def to_dot(self, **kw):
         """Graphviz DOT text of the computational graph; see ``tapegrad.inspect.to_dot``."""
-        from .inspect import to_dot
+        from ..inspect import to_dot
         return to_dot(self, **kw)
 
     def draw(self, path, **kw):
         """Render the graph to ``path`` (PNG); see ``tapegrad.inspect.draw``."""
-        from .inspect import draw
+        from ..inspect import draw
         return draw(self, path, **kw)
 
 

@@ -12,10 +12,10 @@ import bisect
 
 import numpy as np
 
-from ._core.tape import OPNAMES, FAMILIES, FLAG_A, FLAG_B, FLAG_C
-from .tracer import Tracer
-from . import rules
-from .primitives import derived as _derived
+from .._core.tape import OPNAMES, FAMILIES, FLAG_A, FLAG_B, FLAG_C
+from ..tracing.tracer import Tracer
+from ..rules import base as rules
+from ..primitives import derived as _derived
 
 # dy/dx of each unary primitive from (x, y = f(x), d), and (dy/da, dy/db) of each binary one
 # from (a, b, y, m): NumPy functions made from the formulas of the primitive table, the same

@@ -28,9 +28,9 @@ import operator
 import numpy as np
 import scipy.special as sps
 
-from . import rules as R
-from .rules import unary, binary, reduce, gather, reshape, transpose, concatenate, matmul, where
-from .tracer import Tracer, top_recorder, value_of
+from . import base as R
+from .base import unary, binary, reduce, gather, reshape, transpose, concatenate, matmul, where
+from ..tracing.tracer import Tracer, top_recorder, value_of
 from .calls import CallRule, register, call
 
 # registries of this module (merged into rules.FUNCTIONS / rules.UFUNC_RULES at the bottom)

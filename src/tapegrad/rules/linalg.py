@@ -17,8 +17,8 @@ matrix, eigh distinct eigenvalues, svd distinct nonzero singular values, qr full
 import numpy as np
 
 from .calls import CallRule, register, call, Inv
-from . import rules as _rules
-from .tracer import value_of
+from . import base as _rules
+from ..tracing.tracer import value_of
 
 RULES = {np.linalg.inv: Inv}     # numpy function -> rule class (for the coverage table)
 RULE_CLASSES = {"Inv": Inv}

@@ -19,16 +19,16 @@ import operator
 import numpy as np
 import scipy.special as sps
 
-from ._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK, OPTABLE_FINGERPRINT
-from . import _tree
-from . import primitives as _prims
-from .primitives import derived as _derived
+from .._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK, OPTABLE_FINGERPRINT
+from ..tracing import pytree as _tree
+from .. import primitives as _prims
+from ..primitives import derived as _derived
 
 if _prims.fingerprint() != OPTABLE_FINGERPRINT:
     raise ImportError("tapegrad._core was built from another primitive table "
                       f"({OPTABLE_FINGERPRINT}, the table is {_prims.fingerprint()}): regenerate "
                       "(python -m tapegrad.primitives.codegen _core) and rebuild")
-from .tracer import Tracer, top_recorder, value_of, _as_float_array
+from ..tracing.tracer import Tracer, top_recorder, value_of, _as_float_array
 
 # The elementwise primitives' NumPy callables and value functions, derived from the primitive
 # table (tapegrad/primitives/table.py). A ufunc called on a Python float runs the same float64 loop as

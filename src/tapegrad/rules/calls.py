@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from .tracer import top_recorder, value_of
-from . import rules as _rules
+from ..tracing.tracer import top_recorder, value_of
+from . import base as _rules
 
 REGISTRY = {}
 
@@ -83,7 +83,7 @@ class CallRule:
 
     def tor(self, xs, y, xdots, ybar, ybardot):
         """Tangent of the adjoints along (xdots, ybardot): the jvp of bwd, traced by tapegrad."""
-        from .api import jvp
+        from ..operators.api import jvp
         k = len(xs)
 
         def xbar(*args):

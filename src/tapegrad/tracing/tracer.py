@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from ._core.tape import Tape, OPCODES, FAMILIES
+from .._core.tape import Tape, OPCODES, FAMILIES
 
 _BIN_FIRST = FAMILIES["binary"][0]
 _PADS = tuple((0,) * (6 - k) for k in range(7))   # pads an op's integer parameters to 6
@@ -596,7 +596,7 @@ def _ufunc(ufunc, *inputs):
     return rules.apply_ufunc(ufunc, "__call__", inputs, {})
 
 
-from . import rules  # noqa: E402  (rules needs Tracer)
+from ..rules import base as rules  # noqa: E402  (rules needs Tracer)
 
 # operand types for which an operator is exactly rules.binary (what np.<ufunc> would dispatch to)
 _PLAIN = frozenset((Tracer, float, int, np.float64))

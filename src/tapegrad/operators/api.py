@@ -12,10 +12,11 @@ import threading
 
 import numpy as np
 
-from ._core import sweeps
-from . import _tree, reference
-from .tracer import Recorder, Tracer, top_recorder, _as_float_array
-from . import rules
+from .._core import sweeps
+from ..tracing import pytree as _tree
+from ..engine import reference
+from ..tracing.tracer import Recorder, Tracer, top_recorder, _as_float_array
+from ..rules import base as rules
 
 
 class GuardError(RuntimeError):
