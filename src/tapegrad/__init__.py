@@ -19,6 +19,8 @@ from .rules import calls as _calls  # registers the rules written in Python (lin
 from .rules import breadth as rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
 from .rules.breadth import logsumexp
 from .rules.base import stop_gradient
+from .rules.custom import (custom_vjp, custom_jvp, primitive, defvjp, defjvp, defvjp_argnum,
+                           register_custom)
 from .inspect import trace
 
 __version__ = "0.1.0"
@@ -26,4 +28,5 @@ __version__ = "0.1.0"
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
            "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
            "check_grads", "numdiff", "logsumexp", "record", "compile", "Recorded", "Compiled", "load", "trace",
-           "stop_gradient"]
+           "stop_gradient", "custom_vjp", "custom_jvp", "primitive", "defvjp", "defjvp",
+           "defvjp_argnum", "register_custom"]

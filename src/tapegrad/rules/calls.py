@@ -107,8 +107,9 @@ class CallRule:
         raise NotImplementedError
 
 
-def call(rule, *inputs):
-    """Apply a rule: records one OP_CALL on the innermost recording (or just evaluates)."""
+def call(rule, *inputs, value=None):
+    """Apply a rule: records one OP_CALL on the innermost recording (or just evaluates).
+    value: the rule's flat output at these inputs, when the caller computed it already."""
     rec = top_recorder(*inputs)
     if rec is None:
         outs = rule.fwd(*[np.asarray(value_of(x), dtype=np.float64) for x in inputs])
@@ -117,7 +118,9 @@ def call(rule, *inputs):
     for (o, c, v), s in zip(ops, rule.in_shapes):
         if v.shape != s:
             raise ValueError(f"{rule.name}: operand of shape {v.shape}, rule expects {s}")
-    y = np.asarray(rule.forward(*[v for _, _, v in ops]), dtype=np.float64).reshape(-1)
+    if value is None:
+        value = rule.forward(*[v for _, _, v in ops])
+    y = np.asarray(value, dtype=np.float64).reshape(-1)
     t = rec.new(y)
     if y.size:
         idx = rec.tape.add_callback(rule)

@@ -1,0 +1,238 @@
+"""Custom derivative rules: tg.custom_vjp / tg.custom_jvp (JAX's shapes) and tg.primitive with
+tg.defvjp / tg.defjvp (autograd's). Rules that differ from what tracing would give prove that
+the rule is used; correct rules are checked against central differences."""
+import pickle
+import threading
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+import tapegrad as tg
+
+
+# ------------------------------------------------------------------ the rule is what is used
+@tg.custom_vjp
+def square_says_three(x):
+    return x * x
+
+
+square_says_three.defvjp(lambda x: (x * x, None), lambda res, g: (3.0 * g,))
+
+
+def test_custom_vjp_rule_replaces_tracing():
+    x = np.array([0.5, -2.0, 4.0])
+    np.testing.assert_array_equal(tg.grad(lambda x: np.sum(square_says_three(x)))(x), [3.0] * 3)
+    rec = tg.record(lambda x: np.sum(square_says_three(x)), x)
+    np.testing.assert_array_equal(rec.grad(x + 1.0), [3.0] * 3)
+    assert rec(x + 1.0) == np.sum((x + 1.0) ** 2)
+    # forward mode transposes the vjp rule: J v = 3 v
+    _, t = tg.jvp(square_says_three, (x,), (np.array([1.0, 2.0, -1.0]),))
+    np.testing.assert_array_equal(t, [3.0, 6.0, -3.0])
+
+
+# ------------------------------------------------------------------ a SciPy routine, wrapped
+def _quad(a):
+    return integrate.quad(lambda t: np.exp(-a * t * t), 0.0, 1.0, epsabs=1e-13, epsrel=1e-13)[0]
+
+
+@tg.custom_vjp
+def gauss_integral(a):
+    """F(a) = int_0^1 exp(-a t^2) dt for each a (scipy.integrate.quad: not traceable)."""
+    return np.array([_quad(float(v)) for v in np.ravel(a)]).reshape(np.shape(a))
+
+
+def _gi_fwd(a):
+    da = np.array([-integrate.quad(lambda t: t * t * np.exp(-v * t * t), 0.0, 1.0,
+                                   epsabs=1e-13, epsrel=1e-13)[0] for v in np.ravel(a)])
+    return gauss_integral(a), da.reshape(np.shape(a))
+
+
+gauss_integral.defvjp(_gi_fwd, lambda dF, g: (g * dF,))
+
+
+def test_wrapping_a_scipy_routine():
+    a = np.array([0.3, 1.0, 2.5])
+    tg.check_grads(gauss_integral, a, modes=("fwd", "rev"), order=1)
+    loss = lambda a: np.sum(np.sin(gauss_integral(a ** 2)))
+    tg.check_grads(loss, a, modes=("rev",), order=1)
+    rec = tg.record(loss, a)
+    b = a + 0.25
+    np.testing.assert_allclose(rec.grad(b), tg.grad(loss)(b), rtol=1e-14)
+
+
+# ------------------------------------------------------------------ custom_jvp
+@tg.custom_jvp
+def softplus(x):
+    return np.log1p(np.exp(x))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (x,), (x_dot,) = primals, tangents
+    return softplus(x), x_dot / (1.0 + np.exp(-x))
+
+
+def test_custom_jvp_all_modes_and_second_order():
+    x = np.array([-1.5, 0.2, 3.0])
+    tg.check_grads(softplus, x, modes=("fwd", "rev"), order=2)
+    tg.check_grads(lambda x: np.sum(softplus(x) ** 2), x, modes=("fwd", "rev"), order=2)
+    # nesting: grad of grad through the transposed jvp rule
+    d2 = tg.grad(tg.grad(lambda v: softplus(v)))(0.4)
+    s = 1 / (1 + np.exp(-0.4))
+    np.testing.assert_allclose(d2, s * (1 - s), rtol=1e-12)
+
+
+def test_custom_jvp_rule_replaces_tracing():
+    @tg.custom_jvp
+    def f(x):
+        return np.sin(x)
+
+    f.defjvp(lambda primals, tangents: (f(primals[0]), 5.0 * tangents[0]))
+    x = np.array([0.1, 0.2])
+    np.testing.assert_array_equal(tg.grad(lambda x: np.sum(f(x)))(x), [5.0, 5.0])
+    np.testing.assert_array_equal(tg.jvp(f, (x,), (np.ones(2),))[1], [5.0, 5.0])
+
+
+# ------------------------------------------------------------------ structure of arguments
+def test_several_arguments_pytrees_and_nondiff_argnums():
+    @tg.custom_vjp
+    def f(p, scale, mode):
+        return {"out": np.tanh(p["w"]) * p["b"] * scale, "n": mode}["out"]
+
+    def fwd(p, scale, mode):
+        t = np.tanh(p["w"])
+        return f(p, scale, mode), (t, p["b"], scale)
+
+    def bwd(mode, res, g):
+        t, b, scale = res
+        return ({"w": g * (1 - t * t) * b * scale, "b": np.sum(g * t * scale)},
+                np.sum(g * t * b))
+
+    f.defvjp(fwd, bwd)
+    f.nondiff_argnums = (2,)
+    p = {"w": np.array([0.3, -0.8, 1.1]), "b": 1.7}
+    loss = lambda p, s: np.sum(f(p, s, "any") ** 2)
+    g = tg.grad(loss, argnums=(0, 1))(p, 0.9)
+    eps = 1e-6
+    fd_b = (loss({"w": p["w"], "b": p["b"] + eps}, 0.9) - loss({"w": p["w"], "b": p["b"] - eps}, 0.9)) / (2 * eps)
+    fd_s = (loss(p, 0.9 + eps) - loss(p, 0.9 - eps)) / (2 * eps)
+    np.testing.assert_allclose(g[0]["b"], fd_b, rtol=1e-7)
+    np.testing.assert_allclose(g[1], fd_s, rtol=1e-7)
+    tg.check_grads(lambda w: loss({"w": w, "b": 1.7}, 0.9), p["w"], modes=("rev",), order=1)
+
+
+def test_untraced_arguments_are_constants():
+    @tg.custom_vjp
+    def f(x, y):
+        return x * y
+
+    f.defvjp(lambda x, y: (x * y, (x, y)), lambda r, g: (g * r[1], g * r[0]))
+    y = np.array([2.0, 3.0])
+    np.testing.assert_array_equal(tg.grad(lambda x: np.sum(f(x, y)))(np.ones(2)), y)
+    assert np.all(f(np.ones(2), y) == y)          # no recording: just the function
+
+
+# ------------------------------------------------------------------ autograd's API
+def test_primitive_defvjp_defjvp_autograd_style():
+    def logsumexp(x):
+        m = np.max(x)
+        return m + np.log(np.sum(np.exp(x - m)))
+
+    lse = tg.primitive(logsumexp)
+    tg.defvjp(lse, lambda ans, x: lambda g: g * np.exp(x - ans))
+    x = np.array([0.5, -1.0, 2.0])
+    tg.check_grads(lse, x, modes=("rev",), order=2)
+    np.testing.assert_allclose(tg.grad(lse)(x), np.exp(x) / np.sum(np.exp(x)), rtol=1e-14)
+    # forward mode before defjvp: transposed vjp; after defjvp: the jvp rule
+    v = np.array([1.0, 0.0, -1.0])
+    want = np.dot(np.exp(x) / np.sum(np.exp(x)), v)
+    np.testing.assert_allclose(tg.jvp(lse, (x,), (v,))[1], want, rtol=1e-14)
+    tg.defjvp(lse, lambda g, ans, x: np.sum(g * np.exp(x - ans)))
+    np.testing.assert_allclose(tg.jvp(lse, (x,), (v,))[1], want, rtol=1e-14)
+
+
+def test_defvjp_per_argnum_and_kwargs():
+    def scaled(x, y, power=1.0):
+        return (x * y) ** power
+
+    f = tg.primitive(scaled)
+    tg.defvjp(f, lambda ans, x, y, power=1.0: lambda g: g * power * ans / x,
+              lambda ans, x, y, power=1.0: lambda g: g * power * ans / y)
+    x, y = np.array([1.5, 2.0]), np.array([0.5, 3.0])
+    loss = lambda x, y: np.sum(f(x, y, power=2.0))
+    gx, gy = tg.grad(loss, argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(gx, 2 * x * y * y, rtol=1e-14)
+    np.testing.assert_allclose(gy, 2 * x * x * y, rtol=1e-14)
+    g2 = tg.primitive(scaled)
+    tg.defvjp_argnum(g2, lambda k, ans, args, kw: lambda g: g * kw.get("power", 1.0) * ans / args[k])
+    np.testing.assert_allclose(tg.grad(lambda x: np.sum(g2(x, y, power=2.0)))(x), gx, rtol=1e-14)
+
+
+# ------------------------------------------------------------------ errors
+def test_errors_name_the_function():
+    @tg.custom_vjp
+    def nothing(x):
+        return x
+
+    with pytest.raises(TypeError, match="nothing.*defvjp"):
+        nothing(np.ones(2))
+
+    @tg.custom_vjp
+    def two(x):
+        return x
+
+    two.defvjp(lambda x: (x, None), lambda r, g: (g, g))
+    with pytest.raises(TypeError, match="two: bwd returned 2 cotangents for 1"):
+        tg.grad(lambda x: np.sum(two(x)))(np.ones(2))
+    with pytest.raises(TypeError, match="is not a tapegrad.primitive"):
+        tg.defvjp(np.sin, lambda ans, x: lambda g: g)
+
+
+# ------------------------------------------------------------------ replay: threads, bytes
+def test_threads_replay_a_tape_with_a_custom_op():
+    rec = tg.record(lambda x: np.sum(softplus(x) * x), np.zeros(50))
+    pts = [np.linspace(-1, 1, 50) * k for k in range(1, 9)]
+    want = [tg.grad(lambda x: np.sum(softplus(x) * x))(p) for p in pts]
+    got = [None] * len(pts)
+
+    def work(i):
+        for _ in range(20):
+            got[i] = rec.grad(pts[i])
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(len(pts))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-14)
+
+
+def test_saving_needs_a_registered_name():
+    @tg.custom_jvp
+    def cube(x, c):
+        return c * x ** 3
+
+    cube.defjvp(lambda p, t: (cube(*p), 3 * p[1] * p[0] ** 2 * t[0]))
+    loss = lambda x: np.sum(cube(x, np.array([1.0, 2.0])))
+    rec = tg.record(loss, np.array([0.5, 1.5]))
+    with pytest.raises(ValueError, match="not registered.*register_custom"):
+        rec.to_bytes()
+    tg.register_custom("tests.cube", cube)
+    data = rec.to_bytes()
+    back = tg.load(data)
+    x = np.array([1.0, -2.0])
+    np.testing.assert_allclose(back.grad(x), 3 * np.array([1.0, 2.0]) * x ** 2, rtol=1e-14)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(rec)).grad(x), back.grad(x), rtol=0)
+    with pytest.raises(ValueError, match="already registered"):
+        tg.register_custom("tests.cube", softplus)
+
+
+def test_loading_without_the_registration_is_a_clear_error(monkeypatch):
+    from tapegrad.rules import custom
+    f = tg.register_custom("tests.softplus", softplus)
+    data = tg.record(lambda x: np.sum(f(x)), np.ones(3)).to_bytes()
+    monkeypatch.setattr(custom, "CUSTOM", {})
+    with pytest.raises(ValueError, match="'tests.softplus' is not registered"):
+        tg.load(data)
