@@ -15,12 +15,13 @@ When no operand is traced the NumPy function runs as usual (constant folding).
 """
 import math
 import operator
+import sys
 
 import numpy as np
 import scipy.special as sps
 
 from .._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK
-from ..tracing.tracer import Tracer, top_recorder, value_of, _as_float_array
+from ..tracing.tracer import Tracer, top_recorder, value_of, _as_float_array, install_rules
 
 # unary primitives whose value is one ufunc of x. A ufunc called on a Python float runs the
 # same float64 loop as on a 0-d array (same bits, same floating-point warnings), which lets
@@ -927,3 +928,6 @@ def apply_function(func, args, kwargs):
         raise NotImplementedError(
             f"tapegrad has no rule for {name}.{func.__name__} on traced arrays")
     return rule(*args, **kwargs)
+
+
+install_rules(sys.modules[__name__])   # the tracer's NumPy dispatch (see tracing/tracer.py)
