@@ -6,7 +6,8 @@ import numpy as np
 from ..tracing import pytree as _tree
 from ..tracing.tracer import Tracer
 from ..rules import base as rules, calls as _calls
-from ..engine.traced import Traced, GuardError, _finish_leaves
+from ..engine.traced import Traced, _finish_leaves
+
 
 # ====================================================================== public operators
 def value_and_grad(f, argnums=0, has_aux=False):
