@@ -65,6 +65,17 @@ cdef int64_t INT32_LIMIT = (<int64_t>1) << 31
 # default bound on the work buffer of a loaded tape (slots): 2**31 slots are 16 GiB of values
 MAX_WORK = 1 << 31
 
+# Rules written in Python (tapegrad.rules.calls) live above the core. They install their loader
+# here at import, so that a loaded tape finds its rules by name without the core importing
+# upward (an import inside a compiled module would also be invisible to lint-imports).
+_rule_from_spec = None
+
+
+def set_rule_loader(loader):
+    """Install loader([name, params]) -> rule for Tape.from_bytes. Called by tapegrad.rules.calls."""
+    global _rule_from_spec
+    _rule_from_spec = loader
+
 
 cdef str _w(Py_ssize_t i, int code):
     # the name of op i in messages; built only when a check fails (validate runs on every
@@ -780,9 +791,11 @@ cdef class Tape:
             raise ValueError(f"Tape.from_bytes: bad metadata ({e})") from None
         rules = []
         if calls:
-            from tapegrad.rules.calls import rule_from_spec  # rules written in Python, by name
+            if _rule_from_spec is None:
+                raise ValueError("Tape.from_bytes: the tape holds rules written in Python, and "
+                                 "none are installed (import tapegrad)")
             for spec in calls:
-                rules.append(rule_from_spec(spec))
+                rules.append(_rule_from_spec(spec))   # rules written in Python, by name
         cdef Tape t = Tape()
         t.alloc(nwork)
         t.add_const(con)

@@ -17,7 +17,7 @@ import pytest
 
 import tapegrad as tg
 from tapegrad.tracing import tracer
-from tapegrad.operators.api import Traced
+from tapegrad.engine.traced import Traced
 from tapegrad.engine.reference import Sweep
 
 NAN, INF = np.nan, np.inf

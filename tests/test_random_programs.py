@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import tapegrad as tg
 from tapegrad import numdiff
 from tapegrad.tracing import tracer
-from tapegrad.operators.api import Traced
+from tapegrad.engine.traced import Traced
 from tapegrad.engine.reference import Sweep
 
 N_PROGRAMS = int(os.environ.get("TAPEGRAD_PROGRAMS", "2000"))

@@ -12,7 +12,7 @@ import scipy.special as sps
 import tapegrad as tg
 from tapegrad import numdiff
 from tapegrad._core import sweeps
-from tapegrad.operators.api import Traced
+from tapegrad.engine.traced import Traced
 from tapegrad.engine.reference import Sweep
 
 from _programs import random_program

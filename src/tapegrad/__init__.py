@@ -8,12 +8,12 @@
 
     tg.grad(f)(np.ones(3))
 """
-from .operators.api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev,
-                            hessian, derivative, GuardError)
+from .operators import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev, hessian,
+                        derivative, record, compile, load, Recorded, Compiled)
+from .engine.traced import GuardError
 from .tracing.tracer import Tracer, TracerConversionWarning
 from ._core.tape import Tape
 from .checking import check_grads
-from .operators.recorded import record, compile, load, Recorded, Compiled
 from . import numdiff
 from .rules import calls as _calls  # registers the rules written in Python (linalg)
 from .rules import breadth as rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
@@ -22,8 +22,8 @@ from .rules.base import stop_gradient
 from .rules.custom import (custom_vjp, custom_jvp, primitive, defvjp, defjvp, defvjp_argnum,
                            register_custom)
 from .inspect import trace
+from ._version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
            "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",

@@ -8,6 +8,7 @@ import numpy as np
 
 from .tracing import pytree as _tree
 from .numdiff import directional
+from .operators import api
 
 
 def _flat_fn(f, args):
@@ -50,7 +51,6 @@ def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, s
     checks the derivatives of the vjp function (reverse over reverse / forward over reverse),
     and for scalar f, hvp against differences of the gradient.
     """
-    from .operators import api
     for m in modes:
         if m not in ("fwd", "rev"):
             raise ValueError(f"check_grads: unknown mode {m!r} (use 'fwd' and/or 'rev')")

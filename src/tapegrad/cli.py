@@ -294,7 +294,7 @@ def main(argv=None):
         print(USAGE)
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        from ._version import __version__
         print(f"tapegrad {__version__}")
         return 0
     cmd, rest = argv[0], argv[1:]

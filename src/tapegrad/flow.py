@@ -70,7 +70,7 @@ class _Derivs:
         elif not callable(f):
             raise TypeError("f must be a callable or a recorded tape, got %r" % type(f).__name__)
         else:
-            import tapegrad as tg
+            from . import operators as tg
             self._tg = tg
             self._f = f
             self._tape = tg.record(f, _as_point(w0)) if replay else None

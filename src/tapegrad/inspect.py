@@ -23,6 +23,7 @@ from ._core import sweeps
 from ._core.tape import OPNAMES, FLAG_A, FLAG_B, FLAG_C
 from .primitives.derived import SHOW
 from .engine.reference import operand_sizes
+from .operators.recorded import Recorded, record, install_views
 
 __all__ = ["Table", "wengert", "forward_table", "reverse_table", "to_dot", "draw",
            "graph_counts", "trace"]
@@ -110,7 +111,7 @@ class Table(list):
 # ---------------------------------------------------------------------------- the graph model
 def _traced(obj):
     """(Traced, Recorded or None) for a Recorded or an api.Traced."""
-    if hasattr(obj, "_variants"):
+    if isinstance(obj, Recorded):
         return obj.traced, obj
     if hasattr(obj, "rec") and hasattr(obj, "tape"):
         return obj, None
@@ -251,7 +252,7 @@ def _point(obj, x, what):
     if x is None:
         return tr, np.array(tr.work(), copy=True)
     if rec is not None:
-        tr, w = rec._select(rec._flat(rec._primals(x), what))
+        tr, w = rec.forward_at(x, what)
         return tr, np.array(w, copy=True)
     xf = np.ascontiguousarray(np.asarray(x, dtype=np.float64).ravel())
     if xf.size != tr.nin:
@@ -262,7 +263,7 @@ def _point(obj, x, what):
 def _flat_like_inputs(obj, v, tr, what):
     _, rec = _traced(obj)
     if rec is not None:
-        return np.ascontiguousarray(rec._flat(rec._primals(v), what), dtype=np.float64)
+        return np.ascontiguousarray(rec.flat_input(v, what), dtype=np.float64)
     vf = np.ascontiguousarray(np.asarray(v, dtype=np.float64).ravel())
     if vf.size != tr.nin:
         raise ValueError(f"{what}: expected {tr.nin} values, got {vf.size}")
@@ -311,7 +312,6 @@ def wengert(obj, x=None, split_inputs=SPLIT_INPUTS):
 
 def trace(f, *args, split_inputs=SPLIT_INPUTS):
     """Record f at args and return its Wengert list (``wengert(tg.record(f, *args))``)."""
-    from .operators.recorded import record
     return wengert(record(f, *args), split_inputs=split_inputs)
 
 
@@ -516,3 +516,6 @@ def draw(obj, path, engine="auto", values=True, split_inputs=SPLIT_INPUTS):
                            ) from None
     _draw_matplotlib(obj, path, split_inputs, values)
     return "matplotlib"
+
+
+install_views(wengert=wengert, to_dot=to_dot, draw=draw)   # Recorded.wengert/to_dot/draw

@@ -80,8 +80,8 @@ def machine_description(threads_info=None):
 def _tapegrad_source():
     """tapegrad's version and, in a git checkout, its commit (with '+dirty' for local edits)."""
     import subprocess
-    import tapegrad
-    info = {"version": tapegrad.__version__, "path": os.path.dirname(tapegrad.__file__)}
+    from .._version import __version__
+    info = {"version": __version__, "path": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     try:
         here = info["path"]
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
@@ -318,7 +318,7 @@ def _run_workload(w, tools, cfg, prog):
 def thread_scaling(n, min_time, repeats=3):
     """Throughput of two threads replaying one ``Recorded`` against one thread (same tape, same
     point; results must equal the serial ones)."""
-    import tapegrad as tg
+    from .. import operators as tg
     f, x = W.thread_workload(n)
     rec = tg.record(f, x)
     ref = rec.grad(x)

@@ -78,11 +78,11 @@ class TapegradReplay(Tool):
     name = "tg-replay"
 
     def available(self):
-        import tapegrad
-        return True, tapegrad.__version__
+        from .._version import __version__
+        return True, __version__
 
     def prepare(self, w):
-        import tapegrad as tg
+        from .. import operators as tg
         f = _bind(w, numpy)
         t0 = time.perf_counter()
         rec = tg.record(f, w.x0)
@@ -109,7 +109,7 @@ class TapegradReplay(Tool):
 
     def recorder(self, w):
         """() -> a fresh tape: the recording cost, timed like any other call."""
-        import tapegrad as tg
+        from .. import operators as tg
         f = _bind(w, numpy)
         return lambda: tg.record(f, w.x0)
 
@@ -119,11 +119,11 @@ class TapegradRetrace(Tool):
     name = "tg-retrace"
 
     def available(self):
-        import tapegrad
-        return True, tapegrad.__version__
+        from .._version import __version__
+        return True, __version__
 
     def prepare(self, w):
-        import tapegrad as tg
+        from .. import operators as tg
         f = _bind(w, numpy)
         x = w.x0
         value = lambda: f(x)  # noqa: E731

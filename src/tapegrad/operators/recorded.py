@@ -27,7 +27,7 @@ import numpy as np
 from .._core import sweeps
 from .._core.tape import Tape
 from ..tracing import pytree as _tree
-from .api import Traced, GuardError
+from ..engine.traced import Traced, GuardError
 
 _FORMAT = "tapegrad.Recorded"
 _VERSION = 1
@@ -285,6 +285,22 @@ class Recorded:
         return self._variants[0].tape
 
     @property
+    def variants(self):
+        """The recorded variants (``Traced``, one per branch pattern seen), most recently used first."""
+        return tuple(self._variants)
+
+    def flat_input(self, x, what="record"):
+        """x (the single argument, or a tuple of all arguments, as ``jvp`` takes them) checked
+        against the recording and laid out as one flat float64 vector."""
+        return self._flat(self._primals(x), what)
+
+    def forward_at(self, x, what="record"):
+        """(variant, work buffer) at x: the variant whose guards hold there (re-recorded if none
+        does, as a replay would), after its forward sweep. The buffer is this thread's and is
+        reused by the next replay: copy it to keep it."""
+        return self._select(self.flat_input(x, what))
+
+    @property
     def traced(self):
         return self._variants[0]
 
@@ -358,18 +374,32 @@ class Recorded:
 
     def wengert(self, *args):
         """The Wengert list (slot, operation, inputs, value); see ``tapegrad.inspect.wengert``."""
-        from ..inspect import wengert
-        return wengert(self, *args)
+        return _view("wengert")(self, *args)
 
     def to_dot(self, **kw):
         """Graphviz DOT text of the computational graph; see ``tapegrad.inspect.to_dot``."""
-        from ..inspect import to_dot
-        return to_dot(self, **kw)
+        return _view("to_dot")(self, **kw)
 
     def draw(self, path, **kw):
         """Render the graph to ``path`` (PNG); see ``tapegrad.inspect.draw``."""
-        from ..inspect import draw
-        return draw(self, path, **kw)
+        return _view("draw")(self, path, **kw)
+
+
+# Recorded.wengert / to_dot / draw are tapegrad.inspect's, which sits above this module: it
+# installs them here at import.
+_views = {}
+
+
+def install_views(**views):
+    """Called once by tapegrad.inspect at import: wengert=, to_dot=, draw=."""
+    _views.update(views)
+
+
+def _view(name):
+    v = _views.get(name)
+    if v is None:
+        raise RuntimeError(f"Recorded.{name} needs tapegrad.inspect (import tapegrad)")
+    return v
 
 
 def _unpickle(data, f, strict):
@@ -512,13 +542,8 @@ def _variant_from_tape(tape):
         _bad(f"recording point ({e})")
     if x0.size != tape.nin:
         _bad("recording point size")
-    tr = Traced.__new__(Traced)
-    tr.tape, tr.rec, tr.argnums, tr.single = tape, None, tuple(range(nargs)), False
-    tr.in_tree, tr.in_shapes, tr.in_sizes, tr.nin = in_tree, in_shapes, in_sizes, tape.nin
-    tr.out_tree, tr.out_shapes, tr.out_sizes, tr.nout = out_tree, out_shapes, out_sizes, tape.out_n
-    tr.out_off, tr.nested, tr.outer_inputs, tr.aux = tape.out_off, False, [None] * nleaves, None
-    tr.recorded_x, tr._w = x0.astype(np.float64), None
-    return tr
+    return Traced.loaded(tape, nargs, in_tree, in_shapes, in_sizes, out_tree, out_shapes, out_sizes,
+                         x0.astype(np.float64))
 
 
 def record(f, *example_args, strict=False):

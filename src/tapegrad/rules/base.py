@@ -15,6 +15,7 @@ When no operand is traced the NumPy function runs as usual (constant folding).
 """
 import math
 import operator
+import sys
 
 import numpy as np
 import scipy.special as sps
@@ -28,7 +29,7 @@ if _prims.fingerprint() != OPTABLE_FINGERPRINT:
     raise ImportError("tapegrad._core was built from another primitive table "
                       f"({OPTABLE_FINGERPRINT}, the table is {_prims.fingerprint()}): regenerate "
                       "(python -m tapegrad.primitives.codegen _core) and rebuild")
-from ..tracing.tracer import Tracer, top_recorder, value_of, _as_float_array
+from ..tracing.tracer import Tracer, top_recorder, value_of, _as_float_array, install_rules
 
 # The elementwise primitives' NumPy callables and value functions, derived from the primitive
 # table (tapegrad/primitives/table.py). A ufunc called on a Python float runs the same float64 loop as
@@ -907,3 +908,6 @@ def apply_function(func, args, kwargs):
         raise NotImplementedError(
             f"tapegrad has no rule for {name}.{func.__name__} on traced arrays")
     return rule(*args, **kwargs)
+
+
+install_rules(sys.modules[__name__])   # the tracer's NumPy dispatch (see tracing/tracer.py)

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .._core.tape import set_rule_loader
 from ..tracing.tracer import top_recorder, value_of
 from . import base as _rules
 
@@ -36,6 +37,19 @@ def rule_from_spec(spec):
         return rule
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError) as e:
         raise ValueError(f"Tape.from_bytes: unknown or malformed rule {str(spec)[:200]} ({e})") from None
+
+
+set_rule_loader(rule_from_spec)   # a loaded tape's rules, by name (the core does not import us)
+
+# The jvp that ``tor`` traces ``bwd`` with: the operators sit above the rules, so
+# tapegrad.operators.api installs it here at import.
+_jvp = None
+
+
+def install_jvp(jvp):
+    """Called once by tapegrad.operators.api at import."""
+    global _jvp
+    _jvp = jvp
 
 
 class CallRule:
@@ -83,7 +97,7 @@ class CallRule:
 
     def tor(self, xs, y, xdots, ybar, ybardot):
         """Tangent of the adjoints along (xdots, ybardot): the jvp of bwd, traced by tapegrad."""
-        from ..operators.api import jvp
+        jvp = _jvp
         k = len(xs)
 
         def xbar(*args):

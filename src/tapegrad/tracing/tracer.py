@@ -596,10 +596,27 @@ def _ufunc(ufunc, *inputs):
     return rules.apply_ufunc(ufunc, "__call__", inputs, {})
 
 
-from ..rules import base as rules  # noqa: E402  (rules needs Tracer)
-
 # operand types for which an operator is exactly rules.binary (what np.<ufunc> would dispatch to)
 _PLAIN = frozenset((Tracer, float, int, np.float64))
-_binary = rules.binary
-_unary = rules.unary
-_SCALAR_UNARY_UFUNCS = rules.SCALAR_UNARY_UFUNCS
+
+
+# ---------------------------------------------------------------------------- the rules' hook
+# The NumPy rules (tapegrad.rules.base) sit above the tracer and are built on it, so the tracer
+# does not import them: they install themselves here at import, as autograd's Box registration
+# and JAX's ``aval._add`` do. Every NumPy call on a tracer goes to these names.
+RULES_API = ("apply_ufunc", "apply_function", "binary", "unary", "getitem", "reshape",
+             "transpose", "SCALAR_UNARY_UFUNCS")
+rules = None
+_binary = _unary = None
+_SCALAR_UNARY_UFUNCS = {}
+
+
+def install_rules(impl):
+    """Make ``impl`` (a namespace with the names in ``RULES_API``: tapegrad.rules.base) the
+    NumPy dispatch of every tracer. Called once, by that module at import."""
+    global rules, _binary, _unary, _SCALAR_UNARY_UFUNCS
+    missing = [name for name in RULES_API if not hasattr(impl, name)]
+    if missing:
+        raise TypeError(f"install_rules: {impl!r} lacks {', '.join(missing)}")
+    rules = impl
+    _binary, _unary, _SCALAR_UNARY_UFUNCS = impl.binary, impl.unary, impl.SCALAR_UNARY_UFUNCS

@@ -1,0 +1,277 @@
+"""The one mechanism every derivative operator is built on: ``Traced``, f recorded at one set of
+arguments, with its sweeps (autograd's ``make_vjp``; the thin operators are ``operators/api.py``).
+
+Without outer tracers among its inputs (the usual case) its derivatives come from the compiled
+sweeps. Inside another derivative operator (``grad(grad(f))``, ``jacobian(grad(f))``, ``jvp`` of
+``grad``) its inputs are tracers of the outer recording; then the sweeps are re-expressed with
+NumPy operations on those tracers by the reference sweep (``reference.py``), so the outer
+recording captures the derivative computation itself and can differentiate it again.
+"""
+import math
+
+import numpy as np
+
+from .._core import sweeps
+from ..tracing import pytree as _tree
+from ..tracing.tracer import Recorder, Tracer, _as_float_array
+from ..rules import base as rules
+from . import reference
+
+class GuardError(RuntimeError):
+    """A replay would take a different branch than the recording (raised when strict=True)."""
+
+
+def _input_value(x, fname, pos):
+    if type(x) is Tracer:
+        if x._rec.active:
+            return x._val.astype(np.float64), x
+        x = x._val
+    a = np.asarray(x)
+    k = a.dtype.kind
+    if k == "f" or k in "iu":
+        if k == "f" and a.dtype != np.float64:
+            a = a.astype(np.float64)
+        return np.array(a, dtype=np.float64), None
+    if k == "b":
+        raise TypeError(f"{fname}: argument {pos} is boolean; differentiate with respect to "
+                        "real (float) arrays")
+    if k == "c":
+        raise TypeError(f"{fname}: argument {pos} is complex; tapegrad differentiates "
+                        "real-valued code only")
+    raise TypeError(f"{fname}: argument {pos} of type {type(x).__name__} (dtype {a.dtype}) is "
+                    "not a real number or array")
+
+
+def _argnums(argnums, nargs, fname):
+    single = isinstance(argnums, int)
+    nums = (argnums,) if single else tuple(argnums)
+    for a in nums:
+        if not -nargs <= a < nargs:
+            raise ValueError(f"{fname}: argnums={argnums} but the function got {nargs} "
+                             "positional arguments")
+    return tuple(a % nargs for a in nums), single
+
+
+class Traced:
+    """f recorded at one set of arguments."""
+
+    @classmethod
+    def loaded(cls, tape, nargs, in_tree, in_shapes, in_sizes, out_tree, out_shapes, out_sizes,
+               recorded_x):
+        """A Traced for a tape loaded from bytes: no recorder and no function, the layout its
+        metadata gives (checked against the tape by the caller, ``operators.recorded``)."""
+        tr = cls.__new__(cls)
+        tr.tape, tr.rec, tr.argnums, tr.single = tape, None, tuple(range(nargs)), False
+        tr.in_tree, tr.in_shapes, tr.in_sizes, tr.nin = in_tree, in_shapes, in_sizes, tape.nin
+        tr.out_tree, tr.out_shapes, tr.out_sizes, tr.nout = out_tree, out_shapes, out_sizes, tape.out_n
+        tr.out_off, tr.nested, tr.outer_inputs, tr.aux = tape.out_off, False, [None] * len(in_shapes), None
+        tr.recorded_x, tr._w = np.asarray(recorded_x, dtype=np.float64), None
+        return tr
+
+    def __init__(self, f, args, kwargs=None, argnums=None, has_aux=False, fname="grad"):
+        kwargs = kwargs or {}
+        if argnums is None:
+            argnums, single = tuple(range(len(args))), False
+        else:
+            argnums, single = _argnums(argnums, len(args), fname)
+        self.argnums, self.single = argnums, single
+        dyn = args[argnums[0]] if single else tuple(args[i] for i in argnums)
+        leaves, self.in_tree = _tree.flatten(dyn)
+        vals, outer = [], []
+        for i, leaf in enumerate(leaves):
+            v, o = _input_value(leaf, fname, i)
+            vals.append(v)
+            outer.append(o)
+        self.in_shapes = [v.shape for v in vals]
+        self.in_sizes = [v.size for v in vals]
+        self.nin = sum(self.in_sizes)
+        self.outer_inputs = outer
+        rec = self.rec = Recorder()
+        with rec:
+            tracers = [rec.new(v) for v in vals]
+            sub = _tree.unflatten(self.in_tree, tracers)
+            new_args = list(args)
+            if single:
+                new_args[argnums[0]] = sub
+            else:
+                for i, s in zip(argnums, sub):
+                    new_args[i] = s
+            result = f(*new_args, **kwargs)
+        self.aux = None
+        if has_aux:
+            if not (isinstance(result, (tuple, list)) and len(result) == 2):
+                raise TypeError(f"{fname}(has_aux=True): the function must return a pair (output, aux)")
+            result, aux = result
+            self.aux = _strip(aux)
+        out_leaves, self.out_tree = _tree.flatten(result)
+        self.out_shapes = [np.shape(rules.value_of(o)) for o in out_leaves]
+        self.out_sizes = [math.prod(s) for s in self.out_shapes]   # (np.prod: ~5 us a call)
+        self.nout = sum(self.out_sizes)
+        self.out_off = self._assemble_output(out_leaves)
+        rec.finish(self.nin, self.out_off, self.nout)
+        self.tape = rec.tape
+        self.nested = rec.nested or any(o is not None for o in outer)
+        self.recorded_x = np.concatenate([v.ravel() for v in vals]) if vals else np.zeros(0)
+        self._w = None
+
+    def _assemble_output(self, leaves):
+        rec = self.rec
+        if len(leaves) == 1 and type(leaves[0]) is Tracer and leaves[0]._rec is rec:
+            return leaves[0]._off
+        vals = []
+        for o in leaves:
+            if type(o) is Tracer and o._rec is rec:
+                continue
+            try:
+                _as_float_array(rules.value_of(o))
+            except TypeError:
+                raise TypeError(f"the function returned {type(o).__name__}, which is not an array "
+                                "or a number") from None
+        out = rec.new(np.zeros(self.nout))
+        pos = 0
+        for o, n in zip(leaves, self.out_sizes):
+            so, sc, _ = rec.operand(o)
+            if n:
+                rec.op(rules.OPCODES["copy"], rules.FLAG_A if sc else 0, out._off + pos, so, n=n,
+                       reads=() if sc else (so,))
+            pos += n
+        return out._off
+
+    # ---------------------------------------------------------------- flat helpers
+    def work(self):
+        """Work buffer at the recording point (computed once by the compiled forward sweep)."""
+        if self._w is None:
+            self._w = sweeps.forward(self.tape, self.recorded_x)
+        return self._w
+
+    def out_flat(self, w):
+        return w[self.out_off:self.out_off + self.nout].copy()
+
+    def split_in(self, flat):
+        res, pos = [], 0
+        for s, n in zip(self.in_shapes, self.in_sizes):
+            res.append(flat[pos:pos + n].reshape(s))
+            pos += n
+        return _tree.unflatten(self.in_tree, res)
+
+    def split_out(self, flat, lead=()):
+        res, pos = [], 0
+        for s, n in zip(self.out_shapes, self.out_sizes):
+            res.append(flat[..., pos:pos + n].reshape(lead + tuple(s)))
+            pos += n
+        return _tree.unflatten(self.out_tree, res)
+
+    def flat_in(self, tree, what):
+        leaves, td = _tree.flatten(tree)
+        if td != self.in_tree and not (len(leaves) == len(self.in_shapes)):
+            raise ValueError(f"{what}: structure does not match the primals")
+        parts = []
+        for l, s in zip(leaves, self.in_shapes):
+            a = np.asarray(rules.value_of(l), dtype=np.float64) if type(l) is not Tracer else l
+            if np.shape(rules.value_of(a)) != tuple(s):
+                raise ValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(a))}")
+            parts.append(a)
+        return parts
+
+    def flat_out(self, tree, what):
+        leaves, _ = _tree.flatten(tree)
+        if len(leaves) != len(self.out_shapes):
+            raise ValueError(f"{what}: structure does not match the output")
+        parts = []
+        for l, s in zip(leaves, self.out_shapes):
+            if np.shape(rules.value_of(l)) != tuple(s):
+                raise ValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(l))}")
+            parts.append(l)
+        return parts
+
+    # ---------------------------------------------------------------- derivatives
+    def output(self):
+        """The output pytree (tracers of the outer recording when nested)."""
+        if self.nested:
+            return self.split_out_leaves(self._ref().out_leaves())
+        return self.split_out(self.out_flat(self.work()))
+
+    def split_out_leaves(self, flat_leaves):
+        return _tree.unflatten(self.out_tree, [rules.reshape(v, s) for v, s in
+                                               zip(flat_leaves, self.out_shapes)])
+
+    def _ref(self):
+        if getattr(self, "_refsweep", None) is None:
+            self._refsweep = reference.Sweep(self)
+        return self._refsweep
+
+    def pullback(self, ct_leaves):
+        """Input cotangent leaves (flat list, input shapes) for output cotangent leaves."""
+        if self.nested or any(type(c) is Tracer and c._rec.active for c in ct_leaves):
+            flat = self._ref().vjp(ct_leaves)
+            return [rules.reshape(g, s) for g, s in zip(flat, self.in_shapes)]
+        seed = np.concatenate([np.ravel(np.asarray(c, dtype=np.float64)) for c in ct_leaves]) \
+            if ct_leaves else np.zeros(0)
+        wb = sweeps.reverse(self.tape, self.work(), seed)
+        return self._split_leaves(wb[:self.nin])
+
+    def compiled_grad(self):
+        """(gradient leaves, value) of a scalar output at the recording point in one compiled
+        call (the fused gradient tail and scalar partials apply, and only the buffer regions
+        the sweep touches are ever written), or None: nested, or a guard did not hold."""
+        if self.nested or self.nout != 1:
+            return None
+        n = max(self.tape.nwork, 1)
+        g = np.empty(self.nin)
+        val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, np.empty(n), np.empty(n), g)
+        return (self._split_leaves(g), val) if ok else None
+
+    def _split_leaves(self, flat):
+        res, pos = [], 0
+        for s, n in zip(self.in_shapes, self.in_sizes):
+            res.append(flat[pos:pos + n].reshape(s).copy())
+            pos += n
+        return res
+
+    def pushforward(self, tan_leaves):
+        """Output tangent leaves for input tangent leaves."""
+        if self.nested or any(type(c) is Tracer and c._rec.active for c in tan_leaves):
+            flat = self._ref().jvp(tan_leaves)
+            return [rules.reshape(g, s) for g, s in zip(flat, self.out_shapes)]
+        xd = np.concatenate([np.ravel(np.asarray(t, dtype=np.float64)) for t in tan_leaves])[None, :] \
+            if tan_leaves else np.zeros((1, 0))
+        wd = sweeps.tangent(self.tape, self.work(), np.ascontiguousarray(xd))
+        flat = wd[0, self.out_off:self.out_off + self.nout]
+        res, pos = [], 0
+        for s, n in zip(self.out_shapes, self.out_sizes):
+            res.append(flat[pos:pos + n].reshape(s).copy())
+            pos += n
+        return res
+
+    def jac_fwd(self, w=None, wd=None):
+        """(nout, nin) Jacobian from one tangent sweep with nin lanes (at work buffer w; wd: an
+        (nin, nwork) tangent buffer to reuse)."""
+        wd = sweeps.tangent(self.tape, self.work() if w is None else w, np.eye(self.nin), wd)
+        return wd[:, self.out_off:self.out_off + self.nout].T.copy()
+
+    def jac_rev(self, w=None):
+        """(nout, nin) Jacobian from nout reverse sweeps (at work buffer w)."""
+        w = self.work() if w is None else w
+        return sweeps.jacobian_rev(self.tape, w, np.empty((self.nout, self.nin)))
+
+    def hvp_lanes(self, V):
+        """H V for a scalar output, V of shape (L, nin): tangent sweep + reverse + tangent-of-reverse."""
+        if self.nout != 1:
+            raise ValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
+        return sweeps.hvp(self.tape, self.work(), np.ascontiguousarray(V, dtype=np.float64)).copy()
+
+
+def _strip(tree):
+    leaves, td = _tree.flatten(tree)
+    return _tree.unflatten(td, [l._val.copy() if type(l) is Tracer and not l._rec.active else l
+                                for l in leaves])
+
+
+def _finish_leaves(leaves):
+    """Values leaving a derivative operator: tracers of finished recordings become arrays."""
+    out = []
+    for l in leaves:
+        if type(l) is Tracer and not l._rec.active:
+            l = l._val.copy()
+        out.append(l)
+    return out
