@@ -39,7 +39,7 @@ def _eye(n):
 def _diag_embed(v):
     """(..., n) -> (..., n, n) diagonal matrices."""
     n = np.shape(value_of(v))[-1]
-    return v[..., None] * _eye(n) if not isinstance(v, np.ndarray) else v[..., None] * _eye(n)
+    return v[..., None] * _eye(n)
 
 
 def _diagonal(X):
