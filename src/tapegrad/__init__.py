@@ -11,6 +11,8 @@
 from .api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev, hessian,
                   derivative, GuardError)
 from .tracer import Tracer, TracerConversionWarning
+from .errors import (TapegradError, TapegradTypeError, TapegradValueError, UnsupportedError,
+                     RegistrationError)
 from ._core.tape import Tape
 from .checking import check_grads
 from .compiled import record, compile, load, Recorded, Compiled
@@ -23,5 +25,6 @@ from .inspect import trace
 __version__ = "0.1.0"
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
-           "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
+           "hessian", "derivative", "GuardError", "TapegradError", "TapegradTypeError",
+           "TapegradValueError", "UnsupportedError", "RegistrationError", "Tracer", "TracerConversionWarning", "Tape",
            "check_grads", "numdiff", "logsumexp", "record", "compile", "Recorded", "Compiled", "load", "trace"]

@@ -16,10 +16,7 @@ from ._core import sweeps
 from . import _tree, reference
 from .tracer import Recorder, Tracer, top_recorder, _as_float_array
 from . import rules
-
-
-class GuardError(RuntimeError):
-    """A replay would take a different branch than the recording (raised when strict=True)."""
+from .errors import GuardError, TapegradTypeError, TapegradValueError, UnsupportedError
 
 
 def _input_value(x, fname, pos):
@@ -34,12 +31,12 @@ def _input_value(x, fname, pos):
             a = a.astype(np.float64)
         return np.array(a, dtype=np.float64), None
     if k == "b":
-        raise TypeError(f"{fname}: argument {pos} is boolean; differentiate with respect to "
+        raise TapegradTypeError(f"{fname}: argument {pos} is boolean; differentiate with respect to "
                         "real (float) arrays")
     if k == "c":
-        raise TypeError(f"{fname}: argument {pos} is complex; tapegrad differentiates "
+        raise TapegradTypeError(f"{fname}: argument {pos} is complex; tapegrad differentiates "
                         "real-valued code only")
-    raise TypeError(f"{fname}: argument {pos} of type {type(x).__name__} (dtype {a.dtype}) is "
+    raise TapegradTypeError(f"{fname}: argument {pos} of type {type(x).__name__} (dtype {a.dtype}) is "
                     "not a real number or array")
 
 
@@ -48,7 +45,7 @@ def _argnums(argnums, nargs, fname):
     nums = (argnums,) if single else tuple(argnums)
     for a in nums:
         if not -nargs <= a < nargs:
-            raise ValueError(f"{fname}: argnums={argnums} but the function got {nargs} "
+            raise TapegradValueError(f"{fname}: argnums={argnums} but the function got {nargs} "
                              "positional arguments")
     return tuple(a % nargs for a in nums), single
 
@@ -88,7 +85,7 @@ class Traced:
         self.aux = None
         if has_aux:
             if not (isinstance(result, (tuple, list)) and len(result) == 2):
-                raise TypeError(f"{fname}(has_aux=True): the function must return a pair (output, aux)")
+                raise TapegradTypeError(f"{fname}(has_aux=True): the function must return a pair (output, aux)")
             result, aux = result
             self.aux = _strip(aux)
         out_leaves, self.out_tree = _tree.flatten(result)
@@ -99,7 +96,7 @@ class Traced:
         rec.finish(self.nin, self.out_off, self.nout)
         self.tape = rec.tape
         self.nested = rec.nested or any(o is not None for o in outer)
-        self.recorded_x = np.concatenate([v.ravel() for v in vals]) if vals else np.zeros(0)
+        self.recorded_x = _tree.join(vals)
         self._w = None
 
     def _assemble_output(self, leaves):
@@ -113,7 +110,7 @@ class Traced:
             try:
                 _as_float_array(rules.value_of(o))
             except TypeError:
-                raise TypeError(f"the function returned {type(o).__name__}, which is not an array "
+                raise TapegradTypeError(f"the function returned {type(o).__name__}, which is not an array "
                                 "or a number") from None
         out = rec.new(np.zeros(self.nout))
         pos = 0
@@ -136,39 +133,32 @@ class Traced:
         return w[self.out_off:self.out_off + self.nout].copy()
 
     def split_in(self, flat):
-        res, pos = [], 0
-        for s, n in zip(self.in_shapes, self.in_sizes):
-            res.append(flat[pos:pos + n].reshape(s))
-            pos += n
-        return _tree.unflatten(self.in_tree, res)
+        return _tree.unflatten(self.in_tree, _tree.split(flat, self.in_shapes, self.in_sizes))
 
     def split_out(self, flat, lead=()):
-        res, pos = [], 0
-        for s, n in zip(self.out_shapes, self.out_sizes):
-            res.append(flat[..., pos:pos + n].reshape(lead + tuple(s)))
-            pos += n
-        return _tree.unflatten(self.out_tree, res)
+        return _tree.unflatten(self.out_tree,
+                               _tree.split(flat, self.out_shapes, self.out_sizes, lead=lead))
 
     def flat_in(self, tree, what):
         leaves, td = _tree.flatten(tree)
         if td != self.in_tree and not (len(leaves) == len(self.in_shapes)):
-            raise ValueError(f"{what}: structure does not match the primals")
+            raise TapegradValueError(f"{what}: structure does not match the primals")
         parts = []
         for l, s in zip(leaves, self.in_shapes):
             a = np.asarray(rules.value_of(l), dtype=np.float64) if type(l) is not Tracer else l
             if np.shape(rules.value_of(a)) != tuple(s):
-                raise ValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(a))}")
+                raise TapegradValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(a))}")
             parts.append(a)
         return parts
 
     def flat_out(self, tree, what):
         leaves, _ = _tree.flatten(tree)
         if len(leaves) != len(self.out_shapes):
-            raise ValueError(f"{what}: structure does not match the output")
+            raise TapegradValueError(f"{what}: structure does not match the output")
         parts = []
         for l, s in zip(leaves, self.out_shapes):
             if np.shape(rules.value_of(l)) != tuple(s):
-                raise ValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(l))}")
+                raise TapegradValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(l))}")
             parts.append(l)
         return parts
 
@@ -193,8 +183,7 @@ class Traced:
         if self.nested or any(type(c) is Tracer and c._rec.active for c in ct_leaves):
             flat = self._ref().vjp(ct_leaves)
             return [rules.reshape(g, s) for g, s in zip(flat, self.in_shapes)]
-        seed = np.concatenate([np.ravel(np.asarray(c, dtype=np.float64)) for c in ct_leaves]) \
-            if ct_leaves else np.zeros(0)
+        seed = _tree.join(ct_leaves)
         wb = sweeps.reverse(self.tape, self.work(), seed)
         return self._split_leaves(wb[:self.nin])
 
@@ -210,26 +199,17 @@ class Traced:
         return (self._split_leaves(g), val) if ok else None
 
     def _split_leaves(self, flat):
-        res, pos = [], 0
-        for s, n in zip(self.in_shapes, self.in_sizes):
-            res.append(flat[pos:pos + n].reshape(s).copy())
-            pos += n
-        return res
+        return _tree.split(flat, self.in_shapes, self.in_sizes, copy=True)
 
     def pushforward(self, tan_leaves):
         """Output tangent leaves for input tangent leaves."""
         if self.nested or any(type(c) is Tracer and c._rec.active for c in tan_leaves):
             flat = self._ref().jvp(tan_leaves)
             return [rules.reshape(g, s) for g, s in zip(flat, self.out_shapes)]
-        xd = np.concatenate([np.ravel(np.asarray(t, dtype=np.float64)) for t in tan_leaves])[None, :] \
-            if tan_leaves else np.zeros((1, 0))
+        xd = _tree.join(tan_leaves)[None, :]
         wd = sweeps.tangent(self.tape, self.work(), np.ascontiguousarray(xd))
         flat = wd[0, self.out_off:self.out_off + self.nout]
-        res, pos = [], 0
-        for s, n in zip(self.out_shapes, self.out_sizes):
-            res.append(flat[pos:pos + n].reshape(s).copy())
-            pos += n
-        return res
+        return _tree.split(flat, self.out_shapes, self.out_sizes, copy=True)
 
     def jac_fwd(self, w=None, wd=None):
         """(nout, nin) Jacobian from one tangent sweep with nin lanes (at work buffer w; wd: an
@@ -245,7 +225,7 @@ class Traced:
     def hvp_lanes(self, V):
         """H V for a scalar output, V of shape (L, nin): tangent sweep + reverse + tangent-of-reverse."""
         if self.nout != 1:
-            raise ValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
+            raise TapegradValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
         return sweeps.hvp(self.tape, self.work(), np.ascontiguousarray(V, dtype=np.float64)).copy()
 
 
@@ -272,9 +252,9 @@ def value_and_grad(f, argnums=0, has_aux=False):
         tr = Traced(f, args, kwargs, argnums, has_aux, "grad")
         if tr.nout != 1:
             if not tr.out_shapes:
-                raise TypeError("grad: the function must return a scalar (size-1) output, got "
+                raise TapegradTypeError("grad: the function must return a scalar (size-1) output, got "
                                 "no array (None or an empty container)")
-            raise TypeError(f"grad: the function must return a scalar (size-1) output, got shape "
+            raise TapegradTypeError(f"grad: the function must return a scalar (size-1) output, got shape "
                             f"{tr.out_shapes[0] if len(tr.out_shapes) == 1 else tr.out_shapes}")
         g = tr.compiled_grad()
         if g is not None:
@@ -325,9 +305,9 @@ def vjp(f, *primals, has_aux=False):
 def jvp(f, primals, tangents):
     """(f(*primals), J tangents), by the tangent (dual number) sweep."""
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
-        raise TypeError("jvp: primals and tangents must be tuples (one entry per argument)")
+        raise TapegradTypeError("jvp: primals and tangents must be tuples (one entry per argument)")
     if len(primals) != len(tangents):
-        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+        raise TapegradValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     tr = Traced(f, tuple(primals), None, None, False, "jvp")
     tans = tr.flat_in(tuple(tangents), "jvp tangents")
     out_dot = _finish_leaves(tr.pushforward(tans))
@@ -341,7 +321,7 @@ def hvp(f, primals, tangents):
     Returns H v shaped like the (single) primal, or a tuple for several primals.
     """
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
-        raise TypeError("hvp: primals and tangents must be tuples (one entry per argument)")
+        raise TapegradTypeError("hvp: primals and tangents must be tuples (one entry per argument)")
     tr = Traced(f, tuple(primals), None, None, False, "hvp")
     tans = tr.flat_in(tuple(tangents), "hvp tangents")
     if tr.nested or any(type(t) is Tracer and t._rec.active for t in tans):
@@ -349,8 +329,8 @@ def hvp(f, primals, tangents):
         _, res = jvp(grad(f, argnums=tuple(range(len(primals)))), tuple(primals), tuple(tangents))
         return res[0] if len(primals) == 1 else res
     if tr.nout != 1:
-        raise TypeError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
-    V = np.concatenate([np.ravel(t) for t in tans])[None, :] if tans else np.zeros((1, 0))
+        raise TapegradTypeError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
+    V = _tree.join(tans)[None, :]
     hv = tr.hvp_lanes(V)[0]
     res = _tree.unflatten(tr.in_tree, tr._split_leaves(hv))
     return res[0] if len(primals) == 1 else res
@@ -358,7 +338,7 @@ def hvp(f, primals, tangents):
 
 def _single_array_fn(tr, fname):
     if len(tr.out_shapes) != 1:
-        raise TypeError(f"{fname}: the function must return a single array")
+        raise TapegradTypeError(f"{fname}: the function must return a single array")
 
 
 def jacobian(f, argnums=0, mode="auto"):
@@ -368,7 +348,7 @@ def jacobian(f, argnums=0, mode="auto"):
     "auto" picks forward when there are fewer inputs than outputs.
     """
     if mode not in ("auto", "fwd", "rev"):
-        raise ValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+        raise TapegradValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
 
     def jac(*args, **kwargs):
         tr = Traced(f, args, kwargs, argnums, False, "jacobian")
@@ -387,11 +367,7 @@ def jacobian(f, argnums=0, mode="auto"):
                 res.append(rules.reshape(r, oshape + tuple(s)))
             return _tree.unflatten(tr.in_tree, res)
         J = tr.jac_fwd() if m == "fwd" else tr.jac_rev()
-        res, pos = [], 0
-        for s, n in zip(tr.in_shapes, tr.in_sizes):
-            res.append(J[:, pos:pos + n].reshape(oshape + tuple(s)))
-            pos += n
-        return _tree.unflatten(tr.in_tree, res)
+        return _tree.unflatten(tr.in_tree, _tree.split(J, tr.in_shapes, tr.in_sizes, lead=oshape))
     return jac
 
 
@@ -406,9 +382,9 @@ def hessian(f, argnums=0):
         if tr.nested:
             return jacobian(grad(f, argnums), argnums, "rev")(*args, **kwargs)
         if tr.nout != 1:
-            raise TypeError("hessian: the function must return a scalar")
+            raise TapegradTypeError("hessian: the function must return a scalar")
         if len(tr.in_shapes) != 1:
-            raise TypeError("hessian: differentiate with respect to a single array argument")
+            raise TapegradTypeError("hessian: differentiate with respect to a single array argument")
         H = tr.hvp_lanes(np.eye(tr.nin))
         s = tuple(tr.in_shapes[0])
         return H.T.reshape(s + s).copy()
@@ -420,7 +396,7 @@ def derivative(f):
     def d(x, *args, **kwargs):
         tr = Traced(f, (x,) + args, kwargs, 0, False, "derivative")
         if tr.nin != 1 or tr.nout != 1:
-            raise TypeError("derivative: f must map a scalar to a scalar; use jacobian otherwise")
+            raise TapegradTypeError("derivative: f must map a scalar to a scalar; use jacobian otherwise")
         r = _finish_leaves(tr.pushforward([np.ones(tr.in_shapes[0])]))[0]
         return float(r) if not isinstance(r, Tracer) else r
     return d
