@@ -82,4 +82,4 @@ def join(leaves):
     """The leaves raveled, in order, into one float64 vector (empty for no leaves)."""
     if not leaves:
         return np.zeros(0)
-    return np.concatenate([np.ravel(np.asarray(l, dtype=np.float64)) for l in leaves])
+    return np.concatenate(leaves, axis=None, dtype=np.float64)   # axis=None ravels each leaf
