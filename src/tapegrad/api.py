@@ -16,7 +16,7 @@ from ._core import sweeps
 from . import _tree, reference
 from .tracer import Recorder, Tracer, top_recorder, _as_float_array
 from . import rules
-from .errors import GuardError, TapegradTypeError, TapegradValueError, UnsupportedError
+from .errors import GuardError, TapegradTypeError, TapegradValueError  # noqa: F401 (GuardError: re-exported)
 
 
 def _input_value(x, fname, pos):
