@@ -16,7 +16,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
-from tapegrad.bench import main  # noqa: E402  (after the thread pinning above)
+from tapegrad.cli import bench_main as main  # noqa: E402  (after the thread pinning above)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

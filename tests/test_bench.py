@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tapegrad.bench as bench
+from tapegrad import cli
 from tapegrad.bench import workloads as W
 from tapegrad.bench.suite import check_derivative
 
@@ -21,7 +22,7 @@ def _labels():
 
 def test_quick_run_writes_markdown_json_and_charts(tmp_path):
     out = tmp_path / "res"
-    assert bench.main(FAST + ["--out", str(out)]) == 0
+    assert cli.bench_main(FAST + ["--out", str(out)]) == 0
     md = (out / "results.md").read_text(encoding="utf-8")
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
 
@@ -94,7 +95,7 @@ def test_wrong_hand_gradient_fails_the_command_and_writes_nothing(tmp_path, monk
         return 2.0 * good(x, d)
     monkeypatch.setattr(W, "rosenbrock_hand", bad_hand)
     out = tmp_path / "res"
-    code = bench.main(FAST + ["--workloads", "rosenbrock", "--out", str(out)])
+    code = cli.bench_main(FAST + ["--workloads", "rosenbrock", "--out", str(out)])
     assert code == 1
     assert "DERIVATIVE MISMATCH" in capsys.readouterr().err
     assert not (out / "results.md").exists()
@@ -127,11 +128,11 @@ def test_hand_derivatives_agree_with_tapegrad():
 
 
 def test_options():
-    assert bench.parse_sizes("10, 1e3,100000") == (10, 1000, 100000)
+    assert cli.parse_sizes("10, 1e3,100000") == (10, 1000, 100000)
     with pytest.raises(Exception):
-        bench.parse_sizes("1.5")
-    assert bench.main(["--quick", "--tools", "nonesuch", "-q"]) == 2
-    args = bench._parser().parse_args(["--sizes", "10,1e2"])
+        cli.parse_sizes("1.5")
+    assert cli.bench_main(["--quick", "--tools", "nonesuch", "-q"]) == 2
+    args = cli.bench_parser().parse_args(["--sizes", "10,1e2"])
     cfg = bench.config_from_args(args)
     assert cfg.sizes.rosenbrock == (10, 100) and "autograd" in cfg.tools
 

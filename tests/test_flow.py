@@ -10,7 +10,7 @@ import pytest
 import scipy.linalg
 
 import tapegrad as tg
-from tapegrad import flow
+from tapegrad import cli, flow
 
 
 def rotated(eigs, seed=0):
@@ -299,7 +299,7 @@ def test_picture_without_matplotlib_says_how_to_install(monkeypatch):
 # --- CLI --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("problem", ["quadratic", "rosenbrock", "logistic"])
 def test_cli_prints_table(problem, capsys):
-    assert flow.cli_main(["--problem", problem]) == 0
+    assert cli.flow_main(["--problem", problem]) == 0
     text = capsys.readouterr().out
     assert "eta_max" in text and "max|gd-flow|" in text
     assert text.count("max_steps") == 4
@@ -308,7 +308,7 @@ def test_cli_prints_table(problem, capsys):
 def test_cli_options_and_picture(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "p.png"
-    code = flow.cli_main(["--problem", "quadratic", "--eta", "0.01", "0.02", "--method", "BDF",
+    code = cli.flow_main(["--problem", "quadratic", "--eta", "0.01", "0.02", "--method", "BDF",
                           "--out", str(out)])
     assert code == 0 and out.exists()
     text = capsys.readouterr().out
@@ -316,7 +316,7 @@ def test_cli_options_and_picture(tmp_path, capsys):
 
 
 def test_cli_rejects_unknown_problem(capsys):
-    assert flow.cli_main(["--problem", "nope"]) == 2
+    assert cli.flow_main(["--problem", "nope"]) == 2
 
 
 def test_gd_follows_a_python_branch_that_flips_mid_run():

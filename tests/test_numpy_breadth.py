@@ -4,7 +4,7 @@ One row per case: (functions it covers, function, generator of arguments inside 
 Each row checks the traced value against NumPy's, then ``check_grads(modes=("fwd", "rev"),
 order=2)`` on the function and on the scalar ``sum(w * sin(f))`` (so hvp runs for every row).
 ``test_every_registered_function_has_a_row`` fails when a function is registered (in
-``rules.FUNCTIONS`` or a ufunc table) without a row here or in the constant/refused lists.
+``tapegrad.registry``) without a row here or in the constant/refused lists.
 """
 import math
 
@@ -120,6 +120,8 @@ for f, ga, gb in [(np.add, N(3, 1), N(4)), (np.subtract, N(3, 1), N(4)), (np.mul
                   (sps.betaln, U(.5, 3, 3, 1), U(.5, 3, 4))]:
     cov(f, f.__name__ + "[bcast]", f, args(ga, gb))
     cov(f, f.__name__ + "[const_b]", lambda a, f=f, gb=gb: f(a, gb(np.random.default_rng(3))), args(ga))
+cov([np.fmax, np.fmin], "fmax_fmin", lambda a, b: np.fmax(a, b) + np.fmin(a, 2.0 * b),
+    args(distinct(3, 1), U(5, 6, 4)))
 cov(np.fmod, "fmod_neg", np.fmod, args(lambda r: -away_from_int(4)(r), U(1.0, 1.01, 4)))
 cov([np.floor_divide, np.remainder], "floordiv_mod_ops", lambda x: x // 0.5 + x % 0.5 + 2.0 % (x + 3), args(U(.1, .4, 3)))
 cov(sps.xlogy, "xlogy_zero_x", lambda y: sps.xlogy(np.array([0.0, 1.0]), y), args(U(.3, 2, 2)))

@@ -12,6 +12,8 @@ from .operators import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, j
                         derivative, record, compile, load, Recorded, Compiled)
 from .engine.traced import GuardError
 from .tracing.tracer import Tracer, TracerConversionWarning
+from .errors import (TapegradError, TapegradTypeError, TapegradValueError, UnsupportedError,
+                     RegistrationError)
 from ._core.tape import Tape
 from .checking import check_grads
 from . import numdiff
@@ -26,7 +28,8 @@ from ._version import __version__
 
 
 __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", "jacrev",
-           "hessian", "derivative", "GuardError", "Tracer", "TracerConversionWarning", "Tape",
-           "check_grads", "numdiff", "logsumexp", "record", "compile", "Recorded", "Compiled", "load", "trace",
-           "stop_gradient", "custom_vjp", "custom_jvp", "primitive", "defvjp", "defjvp",
-           "defvjp_argnum", "register_custom"]
+           "hessian", "derivative", "GuardError", "TapegradError", "TapegradTypeError",
+           "TapegradValueError", "UnsupportedError", "RegistrationError", "Tracer",
+           "TracerConversionWarning", "Tape", "check_grads", "numdiff", "logsumexp", "record",
+           "compile", "Recorded", "Compiled", "load", "trace", "stop_gradient", "custom_vjp",
+           "custom_jvp", "primitive", "defvjp", "defjvp", "defvjp_argnum", "register_custom"]

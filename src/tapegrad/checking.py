@@ -9,6 +9,7 @@ import numpy as np
 from .tracing import pytree as _tree
 from .numdiff import directional
 from .operators import api
+from .errors import TapegradValueError
 
 
 def _flat_fn(f, args):
@@ -17,31 +18,19 @@ def _flat_fn(f, args):
     sizes = [int(np.prod(s)) for s in shapes]
 
     def unflat(x):
-        parts, pos = [], 0
-        for s, n in zip(shapes, sizes):
-            parts.append(x[pos:pos + n].reshape(s))
-            pos += n
-        return _tree.unflatten(td, parts)
+        return _tree.unflatten(td, _tree.split(x, shapes, sizes))
 
     def ff(x):
-        out = f(*unflat(x))
-        ol, _ = _tree.flatten(out)
-        return np.concatenate([np.ravel(np.asarray(o, dtype=np.float64)) for o in ol])
+        return _tree.join(_tree.flatten(f(*unflat(x)))[0])
 
-    x0 = np.concatenate([np.ravel(np.asarray(l, dtype=np.float64)) for l in leaves]) if leaves \
-        else np.zeros(0)
-    return ff, x0, unflat
+    return ff, _tree.join(leaves), unflat
 
 
 def _shaped_like(u, out):
     """The flat vector u laid out as the pytree ``out`` (a cotangent for vjp)."""
     leaves, td = _tree.flatten(out)
-    parts, pos = [], 0
-    for o in leaves:
-        n = int(np.size(o))
-        parts.append(u[pos:pos + n].reshape(np.shape(o)))
-        pos += n
-    return _tree.unflatten(td, parts)
+    return _tree.unflatten(td, _tree.split(u, [np.shape(o) for o in leaves],
+                                           [int(np.size(o)) for o in leaves]))
 
 
 def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, seed=0, h=None):
@@ -53,7 +42,7 @@ def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, s
     """
     for m in modes:
         if m not in ("fwd", "rev"):
-            raise ValueError(f"check_grads: unknown mode {m!r} (use 'fwd' and/or 'rev')")
+            raise TapegradValueError(f"check_grads: unknown mode {m!r} (use 'fwd' and/or 'rev')")
     rng = np.random.default_rng(seed)
     ff, x0, unflat = _flat_fn(f, args)
     y0 = ff(x0)
@@ -63,7 +52,7 @@ def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, s
     scale = atol + rtol * max(np.abs(num).max(initial=0.0), 1.0)
     if "fwd" in modes:
         _, out_dot = api.jvp(lambda *a: f(*a), tuple(unflat(x0)), tuple(unflat(v)))
-        od = np.concatenate([np.ravel(o) for o in _tree.flatten(out_dot)[0]])
+        od = _tree.join(_tree.flatten(out_dot)[0])
         err = np.abs(od - num).max(initial=0.0)
         if not err <= scale:
             raise AssertionError(f"check_grads (fwd, order {order}): jvp differs from central "
@@ -71,7 +60,7 @@ def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, s
     if "rev" in modes:
         out, vjp_fn = api.vjp(f, *unflat(x0))
         ct = vjp_fn(_shaped_like(u, out))
-        g = np.concatenate([np.ravel(c) for c in _tree.flatten(ct)[0]]) if x0.size else np.zeros(0)
+        g = _tree.join(_tree.flatten(ct)[0]) if x0.size else np.zeros(0)
         lhs, rhs = float(g @ v), float(u @ num)
         tol = atol + rtol * max(np.abs(u).sum() * np.abs(num).max(initial=0.0), 1.0)
         if not abs(lhs - rhs) <= tol:
@@ -79,11 +68,11 @@ def check_grads(f, *args, modes=("fwd", "rev"), order=2, rtol=1e-5, atol=1e-7, s
                                  f"<u, J v> from central differences = {rhs!r}")
     if order > 1:
         if y0.size == 1 and x0.size:
-            gf = lambda x: np.concatenate([np.ravel(c) for c in  # noqa: E731
-                                           _tree.flatten(api.grad(f, argnums=tuple(range(len(args))))(*unflat(x)))[0]])
+            gf = lambda x: _tree.join(  # noqa: E731
+                _tree.flatten(api.grad(f, argnums=tuple(range(len(args))))(*unflat(x)))[0])
             hv_num = directional(gf, x0, v, h=h, order=4).value
             hv = api.hvp(lambda *a: f(*a), tuple(unflat(x0)), tuple(unflat(v)))
-            hv = np.concatenate([np.ravel(c) for c in _tree.flatten(hv if len(args) > 1 else (hv,))[0]])
+            hv = _tree.join(_tree.flatten(hv if len(args) > 1 else (hv,))[0])
             hscale = atol + rtol * max(np.abs(hv_num).max(initial=0.0), 1.0)
             err = np.abs(hv - hv_num).max(initial=0.0)
             if not err <= 10 * hscale:

@@ -258,7 +258,10 @@ def run_demo(out_dir="tapegrad-demo", sizes=(10, 100, 1000), repeat=5, stream=No
     return res
 
 
-def demo_main(args):
+# ---------------------------------------------------------------- the commands' options
+# Every command's arguments are parsed here; the modules behind them take plain values
+# (flow.cli_report) or the parsed options (bench.run_main / bench.config_from_args).
+def demo_parser():
     parser = argparse.ArgumentParser(prog="tapegrad demo",
                                      description="The worked example of the README, end to end.")
     parser.add_argument("--out", default="tapegrad-demo",
@@ -266,25 +269,100 @@ def demo_main(args):
     parser.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000],
                         help="input dimensions for the cost table (none: skip timing)")
     parser.add_argument("--repeat", type=int, default=5, help="timing samples per entry")
+    return parser
+
+
+def flow_parser():
+    from .flow import PROBLEMS, _CLI_T_FINAL
+    parser = argparse.ArgumentParser(
+        prog="tapegrad flow",
+        description="Gradient flow (solve_ivp on a recorded tape) vs gradient descent.")
+    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="quadratic")
+    parser.add_argument("--eta", type=float, nargs="+", default=None,
+                        help="GD step sizes (default: 5/10/20/40%% of the stable bound)")
+    parser.add_argument("--method", default="RK45",
+                        help="solve_ivp method: RK45, RK23, DOP853, BDF, Radau, LSODA")
+    parser.add_argument("--t-final", type=float, default=None,
+                        help="flow end time (default: %s)" % ", ".join(
+                            "%s %g" % kv for kv in sorted(_CLI_T_FINAL.items())))
+    parser.add_argument("--out", default=None, help="write the picture here (needs matplotlib)")
+    return parser
+
+
+def parse_sizes(text):
+    """'10,100,1e5' -> (10, 100, 100000)."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        v = float(part)
+        if v < 2 or v != int(v):
+            raise argparse.ArgumentTypeError(f"Rosenbrock sizes are integers >= 2, got {part!r}")
+        out.append(int(v))
+    if not out:
+        raise argparse.ArgumentTypeError("--sizes needs at least one size")
+    return tuple(out)
+
+
+def bench_parser():
+    from .bench import TOOL_ORDER, QUICK_TOOLS
+    p = argparse.ArgumentParser(
+        prog="tapegrad bench",
+        description="Benchmark tapegrad against autograd, JAX, torch.func and hand-written NumPy "
+                    "gradients. Every tool's derivative is checked against tapegrad's first.")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes, short timings, tapegrad and hand NumPy only (seconds)")
+    p.add_argument("--tools", default=None,
+                   help="comma-separated tools among " + ", ".join(TOOL_ORDER) +
+                        " (default: all installed; with --quick: " + ",".join(QUICK_TOOLS) + ")")
+    p.add_argument("--out", default="bench-results", help="output folder (default: %(default)s)")
+    p.add_argument("--sizes", type=parse_sizes, default=None,
+                   help="Rosenbrock sizes, e.g. 10,1e3,1e6 (default 10,100,1e3,1e4,1e5,1e6)")
+    p.add_argument("--workloads", default=None,
+                   help="comma-separated workload families: worked_example, scalar_loop, "
+                        "rosenbrock, logistic, mlp, hvp, jac_fwd, jac_rev, ode (default: all)")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds of timing samples per measurement (default 0.25; quick 0.01)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads for BLAS, torch and XLA (default 1)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
+    p.add_argument("--no-memory", action="store_true", help="skip the tracemalloc measurements")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def demo_main(args):
     try:
-        opts = parser.parse_args(args)
+        opts = demo_parser().parse_args(args)
     except SystemExit as exc:
         return int(exc.code or 0)
     run_demo(opts.out, sizes=tuple(opts.sizes), repeat=max(1, opts.repeat))
     return 0
 
 
-def bench_main(args):
+def flow_main(args):
+    """``tapegrad flow``: flow vs GD on a test problem; prints a table, optionally a picture."""
     try:
-        from .bench import main as bench
+        opts = flow_parser().parse_args(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    from .flow import cli_report
+    return cli_report(opts.problem, eta=opts.eta, method=opts.method, t_final=opts.t_final,
+                      out=opts.out)
+
+
+def bench_main(args=None):
+    """``tapegrad bench`` (and ``python benchmarks/run.py``); returns the exit status."""
+    try:
+        from .bench import run_main
     except ImportError as exc:
         missing = getattr(exc, "name", None) or ""
-        if missing.startswith("tapegrad.bench") or "cannot import name 'main'" in str(exc):
+        if missing.startswith("tapegrad.bench") or "cannot import name 'run_main'" in str(exc):
             print("tapegrad bench: the benchmark suite (tapegrad.bench) is not available in this "
                   "installation", file=sys.stderr)
             return 2
         raise
-    return bench(args)
+    return run_main(bench_parser().parse_args(args))
 
 
 def main(argv=None):
@@ -301,8 +379,7 @@ def main(argv=None):
     if cmd == "demo":
         return demo_main(rest)
     if cmd == "flow":
-        from .flow import cli_main
-        return cli_main(rest)
+        return flow_main(rest)
     if cmd == "bench":
         return bench_main(rest)
     print(f"tapegrad: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)

@@ -5,7 +5,7 @@ descent ``w <- w - eta A grad f(w)``, which is the explicit Euler method for tha
 eta. A is symmetric positive definite: a matrix, a vector (a diagonal), a positive scalar, or a
 callable ``v -> A v`` (a ``scipy.sparse.linalg.LinearOperator`` works too).
 
-Everything here goes through one small adapter, :class:`_Derivs`, built on ``tg.record``: the
+Everything here goes through one small adapter, ``_objective.Derivs``, built on ``record``: the
 loss is traced once and every right-hand side, Jacobian and Hessian-vector product afterwards is a
 replay of that tape (which re-records by itself if a Python branch in ``f`` flips). The flow code
 never asks how derivatives are obtained, so ``f`` may also be an already recorded tape, or any
@@ -23,7 +23,6 @@ two bounds of the theory, ``2 / (beta lambda_max(A))`` (sharp when A is a multip
 identity) and the descent-lemma bound ``2 lambda_min(A) / (beta lambda_max(A)^2)``, with
 ``beta = lambda_max(hess f(w))`` from Lanczos on hvps (:func:`smoothness`).
 """
-import argparse
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -35,10 +34,12 @@ import scipy.sparse
 import scipy.sparse.linalg as spla
 from scipy import integrate
 
+from .errors import TapegradTypeError, TapegradValueError
+
 __all__ = [
     "FlowResult", "GDResult", "StepBound", "Comparison",
     "gradient_flow", "gradient_descent", "compare_flow_gd", "smoothness", "stable_step",
-    "hessian_diagonal", "cli_main", "PROBLEMS",
+    "hessian_diagonal", "cli_report", "PROBLEMS",
 ]
 
 _SOLVERS = {"RK45": integrate.RK45, "RK23": integrate.RK23, "DOP853": integrate.DOP853,
@@ -49,92 +50,9 @@ _DENSE_EIG_MAX_DIM = 8
 JACOBI_EXACT_MAX_DIM = 256
 
 
-# ---------------------------------------------------------------------------------------------
-# The derivative adapter
-# ---------------------------------------------------------------------------------------------
-class _Derivs:
-    """Value, gradient, hvp and Hessian of ``f`` at points shaped like ``w0``.
-
-    ``replay=True`` records one tape and replays it (the fast path); ``replay=False`` re-traces
-    ``f`` on every call with ``tg.value_and_grad`` / ``tg.hvp`` / ``tg.hessian`` (autograd's
-    model, kept for checking and benchmarking). If ``f`` already has the tape methods it is used
-    as it is. Counters record how many evaluations of each kind were made. Results are copied:
-    a replay may hand back a buffer it reuses, and callers keep gradients across steps.
-    """
-
-    def __init__(self, f, w0, replay=True):
-        self.shape = np.shape(w0)
-        self.n_value = self.n_grad = self.n_hvp = self.n_hessian = 0
-        if _is_tape_like(f):
-            self._tape, self._f = f, None
-        elif not callable(f):
-            raise TypeError("f must be a callable or a recorded tape, got %r" % type(f).__name__)
-        else:
-            from . import operators as tg
-            self._tg = tg
-            self._f = f
-            self._tape = tg.record(f, _as_point(w0)) if replay else None
-
-    @property
-    def tape(self):
-        return self._tape
-
-    def value(self, w):
-        self.n_value += 1
-        w = _as_point(w)
-        if self._tape is not None:
-            return float(self._tape(w))
-        return float(self._f(w))
-
-    def grad(self, w):
-        self.n_grad += 1
-        w = _as_point(w)
-        if self._tape is not None:
-            g = self._tape.grad(w)
-        else:
-            g = self._tg.grad(self._f)(w)
-        return np.array(g, dtype=float).reshape(self.shape)
-
-    def value_and_grad(self, w):
-        self.n_grad += 1
-        w = _as_point(w)
-        if self._tape is not None:
-            v, g = self._tape.value_and_grad(w)
-        else:
-            v, g = self._tg.value_and_grad(self._f)(w)
-        return float(v), np.array(g, dtype=float).reshape(self.shape)
-
-    def hvp(self, w, v):
-        self.n_hvp += 1
-        w, v = _as_point(w), _as_point(v)
-        if self._tape is not None:
-            hv = self._tape.hvp(w, v)
-        else:
-            hv = self._tg.hvp(self._f, (w,), (v,))
-        return np.array(hv, dtype=float).reshape(self.shape)
-
-    def hessian(self, w):
-        self.n_hessian += 1
-        w = _as_point(w)
-        if self._tape is not None:
-            h = self._tape.hessian(w)
-        else:
-            h = self._tg.hessian(self._f)(w)
-        d = int(np.prod(self.shape))
-        return np.array(h, dtype=float).reshape(d, d)
-
-
-def _is_tape_like(f):
-    return all(hasattr(f, name) for name in ("grad", "value_and_grad", "hvp", "hessian")) \
-        and callable(f)
-
-
-def _as_point(w):
-    return np.ascontiguousarray(w, dtype=float)
-
-
-def _derivs(f, w0):
-    return f if isinstance(f, _Derivs) else _Derivs(f, w0)
+# the derivative adapter (replay or re-trace) and the descent bookkeeping, shared with hyper.py
+from ._objective import (Derivs as _Derivs, Descent as _Descent,  # noqa: E402
+                         as_point as _as_point, derivs_for as _derivs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,11 +68,11 @@ class _Precond:
         if A is None:
             self.kind, self.A = "identity", None
         elif isinstance(A, str):
-            raise ValueError("named preconditioner %r is only available in gradient_descent; "
+            raise TapegradValueError("named preconditioner %r is only available in gradient_descent; "
                              "the flow needs a fixed A" % A)
         elif scipy.sparse.issparse(A) or isinstance(A, spla.LinearOperator):
             if A.shape != (d, d):
-                raise ValueError("A has shape %s, expected %s" % (A.shape, (d, d)))
+                raise TapegradValueError("A has shape %s, expected %s" % (A.shape, (d, d)))
             self.kind, self.A = "operator", A
         elif callable(A):
             self.kind, self.A = "callable", A
@@ -162,28 +80,28 @@ class _Precond:
             arr = np.asarray(A, dtype=float)
             if arr.ndim == 0:
                 if not arr > 0:
-                    raise ValueError("a scalar A must be positive, got %g" % arr)
+                    raise TapegradValueError("a scalar A must be positive, got %g" % arr)
                 self.kind, self.A = "diagonal", np.full(d, float(arr))
             elif arr.ndim == 1:
                 if arr.shape != (d,):
-                    raise ValueError("diagonal A has shape %s, expected %s" % (arr.shape, (d,)))
+                    raise TapegradValueError("diagonal A has shape %s, expected %s" % (arr.shape, (d,)))
                 if not np.all(arr > 0):
-                    raise ValueError("diagonal A must be positive")
+                    raise TapegradValueError("diagonal A must be positive")
                 self.kind, self.A = "diagonal", arr
             elif arr.ndim == 2:
                 if arr.shape != (d, d):
-                    raise ValueError("A has shape %s, expected %s" % (arr.shape, (d, d)))
+                    raise TapegradValueError("A has shape %s, expected %s" % (arr.shape, (d, d)))
                 scale = max(np.abs(arr).max(), 1e-300)
                 if np.abs(arr - arr.T).max() > 1e-10 * scale:
-                    raise ValueError("A must be symmetric")
+                    raise TapegradValueError("A must be symmetric")
                 evals = np.linalg.eigvalsh(arr)
                 if evals[0] <= 0:
-                    raise ValueError("A must be positive definite (smallest eigenvalue %g)"
+                    raise TapegradValueError("A must be positive definite (smallest eigenvalue %g)"
                                      % evals[0])
                 self.kind, self.A = "matrix", arr
                 self._bounds = (float(evals[0]), float(evals[-1]))
             else:
-                raise ValueError("A must be a matrix, a vector or a callable")
+                raise TapegradValueError("A must be a matrix, a vector or a callable")
 
     def matvec(self, v):
         if self.kind == "identity":
@@ -232,7 +150,7 @@ class _Precond:
                 lo = spla.eigsh(op, k=1, which="SA", return_eigenvectors=False)[0]
                 self._bounds = (float(lo), float(hi))
             if self._bounds[0] <= 0:
-                raise ValueError("A must be positive definite (smallest eigenvalue %g)"
+                raise TapegradValueError("A must be positive definite (smallest eigenvalue %g)"
                                  % self._bounds[0])
         return self._bounds
 
@@ -269,7 +187,7 @@ class FlowResult:
     def at(self, t):
         """States at times ``t`` from the dense interpolant, shape ``(len(t), d)``."""
         if self.sol is None or self.sol.sol is None:
-            raise ValueError("call gradient_flow(..., dense_output=True) to interpolate")
+            raise TapegradValueError("call gradient_flow(..., dense_output=True) to interpolate")
         return np.asarray(self.sol.sol(np.atleast_1d(t))).T
 
 
@@ -277,12 +195,12 @@ def _counting(method):
     """A subclass of a solve_ivp method class that counts accepted steps (scipy does not)."""
     if isinstance(method, str):
         if method not in _SOLVERS:
-            raise ValueError("unknown solve_ivp method %r (one of %s)" % (method, ", ".join(_SOLVERS)))
+            raise TapegradValueError("unknown solve_ivp method %r (one of %s)" % (method, ", ".join(_SOLVERS)))
         base = _SOLVERS[method]
     elif isinstance(method, type) and issubclass(method, integrate.OdeSolver):
         base = method
     else:
-        raise TypeError("method must be a solve_ivp method name or an OdeSolver subclass")
+        raise TapegradTypeError("method must be a solve_ivp method name or an OdeSolver subclass")
 
     class Counted(base):
         n_accepted = 0
@@ -308,7 +226,7 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
     """
     w0 = _as_point(w0)
     if w0.ndim != 1:
-        raise ValueError("w0 must be a 1-D array, got shape %s" % (w0.shape,))
+        raise TapegradValueError("w0 must be a 1-D array, got shape %s" % (w0.shape,))
     derivs = _derivs(f, w0)
     P = _Precond(A, w0.size)
     solver, base = _counting(method)
@@ -407,26 +325,22 @@ def gradient_descent(f, w0, eta, steps, A=None, tol=None, diverge_factor=1e8, re
     """
     w = _as_point(w0).copy()
     if w.ndim != 1:
-        raise ValueError("w0 must be a 1-D array, got shape %s" % (w.shape,))
+        raise TapegradValueError("w0 must be a 1-D array, got shape %s" % (w.shape,))
     derivs = _derivs(f, w)
     d = w.size
     named = A if isinstance(A, str) else None
     if named not in (None, "newton", "jacobi"):
-        raise ValueError("unknown preconditioner %r (use 'newton', 'jacobi', an SPD matrix, a "
+        raise TapegradValueError("unknown preconditioner %r (use 'newton', 'jacobi', an SPD matrix, a "
                          "vector or a callable)" % A)
     P = None if named else _Precond(A, d)
 
-    iterates, losses, gnorms = [w.copy()], [], []
-    v, g = derivs.value_and_grad(w)
-    losses.append(v)
-    gnorms.append(float(np.linalg.norm(g)))
-    limit = v + diverge_factor * (1.0 + abs(v))
-    reason, scale, H_factor = "max_steps", None, None
+    run = _Descent(derivs, w, tol, diverge_factor)
+    scale, H_factor = None, None
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(steps):
-            if tol is not None and gnorms[-1] <= tol:
-                reason = "converged"
+            if run.converged():
                 break
+            w, g = run.w, run.g
             if named == "newton":
                 if k % refresh == 0:
                     try:
@@ -434,10 +348,10 @@ def gradient_descent(f, w0, eta, steps, A=None, tol=None, diverge_factor=1e8, re
                             warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
                             H_factor = scipy.linalg.lu_factor(derivs.hessian(w))
                     except (ValueError, np.linalg.LinAlgError):
-                        reason = "singular"
+                        run.reason = "singular"
                         break
                     if np.any(np.diag(H_factor[0]) == 0):
-                        reason = "singular"
+                        run.reason = "singular"
                         break
                 step = scipy.linalg.lu_solve(H_factor, g)
             elif named == "jacobi":
@@ -447,19 +361,12 @@ def gradient_descent(f, w0, eta, steps, A=None, tol=None, diverge_factor=1e8, re
                 step = scale * g
             else:
                 step = P.matvec(g)
-            w = w - eta * step
-            v, g = derivs.value_and_grad(w)
-            iterates.append(w.copy())
-            losses.append(v)
-            gnorms.append(float(np.linalg.norm(g)))
-            if not (np.isfinite(v) and np.all(np.isfinite(w))) or v > limit:
-                reason = "diverged"
+            if not run.step(eta, step):
                 break
         else:
-            if tol is not None and gnorms[-1] <= tol:
-                reason = "converged"
-    return GDResult(w=np.array(iterates), f=np.array(losses), grad_norm=np.array(gnorms),
-                    eta=float(eta), reason=reason, n_steps=len(iterates) - 1,
+            run.converged()
+    return GDResult(w=np.array(run.ws), f=np.array(run.fs), grad_norm=np.array(run.gnorms),
+                    eta=float(eta), reason=run.reason, n_steps=len(run.ws) - 1,
                     preconditioner=named or (P.kind if P else "identity"))
 
 
@@ -479,7 +386,7 @@ def smoothness(f, w, which="LA", tol=1e-10, return_vector=False):
     derivs = _derivs(f, w)
     d = w.size
     if which not in ("LA", "LM"):
-        raise ValueError("which must be 'LA' or 'LM'")
+        raise TapegradValueError("which must be 'LA' or 'LM'")
     if d <= _DENSE_EIG_MAX_DIM:
         H = derivs.hessian(w)
         evals, evecs = np.linalg.eigh(0.5 * (H + H.T))
@@ -713,34 +620,19 @@ PROBLEMS = {"quadratic": _quadratic_problem, "rosenbrock": _rosenbrock_problem,
 _CLI_T_FINAL = {"quadratic": 4.0, "rosenbrock": 2.0, "logistic": 20.0}
 
 
-def cli_main(args):
-    """``tapegrad flow``: flow vs GD on a test problem; prints a table, optionally a picture."""
-    parser = argparse.ArgumentParser(
-        prog="tapegrad flow",
-        description="Gradient flow (solve_ivp on a recorded tape) vs gradient descent.")
-    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="quadratic")
-    parser.add_argument("--eta", type=float, nargs="+", default=None,
-                        help="GD step sizes (default: 5/10/20/40%% of the stable bound)")
-    parser.add_argument("--method", default="RK45",
-                        help="solve_ivp method: RK45, RK23, DOP853, BDF, Radau, LSODA")
-    parser.add_argument("--t-final", type=float, default=None,
-                        help="flow end time (default: %s)" % ", ".join(
-                            "%s %g" % kv for kv in sorted(_CLI_T_FINAL.items())))
-    parser.add_argument("--out", default=None, help="write the picture here (needs matplotlib)")
+def cli_report(problem="quadratic", eta=None, method="RK45", t_final=None, out=None):
+    """What ``tapegrad flow`` prints (its options are parsed by ``tapegrad.cli``): flow vs GD on
+    a test problem, as a table, optionally with a picture; returns the exit status."""
+    f, w0 = PROBLEMS[problem]()
     try:
-        opts = parser.parse_args(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    f, w0 = PROBLEMS[opts.problem]()
-    try:
-        t_final = opts.t_final if opts.t_final is not None else _CLI_T_FINAL[opts.problem]
-        cmp = compare_flow_gd(f, w0, etas=opts.eta, t_final=t_final, method=opts.method,
-                              rtol=1e-9, atol=1e-12, out=opts.out)
+        t_final = t_final if t_final is not None else _CLI_T_FINAL[problem]
+        cmp = compare_flow_gd(f, w0, etas=eta, t_final=t_final, method=method,
+                              rtol=1e-9, atol=1e-12, out=out)
     except ImportError as exc:
         print("error: %s" % exc)
         return 2
     b, flow = cmp.bound, cmp.flow
-    print("problem %s, d = %d, f(w0) = %.6g" % (opts.problem, w0.size, flow.f[0]))
+    print("problem %s, d = %d, f(w0) = %.6g" % (problem, w0.size, flow.f[0]))
     print("step bound at w0: beta = %.6g, eta_max = 2/beta = %.6g, descent bound = %.6g"
           % (b.beta, b.eta_max, b.eta_descent))
     print("flow (%s) to t = %.6g: %d steps, %d rhs evaluations, %d Jacobians, f = %.6g, %s"
@@ -754,6 +646,6 @@ def cli_main(args):
         print("%12.5g %9.3f %7d %14.4g %14.6g %14.6g %10s" % (
             eta, eta / b.eta_max, gd.n_steps, dev, gd.f[-1], f_flow, gd.reason))
     print("deviation ~ eta^%.2f (explicit Euler: order 1)" % cmp.order)
-    if opts.out:
-        print("picture written to %s" % opts.out)
+    if out:
+        print("picture written to %s" % out)
     return 0

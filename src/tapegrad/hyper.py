@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flow import _as_point, _derivs
+from ._objective import Descent, as_point as _as_point, derivs_for as _derivs
+from .errors import TapegradValueError
 
 __all__ = ["HyperResult", "unrolled_loss", "unrolled_hypergradient", "hypergradient_descent"]
 
@@ -100,20 +101,17 @@ def hypergradient_descent(f, w0, eta0, hyper_lr, steps, horizon=1, hyper_hyper_l
     on divergence (loss not finite or grown by ``diverge_factor``), or after ``steps`` steps.
     """
     if int(horizon) < 1:
-        raise ValueError("horizon must be a positive integer, got %r" % horizon)
+        raise TapegradValueError("horizon must be a positive integer, got %r" % horizon)
     horizon = int(horizon)
     w = _as_point(w0).copy()
     derivs = _derivs(f, w)
-    v, g = derivs.value_and_grad(w)
-    limit = v + diverge_factor * (1.0 + abs(v))
-    ws, gs, fs, gnorms = [w], [g], [v], [float(np.linalg.norm(g))]
+    run = Descent(derivs, w, tol, diverge_factor, keep_grads=True)
+    ws, gs = run.ws, run.gs
     etas, alphas, hypergrads, partials = [], [], [], []
     eta, alpha, h_prev = float(eta0), float(hyper_lr), None
-    reason = "max_steps"
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(steps):
-            if tol is not None and gnorms[-1] <= tol:
-                reason = "converged"
+            if run.converged():
                 break
             if t == 0:
                 h, parts = 0.0, np.empty(0)
@@ -129,18 +127,10 @@ def hypergradient_descent(f, w0, eta0, hyper_lr, steps, horizon=1, hyper_hyper_l
             alphas.append(alpha)
             hypergrads.append(h)
             partials.append(parts)
-            w = w - eta * g
-            v, g = derivs.value_and_grad(w)
-            ws.append(w)
-            gs.append(g)
-            fs.append(v)
-            gnorms.append(float(np.linalg.norm(g)))
-            if not (np.isfinite(v) and np.all(np.isfinite(w))) or v > limit:
-                reason = "diverged"
+            if not run.step(eta, run.g):
                 break
         else:
-            if tol is not None and gnorms[-1] <= tol:
-                reason = "converged"
-    return HyperResult(w=np.array(ws), f=np.array(fs), grad_norm=np.array(gnorms),
+            run.converged()
+    return HyperResult(w=np.array(ws), f=np.array(run.fs), grad_norm=np.array(run.gnorms),
                        eta=np.array(etas), alpha=np.array(alphas), hypergrad=np.array(hypergrads),
-                       partials=partials, reason=reason, n_steps=len(ws) - 1, horizon=horizon)
+                       partials=partials, reason=run.reason, n_steps=len(ws) - 1, horizon=horizon)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from .errors import TapegradValueError
 
 __all__ = [
     "NumDiffResult",
@@ -73,12 +74,12 @@ class NumDiffResult:
 
 def _check_method(method):
     if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        raise TapegradValueError(f"method must be one of {_METHODS}, got {method!r}")
 
 
 def _check_scale(scale):
     if scale not in _SCALES:
-        raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}")
+        raise TapegradValueError(f"scale must be one of {_SCALES}, got {scale!r}")
 
 
 def _resolve_eps(eps):
@@ -87,28 +88,28 @@ def _resolve_eps(eps):
     try:
         eps = float(eps)
     except (TypeError, ValueError):
-        raise ValueError(f"eps must be a real number, got {eps!r}") from None
+        raise TapegradValueError(f"eps must be a real number, got {eps!r}") from None
     if not (np.isfinite(eps) and 0.0 < eps < 1.0):
-        raise ValueError(f"eps must be finite and in (0, 1), got {eps!r}")
+        raise TapegradValueError(f"eps must be finite and in (0, 1), got {eps!r}")
     return eps
 
 
 def _as_float_array(x, name="x"):
     """A float64 copy of ``x`` (never a view of the caller's data)."""
     if np.iscomplexobj(x):
-        raise ValueError(f"{name} must be real, got a complex value")
+        raise TapegradValueError(f"{name} must be real, got a complex value")
     try:
         arr = np.array(x, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be convertible to a float64 array: {exc}") from None
+        raise TapegradValueError(f"{name} must be convertible to a float64 array: {exc}") from None
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got non-finite entries")
+        raise TapegradValueError(f"{name} must be finite, got non-finite entries")
     return arr
 
 
 def _as_output(y, what):
     if np.iscomplexobj(y):
-        raise ValueError(f"f returned a complex value {what}; only real outputs are supported")
+        raise TapegradValueError(f"f returned a complex value {what}; only real outputs are supported")
     return np.asarray(y, dtype=np.float64)
 
 
@@ -189,18 +190,18 @@ def _steps(x, method, h, eps, scale):
         try:
             h = np.asarray(h, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"h must be a real scalar or array, got {h!r}") from None
+            raise TapegradValueError(f"h must be a real scalar or array, got {h!r}") from None
         if h.ndim == 0:
             h = np.full(x.shape, float(h))
         elif h.shape != x.shape:
-            raise ValueError(
+            raise TapegradValueError(
                 f"h must be a scalar or have the shape of x {x.shape}, got shape {h.shape}"
             )
         name = "h"
     if not np.all(np.isfinite(h)):
-        raise ValueError(f"{name} must be finite, got non-finite step(s)")
+        raise TapegradValueError(f"{name} must be finite, got non-finite step(s)")
     if np.any(h <= 0):
-        raise ValueError(f"{name} must be positive, got {h[h <= 0].ravel()[:3]} ...")
+        raise TapegradValueError(f"{name} must be positive, got {h[h <= 0].ravel()[:3]} ...")
     # Divide by the perturbation the computer actually made, not the one we asked for
     # (a classic trick: the rounding of x + h otherwise adds an O(eps |x| / h) error).
     if method == "backward":
@@ -209,7 +210,7 @@ def _steps(x, method, h, eps, scale):
         h_eff = (x + h) - x
     if np.any(h_eff == 0):
         bad = np.flatnonzero(h_eff.ravel() == 0)[:3]
-        raise ValueError(
+        raise TapegradValueError(
             f"{name} is too small: x + h == x at flat index {bad.tolist()} (step is zero)"
         )
     return h_eff
@@ -237,14 +238,14 @@ def _difference_columns(f, x, method, h, eps, scale, scalar_only):
         nonlocal out_shape
         y = _as_output(fc(point.reshape(x.shape)), where)
         if scalar_only and y.ndim != 0:
-            raise ValueError(
+            raise TapegradValueError(
                 f"f must return a scalar for gradient(), got an output of shape {y.shape} "
                 f"{where}; use jacobian() for vector-valued functions"
             )
         if out_shape is None:
             out_shape = y.shape
         elif y.shape != out_shape:
-            raise ValueError(
+            raise TapegradValueError(
                 f"f returned an output of shape {y.shape} {where}, but {out_shape} elsewhere"
             )
         return y
@@ -330,7 +331,7 @@ def derivative(f, x, method="central", h=None, eps=None, scale="elementwise"):
     shaped like ``f``'s output if ``f`` is array-valued). Arguments as for :func:`gradient`.
     """
     if np.ndim(x) != 0:
-        raise ValueError(
+        raise TapegradValueError(
             f"x must be a scalar for derivative(), got shape {np.shape(x)}; "
             "use gradient() or jacobian()"
         )
@@ -351,11 +352,11 @@ def directional(f, x, v, h=None, order=2, eps=None):
     ``f`` may be scalar- or array-valued; ``value`` has the shape of ``f``'s output.
     """
     if order not in _DIRECTIONAL_ORDERS:
-        raise ValueError(f"order must be one of {_DIRECTIONAL_ORDERS}, got {order!r}")
+        raise TapegradValueError(f"order must be one of {_DIRECTIONAL_ORDERS}, got {order!r}")
     x = _as_float_array(x)
     v = _as_float_array(v, "v")
     if v.shape != x.shape:
-        raise ValueError(f"v must have the shape of x {x.shape}, got shape {v.shape}")
+        raise TapegradValueError(f"v must have the shape of x {x.shape}, got shape {v.shape}")
     if h is None:
         eps = _resolve_eps(eps)
         size = np.max(np.abs(x)) if x.size else 0.0
@@ -364,16 +365,16 @@ def directional(f, x, v, h=None, order=2, eps=None):
         name = "the default step (check x, v and eps)"
     else:
         if np.ndim(h) != 0:
-            raise ValueError(f"h must be a scalar for directional(), got shape {np.shape(h)}")
+            raise TapegradValueError(f"h must be a scalar for directional(), got shape {np.shape(h)}")
         name = "h"
     try:
         h = float(h)
     except (TypeError, ValueError):
-        raise ValueError(f"h must be a real scalar, got {h!r}") from None
+        raise TapegradValueError(f"h must be a real scalar, got {h!r}") from None
     if not np.isfinite(h):
-        raise ValueError(f"{name} must be finite, got {h!r}")
+        raise TapegradValueError(f"{name} must be finite, got {h!r}")
     if h <= 0:
-        raise ValueError(f"{name} must be positive, got {h!r}")
+        raise TapegradValueError(f"{name} must be positive, got {h!r}")
 
     fc = _Counted(f, x.shape)
 

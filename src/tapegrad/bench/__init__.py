@@ -8,7 +8,6 @@ Layout: ``workloads`` (one source per function, ``fun(x, d, np)``, plus hand-wri
 derivatives), ``tools`` (one adapter per tool), ``timing`` (median/IQR timer, tracemalloc),
 ``suite`` (check, time, summarize), ``report`` (Markdown, JSON, PNG).
 """
-import argparse
 import os
 import sys
 
@@ -20,48 +19,8 @@ from . import report
 QUICK_TOOLS = ("tg-replay", "tg-retrace", "numpy")
 
 
-def parse_sizes(text):
-    """'10,100,1e5' -> (10, 100, 100000)."""
-    out = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        v = float(part)
-        if v < 2 or v != int(v):
-            raise argparse.ArgumentTypeError(f"Rosenbrock sizes are integers >= 2, got {part!r}")
-        out.append(int(v))
-    if not out:
-        raise argparse.ArgumentTypeError("--sizes needs at least one size")
-    return tuple(out)
-
-
-def _parser():
-    p = argparse.ArgumentParser(
-        prog="tapegrad bench",
-        description="Benchmark tapegrad against autograd, JAX, torch.func and hand-written NumPy "
-                    "gradients. Every tool's derivative is checked against tapegrad's first.")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes, short timings, tapegrad and hand NumPy only (seconds)")
-    p.add_argument("--tools", default=None,
-                   help="comma-separated tools among " + ", ".join(TOOL_ORDER) +
-                        " (default: all installed; with --quick: " + ",".join(QUICK_TOOLS) + ")")
-    p.add_argument("--out", default="bench-results", help="output folder (default: %(default)s)")
-    p.add_argument("--sizes", type=parse_sizes, default=None,
-                   help="Rosenbrock sizes, e.g. 10,1e3,1e6 (default 10,100,1e3,1e4,1e5,1e6)")
-    p.add_argument("--workloads", default=None,
-                   help="comma-separated workload families: worked_example, scalar_loop, "
-                        "rosenbrock, logistic, mlp, hvp, jac_fwd, jac_rev, ode (default: all)")
-    p.add_argument("--min-time", type=float, default=None,
-                   help="seconds of timing samples per measurement (default 0.25; quick 0.01)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads for BLAS, torch and XLA (default 1)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
-    p.add_argument("--no-memory", action="store_true", help="skip the tracemalloc measurements")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    return p
-
-
 def config_from_args(args):
+    """The suite's Config from the options ``tapegrad.cli`` parsed for ``tapegrad bench``."""
     if args.tools:
         tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     else:
@@ -77,9 +36,9 @@ def config_from_args(args):
                   progress=None if args.quiet else sys.stderr)
 
 
-def main(argv=None):
-    """``tapegrad bench`` entry point; returns the exit status (1 when a derivative check fails)."""
-    args = _parser().parse_args(argv)
+def run_main(args):
+    """``tapegrad bench`` once its options are parsed (by ``tapegrad.cli``); returns the exit
+    status (1 when a derivative check fails, 2 for a bad option value)."""
     try:
         cfg = config_from_args(args)
         res = run(cfg)
@@ -97,6 +56,6 @@ def main(argv=None):
     return 0
 
 
-__all__ = ["main", "run", "Config", "Sizes", "QUICK_SIZES", "build", "DerivativeMismatch",
+__all__ = ["run_main", "config_from_args", "run", "Config", "Sizes", "QUICK_SIZES", "build", "DerivativeMismatch",
            "check_derivative", "summarize", "Tool", "Prepared", "Unsupported", "HandNumpy",
            "report", "TOOL_ORDER"]

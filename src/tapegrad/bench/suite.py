@@ -19,11 +19,12 @@ import numpy
 from . import workloads as W
 from .timing import measure, measure_pair, peak_python_bytes
 from .tools import TOOL_ORDER, TOOL_LABELS, ALL_TOOLS, Tool, Unsupported, TapegradReplay
+from ..errors import TapegradError
 
 PEERS = ("autograd", "jax", "jax-jit", "torch")
 
 
-class DerivativeMismatch(AssertionError):
+class DerivativeMismatch(TapegradError, AssertionError):
     """A tool's derivative disagrees with tapegrad's: the run stops, nothing is timed or written."""
 
 

@@ -381,8 +381,3 @@ class Sweep:
         if name == "scatter_add":
             return _scatter(Ad, idx, n)
         return Ad
-
-
-def numpy_sweep(tr):
-    """The reference sweeps at the recording point, with plain NumPy (for checking the core)."""
-    return Sweep(tr, inputs=None if not tr.nested else None)

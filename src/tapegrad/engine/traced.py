@@ -15,10 +15,8 @@ from .._core import sweeps
 from ..tracing import pytree as _tree
 from ..tracing.tracer import Recorder, Tracer, _as_float_array
 from ..rules import base as rules
+from ..errors import GuardError, TapegradTypeError, TapegradValueError  # noqa: F401 (GuardError: re-exported)
 from . import reference
-
-class GuardError(RuntimeError):
-    """A replay would take a different branch than the recording (raised when strict=True)."""
 
 
 def _input_value(x, fname, pos):
@@ -33,12 +31,12 @@ def _input_value(x, fname, pos):
             a = a.astype(np.float64)
         return np.array(a, dtype=np.float64), None
     if k == "b":
-        raise TypeError(f"{fname}: argument {pos} is boolean; differentiate with respect to "
+        raise TapegradTypeError(f"{fname}: argument {pos} is boolean; differentiate with respect to "
                         "real (float) arrays")
     if k == "c":
-        raise TypeError(f"{fname}: argument {pos} is complex; tapegrad differentiates "
+        raise TapegradTypeError(f"{fname}: argument {pos} is complex; tapegrad differentiates "
                         "real-valued code only")
-    raise TypeError(f"{fname}: argument {pos} of type {type(x).__name__} (dtype {a.dtype}) is "
+    raise TapegradTypeError(f"{fname}: argument {pos} of type {type(x).__name__} (dtype {a.dtype}) is "
                     "not a real number or array")
 
 
@@ -47,7 +45,7 @@ def _argnums(argnums, nargs, fname):
     nums = (argnums,) if single else tuple(argnums)
     for a in nums:
         if not -nargs <= a < nargs:
-            raise ValueError(f"{fname}: argnums={argnums} but the function got {nargs} "
+            raise TapegradValueError(f"{fname}: argnums={argnums} but the function got {nargs} "
                              "positional arguments")
     return tuple(a % nargs for a in nums), single
 
@@ -100,7 +98,7 @@ class Traced:
         self.aux = None
         if has_aux:
             if not (isinstance(result, (tuple, list)) and len(result) == 2):
-                raise TypeError(f"{fname}(has_aux=True): the function must return a pair (output, aux)")
+                raise TapegradTypeError(f"{fname}(has_aux=True): the function must return a pair (output, aux)")
             result, aux = result
             self.aux = _strip(aux)
         out_leaves, self.out_tree = _tree.flatten(result)
@@ -111,7 +109,7 @@ class Traced:
         rec.finish(self.nin, self.out_off, self.nout)
         self.tape = rec.tape
         self.nested = rec.nested or any(o is not None for o in outer)
-        self.recorded_x = np.concatenate([v.ravel() for v in vals]) if vals else np.zeros(0)
+        self.recorded_x = _tree.join(vals)
         self._w = None
 
     def _assemble_output(self, leaves):
@@ -125,7 +123,7 @@ class Traced:
             try:
                 _as_float_array(rules.value_of(o))
             except TypeError:
-                raise TypeError(f"the function returned {type(o).__name__}, which is not an array "
+                raise TapegradTypeError(f"the function returned {type(o).__name__}, which is not an array "
                                 "or a number") from None
         out = rec.new(np.zeros(self.nout))
         pos = 0
@@ -148,39 +146,32 @@ class Traced:
         return w[self.out_off:self.out_off + self.nout].copy()
 
     def split_in(self, flat):
-        res, pos = [], 0
-        for s, n in zip(self.in_shapes, self.in_sizes):
-            res.append(flat[pos:pos + n].reshape(s))
-            pos += n
-        return _tree.unflatten(self.in_tree, res)
+        return _tree.unflatten(self.in_tree, _tree.split(flat, self.in_shapes, self.in_sizes))
 
     def split_out(self, flat, lead=()):
-        res, pos = [], 0
-        for s, n in zip(self.out_shapes, self.out_sizes):
-            res.append(flat[..., pos:pos + n].reshape(lead + tuple(s)))
-            pos += n
-        return _tree.unflatten(self.out_tree, res)
+        return _tree.unflatten(self.out_tree,
+                               _tree.split(flat, self.out_shapes, self.out_sizes, lead=lead))
 
     def flat_in(self, tree, what):
         leaves, td = _tree.flatten(tree)
         if td != self.in_tree and not (len(leaves) == len(self.in_shapes)):
-            raise ValueError(f"{what}: structure does not match the primals")
+            raise TapegradValueError(f"{what}: structure does not match the primals")
         parts = []
         for l, s in zip(leaves, self.in_shapes):
             a = np.asarray(rules.value_of(l), dtype=np.float64) if type(l) is not Tracer else l
             if np.shape(rules.value_of(a)) != tuple(s):
-                raise ValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(a))}")
+                raise TapegradValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(a))}")
             parts.append(a)
         return parts
 
     def flat_out(self, tree, what):
         leaves, _ = _tree.flatten(tree)
         if len(leaves) != len(self.out_shapes):
-            raise ValueError(f"{what}: structure does not match the output")
+            raise TapegradValueError(f"{what}: structure does not match the output")
         parts = []
         for l, s in zip(leaves, self.out_shapes):
             if np.shape(rules.value_of(l)) != tuple(s):
-                raise ValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(l))}")
+                raise TapegradValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(l))}")
             parts.append(l)
         return parts
 
@@ -205,8 +196,7 @@ class Traced:
         if self.nested or any(type(c) is Tracer and c._rec.active for c in ct_leaves):
             flat = self._ref().vjp(ct_leaves)
             return [rules.reshape(g, s) for g, s in zip(flat, self.in_shapes)]
-        seed = np.concatenate([np.ravel(np.asarray(c, dtype=np.float64)) for c in ct_leaves]) \
-            if ct_leaves else np.zeros(0)
+        seed = _tree.join(ct_leaves)
         wb = sweeps.reverse(self.tape, self.work(), seed)
         return self._split_leaves(wb[:self.nin])
 
@@ -222,26 +212,17 @@ class Traced:
         return (self._split_leaves(g), val) if ok else None
 
     def _split_leaves(self, flat):
-        res, pos = [], 0
-        for s, n in zip(self.in_shapes, self.in_sizes):
-            res.append(flat[pos:pos + n].reshape(s).copy())
-            pos += n
-        return res
+        return _tree.split(flat, self.in_shapes, self.in_sizes, copy=True)
 
     def pushforward(self, tan_leaves):
         """Output tangent leaves for input tangent leaves."""
         if self.nested or any(type(c) is Tracer and c._rec.active for c in tan_leaves):
             flat = self._ref().jvp(tan_leaves)
             return [rules.reshape(g, s) for g, s in zip(flat, self.out_shapes)]
-        xd = np.concatenate([np.ravel(np.asarray(t, dtype=np.float64)) for t in tan_leaves])[None, :] \
-            if tan_leaves else np.zeros((1, 0))
+        xd = _tree.join(tan_leaves)[None, :]
         wd = sweeps.tangent(self.tape, self.work(), np.ascontiguousarray(xd))
         flat = wd[0, self.out_off:self.out_off + self.nout]
-        res, pos = [], 0
-        for s, n in zip(self.out_shapes, self.out_sizes):
-            res.append(flat[pos:pos + n].reshape(s).copy())
-            pos += n
-        return res
+        return _tree.split(flat, self.out_shapes, self.out_sizes, copy=True)
 
     def jac_fwd(self, w=None, wd=None):
         """(nout, nin) Jacobian from one tangent sweep with nin lanes (at work buffer w; wd: an
@@ -257,7 +238,7 @@ class Traced:
     def hvp_lanes(self, V):
         """H V for a scalar output, V of shape (L, nin): tangent sweep + reverse + tangent-of-reverse."""
         if self.nout != 1:
-            raise ValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
+            raise TapegradValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
         return sweeps.hvp(self.tape, self.work(), np.ascontiguousarray(V, dtype=np.float64)).copy()
 
 

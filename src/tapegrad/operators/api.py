@@ -8,6 +8,7 @@ from ..tracing.tracer import Tracer
 from ..rules import base as rules, calls as _calls
 from ..engine.traced import Traced, _finish_leaves
 from ..rules import custom as _custom
+from ..errors import TapegradTypeError, TapegradValueError
 
 
 # ====================================================================== public operators
@@ -17,9 +18,9 @@ def value_and_grad(f, argnums=0, has_aux=False):
         tr = Traced(f, args, kwargs, argnums, has_aux, "grad")
         if tr.nout != 1:
             if not tr.out_shapes:
-                raise TypeError("grad: the function must return a scalar (size-1) output, got "
+                raise TapegradTypeError("grad: the function must return a scalar (size-1) output, got "
                                 "no array (None or an empty container)")
-            raise TypeError(f"grad: the function must return a scalar (size-1) output, got shape "
+            raise TapegradTypeError(f"grad: the function must return a scalar (size-1) output, got shape "
                             f"{tr.out_shapes[0] if len(tr.out_shapes) == 1 else tr.out_shapes}")
         g = tr.compiled_grad()
         if g is not None:
@@ -70,9 +71,9 @@ def vjp(f, *primals, has_aux=False):
 def jvp(f, primals, tangents):
     """(f(*primals), J tangents), by the tangent (dual number) sweep."""
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
-        raise TypeError("jvp: primals and tangents must be tuples (one entry per argument)")
+        raise TapegradTypeError("jvp: primals and tangents must be tuples (one entry per argument)")
     if len(primals) != len(tangents):
-        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+        raise TapegradValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     tr = Traced(f, tuple(primals), None, None, False, "jvp")
     tans = tr.flat_in(tuple(tangents), "jvp tangents")
     out_dot = _finish_leaves(tr.pushforward(tans))
@@ -86,7 +87,7 @@ def hvp(f, primals, tangents):
     Returns H v shaped like the (single) primal, or a tuple for several primals.
     """
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
-        raise TypeError("hvp: primals and tangents must be tuples (one entry per argument)")
+        raise TapegradTypeError("hvp: primals and tangents must be tuples (one entry per argument)")
     tr = Traced(f, tuple(primals), None, None, False, "hvp")
     tans = tr.flat_in(tuple(tangents), "hvp tangents")
     if tr.nested or any(type(t) is Tracer and t._rec.active for t in tans):
@@ -94,8 +95,8 @@ def hvp(f, primals, tangents):
         _, res = jvp(grad(f, argnums=tuple(range(len(primals)))), tuple(primals), tuple(tangents))
         return res[0] if len(primals) == 1 else res
     if tr.nout != 1:
-        raise TypeError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
-    V = np.concatenate([np.ravel(t) for t in tans])[None, :] if tans else np.zeros((1, 0))
+        raise TapegradTypeError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
+    V = _tree.join(tans)[None, :]
     hv = tr.hvp_lanes(V)[0]
     res = _tree.unflatten(tr.in_tree, tr._split_leaves(hv))
     return res[0] if len(primals) == 1 else res
@@ -103,7 +104,7 @@ def hvp(f, primals, tangents):
 
 def _single_array_fn(tr, fname):
     if len(tr.out_shapes) != 1:
-        raise TypeError(f"{fname}: the function must return a single array")
+        raise TapegradTypeError(f"{fname}: the function must return a single array")
 
 
 def jacobian(f, argnums=0, mode="auto"):
@@ -113,7 +114,7 @@ def jacobian(f, argnums=0, mode="auto"):
     "auto" picks forward when there are fewer inputs than outputs.
     """
     if mode not in ("auto", "fwd", "rev"):
-        raise ValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+        raise TapegradValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
 
     def jac(*args, **kwargs):
         tr = Traced(f, args, kwargs, argnums, False, "jacobian")
@@ -132,11 +133,7 @@ def jacobian(f, argnums=0, mode="auto"):
                 res.append(rules.reshape(r, oshape + tuple(s)))
             return _tree.unflatten(tr.in_tree, res)
         J = tr.jac_fwd() if m == "fwd" else tr.jac_rev()
-        res, pos = [], 0
-        for s, n in zip(tr.in_shapes, tr.in_sizes):
-            res.append(J[:, pos:pos + n].reshape(oshape + tuple(s)))
-            pos += n
-        return _tree.unflatten(tr.in_tree, res)
+        return _tree.unflatten(tr.in_tree, _tree.split(J, tr.in_shapes, tr.in_sizes, lead=oshape))
     return jac
 
 
@@ -151,9 +148,9 @@ def hessian(f, argnums=0):
         if tr.nested:
             return jacobian(grad(f, argnums), argnums, "rev")(*args, **kwargs)
         if tr.nout != 1:
-            raise TypeError("hessian: the function must return a scalar")
+            raise TapegradTypeError("hessian: the function must return a scalar")
         if len(tr.in_shapes) != 1:
-            raise TypeError("hessian: differentiate with respect to a single array argument")
+            raise TapegradTypeError("hessian: differentiate with respect to a single array argument")
         H = tr.hvp_lanes(np.eye(tr.nin))
         s = tuple(tr.in_shapes[0])
         return H.T.reshape(s + s).copy()
@@ -165,7 +162,7 @@ def derivative(f):
     def d(x, *args, **kwargs):
         tr = Traced(f, (x,) + args, kwargs, 0, False, "derivative")
         if tr.nin != 1 or tr.nout != 1:
-            raise TypeError("derivative: f must map a scalar to a scalar; use jacobian otherwise")
+            raise TapegradTypeError("derivative: f must map a scalar to a scalar; use jacobian otherwise")
         r = _finish_leaves(tr.pushforward([np.ones(tr.in_shapes[0])]))[0]
         return float(r) if not isinstance(r, Tracer) else r
     return d

@@ -28,6 +28,7 @@ from .._core import sweeps
 from .._core.tape import Tape
 from ..tracing import pytree as _tree
 from ..engine.traced import Traced, GuardError
+from ..errors import TapegradTypeError, TapegradValueError
 
 _FORMAT = "tapegrad.Recorded"
 _VERSION = 1
@@ -39,7 +40,7 @@ class Recorded:
     def __init__(self, f, *example_args, strict=False, max_variants=8):
         tr = Traced(f, example_args, None, None, False, "record")
         if tr.nested:
-            raise ValueError("record: the arguments are traced values of an enclosing derivative "
+            raise TapegradValueError("record: the arguments are traced values of an enclosing derivative "
                              "operator; call grad/jvp on the function directly instead")
         self._setup(f, tr, len(example_args), strict, max_variants)
 
@@ -67,41 +68,37 @@ class Recorded:
     # ------------------------------------------------------------------ inputs
     def _flat(self, args, what="record"):
         if len(args) != self.nargs:
-            raise TypeError(f"{what}: the recorded function takes {self.nargs} argument(s), "
+            raise TapegradTypeError(f"{what}: the recorded function takes {self.nargs} argument(s), "
                             f"got {len(args)}")
         if self._simple:
             a = args[0]
             if not (type(a) is np.ndarray and a.dtype == np.float64 and a.flags.c_contiguous):
                 a = self._checked_array(a, 0, what)
             if a.shape != self.in_shapes[0]:
-                raise ValueError(f"{what}: expected an input of shape {self.in_shapes[0]}, "
+                raise TapegradValueError(f"{what}: expected an input of shape {self.in_shapes[0]}, "
                                  f"got shape {a.shape}")
             return a.reshape(-1)
         leaves, td = _tree.flatten(tuple(args))
         if len(leaves) != len(self.in_shapes) or td != self.in_tree:
-            raise ValueError(f"{what}: the arguments' structure differs from the recording")
+            raise TapegradValueError(f"{what}: the arguments' structure differs from the recording")
         parts = []
         for i, (l, s) in enumerate(zip(leaves, self.in_shapes)):
             a = self._checked_array(l, i, what)
             if a.shape != tuple(s):
-                raise ValueError(f"{what}: expected input {i} of shape {tuple(s)}, got shape {a.shape}")
-            parts.append(a.reshape(-1))
-        return np.concatenate(parts) if parts else np.zeros(0)
+                raise TapegradValueError(f"{what}: expected input {i} of shape {tuple(s)}, got shape {a.shape}")
+            parts.append(a)
+        return _tree.join(parts)
 
     @staticmethod
     def _checked_array(a, i, what):
         arr = np.asarray(a)
         if arr.dtype.kind not in "fiu":
-            raise TypeError(f"{what}: input {i} has dtype {arr.dtype}; expected real numbers")
+            raise TapegradTypeError(f"{what}: input {i} has dtype {arr.dtype}; expected real numbers")
         arr = np.asarray(arr, dtype=np.float64)
         return arr if arr.flags.c_contiguous else arr.copy()
 
     def _args(self, x):
-        parts, pos = [], 0
-        for s, n in zip(self.in_shapes, self.in_sizes):
-            parts.append(x[pos:pos + n].reshape(s).copy())
-            pos += n
-        return _tree.unflatten(self.in_tree, parts)
+        return _tree.unflatten(self.in_tree, _tree.split(x, self.in_shapes, self.in_sizes, copy=True))
 
     def _kept(self, kind, tr, make):
         """This thread's buffers of one kind for variant tr, made by make(nwork) on first use.
@@ -143,12 +140,7 @@ class Recorded:
         return tr, w
 
     def _out(self, tr, flat):
-        res, pos = [], 0
-        for s in tr.out_shapes:
-            n = int(np.prod(s))
-            res.append(flat[pos:pos + n].reshape(s).copy())
-            pos += n
-        out = _tree.unflatten(tr.out_tree, res)
+        out = _tree.unflatten(tr.out_tree, _tree.split(flat, tr.out_shapes, tr.out_sizes, copy=True))
         if isinstance(out, np.ndarray) and out.ndim == 0:
             return out[()]
         return out
@@ -158,14 +150,8 @@ class Recorded:
             if getattr(self.in_tree, "scalar", False):
                 return float(flat[0])
             return flat.reshape(self.in_shapes[0])
-        res = _tree.unflatten(self.in_tree, [p for p in self._split(flat)])
+        res = _tree.unflatten(self.in_tree, _tree.split(flat, self.in_shapes, self.in_sizes))
         return res[0] if self.nargs == 1 else res
-
-    def _split(self, flat):
-        pos = 0
-        for s, n in zip(self.in_shapes, self.in_sizes):
-            yield flat[pos:pos + n].reshape(s)
-            pos += n
 
     def _primals(self, x):
         """x is the single argument, or a tuple of all arguments."""
@@ -190,12 +176,12 @@ class Recorded:
         # value=False: the sweep may skip work that only the value needs (the result's value
         # is then not used)
         if self.nout != 1:
-            raise TypeError(f"grad: the recorded function returns shape {self.out_shapes}, not a scalar")
+            raise TapegradTypeError(f"grad: the recorded function returns shape {self.out_shapes}, not a scalar")
         x = self._flat(args, "grad")
         if out is not None:
             if not (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.flags.c_contiguous
                     and out.size == self.nin):
-                raise ValueError(f"grad: out= must be a C-contiguous float64 array of {self.nin} values")
+                raise TapegradValueError(f"grad: out= must be a C-contiguous float64 array of {self.nin} values")
             g = out.reshape(-1)
         else:
             g = np.empty(self.nin)
@@ -220,9 +206,9 @@ class Recorded:
     def vjp(self, x, u):
         """J(x)^T u, shaped like the inputs; u shaped like the output."""
         tr, w = self._select(self._flat(self._primals(x), "vjp"))
-        seed = np.concatenate([np.ravel(np.asarray(l, dtype=np.float64)) for l in _tree.flatten(u)[0]])
+        seed = _tree.join(_tree.flatten(u)[0])
         if seed.size != tr.nout:
-            raise ValueError(f"vjp: expected a cotangent with {tr.nout} values, got {seed.size}")
+            raise TapegradValueError(f"vjp: expected a cotangent with {tr.nout} values, got {seed.size}")
         wb = sweeps.reverse(tr.tape, w, seed, self._bufs(tr)[1])    # this thread's kept buffer
         return self._in(wb[:self.nin].copy())
 
@@ -239,7 +225,7 @@ class Recorded:
         """H V (lanes of V) at the work buffer w: tangent, reverse, tangent-of-reverse sweeps.
         One lane (hvp) uses this thread's kept buffers for the variant."""
         if tr.nout != 1:
-            raise ValueError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
+            raise TapegradValueError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
         V = np.ascontiguousarray(V, dtype=np.float64)
         if V.shape[0] != 1:
             return sweeps.hvp(tr.tape, w, V).copy()
@@ -354,7 +340,7 @@ class Recorded:
         if strict is None:
             strict = True if f is None else bool(meta.get("strict", False))
         elif f is None and not strict:
-            raise ValueError("from_bytes: strict=False needs f (something to re-record)")
+            raise TapegradValueError("from_bytes: strict=False needs f (something to re-record)")
         self._setup(f, tr, meta["nargs"], strict, max(8, len(variants)))
         self._variants = variants
         return self
@@ -426,13 +412,13 @@ def _tree_to_json(td):
             elif type(k) is int:
                 keys.append(["i", k])
             else:
-                raise TypeError(f"to_bytes: dict key {k!r} of the pytree is not a str or int")
+                raise TapegradTypeError(f"to_bytes: dict key {k!r} of the pytree is not a str or int")
         return ["dict", keys, [_tree_to_json(c) for c in td[2]]]
     return ["none"]
 
 
 def _bad(what):
-    raise ValueError(f"Recorded.from_bytes: bad metadata ({what})")
+    raise TapegradValueError(f"Recorded.from_bytes: bad metadata ({what})")
 
 
 def _tree_from_json(j, depth=0):

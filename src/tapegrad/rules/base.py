@@ -20,10 +20,12 @@ import sys
 import numpy as np
 import scipy.special as sps
 
-from .._core.tape import OPCODES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK, OPTABLE_FINGERPRINT
+from .._core.tape import OPCODES, FAMILIES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK, OPTABLE_FINGERPRINT
 from ..tracing import pytree as _tree
 from .. import primitives as _prims
 from ..primitives import derived as _derived
+from . import registry
+from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
 
 if _prims.fingerprint() != OPTABLE_FINGERPRINT:
     raise ImportError("tapegrad._core was built from another primitive table "
@@ -41,9 +43,6 @@ _BINARY_VALUE = _derived.BINARY_VALUE           # name -> ufunc
 _COMPARISONS = {r["name"] for r in _prims.elementwise(("compare",))}
 UNARY_UFUNCS = _derived.UNARY_UFUNCS            # NumPy callable -> primitive name
 BINARY_UFUNCS = _derived.BINARY_UFUNCS
-
-# ufunc -> rule(*inputs) written as a composition of primitives (filled by rules_numpy)
-UFUNC_RULES = {}
 
 # Tracer.__array_ufunc__'s fast path for a 0-d tracer: ufunc -> (the ufunc giving the value of
 # its primitive, opcode) for the unary ufuncs whose primitive is one ufunc of x
@@ -174,7 +173,7 @@ def broadcast_to(x, shape):
     # what no work buffer may hold (the bound a loaded tape's work buffer has) up front
     n = np.broadcast_to(np.empty(x.shape, dtype=np.bool_), shape).size
     if n > MAX_WORK:
-        raise ValueError(f"tapegrad: broadcasting a traced array to shape {shape} ({n} elements) "
+        raise TapegradValueError(f"tapegrad: broadcasting a traced array to shape {shape} ({n} elements) "
                          f"would materialize more than {MAX_WORK} values")
     idx = np.broadcast_to(np.arange(x.size).reshape(x.shape), shape)
     return gather(x, idx)
@@ -338,7 +337,7 @@ def _norm_axes(axis, ndim):
             raise np.exceptions.AxisError(a, ndim)
         out.append(a % ndim if ndim else 0)
     if len(set(out)) != len(out):
-        raise ValueError("duplicate value in 'axis'")
+        raise TapegradValueError("duplicate value in 'axis'")
     return tuple(sorted(out))
 
 
@@ -419,10 +418,10 @@ def _resolve_shape(size, shape):
     if shape.count(-1) == 1:
         rest = _prod(k for k in shape if k != -1)
         if rest == 0 or size % rest:
-            raise ValueError(f"cannot reshape array of size {size} into shape {shape}")
+            raise TapegradValueError(f"cannot reshape array of size {size} into shape {shape}")
         shape = tuple(size // rest if k == -1 else k for k in shape)
     if _prod(shape) != size or any(k < 0 for k in shape):
-        raise ValueError(f"cannot reshape array of size {size} into shape {shape}")
+        raise TapegradValueError(f"cannot reshape array of size {size} into shape {shape}")
     return shape
 
 
@@ -432,7 +431,7 @@ def reshape(x, shape, order="C"):
     if order == "F":
         return transpose(reshape(transpose(x), tuple(reversed(_resolve_shape(x.size, shape)))))
     if order not in ("C", "A"):
-        raise NotImplementedError(f"reshape: order={order!r}")
+        raise UnsupportedError(f"reshape: order={order!r}")
     return Tracer(x._rec, x._off, x._val.reshape(shape))
 
 
@@ -482,10 +481,10 @@ def concatenate(seq, axis=0):
 def stack(seq, axis=0):
     seq = list(seq)
     if not seq:
-        raise ValueError("need at least one array to stack")
+        raise TapegradValueError("need at least one array to stack")
     shapes = {np.shape(value_of(s)) for s in seq}
     if len(shapes) != 1:
-        raise ValueError("all input arrays must have the same shape")
+        raise TapegradValueError("all input arrays must have the same shape")
     nd = len(shapes.pop()) + 1
     axis = operator.index(axis) % nd
     return concatenate([expand_dims(s, axis) for s in seq], axis=axis)
@@ -501,14 +500,14 @@ def matmul(a, b):
         return np.matmul(value_of(a), value_of(b))
     av, bv = np.asarray(value_of(a)), np.asarray(value_of(b))
     if av.ndim == 0 or bv.ndim == 0:
-        raise ValueError("matmul: Input operand does not have enough dimensions")
+        raise TapegradValueError("matmul: Input operand does not have enough dimensions")
     a2 = reshape(a, (1,) + av.shape) if av.ndim == 1 else a
     b2 = reshape(b, bv.shape + (1,)) if bv.ndim == 1 else b
     s_a, s_b = np.shape(value_of(a2)), np.shape(value_of(b2))
     M, K = s_a[-2:]
     K2, N = s_b[-2:]
     if K != K2:
-        raise ValueError(f"matmul: mismatch in core dimension: {av.shape} @ {bv.shape}")
+        raise TapegradValueError(f"matmul: mismatch in core dimension: {av.shape} @ {bv.shape}")
     batch = np.broadcast_shapes(s_a[:-2], s_b[:-2])
     nb = _prod(batch)
     ops = []
@@ -663,39 +662,25 @@ def _guarded_value(x):
 def _reduction(kind):
     def rule(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
         if out is not None:
-            raise TypeError(f"np.{kind}: out= cannot receive a traced result")
+            raise TapegradTypeError(f"np.{kind}: out= cannot receive a traced result")
         if kw.get("where", True) is not True or kw.get("initial", None) is not None:
-            raise NotImplementedError(f"np.{kind}: where=/initial= are not supported on traced arrays")
+            raise UnsupportedError(f"np.{kind}: where=/initial= are not supported on traced arrays")
         return reduce(kind, a, axis, keepdims)
     return rule
 
 
 def _mean(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
     if out is not None:
-        raise TypeError("np.mean: out= cannot receive a traced result")
+        raise TapegradTypeError("np.mean: out= cannot receive a traced result")
     return mean(a, axis, keepdims)
 
 
 def _bool_reduction(kind):
     def rule(a, axis=None, out=None, keepdims=False, **kw):
         if out is not None:
-            raise TypeError(f"np.{kind}: out= cannot receive a traced result")
+            raise TapegradTypeError(f"np.{kind}: out= cannot receive a traced result")
         return _boolean(reduce("max" if kind == "any" else "min", as_bool(a), axis, keepdims))
     return rule
-
-
-def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
-    m = mean(a, axis, keepdims=True)
-    d = binary("subtract", a, m)
-    v = np.shape(value_of(a))
-    n = _prod(v[i] for i in _norm_axes(axis, len(v)))
-    s = reduce("sum", binary("multiply", d, d), axis, keepdims)
-    # NumPy divides the sum by n - ddof
-    return unary("divc", s, float(n - ddof)) if n - ddof else unary("mulc", s, 1.0 / (n - ddof))
-
-
-def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
-    return unary("sqrt", _var(a, axis, ddof=ddof, keepdims=keepdims))
 
 
 def _reshape_fn(a, *args, **kw):
@@ -725,18 +710,10 @@ def _swapaxes(a, axis1, axis2):
     return transpose(a, tuple(axes))
 
 
-def _outer(a, b, out=None):
-    return matmul(reshape(a, (-1, 1)), reshape(b, (1, -1)))
-
-
 def _inner(a, b):
     if np.ndim(value_of(a)) == 0 or np.ndim(value_of(b)) == 0:
         return binary("multiply", a, b)
     return tensordot(a, b, axes=([-1], [-1]))
-
-
-def _vdot(a, b):
-    return matmul(reshape(a, (-1,)), reshape(b, (-1,)))
 
 
 def _where(condition, x=None, y=None):
@@ -747,7 +724,7 @@ def _where(condition, x=None, y=None):
 
 def _clip(a, a_min=None, a_max=None, out=None, **kw):
     if out is not None:
-        raise TypeError("np.clip: out= cannot receive a traced result")
+        raise TapegradTypeError("np.clip: out= cannot receive a traced result")
     a_min = kw.pop("min", a_min)
     a_max = kw.pop("max", a_max)
     return clip(a, a_min, a_max)
@@ -787,43 +764,69 @@ def _broadcast_to(a, shape, subok=False):
     return broadcast_to(a, shape)
 
 
-def _abs_fn(x, *a, **kw):
-    return unary("abs", x)
-
-
 def _around(a, decimals=0, out=None):
     if decimals:
-        raise NotImplementedError("np.round with decimals != 0 on traced arrays")
+        raise UnsupportedError("np.round with decimals != 0 on traced arrays")
     return unary("rint", a)
 
 
-FUNCTIONS = {
-    np.sum: _reduction("sum"), np.prod: _reduction("prod"), np.max: _reduction("max"),
-    np.min: _reduction("min"), np.amax: _reduction("max"), np.amin: _reduction("min"),
-    np.mean: _mean, np.var: _var, np.std: _std, np.any: _bool_reduction("any"),
-    np.all: _bool_reduction("all"),
-    np.dot: lambda a, b, out=None: dot(a, b), np.outer: _outer, np.inner: _inner,
-    np.vdot: _vdot, np.tensordot: tensordot, np.matmul: lambda a, b, **kw: matmul(a, b),
-    np.transpose: lambda a, axes=None: transpose(a, axes), np.reshape: _reshape_fn,
-    np.ravel: _ravel, np.squeeze: _squeeze, np.expand_dims: expand_dims,
-    np.swapaxes: _swapaxes, np.moveaxis: moveaxis, np.atleast_1d: _atleast(1),
-    np.atleast_2d: _atleast(2), np.atleast_3d: _atleast(3),
-    np.concatenate: lambda arrays, axis=0, out=None, **kw: concatenate(arrays, axis),
-    np.stack: lambda arrays, axis=0, out=None, **kw: stack(arrays, axis),
-    np.where: _where, np.clip: _clip, np.broadcast_to: _broadcast_to,
-    np.abs: _abs_fn, np.round: _around, np.around: _around,
-    np.shape: lambda a: np.shape(value_of(a)), np.ndim: lambda a: np.ndim(value_of(a)),
-    np.size: lambda a, axis=None: np.size(value_of(a), axis),
-    np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
-    np.full_like: _full_like,
-    np.argmax: _guarded(np.argmax), np.argmin: _guarded(np.argmin),
-    np.argsort: _guarded(np.argsort), np.nonzero: _guarded(np.nonzero),
-    np.argwhere: _guarded(np.argwhere), np.flatnonzero: _guarded(np.flatnonzero),
-    np.count_nonzero: _guarded(np.count_nonzero),
-    np.isclose: _guarded(np.isclose), np.allclose: _guarded(np.allclose),
-    np.array_equal: _guarded(np.array_equal),
-    np.tensordot: tensordot,
-}
+# NumPy functions recorded as compositions of the primitives above (registered in the registry;
+# the same functions' NumPy-breadth siblings live in rules_numpy, the Python rules in linalg/calls)
+for _f, _rule in [
+    (np.sum, _reduction("sum")), (np.prod, _reduction("prod")), (np.max, _reduction("max")),
+    (np.min, _reduction("min")), (np.amax, _reduction("max")), (np.amin, _reduction("min")),
+    (np.mean, _mean), (np.any, _bool_reduction("any")), (np.all, _bool_reduction("all")),
+    (np.dot, lambda a, b, out=None: dot(a, b)), (np.inner, _inner), (np.tensordot, tensordot),
+    (np.transpose, lambda a, axes=None: transpose(a, axes)), (np.reshape, _reshape_fn),
+    (np.ravel, _ravel), (np.squeeze, _squeeze), (np.expand_dims, expand_dims),
+    (np.swapaxes, _swapaxes), (np.moveaxis, moveaxis), (np.atleast_1d, _atleast(1)),
+    (np.atleast_2d, _atleast(2)), (np.atleast_3d, _atleast(3)),
+    (np.concatenate, lambda arrays, axis=0, out=None, **kw: concatenate(arrays, axis)),
+    (np.stack, lambda arrays, axis=0, out=None, **kw: stack(arrays, axis)),
+    (np.where, _where), (np.clip, _clip), (np.broadcast_to, _broadcast_to),
+    (np.shape, lambda a: np.shape(value_of(a))), (np.ndim, lambda a: np.ndim(value_of(a))),
+    (np.size, lambda a, axis=None: np.size(value_of(a), axis)),
+    (np.zeros_like, _like(0.0)), (np.ones_like, _like(1.0)), (np.empty_like, _like(0.0)),
+    (np.full_like, _full_like),
+]:
+    registry.register(_f, _rule, "composition")
+# integer / boolean / piecewise-constant results: zero derivative (values guarded on replay)
+for _f, _rule in [
+    (np.round, _around), (np.around, _around), (np.nonzero, _guarded(np.nonzero)),
+    (np.argwhere, _guarded(np.argwhere)), (np.flatnonzero, _guarded(np.flatnonzero)),
+    (np.count_nonzero, _guarded(np.count_nonzero)), (np.isclose, _guarded(np.isclose)),
+    (np.allclose, _guarded(np.allclose)), (np.array_equal, _guarded(np.array_equal)),
+]:
+    registry.register(_f, _rule, "constant")
+
+
+def _zero_derivative(code):
+    lo, hi = FAMILIES["unary_zero"]
+    clo, chi = FAMILIES["compare"]
+    return lo <= code <= hi or clo <= code <= chi
+
+
+# ufuncs that are one primitive (dispatched by UNARY_UFUNCS / BINARY_UFUNCS in apply_ufunc)
+for _u, _name in (*UNARY_UFUNCS.items(), *BINARY_UFUNCS.items()):
+    registry.register(_u, None, "constant" if _zero_derivative(OPCODES[_name]) else "primitive",
+                      detail=_name, ufunc=True)
+# ufuncs written with other primitives
+for _u, _rule, _kind in [
+    (np.fmax, lambda x, y: _fmax_fmin("maximum", x, y), "composition"),
+    (np.fmin, lambda x, y: _fmax_fmin("minimum", x, y), "composition"),
+    (np.matmul, lambda a, b: matmul(a, b), "composition"),
+    (np.positive, lambda x: x, "composition"),
+    (np.deg2rad, lambda x: unary("mulc", x, np.pi / 180.0), "composition"),
+    (np.radians, lambda x: unary("mulc", x, np.pi / 180.0), "composition"),
+    (np.rad2deg, lambda x: unary("mulc", x, 180.0 / np.pi), "composition"),
+    (np.degrees, lambda x: unary("mulc", x, 180.0 / np.pi), "composition"),
+    (np.logical_and, logical_and, "constant"), (np.logical_or, logical_or, "constant"),
+    (np.logical_not, logical_not, "constant"),
+    (np.isnan, lambda x: binary("not_equal", x, x), "constant"),
+    (np.isinf, lambda x: binary("equal", unary("abs", x), np.inf), "constant"),
+    (np.isfinite, lambda x: binary("less", unary("abs", x), np.inf), "constant"),
+]:
+    registry.register(_u, _rule, _kind, ufunc=True)
 
 
 def apply_ufunc(ufunc, method, inputs, kwargs):
@@ -838,11 +841,11 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
                 return unary(name, inputs[0])
     out = kwargs.pop("out", None)
     if out is not None:
-        raise TypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array; "
+        raise TapegradTypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array; "
                         "use the returned value instead")
     for k in ("where", "casting", "order", "subok", "signature"):
         if k in kwargs and k != "dtype":
-            raise NotImplementedError(f"np.{ufunc.__name__}: keyword {k}= on traced arrays")
+            raise UnsupportedError(f"np.{ufunc.__name__}: keyword {k}= on traced arrays")
     kwargs.pop("dtype", None)
     name = ufunc.__name__
     if method == "reduce":
@@ -859,35 +862,13 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
             s = reduce("sum", unary("exp", binary("subtract", x, mc)), axis, True)
             r = binary("add", unary("log", s), mc)
             return r if keepdims else _squeeze(r, axis if axis is not None else None)
-        raise NotImplementedError(f"tapegrad has no rule for np.{name}.{method}")
+        raise UnsupportedError(f"tapegrad has no rule for np.{name}.{method}")
     if method != "__call__":
-        raise NotImplementedError(f"tapegrad has no rule for np.{name}.{method} on traced arrays")
+        raise UnsupportedError(f"tapegrad has no rule for np.{name}.{method} on traced arrays")
     if ufunc in UNARY_UFUNCS and len(inputs) == 1:
         return unary(UNARY_UFUNCS[ufunc], inputs[0])
     if ufunc in BINARY_UFUNCS and len(inputs) == 2:
         return binary(BINARY_UFUNCS[ufunc], inputs[0], inputs[1])
-    if ufunc in (np.fmax, np.fmin) and len(inputs) == 2:
-        return _fmax_fmin("maximum" if ufunc is np.fmax else "minimum", *inputs)
-    if ufunc is np.matmul:
-        return matmul(*inputs)
-    if ufunc is np.positive:
-        return inputs[0]
-    if ufunc in (np.deg2rad, np.radians):
-        return unary("mulc", inputs[0], np.pi / 180.0)
-    if ufunc in (np.rad2deg, np.degrees):
-        return unary("mulc", inputs[0], 180.0 / np.pi)
-    if ufunc is np.logical_and:
-        return logical_and(*inputs)
-    if ufunc is np.logical_or:
-        return logical_or(*inputs)
-    if ufunc is np.logical_not:
-        return logical_not(*inputs)
-    if ufunc is np.isnan:
-        return binary("not_equal", inputs[0], inputs[0])
-    if ufunc is np.isinf:
-        return binary("equal", unary("abs", inputs[0]), np.inf)
-    if ufunc is np.isfinite:
-        return binary("less", unary("abs", inputs[0]), np.inf)
     if ufunc in (np.floor_divide, np.remainder, np.fmod, np.bitwise_and, np.bitwise_or,
                  np.bitwise_xor, np.invert):
         if ufunc in (np.bitwise_and, np.bitwise_or) and all(
@@ -895,17 +876,17 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
             return (logical_and if ufunc is np.bitwise_and else logical_or)(*inputs)
         if ufunc is np.invert and type(inputs[0]) is Tracer and inputs[0]._val.dtype == np.bool_:
             return logical_not(inputs[0])
-    rule = UFUNC_RULES.get(ufunc)
+    rule = registry.UFUNCS.get(ufunc)
     if rule is not None:
         return rule(*inputs)
-    raise NotImplementedError(f"tapegrad has no rule for np.{name} (ufunc) on traced arrays")
+    raise UnsupportedError(f"tapegrad has no rule for np.{name} (ufunc) on traced arrays")
 
 
 def apply_function(func, args, kwargs):
-    rule = FUNCTIONS.get(func)
+    rule = registry.FUNCTIONS.get(func)
     if rule is None:
         name = getattr(func, "__module__", "numpy") or "numpy"
-        raise NotImplementedError(
+        raise UnsupportedError(
             f"tapegrad has no rule for {name}.{func.__name__} on traced arrays")
     return rule(*args, **kwargs)
 

@@ -32,12 +32,8 @@ from . import base as R
 from .base import unary, binary, reduce, gather, reshape, transpose, concatenate, matmul, where
 from ..tracing.tracer import Tracer, top_recorder, value_of
 from .calls import CallRule, register, call
-
-# registries of this module (merged into rules.FUNCTIONS / rules.UFUNC_RULES at the bottom)
-FUNCTIONS = {}
-UFUNCS = {}
-CONSTANT = set()     # functions whose results carry no derivative (guarded where needed)
-COMPLEX = set()      # functions refused because their values are complex
+from . import registry as _registry
+from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
 
 
 # ------------------------------------------------------------------ helpers
@@ -69,7 +65,8 @@ def _is_traced(x):
 
 
 def defn(*funcs, constant=False):
-    """Register ``rule`` for the NumPy functions ``funcs``; plain values go to NumPy itself."""
+    """Register ``rule`` for the NumPy functions ``funcs`` (as a composition, or with zero
+    derivative if ``constant``); plain values go to NumPy itself."""
     def deco(rule):
         for fn in funcs:
             def wrapped(*args, _fn=fn, **kw):
@@ -78,17 +75,15 @@ def defn(*funcs, constant=False):
                 return rule(*args, **kw)
             wrapped.__name__ = getattr(fn, "__name__", "rule")
             wrapped.rule = rule
-            FUNCTIONS[fn] = wrapped
-            if constant:
-                CONSTANT.add(fn)
+            _registry.register(fn, wrapped, "constant" if constant else "composition")
         return rule
     return deco
 
 
-def defufunc(*ufuncs):
+def defufunc(*ufuncs, constant=False):
     def deco(rule):
         for u in ufuncs:
-            UFUNCS[u] = rule
+            _registry.register(u, rule, "constant" if constant else "composition", ufunc=True)
         return rule
     return deco
 
@@ -99,7 +94,7 @@ def _shape(x):
 
 def _no_out(name, out):
     if out is not None:
-        raise TypeError(f"np.{name}: out= cannot receive a traced result; use the returned value")
+        raise TapegradTypeError(f"np.{name}: out= cannot receive a traced result; use the returned value")
 
 
 def _axis(axis, ndim):
@@ -181,7 +176,7 @@ def _remainder(x, y):
     return x - y * np.floor(x / y)
 
 
-@defufunc(np.floor_divide)
+@defufunc(np.floor_divide, constant=True)
 def _floor_divide(x, y):
     return np.floor(x / y)
 
@@ -197,7 +192,7 @@ def _copysign(x, y):
     return np.abs(x) * _sign_of(y)
 
 
-@defufunc(np.heaviside)
+@defufunc(np.heaviside, constant=True)
 def _heaviside(x, h):
     return where(x > 0.0, 1.0, where(x == 0.0, h, 0.0))
 
@@ -210,16 +205,16 @@ def _conjugate(x):
 @defufunc(np.ldexp)
 def _ldexp(x, i):
     if _is_traced(i):
-        raise TypeError("np.ldexp: the exponent must be an integer constant")
+        raise TapegradTypeError("np.ldexp: the exponent must be an integer constant")
     return x * np.ldexp(1.0, np.asarray(value_of(i)))
 
 
-@defufunc(np.signbit)
+@defufunc(np.signbit, constant=True)
 def _signbit(x):
     return x < 0.0
 
 
-@defufunc(np.logical_xor)
+@defufunc(np.logical_xor, constant=True)
 def _logical_xor(a, b):
     return R._boolean(binary("not_equal", R.as_bool(a), R.as_bool(b)))
 
@@ -244,16 +239,10 @@ def _imag(x):
     return np.zeros(_shape(x))
 
 
-@defn(np.conj)
-def _conj(x):
-    return x
-
-
 for _f in (np.iscomplexobj, np.isrealobj):
-    FUNCTIONS[_f] = (lambda f: lambda x: f(np.empty(0)))(_f)
-FUNCTIONS[np.iscomplex] = lambda x: np.zeros(_shape(x), dtype=bool)
-FUNCTIONS[np.isreal] = lambda x: np.ones(_shape(x), dtype=bool)
-CONSTANT.update((np.iscomplexobj, np.isrealobj, np.iscomplex, np.isreal, np.imag))
+    _registry.register(_f, (lambda f: lambda x: f(np.empty(0)))(_f), "constant")
+_registry.register(np.iscomplex, lambda x: np.zeros(_shape(x), dtype=bool), "constant")
+_registry.register(np.isreal, lambda x: np.ones(_shape(x), dtype=bool), "constant")
 
 
 @defn(np.sinc)
@@ -266,7 +255,7 @@ def _sinc(x):
     return where(zero, 1.0 - px * px * (1.0 / 6.0), np.sin(safe) / safe)
 
 
-@defn(np.fix)
+@defn(np.fix, constant=True)
 def _fix(x, out=None):
     _no_out("fix", out)
     return np.trunc(x)
@@ -282,15 +271,15 @@ def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 # ------------------------------------------------------------------ scipy.special
 # ufuncs that are compositions
-UFUNCS[sps.ndtr] = lambda x: 0.5 * sps.erfc(x * (-1.0 / math.sqrt(2.0)))
-UFUNCS[sps.log_expit] = lambda x: -unary("softplus", -x)
-UFUNCS[sps.exp10] = lambda x: unary("rpowc", x, 10.0)
-UFUNCS[sps.exp2] = np.exp2
-UFUNCS[sps.expm1] = np.expm1
-UFUNCS[sps.log1p] = np.log1p
-UFUNCS[sps.cbrt] = np.cbrt
+defufunc(sps.ndtr)(lambda x: 0.5 * sps.erfc(x * (-1.0 / math.sqrt(2.0))))
+defufunc(sps.log_expit)(lambda x: -unary("softplus", -x))
+defufunc(sps.exp10)(lambda x: unary("rpowc", x, 10.0))
+defufunc(sps.exp2)(np.exp2)
+defufunc(sps.expm1)(np.expm1)
+defufunc(sps.log1p)(np.log1p)
+defufunc(sps.cbrt)(np.cbrt)
 if isinstance(getattr(sps, "softplus", None), np.ufunc):
-    UFUNCS[sps.softplus] = lambda x: unary("softplus", x)
+    defufunc(sps.softplus)(lambda x: unary("softplus", x))
 
 
 @defufunc(sps.xlogy)
@@ -386,7 +375,7 @@ class Special(CallRule):
     def __init__(self, in_shapes, out_shapes=None, fn="gammaln", n=0):
         super().__init__(in_shapes, in_shapes, fn=fn, n=int(n))
         if fn not in _SPECIAL:
-            raise ValueError(f"unknown special function {fn!r}")
+            raise TapegradValueError(f"unknown special function {fn!r}")
         self.value, self.deriv = _SPECIAL[fn]
         self.n = int(n)
 
@@ -402,9 +391,6 @@ class Special(CallRule):
         return [self.deriv(xs[0], ys[0], self.n) * ybars[0]]
 
 
-SPECIAL_UFUNCS = set()   # ufuncs recorded as one Special rule
-
-
 def _special_ufunc(fn):
     return lambda x: call(Special([_shape(x)], fn=fn), x)
 
@@ -413,11 +399,9 @@ for _u, _fn in [(sps.gammaln, "gammaln"), (sps.digamma, "digamma"), (sps.gamma, 
                 (sps.rgamma, "rgamma"), (sps.erfinv, "erfinv"), (sps.erfcinv, "erfcinv"),
                 (sps.ndtri, "ndtri"), (sps.log_ndtr, "log_ndtr"), (sps.erfcx, "erfcx"),
                 (sps.i0, "i0"), (sps.i0e, "i0e"), (sps.i1, "i1"), (sps.i1e, "i1e")]:
-    UFUNCS[_u] = _special_ufunc(_fn)
-    SPECIAL_UFUNCS.add(_u)
+    _registry.register(_u, _special_ufunc(_fn), "rule", rule_class=Special, ufunc=True)
 # loggamma is gammaln for real x > 0
-UFUNCS[sps.loggamma] = _special_ufunc("gammaln")
-SPECIAL_UFUNCS.add(sps.loggamma)
+_registry.register(sps.loggamma, _special_ufunc("gammaln"), "rule", rule_class=Special, ufunc=True)
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
@@ -480,7 +464,7 @@ if hasattr(np, "cumulative_sum"):
     def _cumulative_sum(x, /, *, axis=None, dtype=None, out=None, include_initial=False):
         if axis is None:
             if len(_shape(x)) > 1:
-                raise ValueError("cumulative_sum: axis is required for arrays with more than one dimension")
+                raise TapegradValueError("cumulative_sum: axis is required for arrays with more than one dimension")
             axis = 0
         y = _scan_rule("add", "cumulative_sum")(x, axis)
         if include_initial:
@@ -516,7 +500,7 @@ def _average(a, axis=None, weights=None, returned=False, *, keepdims=False):
     ws, s = _shape(weights), _shape(a)
     if ws != s:
         if axis is None or len(ws) != 1:
-            raise TypeError("np.average: 1D weights need an axis; otherwise shapes must match")
+            raise TapegradTypeError("np.average: 1D weights need an axis; otherwise shapes must match")
         ax = _axis(axis, len(s))
         shp = [1] * len(s)
         shp[ax] = ws[0]
@@ -547,7 +531,7 @@ def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=Tr
          correction=None):
     _no_out("var", out)
     if where is not True:
-        raise NotImplementedError("np.var: where= on traced arrays")
+        raise UnsupportedError("np.var: where= on traced arrays")
     if correction is not None:
         ddof = correction
     m = np.mean(a, axis=axis, keepdims=True) if mean is None else mean
@@ -571,9 +555,9 @@ def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
 
 def _quantile(a, q, axis=None, method="linear", keepdims=False):
     if method != "linear":
-        raise NotImplementedError(f"quantile: method={method!r} on traced arrays (linear only)")
+        raise UnsupportedError(f"quantile: method={method!r} on traced arrays (linear only)")
     if _is_traced(q):
-        raise TypeError("quantile: q must be a constant")
+        raise TapegradTypeError("quantile: q must be a constant")
     qv = np.asarray(value_of(q), dtype=np.float64)
     nd = len(_shape(a))
     if axis is None:
@@ -657,7 +641,7 @@ def _ediff1d(ary, to_end=None, to_begin=None):
 @defn(np.gradient)
 def _gradient(f, *varargs, axis=None, edge_order=1):
     if edge_order != 1 or any(np.ndim(value_of(v)) for v in varargs):
-        raise NotImplementedError("np.gradient on traced arrays: uniform scalar spacing, edge_order=1")
+        raise UnsupportedError("np.gradient on traced arrays: uniform scalar spacing, edge_order=1")
     nd = len(_shape(f))
     axes = range(nd) if axis is None else R._norm_axes(axis, nd)
     axes = list(axes)
@@ -773,13 +757,13 @@ _PAD_INDEX_MODES = ("constant", "edge", "reflect", "symmetric", "wrap", "empty")
 @defn(np.pad)
 def _pad(array, pad_width, mode="constant", **kw):
     if callable(mode) or mode not in _PAD_INDEX_MODES:
-        raise NotImplementedError(f"np.pad: mode={mode!r} on traced arrays (supported: "
+        raise UnsupportedError(f"np.pad: mode={mode!r} on traced arrays (supported: "
                                   f"{', '.join(_PAD_INDEX_MODES)})")
     pw = _values(pad_width)
     if mode in ("constant", "empty"):
         cv = kw.get("constant_values", 0)
         if any(_is_traced(c) for c in _leaves(cv)):
-            raise NotImplementedError("np.pad: traced constant_values")
+            raise UnsupportedError("np.pad: traced constant_values")
         body = _by_index_fill(array, lambda I: np.pad(I, pw))
         extra = np.pad(np.zeros(_shape(array)), pw, constant_values=_values(cv))
         return body + extra if np.any(extra) else body
@@ -857,7 +841,7 @@ def _cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
     a, b = _move_last(a, axisa), _move_last(b, axisb)
     na, nb = _shape(a)[-1], _shape(b)[-1]
     if na not in (2, 3) or nb not in (2, 3):
-        raise ValueError("incompatible dimensions for cross product (dimension must be 2 or 3)")
+        raise TapegradValueError("incompatible dimensions for cross product (dimension must be 2 or 3)")
     a0, a1 = a[..., 0], a[..., 1]
     b0, b1 = b[..., 0], b[..., 1]
     a2 = a[..., 2] if na == 3 else 0.0
@@ -892,7 +876,7 @@ def _parse_einsum(subscripts, shapes):
         lhs, out = subscripts, None
     ins = lhs.split(",")
     if len(ins) != len(shapes):
-        raise ValueError("einsum: number of subscripts and operands differ")
+        raise TapegradValueError("einsum: number of subscripts and operands differ")
     used = set(c for c in subscripts if c.isalpha())
     free = [c for c in _LETTERS if c not in used]
     ell_nd = max((len(s) - (len(t) - 3) for t, s in zip(ins, shapes) if "..." in t), default=0)
@@ -903,7 +887,7 @@ def _parse_einsum(subscripts, shapes):
             k = len(s) - (len(t) - 3)
             t = t.replace("...", ell[ell_nd - k:])
         if len(t) != len(s):
-            raise ValueError(f"einsum: subscripts {t!r} for an operand of shape {s}")
+            raise TapegradValueError(f"einsum: subscripts {t!r} for an operand of shape {s}")
         ins2.append(t)
     if out is None:
         counts = {}
@@ -918,7 +902,7 @@ def _parse_einsum(subscripts, shapes):
 
 def _einsum(subscripts, *operands, **kw):
     if not isinstance(subscripts, str):
-        raise NotImplementedError("einsum: the interleaved (operand, sublist) form on traced arrays")
+        raise UnsupportedError("einsum: the interleaved (operand, sublist) form on traced arrays")
     ops = list(operands)
     ins, out = _parse_einsum(subscripts, [_shape(o) for o in ops])
     sizes = {}
@@ -1079,19 +1063,10 @@ def _guarded_fn(fn):
 
 
 for _f in (np.searchsorted, np.digitize, np.unique, np.bincount, np.histogram,
-           np.lexsort, np.array_equiv, np.isin, np.in1d if hasattr(np, "in1d") else np.isin,
-           np.nanargmax, np.nanargmin):
-    if _f not in FUNCTIONS:
-        defn(_f, constant=True)(_guarded_fn(_f))
-
-for _f in (np.argmax, np.argmin, np.argsort, np.nonzero, np.argwhere, np.flatnonzero,
-           np.count_nonzero, np.isclose, np.allclose, np.array_equal):
-    CONSTANT.add(_f)
-for _f in (np.floor, np.ceil, np.rint, np.trunc, np.sign, np.isnan, np.isinf, np.isfinite,
-           np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal,
-           np.logical_and, np.logical_or, np.logical_not, np.logical_xor, np.signbit,
-           np.floor_divide, np.heaviside, np.isneginf, np.isposinf, np.fix, np.round, np.around):
-    CONSTANT.add(_f)
+           np.lexsort, np.array_equiv, np.isin, np.nanargmax, np.nanargmin):
+    defn(_f, constant=True)(_guarded_fn(_f))
+if hasattr(np, "in1d"):
+    defn(np.in1d, constant=True)(_guarded_fn(np.in1d))
 
 
 # ------------------------------------------------------------------ numpy.linalg (compositions)
@@ -1120,13 +1095,13 @@ def _norm(x, ord=None, axis=None, keepdims=False):
         if ord == 1:
             return np.sum(np.abs(x), axis=ax, keepdims=keepdims)
         if isinstance(ord, str):
-            raise ValueError(f"Invalid norm order '{ord}' for vectors")
+            raise TapegradValueError(f"Invalid norm order '{ord}' for vectors")
         p = float(ord)
         return np.sum(np.abs(x) ** p, axis=ax, keepdims=keepdims) ** (1.0 / p)
     if len(axis) == 2:
         r, c = (a % nd for a in axis)
         if r == c:
-            raise ValueError("Duplicate axes given.")
+            raise TapegradValueError("Duplicate axes given.")
         if ord is None or ord == "fro":
             out = np.sqrt(np.sum(x * x, axis=(r, c), keepdims=keepdims))
         elif ord in (1, -1):
@@ -1146,9 +1121,9 @@ def _norm(x, ord=None, axis=None, keepdims=False):
                 shp[r] = shp[c] = 1
                 out = reshape(out, tuple(shp))
         else:
-            raise ValueError("Invalid norm order for matrices.")
+            raise TapegradValueError("Invalid norm order for matrices.")
         return out
-    raise ValueError("Improper number of dimensions to norm.")
+    raise TapegradValueError("Improper number of dimensions to norm.")
 
 
 defn(np.linalg.norm)(_norm)
@@ -1207,7 +1182,7 @@ for _name, _rule in [("vecdot", lambda a, b: np.sum(a * b, axis=-1)),
                      ("matvec", lambda A, v: np.sum(A * np.expand_dims(v, -2), axis=-1)),
                      ("vecmat", lambda v, A: np.sum(np.expand_dims(v, -1) * A, axis=-2))]:
     if isinstance(getattr(np, _name, None), np.ufunc):
-        UFUNCS[getattr(np, _name)] = _rule
+        defufunc(getattr(np, _name))(_rule)
 defn(np.linalg.matrix_rank, constant=True)(_guarded_fn(np.linalg.matrix_rank))
 defn(np.linalg.cond, constant=False)(lambda x, p=None: _cond(x, p))
 
@@ -1223,7 +1198,7 @@ def _cond(x, p=None):
 # ------------------------------------------------------------------ complex: refused clearly
 def _complex_refusal(name):
     def rule(*a, **kw):
-        raise TypeError(f"tapegrad is real-valued: {name} would produce complex values from a "
+        raise TapegradTypeError(f"tapegrad is real-valued: {name} would produce complex values from a "
                         "traced array. Differentiate a real formulation instead (e.g. rfft via "
                         "explicit cos/sin matrices, eigh for symmetric matrices).")
     return rule
@@ -1231,32 +1206,24 @@ def _complex_refusal(name):
 
 for _name in ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "irfft2", "fftn", "ifftn",
               "rfftn", "irfftn", "hfft", "ihfft"):
-    _f = getattr(np.fft, _name)
-    FUNCTIONS[_f] = _complex_refusal(f"np.fft.{_name}")
-    COMPLEX.add(_f)
+    _registry.register(getattr(np.fft, _name), _complex_refusal(f"np.fft.{_name}"), "refused",
+                      detail="complex")
 for _f in (np.linalg.eig, np.linalg.eigvals):
-    FUNCTIONS[_f] = _complex_refusal(f"np.linalg.{_f.__name__}")
-    COMPLEX.add(_f)
-FUNCTIONS[np.fft.fftshift] = lambda x, axes=None: _by_index(x, lambda I: np.fft.fftshift(I, axes))
-FUNCTIONS[np.fft.ifftshift] = lambda x, axes=None: _by_index(x, lambda I: np.fft.ifftshift(I, axes))
+    _registry.register(_f, _complex_refusal(f"np.linalg.{_f.__name__}"), "refused", detail="complex")
+_registry.register(np.fft.fftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.fftshift(I, axes)),
+                  "composition")
+_registry.register(np.fft.ifftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.ifftshift(I, axes)),
+                  "composition")
 
 
 # ------------------------------------------------------------------ registration
-def _install():
-    from . import linalg  # noqa: F401  (registers the linalg CallRules into rules.FUNCTIONS)
-    R.FUNCTIONS.update(FUNCTIONS)
-    R.UFUNC_RULES.update(UFUNCS)
+from . import linalg  # noqa: E402,F401  (registers the numpy.linalg Python rules)
 
-
-_install()
+# functions refused because their values are complex
+COMPLEX = frozenset(f for f, e in _registry.ENTRIES.items() if e.kind == "refused")
 
 
 # ------------------------------------------------------------------ coverage table
-# ufuncs handled inline in rules.apply_ufunc (not through a table)
-_INLINE_UFUNCS = [np.matmul, np.positive, np.deg2rad, np.radians, np.rad2deg, np.degrees,
-                  np.logical_and, np.logical_or, np.logical_not, np.isnan, np.isinf, np.isfinite]
-
-
 def _qualname(f):
     mod = getattr(f, "__module__", None) or "numpy"
     if isinstance(f, np.ufunc):
@@ -1272,44 +1239,32 @@ def _qualname(f):
     return f"{mod}.{f.__name__}"
 
 
-def registry():
-    """Every function/ufunc tapegrad dispatches: {qualified name: (object, how)}."""
-    from . import linalg
+def registry_table():
+    """Every function/ufunc tapegrad dispatches: {qualified name: registry entry}."""
     entries = {}
-    for u, prim in R.UNARY_UFUNCS.items():
-        entries.setdefault(_qualname(u), (u, "primitive " + prim))
-    for u, prim in R.BINARY_UFUNCS.items():
-        entries.setdefault(_qualname(u), (u, "primitive " + prim))
-    for u in _INLINE_UFUNCS:
-        entries.setdefault(_qualname(u), (u, "composition"))
-    for u in R.UFUNC_RULES:
-        entries.setdefault(_qualname(u), (u, "rule Special" if u in SPECIAL_UFUNCS else "composition"))
-    for f in R.FUNCTIONS:
-        how = "composition"
-        if f in linalg.RULES:
-            how = "rule " + linalg.RULES[f].__name__
-        entries.setdefault(_qualname(f), (f, how))
-    for name, (f, how) in list(entries.items()):
-        if f in COMPLEX:
-            entries[name] = (f, "refused (complex)")
-        elif f in CONSTANT or how in ("primitive " + p for p in ("sign", "floor", "ceil", "rint", "trunc",
-                                                                  "less", "less_equal", "greater",
-                                                                  "greater_equal", "equal", "not_equal")):
-            entries[name] = (f, "constant")
+    for f, e in _registry.ENTRIES.items():
+        name = _qualname(f)
+        if name in entries:
+            raise _registry.RegistrationError(f"two registered objects are both named {name}")
+        entries[name] = e
     return dict(sorted(entries.items()))
 
 
-def _modes(how):
+def registry():
+    """Every function/ufunc tapegrad dispatches: {qualified name: (object, how)}."""
+    return {name: (e.fn, e.how) for name, e in registry_table().items()}
+
+
+def _modes(entry):
     """(reverse, forward, hvp) for one registry entry."""
-    if how.startswith("refused"):
+    if entry.kind == "refused":
         return ("no", "no", "no")
-    if how == "constant":
+    if entry.kind == "constant":
         return ("zero", "zero", "zero")
-    if how.startswith("rule "):
-        from . import linalg, calls
-        cls = {**linalg.RULE_CLASSES, "Special": Special}.get(how[5:])
-        ok = cls is not None and all(getattr(cls, m) is not getattr(calls.CallRule, m)
-                                     for m in ("fwd", "tan", "bwd"))
+    if entry.kind == "rule":
+        from . import calls
+        ok = all(getattr(entry.rule_class, m) is not getattr(calls.CallRule, m)
+                 for m in ("fwd", "tan", "bwd"))
         return ("yes", "yes", "yes (traced adjoint)") if ok else ("MISSING",) * 3
     return ("yes", "yes", "yes")
 
@@ -1317,10 +1272,10 @@ def _modes(how):
 def coverage_table(path=None):
     """Markdown table (function, how, reverse, forward, hvp) generated from the registry."""
     rows = ["| function | how | reverse | forward | hvp |", "|---|---|---|---|---|"]
-    reg = registry()
-    for name, (f, how) in reg.items():
-        r, fw, h = _modes(how)
-        rows.append(f"| `{name}` | {how} | {r} | {fw} | {h} |")
+    reg = registry_table()
+    for name, e in reg.items():
+        r, fw, h = _modes(e)
+        rows.append(f"| `{name}` | {e.how} | {r} | {fw} | {h} |")
     text = ("# Coverage\n\nGenerated by `tapegrad.rules_numpy.coverage_table()` from the rule "
             f"registry: {len(reg)} NumPy/SciPy functions and ufuncs. \"composition\" rules record "
             "onto the core's primitives, so all modes are exact by construction; \"rule\" entries "

@@ -15,7 +15,9 @@ import numpy as np
 
 from .._core.tape import set_rule_loader
 from ..tracing.tracer import top_recorder, value_of
-from . import base as _rules
+from ..tracing import pytree as _tree
+from . import base as _rules, registry
+from ..errors import TapegradValueError
 
 REGISTRY = {}
 
@@ -33,10 +35,10 @@ def rule_from_spec(spec):
         rule = cls(**params)
         # hostile bytes: negative dimensions could still multiply to the sizes validate() checks
         if any(k < 0 for s in rule.in_shapes + rule.out_shapes for k in s):
-            raise ValueError("negative dimension")
+            raise TapegradValueError("negative dimension")
         return rule
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError) as e:
-        raise ValueError(f"Tape.from_bytes: unknown or malformed rule {str(spec)[:200]} ({e})") from None
+        raise TapegradValueError(f"Tape.from_bytes: unknown or malformed rule {str(spec)[:200]} ({e})") from None
 
 
 set_rule_loader(rule_from_spec)   # a loaded tape's rules, by name (the core does not import us)
@@ -61,7 +63,7 @@ class CallRule:
         self.in_shapes = [tuple(int(k) for k in s) for s in in_shapes]
         self.out_shapes = [tuple(int(k) for k in s) for s in out_shapes]
         if len(self.in_shapes) > 3 or not self.out_shapes:
-            raise ValueError(f"rule {self.name}: at most 3 inputs and at least one output")
+            raise TapegradValueError(f"rule {self.name}: at most 3 inputs and at least one output")
         self.extra = extra
         self.params = {"in_shapes": self.in_shapes, "out_shapes": self.out_shapes, **extra}
         self.in_sizes = [math.prod(s) for s in self.in_shapes]
@@ -76,11 +78,7 @@ class CallRule:
         return _rules.concatenate([np.reshape(o, (-1,)) for o in outs])
 
     def unpack(self, flat):
-        res, pos = [], 0
-        for s, n in zip(self.out_shapes, self.out_sizes):
-            res.append(np.reshape(flat[pos:pos + n], s))
-            pos += n
-        return res
+        return _tree.split(flat, self.out_shapes, self.out_sizes)
 
     # -- the interface the sweeps call (flat outputs)
     def forward(self, *xs):
@@ -131,7 +129,7 @@ def call(rule, *inputs, value=None):
     ops = [rec.operand(x) for x in inputs]
     for (o, c, v), s in zip(ops, rule.in_shapes):
         if v.shape != s:
-            raise ValueError(f"{rule.name}: operand of shape {v.shape}, rule expects {s}")
+            raise TapegradValueError(f"{rule.name}: operand of shape {v.shape}, rule expects {s}")
     if value is None:
         value = rule.forward(*[v for _, _, v in ops])
     y = np.asarray(value, dtype=np.float64).reshape(-1)
@@ -183,5 +181,4 @@ def _inv(a):
     return call(Inv([s]), a)
 
 
-LINALG = {np.linalg.inv: _inv}
-_rules.FUNCTIONS.update(LINALG)
+registry.register(np.linalg.inv, _inv, "rule", rule_class=Inv)

@@ -17,11 +17,11 @@ matrix, eigh distinct eigenvalues, svd distinct nonzero singular values, qr full
 import numpy as np
 
 from .calls import CallRule, register, call, Inv
-from . import base as _rules
+from . import base as _rules, registry
 from ..tracing.tracer import value_of
+from ..errors import TapegradValueError, UnsupportedError
 
-RULES = {np.linalg.inv: Inv}     # numpy function -> rule class (for the coverage table)
-RULE_CLASSES = {"Inv": Inv}
+RULES = {}     # numpy function -> the rule class its registry entry names
 
 
 def _T(x):
@@ -39,7 +39,7 @@ def _eye(n):
 def _diag_embed(v):
     """(..., n) -> (..., n, n) diagonal matrices."""
     n = np.shape(value_of(v))[-1]
-    return v[..., None] * _eye(n) if not isinstance(v, np.ndarray) else v[..., None] * _eye(n)
+    return v[..., None] * _eye(n)
 
 
 def _diagonal(X):
@@ -60,7 +60,6 @@ def _lower_adjoint(S):
 def _rule(*funcs):
     def deco(cls):
         register(cls)
-        RULE_CLASSES[cls.__name__] = cls
         for f in funcs:
             RULES[f] = cls
         return cls
@@ -261,7 +260,7 @@ _EighResult = type(np.linalg.eigh(np.eye(1)))
 
 def _uplo(a, UPLO):
     if UPLO not in ("L", "U"):
-        raise ValueError("UPLO argument must be 'L' or 'U'")
+        raise TapegradValueError("UPLO argument must be 'L' or 'U'")
     return a if UPLO == "L" else _T(a)
 
 
@@ -376,7 +375,7 @@ def _svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     if not compute_uv:
         return call(SVD([s], uv=False), a)
     if full_matrices and s[-1] != s[-2]:
-        raise NotImplementedError(
+        raise UnsupportedError(
             "np.linalg.svd(full_matrices=True) of a non-square traced matrix: the extra singular "
             "vectors are not unique, so they have no derivative. Use full_matrices=False.")
     U, sv, Vh = call(SVD([s]), a)
@@ -431,12 +430,12 @@ def _qr(a, mode="reduced"):
         raise np.linalg.LinAlgError("qr: array must be at least two-dimensional")
     m, n = s[-2:]
     if m < n:
-        raise NotImplementedError("np.linalg.qr of a traced wide matrix (m < n): not differentiable "
+        raise UnsupportedError("np.linalg.qr of a traced wide matrix (m < n): not differentiable "
                                   "in this form; use qr of the transpose (an LQ factorization)")
     if mode not in ("reduced", "complete", "r"):
-        raise NotImplementedError(f"np.linalg.qr(mode={mode!r}) on traced arrays")
+        raise UnsupportedError(f"np.linalg.qr(mode={mode!r}) on traced arrays")
     if mode == "complete" and m != n:
-        raise NotImplementedError("np.linalg.qr(mode='complete') of a tall traced matrix: the extra "
+        raise UnsupportedError("np.linalg.qr(mode='complete') of a tall traced matrix: the extra "
                                   "columns of Q are not unique; use mode='reduced'")
     Q, R = call(QR([s]), a)
     return R if mode == "r" else _QRResult(Q, R)
@@ -506,7 +505,7 @@ def _lstsq(a, b, rcond=None):
 
 def _tensorsolve(a, b, axes=None):
     if axes is not None:
-        raise NotImplementedError("np.linalg.tensorsolve(axes=...) on traced arrays")
+        raise UnsupportedError("np.linalg.tensorsolve(axes=...) on traced arrays")
     sb = _shape(b)
     sa = _shape(a)
     nb = int(np.prod(sb))
@@ -522,14 +521,18 @@ def _tensorinv(a, ind=2):
     return np.reshape(np.linalg.inv(np.reshape(a, (n, -1))), out)
 
 
-FUNCTIONS = {
-    np.linalg.det: _det, np.linalg.slogdet: _slogdet, np.linalg.solve: _solve,
-    np.linalg.cholesky: _cholesky, np.linalg.eigh: _eigh, np.linalg.eigvalsh: _eigvalsh,
-    np.linalg.svd: _svd, np.linalg.qr: _qr, np.linalg.pinv: _pinv, np.linalg.lstsq: _lstsq,
-    np.linalg.tensorsolve: _tensorsolve, np.linalg.tensorinv: _tensorinv,
-}
+_FUNCTIONS = [
+    (np.linalg.det, _det), (np.linalg.slogdet, _slogdet), (np.linalg.solve, _solve),
+    (np.linalg.cholesky, _cholesky), (np.linalg.eigh, _eigh), (np.linalg.eigvalsh, _eigvalsh),
+    (np.linalg.svd, _svd), (np.linalg.qr, _qr), (np.linalg.pinv, _pinv), (np.linalg.lstsq, _lstsq),
+    (np.linalg.tensorsolve, _tensorsolve), (np.linalg.tensorinv, _tensorinv),
+]
 if hasattr(np.linalg, "svdvals"):
-    FUNCTIONS[np.linalg.svdvals] = _svdvals
+    _FUNCTIONS.append((np.linalg.svdvals, _svdvals))
     RULES[np.linalg.svdvals] = SVD
 RULES[np.linalg.lstsq] = Pinv
-_rules.FUNCTIONS.update(FUNCTIONS)
+for _f, _fn in _FUNCTIONS:
+    if _f in RULES:
+        registry.register(_f, _fn, "rule", rule_class=RULES[_f])
+    else:
+        registry.register(_f, _fn, "composition")

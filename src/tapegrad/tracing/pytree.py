@@ -57,3 +57,29 @@ def _unflatten(d, it):
     if d[0] == "dict":
         return {k: _unflatten(c, it) for k, c in zip(d[1], d[2])}
     return None
+
+
+# ------------------------------------------------------------------ flat vectors <-> leaves
+# The derivative operators work on one flat float64 vector per pytree (the sweeps' x, seed,
+# gradient); these two are the only places that cut one into leaves or join leaves into one.
+def split(flat, shapes, sizes, lead=None, copy=False):
+    """One array per shape, cut in order from the last axis of ``flat``: ``flat[a:b]`` reshaped
+    to the shape, or with ``lead`` (the leading axes, e.g. a Jacobian's output shape)
+    ``flat[..., a:b]`` reshaped to ``lead + shape``. ``sizes`` are the shapes' element counts.
+    Views of ``flat`` unless ``copy`` (results handed to users must not alias a kept buffer)."""
+    res, pos = [], 0
+    for s, n in zip(shapes, sizes):
+        if lead is None:
+            part = flat[pos:pos + n].reshape(s)
+        else:
+            part = flat[..., pos:pos + n].reshape(lead + tuple(s))
+        res.append(part.copy() if copy else part)
+        pos += n
+    return res
+
+
+def join(leaves):
+    """The leaves raveled, in order, into one float64 vector (empty for no leaves)."""
+    if not leaves:
+        return np.zeros(0)
+    return np.concatenate(leaves, axis=None, dtype=np.float64)   # axis=None ravels each leaf

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 from .._core.tape import Tape, OPCODES, FAMILIES
+from ..errors import TapegradTypeError, TapegradValueError
 
 _BIN_FIRST = FAMILIES["binary"][0]
 _PADS = tuple((0,) * (6 - k) for k in range(7))   # pads an op's integer parameters to 6
@@ -266,17 +267,17 @@ def _as_float_array(x):
             return x
         if x.dtype.kind in "biuf":
             return x.astype(np.float64)
-        raise TypeError(f"tapegrad: cannot use an array of dtype {x.dtype} in a traced operation "
+        raise TapegradTypeError(f"tapegrad: cannot use an array of dtype {x.dtype} in a traced operation "
                         "(only real numbers are supported)")
     if isinstance(x, (bool, int, float, np.number, np.bool_)):
         if isinstance(x, (complex, np.complexfloating)):
-            raise TypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
+            raise TapegradTypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
         return np.asarray(x, dtype=np.float64)
     if isinstance(x, complex):
-        raise TypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
+        raise TapegradTypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
-        raise TypeError(f"tapegrad: cannot use {type(x).__name__} (dtype {a.dtype}) in a traced "
+        raise TapegradTypeError(f"tapegrad: cannot use {type(x).__name__} (dtype {a.dtype}) in a traced "
                         "operation (only real numbers are supported)")
     return a.astype(np.float64)
 
@@ -420,12 +421,12 @@ class Tracer:
 
     def __len__(self):
         if self._val.ndim == 0:
-            raise TypeError("len() of unsized traced array")
+            raise TapegradTypeError("len() of unsized traced array")
         return self._val.shape[0]
 
     def __iter__(self):
         if self._val.ndim == 0:
-            raise TypeError("iteration over a 0-d traced array")
+            raise TapegradTypeError("iteration over a 0-d traced array")
         return (self[i] for i in range(self._val.shape[0]))
 
     def __repr__(self):
@@ -454,7 +455,7 @@ class Tracer:
         return rules.apply_function(func, args, kwargs)
 
     def __array__(self, dtype=None, copy=None):
-        raise TypeError(
+        raise TapegradTypeError(
             "tapegrad: a traced array cannot be converted to a NumPy array (np.array/np.asarray/"
             "assignment into a NumPy array would drop its derivative). Build arrays from traced "
             "values with np.stack / np.concatenate, and use np.where instead of item assignment.")
@@ -462,7 +463,7 @@ class Tracer:
     # ---- conversions (record guards: a replay must see the same value)
     def __bool__(self):
         if self._val.size != 1:
-            raise ValueError("The truth value of a traced array with more than one element is "
+            raise TapegradValueError("The truth value of a traced array with more than one element is "
                              "ambiguous. Use a.any() or a.all() on a comparison")
         if self._rec.active:
             self._rec.guard(self)
@@ -470,7 +471,7 @@ class Tracer:
 
     def _to_number(self, kind):
         if self._val.size != 1:
-            raise TypeError(f"only size-1 traced arrays can be converted to Python {kind.__name__}")
+            raise TapegradTypeError(f"only size-1 traced arrays can be converted to Python {kind.__name__}")
         if self._rec.active:
             self._rec.guard(self)
             warnings.warn(
@@ -486,21 +487,21 @@ class Tracer:
         return self._to_number(int)
 
     def __index__(self):
-        raise TypeError("a traced array cannot be used as an index; use its .value if the "
+        raise TapegradTypeError("a traced array cannot be used as an index; use its .value if the "
                         "index is meant to be constant")
 
     def item(self):
         return self._to_number(float)
 
     def tolist(self):
-        raise TypeError("tolist() of a traced array would drop its derivative; index it instead")
+        raise TapegradTypeError("tolist() of a traced array would drop its derivative; index it instead")
 
     # ---- indexing
     def __getitem__(self, key):
         return rules.getitem(self, key)
 
     def __setitem__(self, key, value):
-        raise TypeError(
+        raise TapegradTypeError(
             "tapegrad: traced arrays are immutable (item assignment would break the recorded "
             "derivative). Build the result functionally, e.g. with np.where(mask, new, x), "
             "np.concatenate or np.stack.")
@@ -584,7 +585,7 @@ class Tracer:
                 warnings.warn("tapegrad computes in float64; astype to a narrower float is ignored",
                               stacklevel=2)
             return self if self._val.dtype == np.float64 else self * 1.0
-        raise TypeError(f"astype({dtype}) of a traced array would drop its derivative")
+        raise TapegradTypeError(f"astype({dtype}) of a traced array would drop its derivative")
 
 
 def _ufunc(ufunc, *inputs):
