@@ -28,9 +28,9 @@ def _validate():
     for r in PRIMITIVES:
         fam = r["family"]
         if fam not in FAMILIES:
-            raise ValueError(f"primitive {r['name']!r}: unknown family {fam!r}")
+            raise _formula.FormulaError(f"primitive {r['name']!r}: unknown family {fam!r}")
         if seen and FAMILIES.index(fam) < FAMILIES.index(seen[-1]):
-            raise ValueError(f"primitive {r['name']!r}: family {fam!r} out of order "
+            raise _formula.FormulaError(f"primitive {r['name']!r}: family {fam!r} out of order "
                              "(rows of a family must be contiguous, families in FAMILIES order)")
         seen.append(fam)
         if fam in ("unary", "unary_zero"):
@@ -40,7 +40,7 @@ def _validate():
             for key in ("f", "da", "db", "daa", "dab", "dbb"):
                 _formula.check(r[key], ("a", "b", "y", "m"), r["let"])
     if len(ROWS) != len(PRIMITIVES):
-        raise ValueError("primitive table: a name appears twice")
+        raise _formula.FormulaError("primitive table: a name appears twice")
 
 
 _validate()

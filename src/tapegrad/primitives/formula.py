@@ -3,6 +3,7 @@ translations made from them (Cython source for the generated kernels, NumPy func
 reference sweep and the recording values). Pure Python, no NumPy import."""
 import ast
 
+from ..errors import TapegradValueError
 from .table import CONSTANTS
 
 ELEMENT_VARS = {"x", "y", "d", "a", "b", "m"}
@@ -25,8 +26,8 @@ del C_NAMES["power"], C_NAMES["logaddexp"]  # NumPy-only (recording values)
 HELPERS = {"where", "step"}
 
 
-class FormulaError(ValueError):
-    pass
+class FormulaError(TapegradValueError):
+    """A formula of the primitive table that cannot be read (unknown name or function)."""
 
 
 def parse(src):

@@ -29,6 +29,7 @@ from ..tracing import pytree as _tree
 from ..tracing.tracer import Tracer, top_recorder, value_of
 from . import base as _rules
 from . import calls as _calls
+from ..errors import TapegradTypeError, TapegradValueError
 
 # The operators sit above the rules: tapegrad.operators.api installs jvp and vjp here at import.
 _OPS = {}
@@ -47,11 +48,11 @@ def register_custom(name, fn):
     """Register a custom function under ``name`` so tapes holding it serialize (``to_bytes``,
     pickle) and ``tg.load`` finds it again; returns fn. Register it in every process that loads."""
     if not isinstance(fn, _CustomBase):
-        raise TypeError(f"register_custom: {fn!r} is not a custom_vjp, custom_jvp or primitive")
+        raise TapegradTypeError(f"register_custom: {fn!r} is not a custom_vjp, custom_jvp or primitive")
     if not isinstance(name, str) or not name:
-        raise TypeError("register_custom: name must be a non-empty string")
+        raise TapegradTypeError("register_custom: name must be a non-empty string")
     if CUSTOM.get(name, fn) is not fn:
-        raise ValueError(f"register_custom: {name!r} is already registered to another function")
+        raise TapegradValueError(f"register_custom: {name!r} is already registered to another function")
     CUSTOM[name] = fn
     fn.registered_name = name
     return fn
@@ -92,7 +93,7 @@ class _CustomBase:
 
     def _check_ready(self):
         if not (self.has_vjp() or self.has_jvp()):
-            raise TypeError(f"{self.kind} function {self.fname}: no derivative rule defined yet "
+            raise TapegradTypeError(f"{self.kind} function {self.fname}: no derivative rule defined yet "
                             f"({self._how_to_define})")
 
     # rules on the full argument list (nondiff arguments included, as the user passed them)
@@ -155,11 +156,11 @@ class custom_vjp(_CustomBase):
         nd = [args[k] for k in self.nondiff_argnums]
         cts = self.bwd(*nd, res, g)
         if not isinstance(cts, (tuple, list)):
-            raise TypeError(f"custom_vjp function {self.fname}: bwd must return a tuple with one "
+            raise TapegradTypeError(f"custom_vjp function {self.fname}: bwd must return a tuple with one "
                             f"cotangent per differentiable argument, got {type(cts).__name__}")
         diff = [k for k in range(len(args)) if k not in self.nondiff_argnums]
         if len(cts) != len(diff):
-            raise TypeError(f"custom_vjp function {self.fname}: bwd returned {len(cts)} cotangents "
+            raise TapegradTypeError(f"custom_vjp function {self.fname}: bwd returned {len(cts)} cotangents "
                             f"for {len(diff)} differentiable arguments")
         full = [None] * len(args)
         for k, c in zip(diff, cts):
@@ -216,7 +217,7 @@ def _jvp_rule(spec, rule, args, kwargs, tangents):
                  _tree.unflatten(*_zero_tree(args[k])) for k in diff)
     out = rule(*nd, primals, tans, **kwargs)
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise TypeError(f"{spec.kind} function {spec.fname}: the jvp rule must return "
+        raise TapegradTypeError(f"{spec.kind} function {spec.fname}: the jvp rule must return "
                         "(primal_out, tangent_out)")
     return out[1]
 
@@ -256,7 +257,7 @@ class primitive(_CustomBase):
             if t is None:
                 continue
             if k not in self.jvps:
-                raise TypeError(f"primitive {self.fname}: no jvp rule for argument {k} "
+                raise TapegradTypeError(f"primitive {self.fname}: no jvp rule for argument {k} "
                                 f"(defjvp(f, ..., argnums=({k},)))")
             c = self.jvps[k](t, ans, *args, **kwargs)
             out = c if out is None else out + c
@@ -306,7 +307,7 @@ class _AllArgs(dict):
 
 def _check_primitive(fun, what):
     if not isinstance(fun, primitive):
-        raise TypeError(f"{what}: {getattr(fun, '__name__', fun)!r} is not a tapegrad.primitive "
+        raise TapegradTypeError(f"{what}: {getattr(fun, '__name__', fun)!r} is not a tapegrad.primitive "
                         "(wrap it first: f = tg.primitive(f))")
 
 
@@ -368,7 +369,7 @@ class CustomRule(_calls.CallRule):
         leaves = [_float(value_of(v)) for v in leaves]
         bad = [v for v in leaves if not np.issubdtype(np.asarray(v).dtype, np.floating)]
         if bad:
-            raise TypeError(f"{self.spec.kind} function {self.spec.fname}: outputs must be "
+            raise TapegradTypeError(f"{self.spec.kind} function {self.spec.fname}: outputs must be "
                             "real numbers or arrays")
         self._init_shapes([np.shape(v) for v in leaves])
         return leaves
@@ -400,7 +401,7 @@ class CustomRule(_calls.CallRule):
                 continue
             leaves, td2 = _tree.flatten(t)
             if len(leaves) != len(shapes):
-                raise TypeError(f"{self.spec.kind} function {self.spec.fname}: the {what} of "
+                raise TapegradTypeError(f"{self.spec.kind} function {self.spec.fname}: the {what} of "
                                 f"argument {k} has {len(leaves)} leaves, the argument {len(shapes)}")
             for v, s in zip(leaves, shapes):
                 if s is None:
@@ -411,7 +412,7 @@ class CustomRule(_calls.CallRule):
                 if np.shape(value_of(v)) != s:
                     v = np.broadcast_to(v, s) if np.ndim(value_of(v)) == 0 else v
                 if np.shape(value_of(v)) != s:
-                    raise ValueError(f"{self.spec.kind} function {self.spec.fname}: {what} of "
+                    raise TapegradValueError(f"{self.spec.kind} function {self.spec.fname}: {what} of "
                                      f"argument {k} has shape {np.shape(value_of(v))}, the "
                                      f"argument {s}")
                 parts.append(np.reshape(v, (-1,)))
@@ -491,7 +492,7 @@ class CustomRule(_calls.CallRule):
     def _serialize(self):
         name = self.spec.registered_name
         if name is None or CUSTOM.get(name) is not self.spec:
-            raise ValueError(f"to_bytes: the tape holds the {self.spec.kind} function "
+            raise TapegradValueError(f"to_bytes: the tape holds the {self.spec.kind} function "
                              f"{self.spec.fname}, which is not registered; call "
                              f"tg.register_custom('some.name', {self.spec.fname}) first")
         try:
@@ -500,7 +501,7 @@ class CustomRule(_calls.CallRule):
                       for td, consts, shapes in self.layout]
             kw = {k: _const_json(v) for k, v in self.kwargs.items()}
         except TypeError as e:
-            raise ValueError(f"to_bytes: the {self.spec.kind} function {self.spec.fname} was "
+            raise TapegradValueError(f"to_bytes: the {self.spec.kind} function {self.spec.fname} was "
                              f"called with a constant argument that cannot be saved ({e})") from None
         return {"key": name, "n": self.n, "layout": layout, "kwargs": kw,
                 "out_td": _td_json(self.out_td), "out_shapes": [list(s) for s in self.out_shapes],
@@ -525,7 +526,7 @@ def _td_from_json(j):
     if j[0] == "none":
         return ("none",)
     if j[0] not in ("tuple", "list"):
-        raise ValueError(f"bad tree node {j[0]!r}")
+        raise TapegradValueError(f"bad tree node {j[0]!r}")
     return (j[0], [_td_from_json(c) for c in j[1]])
 
 
@@ -535,7 +536,7 @@ def _const_json(c):
     if isinstance(c, (np.ndarray, np.generic)) and np.asarray(c).dtype.kind in "biuf":
         a = np.asarray(c)
         return ["array", a.dtype.str, list(a.shape), a.ravel().tolist()]
-    raise TypeError(f"{type(c).__name__} constant")
+    raise TapegradTypeError(f"{type(c).__name__} constant")
 
 
 def _const_from_json(j):
@@ -543,7 +544,7 @@ def _const_from_json(j):
         return j[1]
     if j[0] == "array":
         return np.asarray(j[3], dtype=np.dtype(j[1])).reshape(j[2])
-    raise ValueError(f"bad constant {j[0]!r}")
+    raise TapegradValueError(f"bad constant {j[0]!r}")
 
 
 @_calls.register
@@ -554,12 +555,12 @@ class _LoadedCustom:
     def __new__(cls, key, n, layout, kwargs, out_td, out_shapes, in_shapes):
         spec = CUSTOM.get(key)
         if spec is None:
-            raise ValueError(f"custom function {key!r} is not registered in this process "
+            raise TapegradValueError(f"custom function {key!r} is not registered in this process "
                              "(tg.register_custom)")
         lay = [(_td_from_json(td), [_const_from_json(c) for c in consts],
                 [None if s is None else tuple(int(k) for k in s) for s in shapes])
                for td, consts, shapes in layout]
         if [list(s) for s in in_shapes] != [[int(n)]]:
-            raise ValueError("custom op: inconsistent input size")
+            raise TapegradValueError("custom op: inconsistent input size")
         return CustomRule(spec, lay, {k: _const_from_json(v) for k, v in kwargs.items()},
                           int(n), _td_from_json(out_td), [tuple(int(k) for k in s) for s in out_shapes])
