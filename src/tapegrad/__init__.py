@@ -22,7 +22,7 @@ from .rules import breadth as rules_numpy  # NumPy/SciPy breadth and numpy.linal
 from .rules.breadth import logsumexp
 from .rules.base import stop_gradient
 from .rules.custom import (custom_vjp, custom_jvp, primitive, defvjp, defjvp, defvjp_argnum,
-                           register_custom)
+                           register_custom, checkpoint)
 from .inspect import trace
 from ._version import __version__
 
@@ -32,4 +32,4 @@ __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", 
            "TapegradValueError", "UnsupportedError", "RegistrationError", "Tracer",
            "TracerConversionWarning", "Tape", "check_grads", "numdiff", "logsumexp", "record",
            "compile", "Recorded", "Compiled", "load", "trace", "stop_gradient", "custom_vjp",
-           "custom_jvp", "primitive", "defvjp", "defjvp", "defvjp_argnum", "register_custom"]
+           "custom_jvp", "primitive", "defvjp", "defjvp", "defvjp_argnum", "register_custom", "checkpoint"]

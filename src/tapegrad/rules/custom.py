@@ -264,6 +264,57 @@ class primitive(_CustomBase):
         return out
 
 
+class checkpoint(_CustomBase):
+    """``checkpoint(f)``: f's intermediate values are not kept for the reverse sweep but
+    recomputed from its inputs (autograd's ``checkpoint``, JAX's ``jax.checkpoint``). A call is
+    one op holding only f's inputs and outputs; its reverse re-traces f at those inputs and
+    runs f's own vjp (its forward mode, f's jvp). Memory for a loop of checkpointed steps is
+    O(steps * step inputs), not O(ops); the price is a second evaluation of f, traced, in the
+    reverse sweep (also on replay of a recorded tape)."""
+
+    kind = "checkpoint"
+    _how_to_define = ""
+
+    def __init__(self, fun):
+        super().__init__(fun, ())
+
+    def has_vjp(self):
+        return True
+
+    def has_jvp(self):
+        return True
+
+    def _diff(self, args):
+        """Positions of the arguments to differentiate: all-numeric pytrees."""
+        return [k for k, a in enumerate(args)
+                if all(type(v) is Tracer or isinstance(v, (float, int, np.ndarray, np.generic))
+                       and not isinstance(v, bool) for v in _tree.flatten(a)[0])]
+
+    def _closed(self, args, kwargs, diff):
+        def f(*dargs):
+            full = list(args)
+            for k, a in zip(diff, dargs):
+                full[k] = a
+            return self.fun(*full, **kwargs)
+        return f
+
+    def vjp(self, args, kwargs, ans, g):
+        diff = self._diff(args)
+        _, pull = _OPS["vjp"](self._closed(args, kwargs, diff), *[args[k] for k in diff])
+        full = [None] * len(args)
+        for k, c in zip(diff, pull(g)):
+            full[k] = c
+        return full
+
+    def jvp(self, args, kwargs, ans, tangents):
+        diff = [k for k in self._diff(args) if tangents[k] is not None]
+        if not diff:
+            return None
+        _, out = _OPS["jvp"](self._closed(args, kwargs, diff), tuple(args[k] for k in diff),
+                             tuple(tangents[k] for k in diff))
+        return out
+
+
 def defvjp(fun, *vjpmakers, argnums=None):
     """autograd's ``defvjp``: ``vjpmaker(ans, *args, **kwargs)`` returns ``g -> cotangent``,
     one maker per argument in ``argnums`` (default 0, 1, ...); None: no rule for that one."""
