@@ -407,18 +407,10 @@ cdef inline bint op_zero_derivative(int code) noexcept nogil:
 
 cdef inline double op_linear_partial(int code, double d, int r) noexcept nogil:
     """d y / d operand r when it is a constant independent of the values (NaN: it is not)."""
-    if code == OP_NEG:
-        return -1.0
-    elif code == OP_ADDC:
-        return 1.0
-    elif code == OP_MULC:
-        return d
-    elif code == OP_RSUBC:
-        return -1.0
-    elif code == OP_DIVC:
-        return 1.0 / d
-    elif code == OP_ADD:
-        return 1.0
-    elif code == OP_SUB:
-        return 1.0 if r == 0 else -1.0
-    return NAN
+    cdef double da, db
+    if not op_const_partial(code):
+        return NAN
+    if code <= UN_LAST:
+        return un_d1(code, 0.0, 0.0, d)
+    bin_d1(code, 0.0, 0.0, 0.0, 0.0, &da, &db)
+    return da if r == 0 else db

@@ -133,21 +133,17 @@ def render_kernels():
                   [r for r in diff if T[r["name"]]["const_partial"]])
     out += _trait("op_zero_derivative", "Has this elementwise op no derivative at all?",
                   [r for r in elementwise() if T[r["name"]]["zero"]])
-    # the constant partials themselves (NaN: not constant), operand r = 0 (a / x) or 1 (b)
+    # the constant partials themselves (NaN: not constant): the first-derivative kernels at any
+    # point, since those formulas read no value
     out += ["cdef inline double op_linear_partial(int code, double d, int r) noexcept nogil:",
-            '    """d y / d operand r when it is a constant independent of the values (NaN: it is not)."""']
-    first = True
-    for r in diff:
-        if not T[r["name"]]["const_partial"]:
-            continue
-        ds = (r["d1"],) if r["family"] == "unary" else (r["da"], r["db"])
-        out.append(f"    {'if' if first else 'elif'} code == {c_name(r['name'])}:")
-        first = False
-        if len(ds) == 1 or ds[0] == ds[1]:
-            out.append(f"        return {F.to_cython(ds[0])}")
-        else:
-            out.append(f"        return {F.to_cython(ds[0])} if r == 0 else {F.to_cython(ds[1])}")
-    out += ["    return NAN", ""]
+            '    """d y / d operand r when it is a constant independent of the values (NaN: it is not)."""',
+            "    cdef double da, db",
+            "    if not op_const_partial(code):",
+            "        return NAN",
+            "    if code <= UN_LAST:",
+            "        return un_d1(code, 0.0, 0.0, d)",
+            "    bin_d1(code, 0.0, 0.0, 0.0, 0.0, &da, &db)",
+            "    return da if r == 0 else db", ""]
     return "\n".join(out)
 
 

@@ -426,20 +426,26 @@ class CustomRule(_calls.CallRule):
         return leaves
 
     # -- arguments from the flat input
-    def args(self, x):
+    def _trees(self, x, constant, untraced):
+        """Per-argument trees with the traced leaves cut from the flat x, the others
+        ``constant(c)``; an argument with nothing traced is ``untraced(tree)``."""
         x = np.reshape(x, (-1,))
-        pos, args = 0, []
+        pos, out = 0, []
         for td, consts, shapes in self.layout:
             leaves = []
             for c, s in zip(consts, shapes):
                 if s is None:
-                    leaves.append(c)
+                    leaves.append(constant(c))
                 else:
                     m = math.prod(s)
                     leaves.append(np.reshape(x[pos:pos + m], s))
                     pos += m
-            args.append(_tree.unflatten(td, leaves))
-        return args
+            tree = _tree.unflatten(td, leaves)
+            out.append(untraced(tree) if all(s is None for s in shapes) else tree)
+        return out
+
+    def args(self, x):
+        return self._trees(x, lambda c: c, lambda t: t)
 
     def _flat_of(self, per_arg, what):
         """The traced leaves' parts of per-argument trees (None: zeros) as one flat vector."""
@@ -522,22 +528,7 @@ class CustomRule(_calls.CallRule):
     def _tangent_trees(self, t):
         """Per-argument tangent trees from the flat tangent of the traced leaves (None for
         arguments with nothing traced)."""
-        t = np.reshape(t, (-1,))
-        pos, out = 0, []
-        for td, consts, shapes in self.layout:
-            if all(s is None for s in shapes):
-                out.append(None)
-                continue
-            leaves = []
-            for c, s in zip(consts, shapes):
-                if s is None:
-                    leaves.append(_zeros_like(c))
-                else:
-                    m = math.prod(s)
-                    leaves.append(np.reshape(t[pos:pos + m], s))
-                    pos += m
-            out.append(_tree.unflatten(td, leaves))
-        return out
+        return self._trees(t, _zeros_like, lambda tree: None)
 
     # -- serialization: registered functions with JSON-able constants only
     def _serialize(self):
