@@ -240,6 +240,7 @@ cov(np.piecewise, "piecewise", lambda x: np.piecewise(x, [x < 0, x >= 0], [lambd
     args(signed(5)))
 cov(np.where, "where", lambda c, x: np.where(c > 0, x, c), args(signed(4), N(4)))
 cov(np.full_like, "full_like", lambda x: np.full_like(x, x[0]) * x, args(N(3)))
+cov(np.copy, "copy", lambda x: np.copy(x) * x, args(N(3)))
 cov([np.zeros_like, np.ones_like, np.empty_like, np.shape, np.ndim, np.size],
     "shape_queries", lambda x: x * np.ones_like(x) + np.zeros_like(x) + 0 * np.empty_like(x) + np.ndim(x) + np.size(x) + np.shape(x)[0], args(N(3)))
 

@@ -15,6 +15,7 @@ When no operand is traced the NumPy function runs as usual (constant folding).
 """
 import math
 import operator
+import weakref
 import sys
 
 import numpy as np
@@ -389,7 +390,7 @@ def gather(x, idx):
         return rec.new(np.zeros(idx.shape))
     start = int(flat[0])
     if flat[-1] - start == n - 1 and (n == 1 or np.all(np.diff(flat) == 1)):
-        return Tracer(rec, x._off + start, v[start:start + n].reshape(idx.shape))
+        return _view(rec, x, Tracer(rec, x._off + start, v[start:start + n].reshape(idx.shape)))
     t = rec.new(v[flat].reshape(idx.shape))
     p0 = rec.tape.add_index(flat)
     rec.op(OPCODES["gather"], 0, t._off, x._off, n=n, p=(p0, x.size), reads=(x._off,))
@@ -432,7 +433,7 @@ def reshape(x, shape, order="C"):
         return transpose(reshape(transpose(x), tuple(reversed(_resolve_shape(x.size, shape)))))
     if order not in ("C", "A"):
         raise UnsupportedError(f"reshape: order={order!r}")
-    return Tracer(x._rec, x._off, x._val.reshape(shape))
+    return _view(x._rec, x, Tracer(x._rec, x._off, x._val.reshape(shape)))
 
 
 def transpose(x, axes=None):
@@ -586,9 +587,15 @@ def getitem(x, key):
             if inner:
                 start = (key + d0 if key < 0 else key) * inner
                 if v.ndim == 1 and v.dtype is _F64:    # one element: a scalar tracer (a float)
-                    return Tracer(rec, x._off + start, float(v[start]))
-                return Tracer(rec, x._off + start,
-                              v.reshape(-1)[start:start + inner].reshape(shape[1:]))
+                    return _view(rec, x, Tracer(rec, x._off + start, float(v[start])))
+                return _view(rec, x, Tracer(rec, x._off + start,
+                                            v.reshape(-1)[start:start + inner].reshape(shape[1:])))
+    idx = np.arange(x.size).reshape(x.shape)[_plain_key(key)]
+    return gather(x, idx)
+
+
+def _plain_key(key):
+    """An index with its traced parts replaced by their (guarded) values."""
     keys = key if isinstance(key, tuple) else (key,)
     plain = []
     for k in keys:
@@ -604,9 +611,71 @@ def getitem(x, key):
             plain.append(kv if kv.dtype == np.bool_ else kv.astype(np.int64))
         else:
             plain.append(k)
-    plain = tuple(plain) if isinstance(key, tuple) else plain[0]
-    idx = np.arange(x.size).reshape(x.shape)[plain]
-    return gather(x, idx)
+    return tuple(plain) if isinstance(key, tuple) else plain[0]
+
+
+# ------------------------------------------------------------------ views and assignment
+def _view(rec, base, t):
+    """t shares base's memory (x[k], a contiguous slice, a reshape): remember, weakly, which
+    array it is a view of and where, as NumPy would (see Recorder.views)."""
+    entry = rec.view_of(base)
+    if entry is None:
+        rec.add_view(t, base, t._off - base._off, t.size)
+    else:
+        rec.add_view(t, entry[0], entry[1] + (t._off - base._off), t.size)
+    return t
+
+
+_VIEW_HELP = ("tapegrad's traced arrays are values, not views: assign into the array itself "
+              "(X[i, j] = v, not X[i][j] = v), or take the view after the assignment, or copy it "
+              "(x[k].copy())")
+
+
+def setitem(x, key, value):
+    """The array x would be after ``x[key] = value``, recorded functionally: the assigned
+    elements come from value (a scatter, whose adjoint gathers them), the others from x (a
+    where with the assigned positions zeroed in x's adjoint). NumPy's rules: value broadcast to
+    the indexed shape; with repeated indices the last assignment wins (so x[idx] += v adds once
+    per position, as NumPy's buffered +=; np.add.at adds every repeat)."""
+    rec = x._rec
+    v = x._val
+    pos = np.arange(v.size).reshape(v.shape)[_plain_key(key)]
+    flat = pos.ravel()
+    _check_views(rec, x, flat)
+    if type(value) is Tracer and value._rec.active:
+        vals = reshape(broadcast_to(value, pos.shape), (-1,))
+    else:
+        vals = np.broadcast_to(_const_value(value), pos.shape).ravel()
+    if flat.size > 1:
+        last = flat.size - 1 - np.unique(flat[::-1], return_index=True)[1]
+        if last.size != flat.size:              # repeated positions: the last one wins
+            keep = np.sort(last)
+            flat = flat[keep]
+            vals = gather(vals, keep) if type(vals) is Tracer else vals[keep]
+    mask = np.zeros(v.size, dtype=bool)
+    mask[flat] = True
+    new = where(mask.reshape(v.shape), reshape(scatter_add(vals, flat, v.size), v.shape), x)
+    if type(new) is not Tracer:
+        new = rec.new(np.asarray(new, dtype=np.float64))   # (not reached: x is traced)
+    return new
+
+
+def _check_views(rec, x, flat):
+    """Refuse an assignment NumPy would make visible through a view that a tracer cannot."""
+    if rec.view_of(x) is not None:
+        raise TapegradValueError(
+            "x[...] = v: x is a view of another traced array (made by indexing, slicing or "
+            "reshaping it), which NumPy would change too; " + _VIEW_HELP)
+    written = None
+    for tref, rref, lo, n in list(rec.views.values()):
+        if rref() is x and tref() is not None:
+            if written is None:
+                written = np.sort(flat)
+            k = np.searchsorted(written, lo)
+            if k < written.size and written[k] < lo + n:
+                raise TapegradValueError(
+                    "x[...] = v changes elements that a view of x taken earlier (by indexing, "
+                    "slicing or reshaping) still shows in NumPy; " + _VIEW_HELP)
 
 
 def clip(x, a_min=None, a_max=None):
@@ -736,16 +805,41 @@ def _shape_only(fn):
     return rule
 
 
+def traced_constant(rec, value):
+    """A tracer of rec holding the constant value (a copy from the constant buffer), so that
+    it can be assigned into (``out = np.zeros_like(x); out[k] = ...``)."""
+    value = np.asarray(value, dtype=np.float64)
+    t = rec.new(value.copy())
+    if value.size:
+        rec.op(OPCODES["copy"], FLAG_A, t._off, rec.const(value), n=value.size, reads=())
+    return t
+
+
+def _filled(a, fill, dtype, shape):
+    shape = np.shape(value_of(a)) if shape is None else shape
+    rec = a._rec if type(a) is Tracer and a._rec.active else None
+    if rec is None or (dtype is not None and np.dtype(dtype).kind not in "f"):
+        return np.full(shape, fill, dtype=dtype or np.float64)
+    return traced_constant(rec, np.full(shape, fill, dtype=np.float64))
+
+
 def _like(fill):
-    def rule(a, dtype=None, *args, **kw):
-        return np.full(np.shape(value_of(a)), fill, dtype=dtype or np.float64)
+    def rule(a, dtype=None, order="K", subok=True, shape=None):
+        return _filled(a, fill, dtype, shape)
     return rule
 
 
-def _full_like(a, fill_value, dtype=None, *args, **kw):
+def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
+    shape = np.shape(value_of(a)) if shape is None else shape
     if type(fill_value) is Tracer:
-        return broadcast_to(fill_value, np.shape(value_of(a))) * 1.0
-    return np.full(np.shape(value_of(a)), fill_value, dtype=dtype or np.float64)
+        return broadcast_to(fill_value, shape) * 1.0
+    return _filled(a, fill_value, dtype, shape)
+
+
+def _copy(a, order="K", subok=False):
+    if type(a) is Tracer:
+        return a.copy()
+    return np.array(a, order=order, subok=subok, copy=True)
 
 
 def _guarded(fn):
@@ -787,7 +881,7 @@ for _f, _rule in [
     (np.shape, lambda a: np.shape(value_of(a))), (np.ndim, lambda a: np.ndim(value_of(a))),
     (np.size, lambda a, axis=None: np.size(value_of(a), axis)),
     (np.zeros_like, _like(0.0)), (np.ones_like, _like(1.0)), (np.empty_like, _like(0.0)),
-    (np.full_like, _full_like),
+    (np.full_like, _full_like), (np.copy, _copy),
 ]:
     registry.register(_f, _rule, "composition")
 # integer / boolean / piecewise-constant results: zero derivative (values guarded on replay)

@@ -16,6 +16,7 @@ import math
 import operator
 import threading
 import warnings
+import weakref
 
 import numpy as np
 
@@ -62,6 +63,30 @@ class Recorder:
         self.op_reads = {}           # op index -> work offsets it reads, for ops made by op()
         self.value_guards = []       # (offset, expected values) recorded by bool()/float()
         self._starts = None          # all allocations' starts, fixed by finish()
+        # views: tracers that share a region of another one (x[k], contiguous slices, reshapes)
+        # -> a weak reference to the tracer they were taken from (its root if that is a view
+        # too). Item assignment consults it: tracers have no view semantics (an assignment makes
+        # a new array), so writing where a live view would have to see the change is refused.
+        self.views = {}              # id(view) -> (weakref(view), weakref(root), start, size)
+
+    def add_view(self, t, root, start, n):
+        """Remember (weakly, by identity: tracers compare elementwise) that t shows
+        root[start:start + n] of the flat root."""
+        views, key = self.views, id(t)
+
+        def gone(r, key=key, views=views):
+            e = views.get(key)
+            if e is not None and e[0] is r:
+                del views[key]
+        views[key] = (weakref.ref(t, gone), weakref.ref(root), start, n)
+
+    def view_of(self, t):
+        """(root, start, size) if t is a view of a live root, else None."""
+        e = self.views.get(id(t))
+        if e is None or e[0]() is not t:
+            return None
+        root = e[1]()
+        return None if root is None else (root, e[2], e[3])
 
     # -- context
     def __enter__(self):
@@ -458,7 +483,8 @@ class Tracer:
         raise TapegradTypeError(
             "tapegrad: a traced array cannot be converted to a NumPy array (np.array/np.asarray/"
             "assignment into a NumPy array would drop its derivative). Build arrays from traced "
-            "values with np.stack / np.concatenate, and use np.where instead of item assignment.")
+            "values with np.stack / np.concatenate; to assign into an array, make it traced: "
+            "out = np.zeros_like(x) (x traced), then out[k] = ...")
 
     # ---- conversions (record guards: a replay must see the same value)
     def __bool__(self):
@@ -501,10 +527,12 @@ class Tracer:
         return rules.getitem(self, key)
 
     def __setitem__(self, key, value):
-        raise TapegradTypeError(
-            "tapegrad: traced arrays are immutable (item assignment would break the recorded "
-            "derivative). Build the result functionally, e.g. with np.where(mask, new, x), "
-            "np.concatenate or np.stack.")
+        """x[key] = value, recorded as a functional update: x becomes the new array (the old
+        values stay what earlier results were computed from)."""
+        if not self._rec.active:
+            raise TapegradTypeError("item assignment into a tracer of a finished recording")
+        new = rules.setitem(self, key, value)
+        self._rec, self._off, self._arr, self._f = new._rec, new._off, new._arr, new._f
 
     # ---- arithmetic
     def __neg__(self): return _unary("neg", self)   # what np.negative would dispatch to
@@ -578,7 +606,10 @@ class Tracer:
     def all(self, *a, **kw): return np.all(self, *a, **kw)
     def argmax(self, *a, **kw): return np.argmax(self, *a, **kw)
     def argmin(self, *a, **kw): return np.argmin(self, *a, **kw)
-    def copy(self): return self
+    def copy(self):
+        """A new array object with the same values (assignments into it leave self alone)."""
+        return Tracer(self._rec, self._off, self._arr if self._f is None else self._f)
+
     def astype(self, dtype, **kw):
         if np.dtype(dtype).kind == "f":
             if np.dtype(dtype) != np.float64:
