@@ -31,21 +31,13 @@ cdef int call_forward(PyObject* cbs, const Op* op, const double* a, const double
 
 
 cdef int _accumulate(object rule, const Op* op, object grads, double* base, Py_ssize_t lane_off) except -1:
-    cdef int64_t offs[3]
-    offs[0] = op.a
-    offs[1] = op.b
-    offs[2] = op.c
-    cdef int bits[3]
-    bits[0] = FLAG_A_CONST
-    bits[1] = FLAG_B_CONST
-    bits[2] = FLAG_C_CONST
     for k, g in enumerate(grads):
-        if g is None or op.flags & bits[k]:
+        if g is None or opnd_const(op, k):
             continue
         g = np.asarray(g, dtype=np.float64).reshape(-1)
         if g.shape[0] != op.p[k]:
             raise ValueError(f"rule {rule.name}: cotangent {k} has {g.shape[0]} values, expected {op.p[k]}")
-        v = _view(base + lane_off + offs[k], op.p[k])
+        v = _view(base + lane_off + opnd_off(op, k), op.p[k])
         v += g
     return 0
 
@@ -62,19 +54,11 @@ cdef int call_reverse(PyObject* cbs, const Op* op, const double* a, const double
 
 cdef list _call_tangents(object rule, const Op* op, const double* wd, Py_ssize_t l, Py_ssize_t S):
     cdef list ts = []
-    cdef int64_t offs[3]
-    offs[0] = op.a
-    offs[1] = op.b
-    offs[2] = op.c
-    cdef int bits[3]
-    bits[0] = FLAG_A_CONST
-    bits[1] = FLAG_B_CONST
-    bits[2] = FLAG_C_CONST
     for k, shape in enumerate(rule.in_shapes):
-        if op.flags & bits[k]:
+        if opnd_const(op, k):
             ts.append(None)
         else:
-            ts.append(_view(wd + l * S + offs[k], op.p[k]).reshape(shape))
+            ts.append(_view(wd + l * S + opnd_off(op, k), op.p[k]).reshape(shape))
     return ts
 
 

@@ -249,10 +249,7 @@ cdef int reverse_op(const TapeView* tv, const Op* op, const double* w,
     if code == OP_PROD:
         if fl & FLAG_A_CONST:
             return 0
-        pre = op.p[0]; m = op.p[1]; post = op.p[2]
-        if pre * post == 0:
-            return 0
-        scratch = prod_scratch(m)
+        scratch = prod_start(op, &pre, &m, &post)
         if scratch == NULL:
             return 0
         for i in range(pre):

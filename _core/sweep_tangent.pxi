@@ -104,10 +104,7 @@ cdef int tangent_op(const TapeView* tv, const Op* op, const double* w, double* w
                                 acc += wd[l * S + op.a + (i * m + j) * post + kk]
                     yd[l * S + i * post + kk] = acc / cnt if cnt else 0.0
     elif code == OP_PROD:
-        pre = op.p[0]; m = op.p[1]; post = op.p[2]
-        if pre * post == 0:
-            return 0
-        scratch = prod_scratch(m)
+        scratch = prod_start(op, &pre, &m, &post)
         if scratch == NULL:
             return 0
         for i in range(pre):

@@ -203,9 +203,16 @@ cdef void prod_parts(const double* x, const double* xd, Py_ssize_t m, Py_ssize_t
 
 
 
-cdef inline double* prod_scratch(Py_ssize_t m) noexcept nogil:
-    """Scratch for prod_block over blocks of m values (4 m + 2 doubles), NULL if out of memory."""
-    return <double*> malloc((4 * m + 2) * sizeof(double))
+cdef inline double* prod_start(const Op* op, Py_ssize_t* pre, Py_ssize_t* m,
+                               Py_ssize_t* post) noexcept nogil:
+    """The (pre, m, post) blocks of a PROD and a scratch for prod_block (4 m + 2 doubles, the
+    caller frees it); NULL: nothing to do (an empty result, or out of memory)."""
+    pre[0] = op.p[0]
+    m[0] = op.p[1]
+    post[0] = op.p[2]
+    if pre[0] * post[0] == 0:
+        return NULL
+    return <double*> malloc((4 * m[0] + 2) * sizeof(double))
 
 
 cdef inline double* prod_block(const double* a, const double* ad, Py_ssize_t i, Py_ssize_t kk,
@@ -320,6 +327,16 @@ cdef inline void run_binary_loop(int code, const double* a, const double* b, dou
 cdef inline const double* opnd(const double* w, const double* cv, int64_t off, int flags,
                                int bit) noexcept nogil:
     return (cv if flags & bit else w) + off
+
+
+cdef inline int64_t opnd_off(const Op* op, int k) noexcept nogil:
+    """The offset of operand k (0: a, 1: b, 2: c)."""
+    return op.a if k == 0 else (op.b if k == 1 else op.c)
+
+
+cdef inline bint opnd_const(const Op* op, int k) noexcept nogil:
+    """Is operand k (0: a, 1: b, 2: c) in the constant buffer (FLAG_A/B/C_CONST = 1 << k)?"""
+    return (op.flags >> k) & 1
 
 
 def _tile_length(str fn, tile):
