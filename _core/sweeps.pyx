@@ -16,6 +16,16 @@ scratch (grad_fused); small scalar tapes keep each op's local partials from the 
 All buffers belong to the call, never to the tape, so one validated tape can be replayed by
 several threads at once. Operands flagged constant live in the tape's constant buffer and
 carry no tangent and receive no adjoint.
+
+Layout: every sweep is a driver over a per-op function (forward_op, reverse_op, tangent_op,
+tor_op), one file per sweep kind, included below: sweep_forward.pxi, sweep_reverse.pxi,
+sweep_tangent.pxi, sweep_tor.pxi, sweep_tiling.pxi (tiled segments), sweep_fused.pxi (fused
+gradient tail, scalar partials), sweep_calls.pxi (OP_CALL rules in Python). This file keeps
+what they share: the TapeView every sweep reads the tape through (filled once per call by
+open_tape), the broadcast walk, the PROD partials, the batched matrix products, NumPy's inner
+loops, the guards, and the Python entry points. Which fast path an op takes is asked of the
+opcode traits in traits.pxd, the same predicates in every sweep. (sweeps_avx2.pyx includes
+this file, so the includes resolve from _core/ for both modules.)
 """
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy, memmove
