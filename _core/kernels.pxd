@@ -4,8 +4,8 @@
 # Per-element kernels, one branch per elementwise opcode: the value, the first and the
 # second derivative, from the formulas of the primitive table (which sit side by side
 # there). The sweeps call these inside their loops; the switch on ``code`` is
-# loop-invariant, so the compiler hoists it (loop unswitching at -O3). The traits at
-# the end are computed from the same formulas (tapegrad.primitives.traits).
+# loop-invariant, so the compiler hoists it (loop unswitching at -O3). The traits the
+# sweeps dispatch on are computed from the same formulas (optraits.pxi, traits.pxd).
 from libc.math cimport (exp, log, log1p, expm1, sqrt, sin, cos, tan, asin, acos, atan, sinh,
                         cosh, tanh, asinh, acosh, atanh, exp2, log2, log10, cbrt, erf, erfc,
                         pow, fabs, floor, ceil, rint, trunc, atan2, hypot, NAN)
@@ -381,36 +381,3 @@ cdef inline void bin_d2(int code, double a, double b, double y,
         dab[0] = -ea * eb
         dbb[0] = ea * eb
 
-
-# ------------------------------------------------------------------ traits
-
-cdef inline bint op_reads_y(int code) noexcept nogil:
-    """Does a first derivative of this elementwise op read its value y?"""
-    return (code == OP_EXP or code == OP_EXPM1 or code == OP_SQRT or code == OP_RECIP or
-            code == OP_TAN or code == OP_TANH or code == OP_EXP2 or code == OP_CBRT or
-            code == OP_EXPIT or code == OP_RPOWC or code == OP_POW or code == OP_HYPOT or
-            code == OP_LOGADDEXP)
-
-
-cdef inline bint op_const_partial(int code) noexcept nogil:
-    """Are this elementwise op's partials constants (or the parameter d): linear, adjoint reads no values?"""
-    return (code == OP_NEG or code == OP_ADDC or code == OP_MULC or code == OP_RSUBC or
-            code == OP_DIVC or code == OP_ADD or code == OP_SUB)
-
-
-cdef inline bint op_zero_derivative(int code) noexcept nogil:
-    """Has this elementwise op no derivative at all?"""
-    return (code == OP_SIGN or code == OP_FLOOR or code == OP_CEIL or code == OP_RINT or
-            code == OP_TRUNC or code == OP_STOP_GRADIENT or code == OP_LT or code == OP_LE or
-            code == OP_GT or code == OP_GE or code == OP_EQ or code == OP_NE)
-
-
-cdef inline double op_linear_partial(int code, double d, int r) noexcept nogil:
-    """d y / d operand r when it is a constant independent of the values (NaN: it is not)."""
-    cdef double da, db
-    if not op_const_partial(code):
-        return NAN
-    if code <= UN_LAST:
-        return un_d1(code, 0.0, 0.0, d)
-    bin_d1(code, 0.0, 0.0, 0.0, 0.0, &da, &db)
-    return da if r == 0 else db

@@ -4,8 +4,8 @@
     python -m tapegrad.primitives.codegen --check DIR    # exit 1 if a committed file is stale
 
 Outputs (each with a "generated, do not edit" header): ``opcodes.pxd`` (the enum and the family
-ranges), ``kernels.pxd`` (per-element value, first and second derivative kernels, and the
-traits), ``opnames.pxi`` (the opcode names, the NumPy loops and the table's fingerprint for the
+ranges), ``kernels.pxd`` (per-element value, first and second derivative kernels),
+``optraits.pxi`` (the traits computed from the formulas, included by ``traits.pxd``), ``opnames.pxi`` (the opcode names, the NumPy loops and the table's fingerprint for the
 tape module). Tests compare these files with what this module renders.
 """
 import os
@@ -100,8 +100,8 @@ def render_kernels():
            "# Per-element kernels, one branch per elementwise opcode: the value, the first and the",
            "# second derivative, from the formulas of the primitive table (which sit side by side",
            "# there). The sweeps call these inside their loops; the switch on ``code`` is",
-           "# loop-invariant, so the compiler hoists it (loop unswitching at -O3). The traits at",
-           "# the end are computed from the same formulas (tapegrad.primitives.traits).",
+           "# loop-invariant, so the compiler hoists it (loop unswitching at -O3). The traits the",
+           "# sweeps dispatch on are computed from the same formulas (optraits.pxi, traits.pxd).",
            "from libc.math cimport (exp, log, log1p, expm1, sqrt, sin, cos, tan, asin, acos, atan, sinh,",
            "                        cosh, tanh, asinh, acosh, atanh, exp2, log2, log10, cbrt, erf, erfc,",
            "                        pow, fabs, floor, ceil, rint, trunc, atan2, hypot, NAN)",
@@ -124,8 +124,16 @@ def render_kernels():
                   "void bin_d2(int code, double a, double b, double y,\n"
                   "                        double* daa, double* dab, double* dbb)",
                   "Second partial derivatives.", None, assign=("daa", "dab", "dbb"))
+    return "\n".join(out)
+
+
+def render_traits():
+    diff = elementwise(("unary", "binary"))
+    out = [HEADER,
+           "# Included by traits.pxd: the per-op traits computed from the primitive table's formulas",
+           "# (tapegrad.primitives.traits), never listed by hand. traits.pxd adds the structural and",
+           "# speed predicates the sweeps' hand-written loops need.", ""]
     T = {r["name"]: traits(r) for r in elementwise()}
-    out += ["# ------------------------------------------------------------------ traits", ""]
     out += _trait("op_reads_y", "Does a first derivative of this elementwise op read its value y?",
                   [r for r in elementwise() if T[r["name"]]["reads_y"]])
     out += _trait("op_const_partial", "Are this elementwise op's partials constants (or the "
@@ -144,6 +152,9 @@ def render_kernels():
             "        return un_d1(code, 0.0, 0.0, d)",
             "    bin_d1(code, 0.0, 0.0, 0.0, 0.0, &da, &db)",
             "    return da if r == 0 else db", ""]
+    out += _trait("op_is_linear_unary", "Unary y = s x + t with s, t depending only on the op's "
+                  "parameter d (partials constant): tangent s x_dot, adjoint s y_bar.",
+                  [r for r in elementwise(("unary",)) if T[r["name"]]["const_partial"]])
     return "\n".join(out)
 
 
@@ -164,7 +175,8 @@ def render_opnames():
     return "\n".join(out)
 
 
-FILES = {"opcodes.pxd": render_opcodes, "kernels.pxd": render_kernels, "opnames.pxi": render_opnames}
+FILES = {"opcodes.pxd": render_opcodes, "kernels.pxd": render_kernels, "optraits.pxi": render_traits,
+         "opnames.pxi": render_opnames}
 
 
 def stale(core_dir):

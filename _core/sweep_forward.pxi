@@ -1,0 +1,176 @@
+# The forward sweep: values of every slot at a new input. forward_op is the value of one op on
+# raw operand pointers (the tiled, fused and tangent sweeps call it too: on tiles, on scratch
+# rows, on tangent lanes of linear ops); forward_sweep is the driver over the op array, with
+# the scalar-code shortcut (one-element ops straight to un_f / bin_f), OP_CALL rules and the
+# tiled segments (sweep_tiling.pxi). Which ops take a loop of their own is decided by the
+# traits (traits.pxd), as in the other sweeps.
+
+cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const double* b,
+                     const double* c, double* y) noexcept nogil:
+    """y = op(a, b, c); also used for tangents of linear ops (then a, b, c are tangents)."""
+    cdef BWalk bw
+    cdef int code = op.code
+    cdef Py_ssize_t i, j, k, n = op.n, pre, m, post, bt
+    cdef int ka, kb
+    cdef double acc, v
+    cdef const int64_t* idx
+    if code <= UN_LAST:
+        # the cheapest ops get loops of their own (vectorizable); the rest go through un_f
+        if not op_cheap_unary(code):
+            if UN_LOOP[code] != NULL:
+                run_unary_loop(code, a, y, n)
+            else:
+                for i in range(n):
+                    y[i] = un_f(code, a[i], op.d)
+        elif code == OP_MULC:
+            for i in range(n):
+                y[i] = a[i] * op.d
+        elif code == OP_DIVC:
+            for i in range(n):
+                y[i] = a[i] / op.d
+        elif code == OP_ADDC:
+            for i in range(n):
+                y[i] = a[i] + op.d
+        elif code == OP_RSUBC:
+            for i in range(n):
+                y[i] = op.d - a[i]
+        elif code == OP_SQUARE:
+            for i in range(n):
+                y[i] = a[i] * a[i]
+        elif code == OP_NEG:
+            for i in range(n):
+                y[i] = -a[i]
+        else:   # a cheap op with no loop of its own here
+            for i in range(n):
+                y[i] = un_f(code, a[i], op.d)
+    elif code <= BIN_LAST:
+        ka = bkind(op.p[0], op.p[1], n)
+        kb = bkind(op.p[2], op.p[3], n)
+        if ka == 0 and kb == 0 and op_cheap_binary(code):
+            if code == OP_ADD:
+                for i in range(n):
+                    y[i] = a[i] + b[i]
+            elif code == OP_SUB:
+                for i in range(n):
+                    y[i] = a[i] - b[i]
+            else:
+                for i in range(n):
+                    y[i] = a[i] * b[i]
+        elif op_cheap_binary(code) and (
+                (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):
+            # a bias row: one operand repeats every mod elements (x @ W + b); nested loops
+            # instead of an index walk, so the inner loop vectorizes
+            row_op_forward(code, a, b, y, n, op.p[1] if ka == 2 else op.p[3], ka == 2)
+        elif BIN_LOOP[code] != NULL and ka != 2 and kb != 2:
+            run_binary_loop(code, a, b, y, n, ka == 1, kb == 1)
+        elif ka == 0 and kb == 0 and code != OP_WHERE:
+            for i in range(n):
+                y[i] = bin_f(code, a[i], b[i], 0.0)
+        else:
+            bwalk_start(&bw, op)
+            for i in range(n):
+                y[i] = bin_f(code, a[bw.a.i], b[bw.b.i], c[i] if code == OP_WHERE else 0.0)
+                bwalk_next(&bw)
+    elif code == OP_SUM:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        if post == 1:
+            for i in range(pre):
+                y[i] = sum_contiguous(a + i * m, m)
+        else:
+            # accumulate whole rows: the inner loop is contiguous and branch-free
+            memset(y, 0, pre * post * sizeof(double))
+            for i in range(pre):
+                for j in range(m):
+                    for k in range(post):
+                        y[i * post + k] += a[(i * m + j) * post + k]
+    elif code <= OP_PROD:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        for i in range(pre):
+            for k in range(post):
+                # max/min start from the first element of the block, which exists only if m > 0
+                y[i * post + k] = 0.0 if (code == OP_SUM or m == 0) else (
+                    1.0 if code == OP_PROD else a[i * m * post + k])
+            for j in range(m):
+                for k in range(post):
+                    v = a[(i * m + j) * post + k]
+                    if code == OP_SUM:
+                        y[i * post + k] += v
+                    elif code == OP_PROD:
+                        y[i * post + k] *= v
+                    elif code == OP_MAX:
+                        if v > y[i * post + k] or v != v:
+                            y[i * post + k] = v
+                    else:
+                        if v < y[i * post + k] or v != v:
+                            y[i * post + k] = v
+            if m == 0 and (code == OP_MAX or code == OP_MIN):
+                for k in range(post):
+                    y[i * post + k] = 0.0
+    elif code == OP_MATMUL:
+        for bt in range(op.p[0]):
+            mm_value(op, bt, 1.0, a, b, 0.0, y)
+    elif code == OP_GATHER:
+        idx = ipool + op.p[0]
+        for i in range(n):
+            y[i] = a[idx[i]]
+    elif code == OP_SCATTER_ADD:
+        idx = ipool + op.p[0]
+        memset(y, 0, n * sizeof(double))
+        for i in range(op.p[1]):
+            y[idx[i]] += a[i]
+    elif code == OP_COPY:
+        memmove(y, a, n * sizeof(double))   # a crafted tape may overlap y and a
+
+
+cdef void row_op_forward(int code, const double* a, const double* b, double* y, Py_ssize_t n,
+                         Py_ssize_t m, bint a_is_row) noexcept nogil:
+    # y = a op b where one operand (the "row", m values) repeats along the other (n values)
+    cdef Py_ssize_t r, j, base
+    for r in range(n // m):
+        base = r * m
+        if code == OP_ADD:
+            for j in range(m):
+                y[base + j] = (a[j] if a_is_row else a[base + j]) + (b[base + j] if a_is_row else b[j])
+        elif code == OP_SUB:
+            for j in range(m):
+                y[base + j] = (a[j] if a_is_row else a[base + j]) - (b[base + j] if a_is_row else b[j])
+        else:
+            for j in range(m):
+                y[base + j] = (a[j] if a_is_row else a[base + j]) * (b[base + j] if a_is_row else b[j])
+
+
+cdef int forward_sweep(const TapeView* tv, double* w) except -1 nogil:
+    """Values of ops [0, tv.nops) into w (inputs already in w[0:nin])."""
+    cdef Py_ssize_t k = 0, s = 0, nops = tv.nops, nsegs = tv.nsegs
+    cdef const Op* ops = tv.ops
+    cdef const Op* op
+    cdef const int64_t* segs = tv.segs
+    cdef const int64_t* ipool = tv.ipool
+    cdef const double* cv = tv.cv
+    while k < nops:
+        if s < nsegs and k == segs[3 * s]:
+            forward_segment(tv, k, segs[3 * s + 1], segs[3 * s + 2] != 0, w)
+            k = segs[3 * s + 1]
+            s += 1
+            continue
+        op = &ops[k]
+        k += 1
+        if op.n == 1 and op.code <= BIN_LAST:
+            # scalar code (Python loops of scalar operations): one element, no broadcasting
+            if op.code <= UN_LAST:
+                w[op.out] = un_f(op.code, opnd(w, cv, op.a, op.flags, FLAG_A_CONST)[0], op.d)
+            else:
+                w[op.out] = bin_f(op.code, opnd(w, cv, op.a, op.flags, FLAG_A_CONST)[0],
+                                  opnd(w, cv, op.b, op.flags, FLAG_B_CONST)[0],
+                                  opnd(w, cv, op.c, op.flags, FLAG_C_CONST)[0]
+                                  if op.code == OP_WHERE else 0.0)
+            continue
+        if op.code == OP_CALL:
+            call_forward(tv.cbs, op, opnd(w, cv, op.a, op.flags, FLAG_A_CONST),
+                           opnd(w, cv, op.b, op.flags, FLAG_B_CONST),
+                           opnd(w, cv, op.c, op.flags, FLAG_C_CONST), w + op.out)
+            continue
+        forward_op(op, ipool, opnd(w, cv, op.a, op.flags, FLAG_A_CONST),
+                   opnd(w, cv, op.b, op.flags, FLAG_B_CONST),
+                   opnd(w, cv, op.c, op.flags, FLAG_C_CONST), w + op.out)
+    return 0

@@ -1,0 +1,288 @@
+# The reverse sweep: adjoints accumulated in a buffer laid out like the values. reverse_op is
+# the adjoint of one op (reverse_elem / reverse_scalar for elementwise ops on raw pointers, so
+# the tiled and fused sweeps share them; reverse_linear for the linear data movers, which the
+# tangent-of-reverse sweep applies to its lanes too); reverse_sweep is the driver over the op
+# array, tiled segments included. Fast paths are chosen by the traits (traits.pxd).
+
+cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, const double* y,
+                         const double* yb, double* xb) noexcept nogil:
+    """Adjoint of the ops that are linear in their single operand given the values x, y:
+    sum, max/min (ties split evenly), gather, scatter_add, copy. xb += J^T yb."""
+    cdef int code = op.code
+    cdef Py_ssize_t i, j, k, n = op.n, pre, m, post, cnt
+    cdef const int64_t* idx
+    cdef double g, yv
+    if code == OP_SUM:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        if post == 1:
+            # contiguous rows: one broadcast value per row (vectorizable)
+            for i in range(pre):
+                g = yb[i]
+                for j in range(m):
+                    xb[i * m + j] += g
+            return
+        for i in range(pre):
+            for j in range(m):
+                for k in range(post):
+                    xb[(i * m + j) * post + k] += yb[i * post + k]
+    elif code == OP_MAX or code == OP_MIN:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        for i in range(pre):
+            for k in range(post):
+                yv = y[i * post + k]
+                cnt = 0
+                for j in range(m):
+                    if same(x[(i * m + j) * post + k], yv):
+                        cnt += 1
+                if cnt == 0:
+                    continue
+                g = yb[i * post + k] / cnt
+                for j in range(m):
+                    if same(x[(i * m + j) * post + k], yv):
+                        xb[(i * m + j) * post + k] += g
+    elif code == OP_GATHER:
+        idx = ipool + op.p[0]
+        for i in range(n):
+            xb[idx[i]] += yb[i]
+    elif code == OP_SCATTER_ADD:
+        idx = ipool + op.p[0]
+        for i in range(op.p[1]):
+            xb[i] += yb[idx[i]]
+    elif code == OP_COPY:
+        for i in range(n):
+            xb[i] += yb[i]
+
+
+cdef void row_op_reverse(int code, const double* a, const double* b, const double* yb, double* ab,
+                         double* bb, Py_ssize_t n, Py_ssize_t m, bint a_is_row, int a_const,
+                         int b_const) noexcept nogil:
+    # adjoints of row_op_forward: the row's adjoint sums its contributions row by row, in the
+    # same order as the element-by-element walk
+    cdef Py_ssize_t r, j, base
+    cdef double sa = -1.0 if code == OP_SUB else 1.0
+    for r in range(n // m):
+        base = r * m
+        if not a_const:
+            if a_is_row:
+                for j in range(m):
+                    ab[j] += yb[base + j] * (b[base + j] if code == OP_MUL else 1.0)
+            else:
+                for j in range(m):
+                    ab[base + j] += yb[base + j] * (b[j] if code == OP_MUL else 1.0)
+        if not b_const:
+            if a_is_row:
+                for j in range(m):
+                    bb[base + j] += yb[base + j] * (a[j] if code == OP_MUL else sa)
+            else:
+                for j in range(m):
+                    bb[j] += yb[base + j] * (a[base + j] if code == OP_MUL else sa)
+
+
+cdef void logaddexp_adjoint(const double* x, int kind, const double* y, const double* yb,
+                            double* xb, Py_ssize_t n, double* scratch, int is_const) noexcept nogil:
+    # xb += yb * exp(x - y) for one operand of y = logaddexp(a, b); kind 0: x has n values,
+    # kind 1: x is one value broadcast (its adjoint sums the contributions in order)
+    cdef Py_ssize_t i
+    if is_const:
+        return
+    for i in range(n):
+        scratch[i] = (x[i] if kind == 0 else x[0]) - y[i]
+    run_unary_loop(OP_EXP, scratch, scratch, n)
+    if kind == 0:
+        for i in range(n):
+            xb[i] += yb[i] * scratch[i]
+    else:
+        for i in range(n):
+            xb[0] += yb[i] * scratch[i]
+
+
+cdef inline void reverse_scalar(const Op* op, const double* a, const double* b, const double* c,
+                                const double* y, const double* yb, double* ab,
+                                double* bb) noexcept nogil:
+    """reverse_elem of a one-element op (scalar code: no broadcasting) with a derivative."""
+    cdef int code = op.code, fl = op.flags
+    cdef double da, db
+    if code <= UN_LAST:
+        if not (fl & FLAG_A_CONST):
+            ab[0] += yb[0] * un_d1(code, a[0], y[0], op.d)
+    else:
+        bin_d1(code, a[0], b[0], y[0], c[0] if code == OP_WHERE else 0.0, &da, &db)
+        if not (fl & FLAG_A_CONST):
+            ab[0] += yb[0] * da
+        if not (fl & FLAG_B_CONST):
+            bb[0] += yb[0] * db
+
+
+cdef void reverse_elem(const Op* op, const double* a, const double* b, const double* c,
+                       const double* y, const double* yb, double* ab, double* bb) noexcept nogil:
+    """Adjoint of one elementwise op (code <= BIN_LAST) given pointers to its operands' values
+    a, b, c, its value y and adjoint yb: accumulates into the operand adjoints ab, bb (not read
+    for constant operands). The tiled and fused sweeps pass tile pointers."""
+    cdef BWalk bw
+    cdef Py_ssize_t i, n = op.n
+    cdef int code = op.code, fl = op.flags, ka, kb
+    cdef double da, db
+    cdef double* scratch
+    if op_zero_derivative(code):
+        return
+    if n == 1:
+        reverse_scalar(op, a, b, c, y, yb, ab, bb)
+        return
+    if code <= UN_LAST:
+        if fl & FLAG_A_CONST:
+            pass
+        elif not (op_cheap_unary(code) or op_algebraic_d1(code)):
+            for i in range(n):
+                ab[i] += yb[i] * un_d1(code, a[i], y[i], op.d)
+        elif code == OP_MULC:
+            for i in range(n):
+                ab[i] += yb[i] * op.d
+        elif code == OP_DIVC:
+            da = 1.0 / op.d         # un_d1's value: the same products as the scalar path
+            for i in range(n):
+                ab[i] += yb[i] * da
+        elif code == OP_ADDC:
+            for i in range(n):
+                ab[i] += yb[i]
+        elif code == OP_RSUBC or code == OP_NEG:
+            for i in range(n):
+                ab[i] -= yb[i]
+        elif code == OP_SQUARE:
+            for i in range(n):
+                ab[i] += 2.0 * a[i] * yb[i]
+        # derivatives that are algebraic in x and y: vectorizable loops (same values as un_d1)
+        elif code == OP_EXP:
+            for i in range(n):
+                ab[i] += yb[i] * y[i]
+        elif code == OP_TANH:
+            for i in range(n):
+                ab[i] += yb[i] * (1.0 - y[i] * y[i])
+        elif code == OP_LOG:
+            for i in range(n):
+                ab[i] += yb[i] * (1.0 / a[i])
+        elif code == OP_SQRT:
+            for i in range(n):
+                ab[i] += yb[i] * (0.5 / y[i])
+        elif code == OP_EXPIT:
+            for i in range(n):
+                ab[i] += yb[i] * (y[i] * (1.0 - y[i]))
+        else:   # a fast-path op with no loop of its own here
+            for i in range(n):
+                ab[i] += yb[i] * un_d1(code, a[i], y[i], op.d)
+    else:
+        ka = bkind(op.p[0], op.p[1], n)
+        kb = bkind(op.p[2], op.p[3], n)
+        if ka == 0 and kb == 0 and op_cheap_binary(code):
+            # separate loops: a and b may be the same slot (x * x)
+            if not (fl & FLAG_A_CONST):
+                if code == OP_MUL:
+                    for i in range(n):
+                        ab[i] += yb[i] * b[i]
+                else:
+                    for i in range(n):
+                        ab[i] += yb[i]
+            if not (fl & FLAG_B_CONST):
+                if code == OP_MUL:
+                    for i in range(n):
+                        bb[i] += yb[i] * a[i]
+                elif code == OP_ADD:
+                    for i in range(n):
+                        bb[i] += yb[i]
+                else:
+                    for i in range(n):
+                        bb[i] -= yb[i]
+            return
+        if op_cheap_binary(code) and (
+                (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):
+            row_op_reverse(code, a, b, yb, ab, bb, n, op.p[1] if ka == 2 else op.p[3], ka == 2,
+                           fl & FLAG_A_CONST, fl & FLAG_B_CONST)
+            return
+        if code == OP_LOGADDEXP and ka != 2 and kb != 2 and UN_LOOP[OP_EXP] != NULL:
+            # d/da = exp(a - y), d/db = exp(b - y): NumPy's exp loop over a scratch row instead
+            # of two scalar exp calls per element (logistic losses spend their reverse sweep here)
+            scratch = <double*> malloc(n * sizeof(double))
+            if scratch != NULL:
+                logaddexp_adjoint(a, ka, y, yb, ab, n, scratch, fl & FLAG_A_CONST)
+                logaddexp_adjoint(b, kb, y, yb, bb, n, scratch, fl & FLAG_B_CONST)
+                free(scratch)
+                return
+        bwalk_start(&bw, op)
+        for i in range(n):
+            bin_d1(code, a[bw.a.i], b[bw.b.i], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
+            if not (fl & FLAG_A_CONST):
+                ab[bw.a.i] += yb[i] * da
+            if not (fl & FLAG_B_CONST):
+                bb[bw.b.i] += yb[i] * db
+            bwalk_next(&bw)
+
+
+cdef int reverse_op(const TapeView* tv, const Op* op, const double* w,
+                    double* wb) except -1 nogil:
+    """Adjoint of one op: accumulates into the adjoints of its operands."""
+    cdef Py_ssize_t i, j, kk, n, pre, m, post, bt
+    cdef int code, fl
+    cdef const double* a
+    cdef const double* b
+    cdef const double* c
+    cdef const double* y
+    cdef const double* yb
+    cdef double* ab
+    cdef double* bb
+    cdef double* P
+    cdef double* scratch
+    code = op.code
+    fl = op.flags
+    n = op.n
+    a = opnd(w, tv.cv, op.a, fl, FLAG_A_CONST)
+    b = opnd(w, tv.cv, op.b, fl, FLAG_B_CONST)
+    c = opnd(w, tv.cv, op.c, fl, FLAG_C_CONST)
+    y = w + op.out
+    yb = wb + op.out
+    ab = wb + op.a
+    bb = wb + op.b
+    if code <= BIN_LAST:
+        if n == 1 and op_has_partials(code):
+            reverse_scalar(op, a, b, c, y, yb, ab, bb)     # inline: scalar code's hot path
+        else:
+            reverse_elem(op, a, b, c, y, yb, ab, bb)
+        return 0
+    if code == OP_PROD:
+        if fl & FLAG_A_CONST:
+            return 0
+        scratch = prod_start(op, &pre, &m, &post)
+        if scratch == NULL:
+            return 0
+        for i in range(pre):
+            for kk in range(post):
+                P = prod_block(a, NULL, i, kk, m, post, scratch)
+                for j in range(m):
+                    ab[(i * m + j) * post + kk] += yb[i * post + kk] * P[j]
+        free(scratch)
+    elif code == OP_MATMUL:
+        for bt in range(op.p[0]):
+            if not (fl & FLAG_A_CONST):
+                mm_adj_a(op, bt, yb, b, ab)
+            if not (fl & FLAG_B_CONST):
+                mm_adj_b(op, bt, a, yb, bb)
+    elif code == OP_CALL:
+        call_reverse(tv.cbs, op, a, b, c, y, yb, wb)
+    elif not (fl & FLAG_A_CONST):
+        reverse_linear(op, tv.ipool, a, y, yb, ab)
+    return 0
+
+
+
+cdef int reverse_sweep(const TapeView* tv, const double* w, double* wb) except -1 nogil:
+    """Adjoints of ops [0, tv.nops), last op first, accumulated into wb (seeded by the caller)."""
+    cdef Py_ssize_t k = tv.nops - 1, s = tv.nsegs - 1
+    cdef const int64_t* segs = tv.segs
+    cdef const Op* ops = tv.ops
+    while k >= 0:
+        if s >= 0 and k == segs[3 * s + 1] - 1:
+            reverse_segment(tv, segs[3 * s], segs[3 * s + 1], segs[3 * s + 2] != 0, w, wb)
+            k = segs[3 * s] - 1
+            s -= 1
+            continue
+        reverse_op(tv, &ops[k], w, wb)
+        k -= 1
+    return 0

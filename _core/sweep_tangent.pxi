@@ -1,0 +1,140 @@
+# The tangent sweep (forward mode, dual numbers): L tangent lanes at once, lane l of slot s at
+# wd[l*S + s]. tangent_op is the tangent of one op for all lanes; tangent_sweep is the driver.
+# Elementwise ops compute their local derivative once per element and apply it to every lane;
+# the cheap ops (traits.pxd: op_cheap_unary, op_cheap_binary) run lane by lane as contiguous
+# loops; the linear movers are forward_op applied to each lane.
+
+cdef int tangent_op(const TapeView* tv, const Op* op, const double* w, double* wd,
+                    Py_ssize_t L, Py_ssize_t S) except -1 nogil:
+    """yd (L lanes) = the tangent of op's output along the lanes of its operands' tangents."""
+    cdef BWalk bw
+    cdef Py_ssize_t i, j, kk, l, n = op.n, pre, m, post, bt, cnt, ia, ib
+    cdef int code = op.code, fl = op.flags
+    cdef const double* a = opnd(w, tv.cv, op.a, fl, FLAG_A_CONST)
+    cdef const double* b = opnd(w, tv.cv, op.b, fl, FLAG_B_CONST)
+    cdef const double* c = opnd(w, tv.cv, op.c, fl, FLAG_C_CONST)
+    cdef const double* y = w + op.out
+    cdef double* yd = wd + op.out
+    cdef const double* xd
+    cdef const double* xd2
+    cdef double d1, da, db, acc, yv
+    cdef double* P
+    cdef double* scratch
+    if op_cheap_unary(code) and not (fl & FLAG_A_CONST):
+        # linear (or nearly) ops: lane by lane, contiguous loops
+        if code == OP_DIVC:
+            da = 1.0 / op.d         # un_d1's value, as in the reverse sweep
+        for l in range(L):
+            xd = wd + l * S + op.a
+            if code == OP_MULC:
+                for i in range(n):
+                    yd[l * S + i] = op.d * xd[i]
+            elif code == OP_DIVC:
+                for i in range(n):
+                    yd[l * S + i] = da * xd[i]
+            elif code == OP_ADDC:
+                memmove(yd + l * S, xd, n * sizeof(double))  # may overlap on a crafted tape
+            elif code == OP_SQUARE:
+                for i in range(n):
+                    yd[l * S + i] = 2.0 * a[i] * xd[i]
+            elif code == OP_RSUBC or code == OP_NEG:
+                for i in range(n):
+                    yd[l * S + i] = -xd[i]
+            else:   # a cheap op with no loop of its own here
+                for i in range(n):
+                    d1 = un_d1(code, a[i], y[i], op.d)
+                    yd[l * S + i] = 0.0 if d1 == 0.0 else d1 * xd[i]
+    elif code <= UN_LAST and not op_zero_derivative(code):
+        for i in range(n):
+            d1 = 0.0 if fl & FLAG_A_CONST else un_d1(code, a[i], y[i], op.d)
+            for l in range(L):
+                yd[l * S + i] = 0.0 if d1 == 0.0 else d1 * wd[l * S + op.a + i]
+    elif op_cheap_binary(code) and not (fl & FLAG_ALL) and both_full(op):
+        for l in range(L):
+            xd = wd + l * S + op.a
+            xd2 = wd + l * S + op.b
+            if code == OP_ADD:
+                for i in range(n):
+                    yd[l * S + i] = xd[i] + xd2[i]
+            elif code == OP_SUB:
+                for i in range(n):
+                    yd[l * S + i] = xd[i] - xd2[i]
+            else:
+                for i in range(n):
+                    yd[l * S + i] = b[i] * xd[i] + a[i] * xd2[i]
+    elif op_zero_derivative(code):
+        for l in range(L):
+            memset(yd + l * S, 0, n * sizeof(double))
+    elif code <= BIN_LAST:
+        bwalk_start(&bw, op)
+        for i in range(n):
+            ia = bw.a.i
+            ib = bw.b.i
+            bwalk_next(&bw)
+            bin_d1(code, a[ia], b[ib], y[i], c[i] if code == OP_WHERE else 0.0, &da, &db)
+            if fl & FLAG_A_CONST:
+                da = 0.0
+            if fl & FLAG_B_CONST:
+                db = 0.0
+            for l in range(L):
+                acc = 0.0
+                if da != 0.0:
+                    acc = da * wd[l * S + op.a + ia]
+                if db != 0.0:
+                    acc = acc + db * wd[l * S + op.b + ib]
+                yd[l * S + i] = acc
+    elif op_linear_mover(code):
+        for l in range(L):
+            if fl & FLAG_A_CONST:
+                memset(yd + l * S, 0, n * sizeof(double))
+            else:
+                forward_op(op, tv.ipool, wd + l * S + op.a, NULL, NULL, yd + l * S)
+    elif code == OP_MAX or code == OP_MIN:
+        pre = op.p[0]; m = op.p[1]; post = op.p[2]
+        for l in range(L):
+            for i in range(pre):
+                for kk in range(post):
+                    yv = y[i * post + kk]
+                    cnt = 0
+                    acc = 0.0
+                    if not (fl & FLAG_A_CONST):
+                        for j in range(m):
+                            if same(a[(i * m + j) * post + kk], yv):
+                                cnt += 1
+                                acc += wd[l * S + op.a + (i * m + j) * post + kk]
+                    yd[l * S + i * post + kk] = acc / cnt if cnt else 0.0
+    elif code == OP_PROD:
+        scratch = prod_start(op, &pre, &m, &post)
+        if scratch == NULL:
+            return 0
+        for i in range(pre):
+            for kk in range(post):
+                P = prod_block(a, NULL, i, kk, m, post, scratch)
+                for l in range(L):
+                    acc = 0.0
+                    if not (fl & FLAG_A_CONST):
+                        for j in range(m):
+                            acc += P[j] * wd[l * S + op.a + (i * m + j) * post + kk]
+                    yd[l * S + i * post + kk] = acc
+        free(scratch)
+    elif code == OP_MATMUL:
+        for l in range(L):
+            for bt in range(op.p[0]):
+                if fl & FLAG_A_CONST:
+                    mm_value(op, bt, 0.0, a, b, 0.0, yd + l * S)     # zeros
+                else:
+                    mm_value(op, bt, 1.0, wd + l * S + op.a, b, 0.0, yd + l * S)
+                if not (fl & FLAG_B_CONST):
+                    mm_value(op, bt, 1.0, a, wd + l * S + op.b, 1.0, yd + l * S)
+    elif code == OP_CALL:
+        call_tangent(tv.cbs, op, a, b, c, y, wd, L, S)
+    return 0
+
+
+cdef int tangent_sweep(const TapeView* tv, const double* w, double* wd, Py_ssize_t L,
+                       Py_ssize_t S) except -1 nogil:
+    """wd holds L lanes of tangents, lane l at wd + l*S; input lanes are set by the caller."""
+    cdef Py_ssize_t k
+    for k in range(tv.nops):
+        tangent_op(tv, &tv.ops[k], w, wd, L, S)
+    return 0
