@@ -7,10 +7,11 @@ from tapegrad.autograd import (grad, value_and_grad, elementwise_grad, jacobian,
                                make_jvp, make_hvp, make_ggnvp, hessian_tensor_product,
                                tensor_jacobian_product, deriv, checkpoint, grad_named,
                                multigrad_dict)
-from tapegrad.autograd.extend import primitive, defvjp, defjvp
+from tapegrad.autograd.extend import primitive, defvjp, defjvp, defvjp_argnum, defjvp_argnum
 from tapegrad.autograd.misc import flatten
 from tapegrad.autograd.misc.optimizers import adam, sgd, rmsprop
 from tapegrad.autograd.scipy.special import logsumexp as sp_logsumexp, expit
+from tapegrad.autograd.scipy.stats import norm, t, multivariate_normal, poisson, gamma, beta
 
 
 def sigmoid(x):
@@ -95,6 +96,24 @@ def clipped_square(x):          # its rule is not the derivative of its value (1
 
 defvjp(clipped_square, lambda ans, x: lambda g: g * np.ones_like(x))
 defjvp(clipped_square, lambda g, ans, x: g * np.ones_like(x))
+
+
+@primitive
+def weighted(x, w):
+    return np.sum(w * np.sin(x))
+
+
+defvjp_argnum(weighted, lambda argnum, ans, args, kwargs:
+              (lambda g: g * args[1] * np.cos(args[0])) if argnum == 0
+              else (lambda g: g * np.sin(args[0])))
+defjvp_argnum(weighted, lambda argnum, g, ans, args, kwargs:
+              np.sum(g * args[1] * np.cos(args[0])) if argnum == 0 else np.sum(g * np.sin(args[0])))
+
+
+def custom_argnum_rules():
+    x, w = np.array([0.2, 1.1, -0.4]), np.array([1.0, 2.0, 3.0])
+    return (grad(weighted, (0, 1))(x, w), make_jvp(weighted)(x, w)(np.ones(3))[1],
+            make_jvp(weighted, 1)(x, w)(np.ones(3))[1], hessian(weighted)(x, w))
 
 
 def custom_primitive():
@@ -189,3 +208,28 @@ def all_gradients():            # autograd's own multigrad_dict needs the retire
         return np.sum(a * np.sin(b)) * c
     md = multigrad_dict(f)(np.array([1.0, 2.0]), np.array([0.3, -0.4]))
     return list(md), md["a"], md["b"], md["c"]
+
+
+def likelihood_problem():
+    rs = npr.RandomState(5)
+    x = rs.randn(20)
+    X = rs.randn(10, 2)
+    counts = np.array([0.0, 1.0, 3.0, 2.0, 6.0])
+    u = np.array([0.1, 0.4, 0.75])
+
+    def nll(params):
+        mu, log_s, log_df, L = params
+        cov = np.dot(L, L.T) + 0.1 * np.eye(2)
+        return -(np.sum(norm.logpdf(x, mu, np.exp(log_s))) + np.sum(norm.logcdf(x - mu))
+                 + np.sum(t.logpdf(x, np.exp(log_df), mu, np.exp(log_s)))
+                 + np.sum(multivariate_normal.logpdf(X, np.stack([mu, -mu]), cov))
+                 + np.sum(poisson.logpmf(counts, np.exp(mu)))
+                 + np.sum(gamma.logpdf(u + 1.0, np.exp(log_df))) + np.sum(beta.logpdf(u, 2.0, np.exp(log_s))))
+
+    params = (0.3, -0.2, 1.1, np.array([[1.0, 0.0], [0.4, 0.8]]))
+    return nll, params
+
+
+def likelihoods():
+    nll, params = likelihood_problem()
+    return value_and_grad(nll)(params)

@@ -28,7 +28,8 @@ P = _load(SOURCE, "programs_tapegrad")
 
 
 PROGRAMS = ["logistic_adam", "net_sgd", "custom_primitive", "tanh_elementwise", "quadratic_hessian",
-            "hvps", "ggn", "tjp", "derivs", "checkpointed_rnn", "argnums_and_names"]
+            "hvps", "ggn", "tjp", "derivs", "checkpointed_rnn", "argnums_and_names", "likelihoods",
+            "custom_argnum_rules"]
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +122,16 @@ def test_custom_primitive_with_defvjp():
     close(g_lse, tg.grad(lambda x: tg.logsumexp(numpy.sin(x) * 3.0))(x))
     close(g_clip, -numpy.sin(x ** 2))          # the rule (g * 1) is used, not 2 x g
     close(jvp_clip, numpy.ones(3))
+
+
+def test_custom_argnum_rules():
+    (gx, gw), jx, jw, H = P.custom_argnum_rules()
+    x, w = numpy.array([0.2, 1.1, -0.4]), numpy.array([1.0, 2.0, 3.0])
+    f = lambda x, w: numpy.sum(w * numpy.sin(x))  # noqa: E731
+    close((gx, gw), tg.grad(f, argnums=(0, 1))(x, w))
+    close(jx, tg.jvp(lambda x: f(x, w), (x,), (numpy.ones(3),))[1])
+    close(jw, tg.jvp(lambda w: f(x, w), (w,), (numpy.ones(3),))[1])
+    close(H, tg.hessian(f)(x, w))
 
 
 def test_elementwise_grad_of_tanh():
@@ -252,6 +263,30 @@ def test_scipy_namespaces():
         check_grads(lambda x, l, s: getattr(stats.norm, name)(x, l, s), modes=["fwd", "rev"],
                     order=2)(x, 0.5, 2.0)
     close(tga.grad(lambda x: numpy.sum(stats.norm.logpdf(x)))(x), -x)
+    u = numpy.array([0.2, 0.5, 0.9])
+    for dist, args in (("t", (u, 3.5, 0.2, 1.5)), ("gamma", (u, 2.5, 0.0, 1.3)), ("chi2", (u, 3.0)),
+                       ("beta", (u, 2.0, 3.5)), ("poisson", (numpy.array([0.0, 2.0, 5.0]), 2.3))):
+        for name in (("logpmf", "pmf") if dist == "poisson" else ("logpdf", "pdf")):
+            close(getattr(getattr(stats, dist), name)(*args), getattr(getattr(ss, dist), name)(*args),
+                  tol=1e-12)
+        check_grads(getattr(stats, dist).logpmf if dist == "poisson" else getattr(stats, dist).logpdf,
+                    argnum=tuple(range(1 if dist == "poisson" else 0, len(args))))(*args)
+    mean, cov = numpy.array([0.1, -0.2]), numpy.array([[2.0, 0.3], [0.3, 1.0]])
+    X = numpy.array([[0.3, 0.4], [1.0, -1.0], [0.0, 0.2]])
+    close(stats.multivariate_normal.logpdf(X, mean, cov), ss.multivariate_normal.logpdf(X, mean, cov))
+    close(stats.multivariate_normal.pdf(X[0], mean, cov), ss.multivariate_normal.pdf(X[0], mean, cov))
+    check_grads(stats.multivariate_normal.logpdf, argnum=(0, 1, 2))(X, mean, cov)
+    al, p = numpy.array([1.5, 2.0, 3.0]), numpy.array([0.2, 0.3, 0.5])
+    close(stats.dirichlet.logpdf(p, al), ss.dirichlet.logpdf(p, al))
+    check_grads(stats.dirichlet.logpdf, argnum=(0, 1))(p, al)
+
+
+def test_likelihoods_against_plain_tapegrad():
+    v, g = P.likelihoods()
+    assert numpy.isfinite(v) and len(g) == 4 and g[3].shape == (2, 2)
+    nll, params = P.likelihood_problem()
+    close((v, g), tg.value_and_grad(nll)(params))
+    tg.check_grads(nll, params, modes=("fwd", "rev"), order=2)
 
 
 def test_check_grads_catches_a_wrong_rule():

@@ -141,8 +141,10 @@ def hessian(fun, x):
     if _builtins.isinstance(x, (float, int, _np.ndarray, _np.generic)):
         try:
             return _api.hessian(fun)(x)
-        except _TypeError:
-            pass        # not a scalar output (or nested): autograd's definition below
+        except _TypeError as e:
+            if not str(e).startswith("hessian:"):
+                raise   # an error of fun itself
+            # not a scalar output: autograd's definition below
     return _api.jacobian(_api.jacobian(fun))(x)
 
 
