@@ -12,18 +12,11 @@ import functools
 
 from ..tracing import pytree as _tree
 from ..tracing.tracer import Tracer as Box, value_of as _value_of
-from ..rules.custom import primitive, defvjp, defjvp, defvjp_argnum, _check_primitive, _AllArgs
+from ..rules.custom import primitive, defvjp, defjvp, defvjp_argnum, defjvp_argnum
 from ..rules.base import stop_gradient
 
 __all__ = ["primitive", "defvjp", "defjvp", "defvjp_argnum", "defjvp_argnum", "Box",
            "notrace_primitive"]
-
-
-def defjvp_argnum(fun, jvpmaker):
-    """autograd's ``defjvp_argnum``: ``jvpmaker(argnum, g, ans, args, kwargs)`` is the output
-    tangent from a tangent g of argument ``argnum``; contributions of several arguments add."""
-    _check_primitive(fun, "defjvp_argnum")
-    fun.jvps = _AllArgs(lambda k: (lambda g, ans, *args, **kw: jvpmaker(k, g, ans, args, kw)))
 
 
 def _getval(x):

@@ -331,6 +331,13 @@ def defvjp_argnum(fun, vjpmaker):
     fun.vjps = _AllArgs(lambda k: (lambda ans, *args, **kw: vjpmaker(k, ans, args, kw)))
 
 
+def defjvp_argnum(fun, jvpmaker):
+    """autograd's ``defjvp_argnum``: ``jvpmaker(argnum, g, ans, args, kwargs)`` is the output
+    tangent from a tangent g of argument ``argnum``; contributions of several arguments add."""
+    _check_primitive(fun, "defjvp_argnum")
+    fun.jvps = _AllArgs(lambda k: (lambda g, ans, *args, **kw: jvpmaker(k, g, ans, args, kw)))
+
+
 def defjvp(fun, *jvpfuns, argnums=None):
     """autograd's ``defjvp``: ``jvpfun(g, ans, *args, **kwargs)`` is the output tangent from a
     tangent g of that argument; contributions of several arguments add."""
