@@ -1,8 +1,9 @@
 """How each NumPy function records onto the tape.
 
-One entry per NumPy function or ufunc, mapping it onto the core's primitives (the derivative
-rules of every primitive live beside its value in ``_core/kernels.pxd`` and ``_core/sweeps.pyx``;
-the NumPy-level reference of the same rules is ``reference.py``):
+One entry per NumPy function or ufunc, mapping it onto the core's primitives (an elementwise
+primitive's value and derivatives are one row of ``primitives/table.py``, from which the kernels
+of ``_core/`` and the NumPy formulas of ``engine/reference.py`` are made; the other primitives'
+rules are written per sweep in ``_core/sweep_*.pxi``):
 
 - elementwise unary ops (with a scalar parameter for ``x + c``, ``c / x``, ``x ** c``, ...),
 - elementwise binary ops with broadcasting by index arithmetic (no copy) when an operand's
