@@ -276,3 +276,17 @@ def test_checkpoint_non_numeric_arguments_are_constants():
 
     g = tg.grad(lambda x: np.sum(tg.checkpoint(f)(x, "sin")))(np.array([0.3, 0.4]))
     np.testing.assert_allclose(g, np.cos([0.3, 0.4]), rtol=1e-15)
+
+
+def test_forward_mode_without_a_traceable_rule_says_what_to_give():
+    @tg.custom_vjp
+    def f(x):
+        return np.sin(x)
+
+    def bwd(res, g):
+        return (np.asarray(g) * np.cos(res),)      # np.asarray: not traceable in g
+    f.defvjp(lambda x: (np.sin(x), x), bwd)
+    x = np.array([0.2, 0.4])
+    np.testing.assert_allclose(tg.grad(lambda x: np.sum(f(x)))(x), np.cos(x))
+    with pytest.raises(TypeError, match="forward mode needs a jvp rule"):
+        tg.jvp(f, (x,), (np.ones(2),))

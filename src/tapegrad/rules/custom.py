@@ -508,7 +508,13 @@ class CustomRule(_calls.CallRule):
             out = self.spec.jvp(args, self.kwargs, ans, tans)
             return tuple(np.reshape(v, (-1,)) for v in _tree.flatten(out)[0])
 
-        _, pull = vjp(tangent_out, np.zeros(self.n))
+        try:
+            _, pull = vjp(tangent_out, np.zeros(self.n))
+        except (TypeError, NotImplementedError) as e:
+            raise TapegradTypeError(
+                f"{self.spec.kind} function {self.spec.fname}: reverse mode needs a vjp rule or a "
+                "jvp rule written with NumPy functions tapegrad can trace (the vjp is its "
+                f"transpose); tracing the jvp rule failed: {e}") from e
         (xbar,) = pull(tuple(np.reshape(v, (-1,)) for v in ybars))
         return [xbar]
 
@@ -529,7 +535,13 @@ class CustomRule(_calls.CallRule):
             return np.sum(flat * xdot)
 
         zeros = tuple(np.zeros(s) for s in self.out_shapes)
-        _, pull = vjp(inner, *zeros)
+        try:
+            _, pull = vjp(inner, *zeros)
+        except (TypeError, NotImplementedError) as e:
+            raise TapegradTypeError(
+                f"{self.spec.kind} function {self.spec.fname}: forward mode needs a jvp rule "
+                "(.defjvp) or a vjp rule written with NumPy functions tapegrad can trace (J v is "
+                f"the transpose of the vjp); tracing the vjp rule failed: {e}") from e
         return list(pull(1.0))
 
     def _tangent_trees(self, t):
