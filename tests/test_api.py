@@ -356,12 +356,20 @@ def test_item_assignment_into_plain_arrays_raises_clearly():
     with pytest.raises(TypeError, match="tapegrad"):
         tg.grad(g)(np.ones(3))
 
-    def h(x):   # a size-1 value goes through float(): a constant, with a warning saying so
+    def h(x):   # a size-1 value: NumPy converts it with float(), which would drop its derivative
         y = np.zeros(3)
         y[0] = x[0]
         return np.sum(y) + np.sum(x)
+    with pytest.raises(ValueError) as e:     # NumPy wraps our TypeError in its ValueError
+        tg.grad(h)(np.ones(3))
+    assert isinstance(e.value.__cause__, TypeError) and "zeros_like" in str(e.value.__cause__)
+
+    def k(x):   # an explicit float() is a decision: a guarded constant, with a warning
+        y = np.zeros(3)
+        y[0] = float(x[0])
+        return np.sum(y) + np.sum(x)
     with pytest.warns(tg.TracerConversionWarning):
-        np.testing.assert_array_equal(tg.grad(h)(np.ones(3)), np.ones(3))
+        np.testing.assert_array_equal(tg.grad(k)(np.ones(3)), np.ones(3))
     assert tapegrad.tracing.tracer._stack() == []
 
 

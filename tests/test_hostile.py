@@ -465,15 +465,23 @@ def test_mutation_of_traced_arrays_is_refused(f, exc, match):
         tg.grad(f)(np.ones(3))
 
 
-def test_scalar_assignment_into_numpy_warns():
-    """a[0] = tracer goes through float(): the derivative is dropped, with a warning (not silent)."""
+def test_scalar_assignment_into_numpy_is_refused():
+    """a[0] = tracer: NumPy converts the tracer with float(), which would drop the derivative; it
+    is refused with the idiom (NumPy wraps the TypeError in a ValueError of its own)."""
     def f(x):
         a = np.zeros(3)
         a[0] = x[0]
         return np.sum(a) + np.sum(x)
-    with pytest.warns(tg.TracerConversionWarning):
-        g = tg.grad(f)(np.ones(3))
-    np.testing.assert_array_equal(g, [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError) as e:
+        tg.grad(f)(np.ones(3))
+    assert "np.zeros_like(x)" in str(e.value.__cause__)
+
+    def g(x):
+        a = np.zeros(3)
+        a[1:2] += x[0]          # a slice: NumPy converts the traced sum the same way
+        return np.sum(a) + np.sum(x)
+    with pytest.raises((TypeError, ValueError)):
+        tg.grad(g)(np.ones(3))
 
 
 def test_augmented_assignment_rebinds_and_input_untouched():

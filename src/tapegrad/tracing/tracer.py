@@ -11,9 +11,11 @@ the innermost active recorder among its operands; tracers of outer recorders are
 to it, remembered with their source so that the inner derivative can be re-expressed as
 operations on the outer tracers (see ``reference.py``).
 """
+import dis
 import itertools
 import math
 import operator
+import sys
 import threading
 import warnings
 import weakref
@@ -34,6 +36,17 @@ def _stack():
     if s is None:
         s = _state.stack = []
     return s
+
+
+_STORE_SUBSCR = dis.opmap.get("STORE_SUBSCR")
+
+
+def _storing_subscript(frame):
+    """Is frame executing ``a[k] = value`` (NumPy converting value inside its __setitem__)?"""
+    try:
+        return frame.f_code.co_code[frame.f_lasti] == _STORE_SUBSCR
+    except (AttributeError, IndexError, TypeError):
+        return False
 
 
 class TracerConversionWarning(UserWarning):
@@ -498,6 +511,13 @@ class Tracer:
     def _to_number(self, kind):
         if self._val.size != 1:
             raise TapegradTypeError(f"only size-1 traced arrays can be converted to Python {kind.__name__}")
+        if self._rec.active and _storing_subscript(sys._getframe(2)):
+            # a[k] = t with a a NumPy array: NumPy converts t to a number, which would drop its
+            # derivative silently (a float() the user wrote is a decision, guarded below)
+            raise TapegradTypeError(
+                "assigning a traced value into a NumPy array (a[k] = t) would drop its "
+                "derivative; make the array traced: a = np.zeros_like(x) (x traced), then "
+                "a[k] = t")
         if self._rec.active:
             self._rec.guard(self)
             warnings.warn(
