@@ -150,3 +150,14 @@ def test_assigning_a_tracer_into_a_plain_array_names_the_idiom():
         return np.sum(a)
     with pytest.raises(TypeError, match="zeros_like"):
         tg.grad(f)(np.ones(3))
+
+
+def test_elements_read_before_an_assignment_keep_their_values_as_in_numpy():
+    def f(x):
+        s = x[0]            # NumPy: a scalar (a copy), not a view
+        t = x[1, 0] if x.ndim == 2 else x[1]
+        x[0] = 5.0 * x[1]
+        return s * 2.0 + t + np.sum(x)
+    x = np.array([1.5, -0.5, 2.0])
+    assert tg.jvp(f, (x,), (np.zeros(3),))[0] == f(x.copy())
+    np.testing.assert_allclose(tg.grad(f)(x), [2.0, 1.0 + 5.0 + 1.0, 1.0])

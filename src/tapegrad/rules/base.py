@@ -391,7 +391,7 @@ def gather(x, idx):
         return rec.new(np.zeros(idx.shape))
     start = int(flat[0])
     if flat[-1] - start == n - 1 and (n == 1 or np.all(np.diff(flat) == 1)):
-        return _view(rec, x, Tracer(rec, x._off + start, v[start:start + n].reshape(idx.shape)))
+        return Tracer(rec, x._off + start, v[start:start + n].reshape(idx.shape))
     t = rec.new(v[flat].reshape(idx.shape))
     p0 = rec.tape.add_index(flat)
     rec.op(OPCODES["gather"], 0, t._off, x._off, n=n, p=(p0, x.size), reads=(x._off,))
@@ -588,11 +588,18 @@ def getitem(x, key):
             if inner:
                 start = (key + d0 if key < 0 else key) * inner
                 if v.ndim == 1 and v.dtype is _F64:    # one element: a scalar tracer (a float)
-                    return _view(rec, x, Tracer(rec, x._off + start, float(v[start])))
+                    return Tracer(rec, x._off + start, float(v[start]))   # (NumPy: a copy)
                 return _view(rec, x, Tracer(rec, x._off + start,
                                             v.reshape(-1)[start:start + inner].reshape(shape[1:])))
     idx = np.arange(x.size).reshape(x.shape)[_plain_key(key)]
-    return gather(x, idx)
+    t = gather(x, idx)
+    # NumPy's basic indexing (integers, slices, Ellipsis, None) gives a view unless the result
+    # is one element; the gather shares x's memory exactly when the elements are contiguous
+    if idx.ndim and type(t) is Tracer and x._off <= t._off < x._off + x.size and all(
+            k is None or k is Ellipsis or type(k) in (int, slice)
+            for k in (key if isinstance(key, tuple) else (key,))):
+        _view(rec, x, t)
+    return t
 
 
 def _plain_key(key):
@@ -618,12 +625,18 @@ def _plain_key(key):
 # ------------------------------------------------------------------ views and assignment
 def _view(rec, base, t):
     """t shares base's memory (x[k], a contiguous slice, a reshape): remember, weakly, which
-    array it is a view of and where, as NumPy would (see Recorder.views)."""
-    entry = rec.view_of(base)
-    if entry is None:
-        rec.add_view(t, base, t._off - base._off, t.size)
+    array it is a view of and where, as NumPy would (see Tracer._base, Tracer._views)."""
+    b = getattr(base, "_base", None)
+    root = b[0]() if b is not None else None
+    if root is None:
+        root, start = base, t._off - base._off
     else:
-        rec.add_view(t, entry[0], entry[1] + (t._off - base._off), t.size)
+        start = b[1] + (t._off - base._off)
+    t._base = (weakref.ref(root), start)
+    try:
+        root._views.append(weakref.ref(t))
+    except AttributeError:
+        root._views = [weakref.ref(t)]
     return t
 
 
@@ -663,20 +676,29 @@ def setitem(x, key, value):
 
 def _check_views(rec, x, flat):
     """Refuse an assignment NumPy would make visible through a view that a tracer cannot."""
-    if rec.view_of(x) is not None:
+    b = getattr(x, "_base", None)
+    if b is not None and b[0]() is not None:
         raise TapegradValueError(
             "x[...] = v: x is a view of another traced array (made by indexing, slicing or "
             "reshaping it), which NumPy would change too; " + _VIEW_HELP)
-    written = None
-    for tref, rref, lo, n in list(rec.views.values()):
-        if rref() is x and tref() is not None:
-            if written is None:
-                written = np.sort(flat)
-            k = np.searchsorted(written, lo)
-            if k < written.size and written[k] < lo + n:
-                raise TapegradValueError(
-                    "x[...] = v changes elements that a view of x taken earlier (by indexing, "
-                    "slicing or reshaping) still shows in NumPy; " + _VIEW_HELP)
+    views = getattr(x, "_views", None)
+    if not views:
+        return
+    live, written = [], None
+    for ref in views:
+        t = ref()
+        if t is None:
+            continue               # dropped here: each dead view is scanned once
+        live.append(ref)
+        if written is None:
+            written = np.sort(flat)
+        lo, n = t._base[1], t.size
+        k = np.searchsorted(written, lo)
+        if k < written.size and written[k] < lo + n:
+            raise TapegradValueError(
+                "x[...] = v changes elements that a view of x taken earlier (by indexing, "
+                "slicing or reshaping) still shows in NumPy; " + _VIEW_HELP)
+    x._views = live
 
 
 def clip(x, a_min=None, a_max=None):

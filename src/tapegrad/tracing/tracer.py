@@ -76,30 +76,6 @@ class Recorder:
         self.op_reads = {}           # op index -> work offsets it reads, for ops made by op()
         self.value_guards = []       # (offset, expected values) recorded by bool()/float()
         self._starts = None          # all allocations' starts, fixed by finish()
-        # views: tracers that share a region of another one (x[k], contiguous slices, reshapes)
-        # -> a weak reference to the tracer they were taken from (its root if that is a view
-        # too). Item assignment consults it: tracers have no view semantics (an assignment makes
-        # a new array), so writing where a live view would have to see the change is refused.
-        self.views = {}              # id(view) -> (weakref(view), weakref(root), start, size)
-
-    def add_view(self, t, root, start, n):
-        """Remember (weakly, by identity: tracers compare elementwise) that t shows
-        root[start:start + n] of the flat root."""
-        views, key = self.views, id(t)
-
-        def gone(r, key=key, views=views):
-            e = views.get(key)
-            if e is not None and e[0] is r:
-                del views[key]
-        views[key] = (weakref.ref(t, gone), weakref.ref(root), start, n)
-
-    def view_of(self, t):
-        """(root, start, size) if t is a view of a live root, else None."""
-        e = self.views.get(id(t))
-        if e is None or e[0]() is not t:
-            return None
-        root = e[1]()
-        return None if root is None else (root, e[2], e[3])
 
     # -- context
     def __enter__(self):
@@ -416,7 +392,11 @@ class Tracer:
     rules' scalar fast paths compute on the floats directly (the same IEEE double operations).
     """
 
-    __slots__ = ("_rec", "_off", "_arr", "_f", "__weakref__")
+    # _base (set on views only: x[k], contiguous slices, reshapes): (weakref to the array it is a
+    # view of, or that one's root, and its start in the root's flat elements); _views (on such a
+    # root): weak references to its views. Item assignment reads them (rules.base.setitem):
+    # tracers have no view semantics, so a write NumPy would show through a view is refused.
+    __slots__ = ("_rec", "_off", "_arr", "_f", "_base", "_views", "__weakref__")
     __array_priority__ = 1000.0
 
     def __init__(self, rec, off, val):
