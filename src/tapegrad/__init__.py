@@ -9,7 +9,7 @@
     tg.grad(f)(np.ones(3))
 """
 from .operators import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev, hessian,
-                        derivative, record, compile, load, Recorded, Compiled)
+                        derivative, record, compile, load, Recorded, Compiled, vmap)
 from .engine.traced import GuardError
 from .tracing.tracer import Tracer, TracerConversionWarning
 from .errors import (TapegradError, TapegradTypeError, TapegradValueError, UnsupportedError,
@@ -32,4 +32,4 @@ __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", 
            "TapegradValueError", "UnsupportedError", "RegistrationError", "Tracer",
            "TracerConversionWarning", "Tape", "check_grads", "numdiff", "logsumexp", "record",
            "compile", "Recorded", "Compiled", "load", "trace", "stop_gradient", "custom_vjp",
-           "custom_jvp", "primitive", "defvjp", "defjvp", "defvjp_argnum", "register_custom", "checkpoint"]
+           "custom_jvp", "primitive", "defvjp", "defjvp", "defvjp_argnum", "register_custom", "checkpoint", "vmap"]

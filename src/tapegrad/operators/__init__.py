@@ -1,6 +1,7 @@
 """The derivative operators: ``api`` (grad, value_and_grad, vjp, jvp, hvp, jacobian, hessian,
-derivative) and ``recorded`` (record, compile, load: a tape recorded once and replayed in C),
-all thin layers over ``engine.traced.Traced``."""
+derivative), ``recorded`` (record, compile, load: a tape recorded once and replayed in C),
+all thin layers over ``engine.traced.Traced``, and ``vmap`` (f mapped over a batch axis)."""
 from .api import (value_and_grad, grad, vjp, jvp, hvp, jacobian, jacfwd, jacrev, hessian,
                   derivative)
 from .recorded import record, compile, load, Recorded, Compiled  # noqa: A004
+from .vmap import vmap
