@@ -28,6 +28,7 @@ from .._core import sweeps
 from .._core.tape import Tape
 from ..tracing import pytree as _tree
 from ..engine.traced import Traced, GuardError
+from . import sparse as _sparse
 from ..errors import TapegradTypeError, TapegradValueError
 
 _FORMAT = "tapegrad.Recorded"
@@ -264,6 +265,29 @@ class Recorded:
         H = self._hvp_lanes(tr, w, np.eye(self.nin))
         s = tuple(self.in_shapes[0]) if len(self.in_shapes) == 1 else (self.nin,)
         return H.T.reshape(s + s).copy()
+
+    # ------------------------------------------------------------------ sparse derivatives
+    def jacobian_sparsity(self):
+        """The (out.size, in.size) pattern of the Jacobian as a scipy.sparse CSR bool matrix,
+        from the recorded tape's structure (no evaluation; see operators/sparse.py)."""
+        return _sparse.jacobian_sparsity(self._variants[0])
+
+    def hessian_sparsity(self):
+        """The (in.size, in.size) pattern of the Hessian of a scalar output (CSR bool)."""
+        return _sparse.hessian_sparsity(self._variants[0])
+
+    def sparse_jacobian(self, x, mode="auto", sparsity=None):
+        """The Jacobian at x as CSR (out.size, in.size): one tangent lane (or reverse sweep) per
+        color of the pattern's columns (rows), whichever needs fewer."""
+        tr, w = self._select(self._flat(self._primals(x), "sparse_jacobian"))
+        P = sparsity if sparsity is not None else _sparse.jacobian_sparsity(tr)
+        return _sparse.sparse_jacobian(tr, w, P, mode)
+
+    def sparse_hessian(self, x, sparsity=None):
+        """The Hessian at x as CSR (in.size, in.size): one hvp lane per color."""
+        tr, w = self._select(self._flat(self._primals(x), "sparse_hessian"))
+        P = sparsity if sparsity is not None else _sparse.hessian_sparsity(tr)
+        return _sparse.sparse_hessian(tr, w, self._hvp_lanes, P)
 
     # ------------------------------------------------------------------ inspection
     @property
