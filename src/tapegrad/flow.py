@@ -35,6 +35,7 @@ import scipy.sparse.linalg as spla
 from scipy import integrate
 
 from .errors import TapegradTypeError, TapegradValueError
+from .operators.sparse import color_columns
 
 __all__ = [
     "FlowResult", "GDResult", "StepBound", "Comparison",
@@ -217,12 +218,17 @@ def _counting(method):
 
 
 def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, atol=1e-10,
-                  jac=True, **solve_ivp_kwargs):
+                  jac=True, sparse="auto", **solve_ivp_kwargs):
     """Integrate ``dw/dt = -A grad f(w)`` from ``w(t_span[0]) = w0`` with ``scipy.integrate.solve_ivp``.
 
     The right-hand side replays one recorded tape of ``f``. Implicit methods (BDF, Radau, LSODA)
     get the exact Jacobian ``-A hess f(w)`` from the same tape unless ``jac=False`` (then scipy
     estimates it by finite differences). Other keywords go to ``solve_ivp``.
+
+    sparse: for BDF and Radau, hand scipy a sparse Jacobian (the Hessian's pattern from the tape,
+    its values from colored hvp lanes) and, with ``jac=False``, the pattern as ``jac_sparsity``.
+    "auto" does so when the pattern fills at most 5% of the matrix (d >= 100) and A is None, a
+    scalar, a diagonal or a sparse matrix; True forces it, False never.
     """
     w0 = _as_point(w0)
     if w0.ndim != 1:
@@ -243,7 +249,21 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
         return -P.matmat(derivs.hessian(w))
 
     kwargs = dict(solve_ivp_kwargs)
-    if implicit and jac:
+    pattern = _sparse_plan(derivs, P, base, sparse, w0.size)
+    if pattern is not None:
+        H_pattern, colors = pattern
+        tape = derivs.tape
+
+        def sparse_jacobian(t, w):
+            counts[1] += 1
+            H = tape.sparse_hessian(_as_point(w), sparsity=H_pattern, colors=colors)
+            return -_apply_sparse(P, H)
+
+        if jac:
+            kwargs["jac"] = sparse_jacobian
+        else:
+            kwargs["jac_sparsity"] = _apply_sparse(P, H_pattern.astype(float)) != 0
+    elif implicit and jac:
         kwargs["jac"] = jacobian
     sol = integrate.solve_ivp(rhs, t_span, w0, method=solver, t_eval=t_eval, rtol=rtol,
                               atol=atol, **kwargs)
@@ -256,6 +276,40 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
                       n_steps=solver.n_accepted, nfev=int(sol.nfev), njev=int(sol.njev),
                       nlu=int(sol.nlu), n_rhs=counts[0], n_jac=counts[1], success=bool(sol.success), message=str(sol.message),
                       sol=sol)
+
+
+def _sparse_plan(derivs, P, base, sparse, d):
+    """(Hessian pattern, its column coloring) when the flow should use sparse Jacobians."""
+    if sparse is False or not issubclass(base, (integrate.BDF, integrate.Radau)):
+        if sparse is True and not issubclass(base, (integrate.BDF, integrate.Radau)):
+            raise TapegradValueError("sparse=True needs method='BDF' or 'Radau' (scipy's sparse "
+                                     "Jacobians)")
+        return None
+    tape = derivs.tape
+    if tape is None or not hasattr(tape, "hessian_sparsity"):
+        if sparse is True:
+            raise TapegradValueError("sparse=True needs a recorded tape of f (replay=True)")
+        return None
+    if P.kind not in ("identity", "diagonal") and not (P.kind == "operator"
+                                                       and scipy.sparse.issparse(P.A)):
+        if sparse is True:
+            raise TapegradValueError("sparse=True needs A to be None, a scalar, a diagonal or a "
+                                     "scipy.sparse matrix")
+        return None
+    H = tape.hessian_sparsity()
+    if sparse == "auto" and (d < 100 or H.nnz > 0.05 * d * d):
+        return None
+    return H, color_columns(H)
+
+
+def _apply_sparse(P, H):
+    """A H for a sparse H, kept sparse (A: identity, diagonal or a sparse matrix)."""
+    H = scipy.sparse.csr_matrix(H)
+    if P.kind == "identity":
+        return H
+    if P.kind == "diagonal":
+        return scipy.sparse.diags(P.A) @ H
+    return scipy.sparse.csr_matrix(P.A @ H)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -275,11 +275,12 @@ def sparse_jacobian(tr, w, P=None, mode="auto"):
     return sp.csr_matrix((vals, (P.row, P.col)), shape=P.shape)
 
 
-def sparse_hessian(tr, w, hvp_lanes, P=None):
-    """The Hessian at w as CSR, from hvp lanes seeded by a coloring of its columns."""
+def sparse_hessian(tr, w, hvp_lanes, P=None, colors=None):
+    """The Hessian at w as CSR, from hvp lanes seeded by a coloring of its columns (colors:
+    color_columns(P), computed here if not given; a flow reuses it at every point)."""
     P = hessian_sparsity(tr) if P is None else sp.csr_matrix(P, dtype=bool)
     P = P.tocoo()
-    colors = color_columns(P)
+    colors = color_columns(P) if colors is None else np.asarray(colors)
     S = _seeds(colors)
     HS = hvp_lanes(tr, w, S)                               # (colors, nin): row k = H s_k
     vals = HS[colors[P.col], P.row]
