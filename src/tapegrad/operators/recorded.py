@@ -276,12 +276,13 @@ class Recorded:
         """The (in.size, in.size) pattern of the Hessian of a scalar output (CSR bool)."""
         return _sparse.hessian_sparsity(self._variants[0])
 
-    def sparse_jacobian(self, x, mode="auto", sparsity=None):
+    def sparse_jacobian(self, x, mode="auto", sparsity=None, colors=None):
         """The Jacobian at x as CSR (out.size, in.size): one tangent lane (or reverse sweep) per
-        color of the pattern's columns (rows), whichever needs fewer."""
+        color of the pattern's columns (rows), whichever needs fewer (``colors``: the pair from
+        operators.sparse.jacobian_colors to reuse)."""
         tr, w = self._select(self._flat(self._primals(x), "sparse_jacobian"))
         P = sparsity if sparsity is not None else _sparse.jacobian_sparsity(tr)
-        return _sparse.sparse_jacobian(tr, w, P, mode)
+        return _sparse.sparse_jacobian(tr, w, P, mode, colors)
 
     def sparse_hessian(self, x, sparsity=None, colors=None):
         """The Hessian at x as CSR (in.size, in.size): one hvp lane per color (``colors``:

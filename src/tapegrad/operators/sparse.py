@@ -249,12 +249,18 @@ def _seeds(colors):
     return S
 
 
-def sparse_jacobian(tr, w, P=None, mode="auto"):
-    """The Jacobian at work buffer w (after a forward sweep) as CSR, from colored lanes."""
+def jacobian_colors(P):
+    """(column coloring, row coloring) of a Jacobian pattern: for forward and reverse lanes."""
+    P = sp.csr_matrix(P, dtype=bool)
+    return color_columns(P), color_columns(P.T)
+
+
+def sparse_jacobian(tr, w, P=None, mode="auto", colors=None):
+    """The Jacobian at work buffer w (after a forward sweep) as CSR, from colored lanes
+    (colors: jacobian_colors(P), computed here if not given)."""
     P = jacobian_sparsity(tr) if P is None else sp.csr_matrix(P, dtype=bool)
+    cfwd, crev = jacobian_colors(P) if colors is None else colors
     P = P.tocoo()
-    cfwd = color_columns(P)
-    crev = color_columns(P.T)
     nf = int(cfwd.max()) + 1 if cfwd.size else 0
     nr = int(crev.max()) + 1 if crev.size else 0
     if mode == "auto":
