@@ -88,3 +88,17 @@ def test_coloring_is_valid_and_small_for_banded_patterns():
 def test_hessian_sparsity_needs_a_scalar():
     with pytest.raises(ValueError, match="scalar"):
         tg.record(chain, X0).hessian_sparsity()
+
+
+def test_patterns_and_colorings_are_made_once_per_variant(monkeypatch):
+    from tapegrad.operators import sparse
+    calls = []
+    real = sparse.color_columns
+    monkeypatch.setattr(sparse, "color_columns", lambda P: calls.append(1) or real(P))
+    r = tg.record(rosen, X0)
+    H1, H2 = r.sparse_hessian(X0), r.sparse_hessian(X0 * 0.5)
+    rj = tg.record(chain, X0)
+    rj.sparse_jacobian(X0)
+    rj.sparse_jacobian(X0[::-1].copy())
+    assert len(calls) == 1 + 2          # the Hessian's columns; the Jacobian's columns and rows
+    np.testing.assert_allclose(H2.toarray(), r.hessian(X0 * 0.5), rtol=1e-13, atol=1e-12)

@@ -35,7 +35,6 @@ import scipy.sparse.linalg as spla
 from scipy import integrate
 
 from .errors import TapegradTypeError, TapegradValueError
-from .operators.sparse import color_columns
 
 __all__ = [
     "FlowResult", "GDResult", "StepBound", "Comparison",
@@ -251,18 +250,16 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
     kwargs = dict(solve_ivp_kwargs)
     pattern = _sparse_plan(derivs, P, base, sparse, w0.size)
     if pattern is not None:
-        H_pattern, colors = pattern
         tape = derivs.tape
 
         def sparse_jacobian(t, w):
             counts[1] += 1
-            H = tape.sparse_hessian(_as_point(w), sparsity=H_pattern, colors=colors)
-            return -_apply_sparse(P, H)
+            return -_apply_sparse(P, tape.sparse_hessian(_as_point(w)))   # pattern kept by the tape
 
         if jac:
             kwargs["jac"] = sparse_jacobian
         else:
-            kwargs["jac_sparsity"] = _apply_sparse(P, H_pattern.astype(float)) != 0
+            kwargs["jac_sparsity"] = _apply_sparse(P, pattern.astype(float)) != 0
     elif implicit and jac:
         kwargs["jac"] = jacobian
     sol = integrate.solve_ivp(rhs, t_span, w0, method=solver, t_eval=t_eval, rtol=rtol,
@@ -279,7 +276,7 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
 
 
 def _sparse_plan(derivs, P, base, sparse, d):
-    """(Hessian pattern, its column coloring) when the flow should use sparse Jacobians."""
+    """The Hessian pattern when the flow should use sparse Jacobians, else None."""
     if sparse is False or not issubclass(base, (integrate.BDF, integrate.Radau)):
         if sparse is True and not issubclass(base, (integrate.BDF, integrate.Radau)):
             raise TapegradValueError("sparse=True needs method='BDF' or 'Radau' (scipy's sparse "
@@ -299,7 +296,7 @@ def _sparse_plan(derivs, P, base, sparse, d):
     H = tape.hessian_sparsity()
     if sparse == "auto" and (d < 100 or H.nnz > 0.05 * d * d):
         return None
-    return H, color_columns(H)
+    return H
 
 
 def _apply_sparse(P, H):

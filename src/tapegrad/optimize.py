@@ -13,7 +13,6 @@ import scipy.optimize as so
 import scipy.sparse as sp
 
 from .operators.recorded import record
-from .operators.sparse import color_columns, jacobian_colors
 from .tracing import pytree as _tree
 from .errors import TapegradTypeError, TapegradValueError
 
@@ -76,9 +75,7 @@ def minimize(f, x0, args=(), method=None, hess=None, hessp=None, sparse="auto", 
         pattern = tape.hessian_sparsity() if m == "trust-constr" and sparse is not False else None
         d = F.x0.size
         if pattern is not None and (sparse is True or pattern.nnz <= 0.05 * d * d):
-            colors = color_columns(pattern)
-            hess = lambda x: tape.sparse_hessian(np.asarray(x, float), sparsity=pattern,
-                                                 colors=colors)
+            hess = lambda x: tape.sparse_hessian(np.asarray(x, float))   # pattern kept by the tape
         else:
             hess = lambda x: np.array(tape.hessian(np.asarray(x, float))).reshape(d, d)
     if m == "trust-constr" and hess is None and hessp is None:
@@ -105,8 +102,7 @@ def least_squares(r, x0, args=(), sparse="auto", **kwargs):
                                     and pattern.nnz <= 0.05 * m * n)
     fun = lambda x: np.array(tape(np.asarray(x, float)), dtype=np.float64).reshape(-1)
     if use_sparse:
-        colors = jacobian_colors(pattern)
-        jac = lambda x: tape.sparse_jacobian(np.asarray(x, float), sparsity=pattern, colors=colors)
+        jac = lambda x: tape.sparse_jacobian(np.asarray(x, float))   # pattern kept by the tape
     else:
         jac = lambda x: np.array(tape.jacobian(np.asarray(x, float))).reshape(m, n)
     res = so.least_squares(fun, F.x0, jac=jac, **kwargs)

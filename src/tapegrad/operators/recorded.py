@@ -281,15 +281,13 @@ class Recorded:
         color of the pattern's columns (rows), whichever needs fewer (``colors``: the pair from
         operators.sparse.jacobian_colors to reuse)."""
         tr, w = self._select(self._flat(self._primals(x), "sparse_jacobian"))
-        P = sparsity if sparsity is not None else _sparse.jacobian_sparsity(tr)
-        return _sparse.sparse_jacobian(tr, w, P, mode, colors)
+        return _sparse.sparse_jacobian(tr, w, sparsity, mode, colors)   # None: the variant's own
 
     def sparse_hessian(self, x, sparsity=None, colors=None):
         """The Hessian at x as CSR (in.size, in.size): one hvp lane per color (``colors``:
         a coloring of the pattern's columns to reuse, see operators.sparse.color_columns)."""
         tr, w = self._select(self._flat(self._primals(x), "sparse_hessian"))
-        P = sparsity if sparsity is not None else _sparse.hessian_sparsity(tr)
-        return _sparse.sparse_hessian(tr, w, self._hvp_lanes, P, colors)
+        return _sparse.sparse_hessian(tr, w, self._hvp_lanes, sparsity, colors)
 
     # ------------------------------------------------------------------ inspection
     @property

@@ -11,6 +11,8 @@ b but neither with itself), so it is a superset only where an op's output does n
 tape's output nonlinearly, or where max/min/abs kinks are (their second derivative is taken as
 zero, as the sweeps do).
 
+Patterns and colorings are made once per recorded variant and reused at every point.
+
 Compressed derivatives (Curtis, Powell & Reid 1974; Gebremedhin, Manne & Pothen 2005): columns
 that share no row get one color, a seed matrix with one column per color goes through the
 existing lane sweeps (forward tangents for J S, reverse sweeps for S^T J, hvp lanes for H S), and
@@ -206,10 +208,20 @@ def _propagate(tape, nin, want_hessian=False):
     return D, H
 
 
+def _cached(tr, key, make):
+    """A pattern or coloring of variant tr, made once: the tape (so its structure) is fixed."""
+    cache = tr.__dict__.setdefault("_sparse_cache", {})
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 def jacobian_sparsity(tr):
     """(nout, nin) CSR pattern (bool) of the Jacobian of a recorded variant ``tr``."""
-    D, _ = _propagate(tr.tape, tr.nin)
-    return sp.csr_matrix(D.rows(tr.out_off, tr.nout), dtype=bool)
+    def make():
+        D, _ = _propagate(tr.tape, tr.nin)
+        return sp.csr_matrix(D.rows(tr.out_off, tr.nout), dtype=bool)
+    return _cached(tr, "jacobian", make).copy()
 
 
 def hessian_sparsity(tr):
@@ -217,8 +229,10 @@ def hessian_sparsity(tr):
     if tr.nout != 1:
         raise TapegradValueError(f"hessian_sparsity: the function must return a scalar, got "
                                  f"{tr.nout} outputs")
-    _, H = _propagate(tr.tape, tr.nin, want_hessian=True)
-    return sp.csr_matrix(H, dtype=bool)
+    def make():
+        _, H = _propagate(tr.tape, tr.nin, want_hessian=True)
+        return sp.csr_matrix(H, dtype=bool)
+    return _cached(tr, "hessian", make).copy()
 
 
 def color_columns(P):
@@ -258,7 +272,11 @@ def jacobian_colors(P):
 def sparse_jacobian(tr, w, P=None, mode="auto", colors=None):
     """The Jacobian at work buffer w (after a forward sweep) as CSR, from colored lanes
     (colors: jacobian_colors(P), computed here if not given)."""
-    P = jacobian_sparsity(tr) if P is None else sp.csr_matrix(P, dtype=bool)
+    if P is None:
+        P = jacobian_sparsity(tr)
+        if colors is None:
+            colors = _cached(tr, "jacobian colors", lambda: jacobian_colors(P))
+    P = sp.csr_matrix(P, dtype=bool)
     cfwd, crev = jacobian_colors(P) if colors is None else colors
     P = P.tocoo()
     nf = int(cfwd.max()) + 1 if cfwd.size else 0
@@ -284,8 +302,11 @@ def sparse_jacobian(tr, w, P=None, mode="auto", colors=None):
 def sparse_hessian(tr, w, hvp_lanes, P=None, colors=None):
     """The Hessian at w as CSR, from hvp lanes seeded by a coloring of its columns (colors:
     color_columns(P), computed here if not given; a flow reuses it at every point)."""
-    P = hessian_sparsity(tr) if P is None else sp.csr_matrix(P, dtype=bool)
-    P = P.tocoo()
+    if P is None:
+        P = hessian_sparsity(tr)
+        if colors is None:
+            colors = _cached(tr, "hessian colors", lambda: color_columns(P))
+    P = sp.csr_matrix(P, dtype=bool).tocoo()
     colors = color_columns(P) if colors is None else np.asarray(colors)
     S = _seeds(colors)
     HS = hvp_lanes(tr, w, S)                               # (colors, nin): row k = H s_k

@@ -668,10 +668,7 @@ def setitem(x, key, value):
             vals = gather(vals, keep) if type(vals) is Tracer else vals[keep]
     mask = np.zeros(v.size, dtype=bool)
     mask[flat] = True
-    new = where(mask.reshape(v.shape), reshape(scatter_add(vals, flat, v.size), v.shape), x)
-    if type(new) is not Tracer:
-        new = rec.new(np.asarray(new, dtype=np.float64))   # (not reached: x is traced)
-    return new
+    return where(mask.reshape(v.shape), reshape(scatter_add(vals, flat, v.size), v.shape), x)
 
 
 def _check_views(rec, x, flat):
