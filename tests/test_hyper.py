@@ -123,3 +123,56 @@ def test_stopping_reasons():
     assert bad.reason == "diverged"
     with pytest.raises(ValueError, match="horizon"):
         hyper.hypergradient_descent(f, W0, 0.1, 1e-3, 5, horizon=0)
+
+
+# ------------------------------------------------------------------ the multiplicative rule
+LAM = np.logspace(0, 4, 8)            # an 8-dimensional quadratic of condition 1e4
+
+
+def stiff(w):
+    return 0.5 * np.sum(LAM * w ** 2)
+
+
+def test_multiplicative_rule_is_baydins_cosine_update():
+    res = hyper.hypergradient_descent(f, W0, 0.01, 0.05, 30, rule="multiplicative")
+    g = [grad_np(w) for w in res.w]
+    for t in range(1, 30):
+        cos = g[t] @ g[t - 1] / (np.linalg.norm(g[t]) * np.linalg.norm(g[t - 1]))
+        assert res.hypergrad[t] == pytest.approx(-cos, rel=1e-12, abs=1e-15)
+        assert res.eta[t] == pytest.approx(res.eta[t - 1] * (1 + 0.05 * cos), rel=1e-12)
+        np.testing.assert_allclose(res.w[t + 1], res.w[t] - res.eta[t] * g[t], rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [2.0 ** -20, 2.0 ** 20])
+def test_multiplicative_rule_is_scale_free(scale):
+    # f -> c f with eta0 -> eta0 / c is the same iteration: same iterates, step sizes divided by
+    # c, whatever beta (the additive rule's alpha would need dividing by c^3). With c a power of
+    # two every rounding is the same too, so the runs agree bit for bit (but in the subnormal
+    # range, which the fast modes reach: there scaling by c loses bits).
+    base = hyper.hypergradient_descent(stiff, np.ones(8), 1e-5, 0.5, 2000, rule="multiplicative")
+    scaled = hyper.hypergradient_descent(lambda w: scale * stiff(w), np.ones(8), 1e-5 / scale,
+                                         0.5, 2000, rule="multiplicative")
+    np.testing.assert_allclose(scaled.w, base.w, rtol=0, atol=1e-300)
+    assert np.array_equal(scaled.eta * scale, base.eta)
+
+
+@pytest.mark.parametrize("beta", [0.2, 0.5, 0.9])
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_multiplicative_rule_converges_where_the_additive_one_needs_tuning(beta, scale):
+    f_c = lambda w: scale * stiff(w)                            # noqa: E731
+    w0 = np.ones(8)
+    f0 = f_c(w0)
+    mult = hyper.hypergradient_descent(f_c, w0, 1e-5 / scale, beta, 20000, rule="multiplicative")
+    assert mult.reason == "max_steps" and mult.f[-1] < 1e-6 * f0
+    # the additive rule at a hyper step size 10x above its narrow stable range diverges
+    add = hyper.hypergradient_descent(f_c, w0, 1e-5 / scale, 1e-11 / scale ** 3, 200)
+    assert add.reason == "diverged"
+
+
+def test_multiplicative_rule_bad_arguments():
+    with pytest.raises(ValueError, match="0 < hyper_lr < 1"):
+        hyper.hypergradient_descent(f, W0, 0.1, 1.5, 5, rule="multiplicative")
+    with pytest.raises(ValueError, match="additive rule only"):
+        hyper.hypergradient_descent(f, W0, 0.1, 0.1, 5, rule="multiplicative", hyper_hyper_lr=1e-3)
+    with pytest.raises(ValueError, match="rule must be"):
+        hyper.hypergradient_descent(f, W0, 0.1, 0.1, 5, rule="mult")

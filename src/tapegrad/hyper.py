@@ -18,6 +18,15 @@ derivative of f(w[t]) when the step sizes of the whole window move together, as 
 of the next step size: ``eta[t] = eta[t-1] - alpha * sum_tau d f(w[t]) / d eta[t-tau]``.
 Optionally alpha is learnt one level up the same way (horizon 1 at that level, as in Baydin et
 al.): ``d f(w[t]) / d alpha[t-1] = -h[t] h[t-1]`` with h the hypergradients.
+
+The additive rule is not scale-free: h has the units of f / eta, so multiplying f by c (or
+changing the parametrization) moves the useful range of alpha by c^3, and on an
+ill-conditioned problem only a tiny alpha is stable. ``rule="multiplicative"`` is Baydin et al.'s
+multiplicative update, ``eta[t] = eta[t-1] * (1 - beta * c[t])`` with ``c[t] = h[t] /
+(|g[t]| |g[t-1]|)``: for horizon 1, ``c = -cos(g[t], g[t-1])``, so the step size grows by at most
+a factor (1 + beta) while consecutive gradients agree and shrinks while they disagree, whatever
+the scale of f. ``c`` is dimensionless (eta has the units of w^2 / f); for horizons above 1 it is
+clipped to [-1, 1] so that ``0 < beta < 1`` keeps eta positive.
 """
 from dataclasses import dataclass
 
@@ -91,7 +100,7 @@ class HyperResult:
 
 
 def hypergradient_descent(f, w0, eta0, hyper_lr, steps, horizon=1, hyper_hyper_lr=None,
-                          tol=None, diverge_factor=1e8):
+                          tol=None, diverge_factor=1e8, rule="additive"):
     """Gradient descent whose step size is learnt online from hypergradients.
 
     ``horizon=1`` is Baydin et al.'s rule ``eta[t] = eta[t-1] + hyper_lr * g[t] . g[t-1]``;
@@ -99,9 +108,25 @@ def hypergradient_descent(f, w0, eta0, hyper_lr, steps, horizon=1, hyper_hyper_l
     see the module docstring). ``hyper_hyper_lr`` (kappa), if given, also learns the hyper step
     size: ``alpha[t] = alpha[t-1] + kappa * h[t] * h[t-1]``. Stops at gradient norm <= ``tol``,
     on divergence (loss not finite or grown by ``diverge_factor``), or after ``steps`` steps.
+
+    ``rule="multiplicative"``: ``hyper_lr`` is Baydin et al.'s dimensionless beta, with
+    ``0 < beta < 1``, and ``eta[t] = eta[t-1] * (1 - beta * c[t])``, ``c[t] = h[t] / (|g[t]|
+    |g[t-1]|)`` clipped to [-1, 1] (see the module docstring); the same beta works whatever the
+    scale of f. ``hypergrad`` then holds c. ``hyper_hyper_lr`` is for the additive rule only.
     """
     if int(horizon) < 1:
         raise TapegradValueError("horizon must be a positive integer, got %r" % horizon)
+    if rule not in ("additive", "multiplicative"):
+        raise TapegradValueError("hypergradient_descent: rule must be 'additive' or "
+                                 "'multiplicative', got %r" % (rule,))
+    multiplicative = rule == "multiplicative"
+    if multiplicative:
+        if not 0.0 < float(hyper_lr) < 1.0:
+            raise TapegradValueError("hypergradient_descent: the multiplicative rule needs "
+                                     "0 < hyper_lr < 1 (beta), got %r" % (hyper_lr,))
+        if hyper_hyper_lr is not None:
+            raise TapegradValueError("hypergradient_descent: hyper_hyper_lr is for the additive "
+                                     "rule only")
     horizon = int(horizon)
     w = _as_point(w0).copy()
     derivs = _derivs(f, w)
@@ -119,9 +144,14 @@ def hypergradient_descent(f, w0, eta0, hyper_lr, steps, horizon=1, hyper_hyper_l
                 lo = max(0, t - horizon)
                 parts = _backward(derivs, ws[lo:t], gs[lo:t], etas[lo:t], gs[t])
                 h = float(parts.sum())
-                if hyper_hyper_lr is not None and h_prev is not None:
-                    alpha = alpha + hyper_hyper_lr * h * h_prev
-                eta = eta - alpha * h
+                if multiplicative:
+                    norms = float(np.linalg.norm(gs[t])) * float(np.linalg.norm(gs[t - 1]))
+                    h = min(1.0, max(-1.0, h / norms)) if norms > 0 else 0.0
+                    eta = eta * (1.0 - alpha * h)
+                else:
+                    if hyper_hyper_lr is not None and h_prev is not None:
+                        alpha = alpha + hyper_hyper_lr * h * h_prev
+                    eta = eta - alpha * h
                 h_prev = h
             etas.append(eta)
             alphas.append(alpha)
