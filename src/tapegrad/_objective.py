@@ -73,6 +73,17 @@ class Derivs:
             hv = api.hvp(self._f, (w,), (v,))
         return np.array(hv, dtype=float).reshape(self.shape)
 
+    def hvp_matrix(self, w, V):
+        """H(w) @ V for V of shape (d, k): one sweep with k lanes on a tape, k hvps otherwise."""
+        self.n_hvp += V.shape[1]
+        w = as_point(w)
+        if self._tape is not None and hasattr(self._tape, "hvp_matrix"):
+            return np.array(self._tape.hvp_matrix(w, V), dtype=float)
+        cols = [np.ravel(self._tape.hvp(w, V[:, j].reshape(self.shape)) if self._tape is not None
+                         else api.hvp(self._f, (w,), (V[:, j].reshape(self.shape),)))
+                for j in range(V.shape[1])]
+        return np.array(cols, dtype=float).T.reshape(V.shape)
+
     def hessian(self, w):
         self.n_hessian += 1
         w = as_point(w)

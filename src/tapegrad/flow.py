@@ -35,10 +35,12 @@ import scipy.sparse.linalg as spla
 from scipy import integrate
 
 from .errors import TapegradTypeError, TapegradValueError
+from .operators import api as _api
 
 __all__ = [
     "FlowResult", "GDResult", "StepBound", "Comparison",
-    "gradient_flow", "gradient_descent", "compare_flow_gd", "smoothness", "stable_step",
+    "FlowJVP", "FlowGrad", "gradient_flow", "gradient_flow_jvp", "gradient_flow_grad",
+    "gradient_descent", "compare_flow_gd", "smoothness", "stable_step",
     "hessian_diagonal", "cli_report", "PROBLEMS",
 ]
 
@@ -307,6 +309,221 @@ def _apply_sparse(P, H):
     if P.kind == "diagonal":
         return scipy.sparse.diags(P.A) @ H
     return scipy.sparse.csr_matrix(P.A @ H)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sensitivities of the flow: d w(T) / d w0 (forward), d L(w(T)) / d (w0, theta) (adjoint)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class FlowJVP:
+    """``w`` = w(T) and ``tangent`` = d w(T)/d w0 @ v (+ d w(T)/d theta @ v_theta), shaped like v.
+
+    ``nfev`` and ``njev`` are scipy's counts for the augmented ODE; ``sol`` its result."""
+    w: np.ndarray
+    tangent: np.ndarray
+    t_final: float
+    nfev: int
+    njev: int
+    success: bool
+    message: str
+    sol: Any = field(repr=False, default=None)
+
+
+@dataclass
+class FlowGrad:
+    """``loss`` = L(w(T)), ``w`` = w(T), ``grad_w0`` = d L / d w0 (shaped like w0) and
+    ``grad_theta`` = d L / d theta (shaped like theta; None without theta), by the adjoint
+    method. ``forward`` is the FlowResult of the forward solve; ``nfev_backward`` counts the
+    adjoint ODE's right-hand sides (one hvp each)."""
+    loss: float
+    w: np.ndarray
+    grad_w0: np.ndarray
+    grad_theta: Optional[np.ndarray]
+    forward: Any
+    nfev_backward: int
+    success: bool
+    message: str
+
+
+class _Joint:
+    """f(w) or f(w, theta) as one function of z = (w, theta.ravel()), recorded once, so one hvp
+    lane gives both H_ww u and H_theta,w u (the mixed second derivatives the adjoint needs)."""
+
+    def __init__(self, f, w0, theta, where):
+        self.d = w0.size
+        if theta is None:
+            self.theta, self.p = None, 0
+            self.derivs = _derivs(f, w0)
+            return
+        if not callable(f) or hasattr(f, "hvp"):
+            raise TapegradTypeError("%s: with theta=..., f must be a plain function f(w, theta), "
+                                    "not a recorded tape" % where)
+        theta = _as_point(theta)
+        self.theta, self.p = theta, theta.size
+        d, shape = self.d, theta.shape
+
+        def joint(z):
+            return f(z[:d], z[d:].reshape(shape))
+        self.derivs = _Derivs(joint, self.z(w0))
+
+    def z(self, w):
+        return w if self.theta is None else np.concatenate([w, self.theta.ravel()])
+
+    def grad_w(self, w):
+        return self.derivs.grad(self.z(w))[:self.d]
+
+    def hessian(self, w):
+        return self.derivs.hessian(self.z(w))
+
+
+def _check_t_final(t_final, where):
+    t_final = float(t_final)
+    if not (np.isfinite(t_final) and t_final > 0):
+        raise TapegradValueError("%s: t_final must be a positive number, got %r" % (where, t_final))
+    return t_final
+
+
+def _lanes(v, n, what, where):
+    """v as an (n, k) matrix of k lanes (a vector: one lane) and whether it was a vector."""
+    V = np.asarray(v, dtype=float)
+    if V.ndim == 1 and V.shape == (n,):
+        return V[:, None], True
+    if V.ndim == 2 and V.shape[0] == n:
+        return V, False
+    raise TapegradValueError("%s: %s must have shape (%d,) or (%d, k), got %s"
+                             % (where, what, n, n, V.shape))
+
+
+def gradient_flow_jvp(f, w0, t_final, v, A=None, theta=None, v_theta=None, method="RK45",
+                      rtol=1e-10, atol=1e-12, **solve_ivp_kwargs):
+    """Forward sensitivities of the flow ``dw/dt = -A grad_w f(w[, theta])``.
+
+    Returns :class:`FlowJVP` with w(T) and ``d w(T)/d w0 @ v`` (plus ``d w(T)/d theta @ v_theta``
+    when theta and v_theta are given), from the augmented ODE ``w' = -A g(w)``,
+    ``S' = -A (H_ww S + H_w,theta V_theta)``, ``S(0) = v``: v may hold k lanes (shape (d, k));
+    all of them go through one tangent-of-reverse sweep per right-hand side. Implicit methods
+    (BDF, Radau, LSODA) get the block-diagonal part of the augmented Jacobian (``-A H`` per
+    block); the coupling term d S'/d w needs third derivatives and is left out, which only makes
+    their Newton iterations converge more slowly (the solution is set by rtol/atol as usual).
+    """
+    where = "gradient_flow_jvp"
+    t_final = _check_t_final(t_final, where)
+    w0 = _as_point(w0)
+    if w0.ndim != 1:
+        raise TapegradValueError("%s: w0 must be a 1-D array, got shape %s" % (where, w0.shape))
+    d = w0.size
+    joint = _Joint(f, w0, theta, where)
+    S0, was_vector = _lanes(v, d, "v", where)
+    k = S0.shape[1]
+    if v_theta is not None:
+        if theta is None:
+            raise TapegradValueError("%s: v_theta needs theta" % where)
+        Vt = np.asarray(v_theta, dtype=float)
+        shape = joint.theta.shape
+        if Vt.shape == shape:
+            Vt = Vt.reshape(joint.p, 1)
+        elif Vt.shape[:len(shape)] == shape and Vt.ndim == len(shape) + 1:
+            Vt = Vt.reshape(joint.p, Vt.shape[-1])
+        else:
+            raise TapegradValueError("%s: v_theta must have theta's shape %s (or that plus a lane "
+                                     "axis), got %s" % (where, shape, Vt.shape))
+        if Vt.shape[1] != k:
+            raise TapegradValueError("%s: v has %d lanes and v_theta %d" % (where, k, Vt.shape[1]))
+    else:
+        Vt = np.zeros((joint.p, k))
+    P = _Precond(A, d)
+    solver, base = _counting(method)
+    derivs = joint.derivs
+
+    def rhs(t, y):
+        w, S = y[:d], y[d:].reshape(d, k)
+        z = joint.z(w)
+        g = derivs.grad(z)[:d]
+        HS = derivs.hvp_matrix(z, np.vstack([S, Vt]))[:d]
+        return np.concatenate([-P.matvec(g), -P.matmat(HS).ravel()])
+
+    kwargs = dict(solve_ivp_kwargs)
+    if issubclass(base, (integrate.BDF, integrate.Radau, integrate.LSODA)) and "jac" not in kwargs:
+        def jacobian(t, y):
+            J = scipy.sparse.csr_matrix(-P.matmat(joint.hessian(y[:d])[:d, :d]))
+            return scipy.sparse.block_diag([J, scipy.sparse.kron(J, scipy.sparse.eye(k))],
+                                           format="csc")
+        kwargs["jac"] = jacobian
+    y0 = np.concatenate([w0, S0.ravel()])
+    sol = integrate.solve_ivp(rhs, (0.0, t_final), y0, method=solver, rtol=rtol, atol=atol,
+                              t_eval=[t_final], **kwargs)
+    yT = sol.y[:, -1]
+    tangent = yT[d:].reshape(d, k)
+    return FlowJVP(w=yT[:d].copy(), tangent=tangent[:, 0].copy() if was_vector else tangent.copy(),
+                   t_final=t_final, nfev=int(sol.nfev), njev=int(sol.njev),
+                   success=bool(sol.success), message=str(sol.message), sol=sol)
+
+
+def gradient_flow_grad(f, w0, t_final, loss=None, A=None, theta=None, method="RK45",
+                       rtol=1e-10, atol=1e-12, **solve_ivp_kwargs):
+    """d L(w(T)) / d w0 and d L(w(T)) / d theta for the flow ``dw/dt = -A grad_w f(w[, theta])``,
+    by the adjoint method.
+
+    ``loss`` is a function L(w) of the final state (traced with value_and_grad); None means f
+    itself at the end, ``L = f(w(T)[, theta])``, whose direct dependence on theta is included.
+    A forward solve with dense output gives w(t); the adjoint ``lambda(t) = d L / d w(t)`` then
+    runs backward from ``lambda(T) = grad L(w(T))`` with ``lambda' = H_ww A lambda`` and
+    ``q' = H_theta,w A lambda`` (q(T): L's own theta gradient), so that ``lambda(0) = dL/dw0`` and
+    ``q(0) = dL/dtheta``; each backward right-hand side is one hvp lane of the tape of f in
+    (w, theta). A must be symmetric (as everywhere in this module). The accuracy is that of the
+    two solves and of the forward dense output, i.e. set by rtol/atol. Implicit methods get the
+    exact Jacobians of both solves (dense: d + theta.size squared).
+    """
+    where = "gradient_flow_grad"
+    t_final = _check_t_final(t_final, where)
+    w0 = _as_point(w0)
+    if w0.ndim != 1:
+        raise TapegradValueError("%s: w0 must be a 1-D array, got shape %s" % (where, w0.shape))
+    if loss is not None and not callable(loss):
+        raise TapegradTypeError("%s: loss must be a function of w(T) or None" % where)
+    d = w0.size
+    joint = _Joint(f, w0, theta, where)
+    p, derivs = joint.p, joint.derivs
+    # the forward solve: f's own tape, or with theta a tape of f(., theta) (theta a constant)
+    f_w = derivs if theta is None else _Derivs(lambda w: f(w, joint.theta), w0)
+    fwd = gradient_flow(f_w, w0, (0.0, t_final), A=A, method=method, t_eval=[0.0, t_final],
+                        rtol=rtol, atol=atol, dense_output=True, **solve_ivp_kwargs)
+    if not fwd.success:
+        raise TapegradValueError("%s: the forward solve failed: %s" % (where, fwd.message))
+    wT = fwd.w[-1]
+    if loss is None:
+        L, gz = derivs.value_and_grad(joint.z(wT))
+        lamT, qT = gz[:d], gz[d:]
+    else:
+        L, lamT = _api.value_and_grad(loss)(wT)
+        lamT, qT = np.ravel(np.asarray(lamT, dtype=float)), np.zeros(p)
+        if lamT.shape != (d,):
+            raise TapegradValueError("%s: loss must map w of shape (%d,) to a scalar" % (where, d))
+    P = _Precond(A, d)
+    dense = fwd.sol.sol
+    count = [0]
+
+    def rhs(t, y):
+        count[0] += 1
+        u = np.concatenate([P.matvec(y[:d]), np.zeros(p)])
+        return derivs.hvp(joint.z(dense(t)), u)
+
+    solver, base = _counting(method)
+    kwargs = dict(solve_ivp_kwargs)
+    if issubclass(base, (integrate.BDF, integrate.Radau, integrate.LSODA)) and "jac" not in kwargs:
+        def jacobian(t, y):
+            H = joint.hessian(dense(t))
+            J = np.zeros((d + p, d + p))
+            J[:, :d] = P.matmat(H[:d, :]).T                    # H[:, :d] A, A symmetric
+            return J
+        kwargs["jac"] = jacobian
+    back = integrate.solve_ivp(rhs, (t_final, 0.0), np.concatenate([lamT, qT]), method=solver,
+                               rtol=rtol, atol=atol, t_eval=[0.0], **kwargs)
+    y0 = back.y[:, -1]
+    return FlowGrad(loss=float(L), w=wT.copy(), grad_w0=y0[:d].copy(),
+                    grad_theta=None if theta is None else y0[d:].reshape(joint.theta.shape),
+                    forward=fwd, nfev_backward=count[0], success=bool(back.success),
+                    message=str(back.message))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -251,6 +251,16 @@ class Recorded:
         tr, w = self._select(xf)
         return self._in(self._hvp_lanes(tr, w, vf[None, :])[0])
 
+    def hvp_matrix(self, x, V):
+        """H(x) @ V for V of shape (in.size, k): k hvp lanes in one tangent-of-reverse sweep."""
+        xf = self._flat(self._primals(x), "hvp_matrix")
+        V = np.asarray(V, dtype=np.float64)
+        if V.ndim != 2 or V.shape[0] != self.nin:
+            raise TapegradValueError(f"hvp_matrix: V must have shape ({self.nin}, k), got "
+                                     f"{V.shape}")
+        tr, w = self._select(xf)
+        return np.ascontiguousarray(self._hvp_lanes(tr, w, V.T).T)
+
     def jacobian(self, x, mode="auto"):
         """(out.size, in.size) shaped as out.shape + in.shape for one array in and out."""
         tr, w = self._select(self._flat(self._primals(x), "jacobian"))
