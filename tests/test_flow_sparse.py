@@ -58,3 +58,16 @@ def test_sparse_option_errors():
     with pytest.raises(ValueError, match="scipy.sparse"):
         flow.gradient_flow(f, np.ones(150), (0.0, 0.1), method="BDF", sparse=True,
                            A=np.eye(150) * 2.0)
+
+
+def test_sparse_equals_dense_at_d_1000():
+    d = 1000
+    f = make(d)
+    w0 = np.linspace(1.0, 2.0, d)
+    kw = dict(method="BDF", rtol=1e-6, atol=1e-9)
+    dense = flow.gradient_flow(f, w0, (0.0, 0.05), sparse=False, **kw)
+    sparse = flow.gradient_flow(f, w0, (0.0, 0.05), sparse=True, **kw)
+    assert dense.success and sparse.success and sparse.n_jac >= 1
+    # the same Jacobians (to rounding) give the same steps and the same solution
+    assert sparse.n_steps == dense.n_steps
+    np.testing.assert_allclose(sparse.w[-1], dense.w[-1], rtol=1e-9, atol=1e-12)
