@@ -277,3 +277,24 @@ def test_rerecording_does_not_keep_dropped_variants():
     assert rg.rerecords >= 199
     assert len(rg._local.bufs) <= 1
     assert _live_tapes() <= base + 1
+
+
+def test_dense_jacobian_and_hessian_lanes_are_chunked_to_a_budget(monkeypatch):
+    # lane buffers are (lanes, nwork): all nin lanes at once would be nin * nwork * 24 bytes
+    # (36 GB for a banded loss at d = 10,000); chunks of lanes give the same bits
+    from tapegrad.operators import recorded as R
+
+    def f(x):
+        return np.sum(np.sin(x[1:] * x[:-1])) + np.sum(np.tanh(x) ** 3)
+
+    def g(x):
+        return np.concatenate([np.sin(x) * x[::-1], np.cumsum(x) ** 2, np.stack([np.sum(x)])])
+    x = np.random.default_rng(1).standard_normal(300)
+    rf, rg = tg.record(f, x), tg.record(g, x)
+    H, J = rf.hessian(x), rg.jacobian(x, mode="fwd")
+    monkeypatch.setattr(R, "LANE_BYTES", 24 * rf.tape.nwork * 7)       # 7 lanes a call
+    assert R._lane_chunk(rf.variants[0]) == 7
+    assert np.array_equal(rf.hessian(x), H)
+    monkeypatch.setattr(R, "LANE_BYTES", 24 * rg.tape.nwork * 7)
+    assert np.array_equal(rg.jacobian(x, mode="fwd"), J)
+    np.testing.assert_allclose(J, tg.jacobian(g)(x), rtol=1e-13, atol=1e-13)

@@ -265,14 +265,27 @@ class Recorded:
         """(out.size, in.size) shaped as out.shape + in.shape for one array in and out."""
         tr, w = self._select(self._flat(self._primals(x), "jacobian"))
         m = mode if mode != "auto" else ("fwd" if tr.nin < tr.nout else "rev")
-        J = tr.jac_fwd(w, self._jac_buf(tr)) if m == "fwd" else tr.jac_rev(w)
+        k = _lane_chunk(tr)
+        if m == "fwd" and tr.nin > k:       # lanes in chunks: the buffers stay within budget
+            J = np.empty((tr.nout, tr.nin))
+            for j, E in _unit_chunks(tr.nin, k):
+                wd = sweeps.tangent(tr.tape, w, E)
+                J[:, j:j + len(E)] = wd[:, tr.out_off:tr.out_off + tr.nout].T
+        else:
+            J = tr.jac_fwd(w, self._jac_buf(tr)) if m == "fwd" else tr.jac_rev(w)
         if len(self.in_shapes) == 1 and len(tr.out_shapes) == 1:
             return J.reshape(tuple(tr.out_shapes[0]) + tuple(self.in_shapes[0]))
         return J
 
     def hessian(self, x):
         tr, w = self._select(self._flat(self._primals(x), "hessian"))
-        H = self._hvp_lanes(tr, w, np.eye(self.nin))
+        k = _lane_chunk(tr)
+        if self.nin <= k:
+            H = self._hvp_lanes(tr, w, np.eye(self.nin))
+        else:                               # lanes in chunks: the buffers stay within budget
+            H = np.empty((self.nin, self.nin))
+            for j, E in _unit_chunks(self.nin, k):
+                H[j:j + len(E)] = self._hvp_lanes(tr, w, E)
         s = tuple(self.in_shapes[0]) if len(self.in_shapes) == 1 else (self.nin,)
         return H.T.reshape(s + s).copy()
 
@@ -408,6 +421,23 @@ class Recorded:
 # Recorded.wengert / to_dot / draw are tapegrad.inspect's, which sits above this module: it
 # installs them here at import.
 _views = {}
+
+
+LANE_BYTES = 1 << 26        # lane buffers of one dense Jacobian/Hessian sweep call (64 MB)
+
+
+def _lane_chunk(tr):
+    """Lanes per sweep call so that the three (lanes, nwork) buffers fit in LANE_BYTES."""
+    return max(1, LANE_BYTES // (24 * max(tr.tape.nwork, 1)))
+
+
+def _unit_chunks(n, k):
+    """(j, rows j..j+k of the n x n identity) for j = 0, k, 2k, ..."""
+    for j in range(0, n, k):
+        m = min(k, n - j)
+        E = np.zeros((m, n))
+        E[np.arange(m), j + np.arange(m)] = 1.0
+        yield j, E
 
 
 def install_views(**views):
