@@ -23,6 +23,7 @@ commands:
   demo    the worked example: graph, forward/reverse tables, numerical differentiation, costs
   flow    gradient flow (solve_ivp on a recorded tape) vs gradient descent
   bench   tapegrad vs autograd / JAX / PyTorch on the same workloads
+  dask-demo  data-parallel gradients and an ensemble of flows on Dask (pip install "tapegrad[dask]")
 
 `tapegrad <command> --help` describes a command's options."""
 
@@ -365,6 +366,25 @@ def bench_main(args=None):
     return run_main(bench_parser().parse_args(args))
 
 
+def dask_demo_main(argv):
+    ap = argparse.ArgumentParser(prog="tapegrad dask-demo",
+                                 description="data-parallel gradients and flow ensembles on Dask")
+    ap.add_argument("--address", default=None,
+                    help="a Dask scheduler (tcp://host:port); default: a LocalCluster started here")
+    ap.add_argument("--workers", type=int, default=2, help="LocalCluster processes (default 2)")
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--flows", type=int, default=20)
+    args = ap.parse_args(argv)
+    try:
+        from . import dask as tgd
+        tgd._modules()
+    except ImportError as e:
+        print(f"tapegrad dask-demo: {e}", file=sys.stderr)
+        return 2
+    tgd.demo(address=args.address, n_workers=args.workers, rows=args.rows, n_flows=args.flows)
+    return 0
+
+
 def main(argv=None):
     """Entry point of the ``tapegrad`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -382,6 +402,8 @@ def main(argv=None):
         return flow_main(rest)
     if cmd == "bench":
         return bench_main(rest)
+    if cmd == "dask-demo":
+        return dask_demo_main(rest)
     print(f"tapegrad: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
