@@ -300,3 +300,101 @@ def test_empty_batch_and_core_checks():
     with pytest.raises(ValueError, match="rows"):
         sweeps.batch_replay(rec.tape, 1, X, None, None, np.empty((3, 4)), np.zeros(3, np.uint8),
                             0, 4)
+
+
+# ---------------------------------------------------------------------- ensembles of flows
+def rosenbrock(w):
+    return np.sum(100.0 * (w[1:] - w[:-1] ** 2) ** 2 + (1.0 - w[:-1]) ** 2)
+
+
+def _separate(W0, **kw):
+    from tapegrad import flow
+    return [flow.gradient_flow(rosenbrock, w, (0.0, 0.5), t_eval=[0.0, 0.25, 0.5], **kw) for w in W0]
+
+
+def test_ensemble_of_64_flows_equals_separate_solves():
+    from tapegrad import flow
+    rng = np.random.default_rng(10)
+    W0 = 1.0 + 0.3 * rng.standard_normal((64, 10))
+    kw = dict(method="BDF", rtol=1e-8, atol=1e-10)
+    res = flow.gradient_flow(rosenbrock, W0, (0.0, 0.5), t_eval=[0.0, 0.25, 0.5], **kw)
+    assert res.success and res.batch == 64
+    assert res.w.shape == (3, 64, 10) and res.f.shape == res.grad_norm.shape == (3, 64)
+    assert res.n_jac > 0                                   # the block-diagonal tape Jacobian
+    sep = _separate(W0, **kw)
+    W = np.stack([s.w for s in sep], axis=1)
+    np.testing.assert_allclose(res.w, W, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(res.f, np.stack([s.f for s in sep], axis=1), rtol=1e-5, atol=1e-8)
+    # the losses and gradient norms are those of the states
+    np.testing.assert_allclose(res.f[-1], [rosenbrock(w) for w in res.w[-1]], rtol=1e-13)
+
+
+@pytest.mark.parametrize("method,jac", [("RK45", True), ("Radau", True), ("LSODA", True),
+                                        ("BDF", False)])
+def test_small_ensembles_each_method(method, jac):
+    from tapegrad import flow
+    rng = np.random.default_rng(11)
+    W0 = 1.0 + 0.3 * rng.standard_normal((5, 4))
+    A = np.linspace(0.5, 1.5, 4)
+    res = flow.gradient_flow(rosenbrock, W0, (0.0, 0.5), t_eval=[0.0, 0.25, 0.5], method=method,
+                             jac=jac, A=A, rtol=1e-9, atol=1e-11, dense_output=True)
+    sep = _separate(W0, method=method, jac=jac, A=A, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.w, np.stack([s.w for s in sep], axis=1), rtol=0, atol=1e-6)
+    assert res.at([0.5]).shape == (1, 5, 4)
+    np.testing.assert_allclose(res.at([0.5])[0], res.w[-1], atol=1e-9)
+
+
+def test_ensemble_jacobian_is_block_diagonal_of_members():
+    from tapegrad import flow
+    rng = np.random.default_rng(12)
+    W = 1.0 + 0.3 * rng.standard_normal((3, 4))
+    derivs = flow._Derivs(rosenbrock, W[0])
+    H = derivs.hessian_batch(W)
+    for b in range(3):
+        np.testing.assert_allclose(H[b], tg.hessian(rosenbrock)(W[b]), rtol=1e-14, atol=1e-12)
+    M = flow._block_diagonal(-H).toarray()
+    np.testing.assert_array_equal(M[4:8, 4:8], -H[1])
+    assert not M[:4, 4:].any() and not M[4:, :4].any()
+
+
+def test_ensemble_sparse_hessian_flow():
+    from tapegrad import flow
+
+    def chain(w):
+        return np.sum((w[1:] - w[:-1]) ** 2) + np.sum(w ** 4)
+
+    rng = np.random.default_rng(13)
+    W0 = rng.standard_normal((3, 120))
+    res = flow.gradient_flow(chain, W0, (0.0, 0.2), t_eval=[0.2], method="BDF", sparse=True)
+    for b in range(3):
+        one = flow.gradient_flow(chain, W0[b], (0.0, 0.2), t_eval=[0.2], method="BDF", sparse=True)
+        np.testing.assert_allclose(res.w[-1, b], one.w[-1], rtol=0, atol=1e-6)
+
+
+def test_ensemble_gradient_descent_equals_separate_runs_bitwise():
+    from tapegrad import flow
+    rng = np.random.default_rng(14)
+    W0 = 1.0 + 0.3 * rng.standard_normal((8, 6))
+    W0[3] = 1.0 + 1e-9 * rng.standard_normal(6)           # converges at once
+    W0[5] *= 30.0                                         # diverges
+    res = flow.gradient_descent(rosenbrock, W0, 1e-3, 50, tol=1e-4)
+    assert res.w.shape[1:] == (8, 6) and len(res.reason) == 8
+    for b in range(8):
+        one = flow.gradient_descent(rosenbrock, W0[b], 1e-3, 50, tol=1e-4)
+        n = one.n_steps
+        assert res.n_steps[b] == n and res.reason[b] == one.reason
+        assert np.array_equal(res.w[:n + 1, b], one.w, equal_nan=True)
+        assert np.array_equal(res.f[:n + 1, b], one.f, equal_nan=True)
+        np.testing.assert_allclose(res.grad_norm[:n + 1, b], one.grad_norm, rtol=1e-14)
+        assert np.array_equal(res.w[n:, b], np.broadcast_to(one.w[-1], res.w[n:, b].shape),
+                              equal_nan=True)
+    assert {"converged", "diverged", "max_steps"} <= set(res.reason)
+    A = np.diag(np.linspace(1, 2, 6))
+    res = flow.gradient_descent(rosenbrock, W0[:2], 1e-3, 5, A=A)
+    one = flow.gradient_descent(rosenbrock, W0[1], 1e-3, 5, A=A)
+    assert res.n_steps[1] == one.n_steps and res.reason[1] == one.reason
+    assert np.array_equal(res.w[:one.n_steps + 1, 1], one.w, equal_nan=True)
+    with pytest.raises(TapegradValueError, match="named preconditioner"):
+        flow.gradient_descent(rosenbrock, W0, 1e-3, 5, A="newton")
+    with pytest.raises(TapegradValueError, match=r"\(0, 6\)"):
+        flow.gradient_flow(rosenbrock, W0[:0], (0.0, 1.0))
