@@ -398,3 +398,15 @@ def test_ensemble_gradient_descent_equals_separate_runs_bitwise():
         flow.gradient_descent(rosenbrock, W0, 1e-3, 5, A="newton")
     with pytest.raises(TapegradValueError, match=r"\(0, 6\)"):
         flow.gradient_flow(rosenbrock, W0[:0], (0.0, 1.0))
+
+
+def test_bench_batch_rows_quick():
+    from tapegrad.bench import batch as bb
+    from tapegrad.bench.workloads import QUICK_SIZES
+    res = bb.run_batch(QUICK_SIZES, 0.002, ["tg-replay"])
+    impls = {(r["problem"], r["impl"]) for r in res["per_example"]}
+    assert {("logistic", "tg-batch"), ("logistic", "tg-loop"), ("mlp", "tg-batch")} <= impls
+    assert all(r["check_error"] <= 1e-12 for r in res["per_example"])
+    assert res["threads"]["identical_bits"] and res["threads"]["speedup"] > 0
+    assert all(r["max_state_diff"] < 1e-5 for r in res["ensemble"])
+    assert any("Many points" in line for line in bb.markdown(res))
