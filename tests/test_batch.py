@@ -216,8 +216,8 @@ def test_budget_splits_into_chunks(monkeypatch, data):
     whole = rec.grad_batch(w, X, y, in_axes=(None, 0, 0))
     calls = []
     sweep = _batch._sweep
-    monkeypatch.setattr(_batch, "_sweep", lambda *a: (calls.append(a[2].shape[0]), sweep(*a)))
-    per_point = 8 * 2 * rec.nin                           # staging: flat inputs, gradients
+    monkeypatch.setattr(_batch, "_sweep", lambda *a: (calls.append(len(a[2])), sweep(*a)))
+    per_point = 8 * (X.shape[1] + 1 + w.size)    # staging: batched inputs (x, y), gradients
     work = 8 * (4 * rec.tape.nwork + 2 * rec.tape.nops)
     parts = rec.grad_batch(w, X, y, in_axes=(None, 0, 0), threads=1, budget=work + 50 * per_point)
     assert np.array_equal(parts, whole)
@@ -293,13 +293,27 @@ def test_empty_batch_and_core_checks():
     rec = tg.record(smooth, np.ones(4))
     assert rec.grad_batch(np.ones((0, 4))).shape == (0, 4)
     from tapegrad._core import sweeps
-    X = np.ones((3, 4))
-    with pytest.raises(ValueError, match="batch_replay"):
-        sweeps.batch_replay(rec.tape, 1, X, None, None, np.empty((3, 3)), np.zeros(3, np.uint8),
-                            0, 3)
+    X, base, segs = np.ones((3, 4)), np.zeros(4), np.array([[0, 4]], dtype=np.int64)
+    ok = np.zeros(3, np.uint8)
+    D = np.empty((3, 4))
+    assert sweeps.batch_replay(rec.tape, 1, base, X, segs, None, None, None, None, D, 0, ok,
+                               0, 3, value=False) == 3
+    np.testing.assert_array_equal(D, [rec.grad(np.ones(4))] * 3)
+    with pytest.raises(ValueError, match="outside the 4 inputs"):
+        sweeps.batch_replay(rec.tape, 1, base, X, segs, None, None, None, None, D, 1, ok, 0, 3, value=False)
     with pytest.raises(ValueError, match="rows"):
-        sweeps.batch_replay(rec.tape, 1, X, None, None, np.empty((3, 4)), np.zeros(3, np.uint8),
-                            0, 4)
+        sweeps.batch_replay(rec.tape, 1, base, X, segs, None, None, None, None, D, 0, ok, 0, 4, value=False)
+    with pytest.raises(ValueError, match="segment 0"):
+        sweeps.batch_replay(rec.tape, 1, base, X, np.array([[2, 4]], dtype=np.int64), None,
+                            None, None, None, D, 0, ok, 0, 3,
+                            value=False)
+    with pytest.raises(ValueError, match="cover 2 values"):
+        sweeps.batch_replay(rec.tape, 1, base, X, np.array([[0, 2]], dtype=np.int64), None,
+                            None, None, None, D, 0, ok, 0, 3,
+                            value=False)
+    with pytest.raises(ValueError, match="need tangents"):
+        sweeps.batch_replay(rec.tape, 3, base, X, segs, None, None, None, None, D, 0, ok, 0, 3,
+                            value=False)
 
 
 # ---------------------------------------------------------------------- ensembles of flows

@@ -148,14 +148,34 @@ class Batch:
                                              f"(shape {np.moveaxis(arr, 0, ax).shape})")
                 self.leaves.append((j, arr.astype(np.float64, copy=False), True))
 
-    def fill(self, X, offsets, lo, hi):
-        n = hi - lo
-        for j, arr, batched in self.leaves:
-            o, e = offsets[j], offsets[j + 1]
-            if batched:
-                X[:, o:e] = arr[lo:hi].reshape(n, e - o)
-            else:
-                X[:, o:e] = arr.reshape(1, e - o)
+    def layout(self, offsets, nin):
+        """(base, segments, batched leaves): the flat vector with the shared leaves in place
+        (zeros elsewhere), the (offset, length) segments of the batched leaves in input order
+        (adjacent ones merged), and those leaves as (B, size) arrays in the same order."""
+        base = np.zeros(nin)
+        segs, parts = [], []
+        for j, arr, batched in sorted(self.leaves, key=lambda t: t[0]):
+            o, e = int(offsets[j]), int(offsets[j + 1])
+            if not batched:
+                base[o:e] = arr.reshape(-1)
+            elif e > o:
+                if segs and segs[-1][0] + segs[-1][1] == o:
+                    segs[-1][1] += e - o
+                else:
+                    segs.append([o, e - o])
+                parts.append(arr.reshape(arr.shape[0], e - o))
+        return base, np.array(segs, dtype=np.int64).reshape(-1, 2), parts
+
+    @staticmethod
+    def rows(parts, lo, hi):
+        """Points [lo, hi) of the batched leaves as one C-contiguous (n, width) matrix (a view
+        when there is one contiguous leaf)."""
+        if len(parts) == 1:
+            return np.ascontiguousarray(parts[0][lo:hi], dtype=np.float64)
+        if not parts:
+            return np.zeros((hi - lo, 0))
+        return np.ascontiguousarray(np.concatenate([p[lo:hi] for p in parts], axis=1),
+                                    dtype=np.float64)
 
 
 def _names(rec, argnums=None):
@@ -174,16 +194,42 @@ def _chunk_size(rec, B, per_point, threads, budget):
     return max(1, min(B, (budget - work) // max(8 * per_point, 1)))
 
 
-def _sweep(tape, kind, X, V, Y, D, ok, threads, fast, value):
-    n = X.shape[0]
-    sweeps.batch_replay(tape, kind, X, V, Y, D, ok, 0, 0, fast, value)   # validate once, here
+class Chunk:
+    """One chunk's points: inputs (base, rows, segments) and tangents alike."""
+
+    def __init__(self, xbase, X, xsegs, vbase=None, V=None, vsegs=None):
+        self.xbase, self.X, self.xsegs = xbase, X, xsegs
+        self.vbase, self.V, self.vsegs = vbase, V, vsegs
+
+    def take(self, rows):
+        return Chunk(self.xbase, np.ascontiguousarray(self.X[rows]), self.xsegs, self.vbase,
+                     None if self.V is None else np.ascontiguousarray(self.V[rows]), self.vsegs)
+
+    def point(self, i):
+        """Point i's full flat input."""
+        x = self.xbase.copy()
+        pos = 0
+        for o, n in self.xsegs:
+            x[o:o + n] = self.X[i, pos:pos + n]
+            pos += n
+        return x
+
+    def __len__(self):
+        return self.X.shape[0]
+
+
+def _sweep(tape, kind, c, Y, D, d_lo, ok, threads, fast, value):
+    n = len(c)
+    args = (tape, kind, c.xbase, c.X, c.xsegs, c.vbase, c.V, c.vsegs, Y, D, d_lo, ok)
+    sweeps.batch_replay(*args, 0, 0, fast, value)          # validate once, here
     T = max(1, min(threads, n // MIN_POINTS_PER_THREAD))
     if T == 1:
-        sweeps.batch_replay(tape, kind, X, V, Y, D, ok, 0, n, fast, value)
+        sweeps.batch_replay(*args, 0, n, fast, value)
         return
     cuts = [n * k // T for k in range(T + 1)]
-    futs = [_executor(T).submit(sweeps.batch_replay, tape, kind, X, V, Y, D, ok, cuts[k],
-                                cuts[k + 1], fast, value) for k in range(T)]
+    pool = _executor(T)
+    futs = [pool.submit(sweeps.batch_replay, *args, cuts[k], cuts[k + 1], fast, value)
+            for k in range(T)]
     for f in futs:
         f.result()
 
@@ -192,13 +238,13 @@ def _take(a, rows):
     return None if a is None else np.ascontiguousarray(a[rows])
 
 
-def _run_chunk(rec, kind, X, V, Y, D, threads, fast, value, strict, fn):
+def _run_chunk(rec, kind, c, Y, D, d_lo, threads, fast, value, strict, fn):
     """Sweep a chunk with the current variant; points whose guards fail go to the other
     variants, then to new recordings, grouped. Y, D are filled in place."""
-    n = X.shape[0]
+    n = len(c)
     ok = np.zeros(n, np.uint8)
     tr = rec._variants[0]
-    _sweep(tr.tape, kind, X, V, Y, D, ok, threads, fast, value)
+    _sweep(tr.tape, kind, c, Y, D, d_lo, ok, threads, fast, value)
     todo = np.flatnonzero(ok == 0)
     tried = {id(tr)}
     while todo.size:
@@ -210,8 +256,7 @@ def _run_chunk(rec, kind, X, V, Y, D, threads, fast, value, strict, fn):
                              f"flow depends on the input differently than when recorded) and "
                              f"strict=True")
         else:
-            x = X[todo[0]].copy()
-            tr = Traced(rec.f, tuple(rec._args(x)), None, None, False, "record")
+            tr = Traced(rec.f, tuple(rec._args(c.point(todo[0]))), None, None, False, "record")
             rec.rerecords += 1
             rec._variants.insert(0, tr)
             del rec._variants[rec.max_variants:]
@@ -219,9 +264,9 @@ def _run_chunk(rec, kind, X, V, Y, D, threads, fast, value, strict, fn):
                 raise TapegradValueError(f"{fn}: a branch returns {tr.nout} values, the recording "
                                          f"{rec.nout}")
         tried.add(id(tr))
-        Xs, Vs, Ys, Ds = X[todo], _take(V, todo), _take(Y, todo), _take(D, todo)
+        cs, Ys, Ds = c.take(todo), _take(Y, todo), _take(D, todo)
         oks = np.zeros(todo.size, np.uint8)
-        _sweep(tr.tape, kind, Xs, Vs, Ys, Ds, oks, threads, fast, value)
+        _sweep(tr.tape, kind, cs, Ys, Ds, d_lo, oks, threads, fast, value)
         good = oks != 0
         if not good.any() and not cand:
             raise GuardError(f"{fn}: f re-recorded at a point does not hold its own guards there")
@@ -266,33 +311,41 @@ def run(rec, kind, args, tangents, in_axes, v_axes, threads, budget, strict, val
         strict = rec.strict
     nin, nout = rec.nin, rec.nout
     cols = lay.diff_columns()
-    all_cols = cols.size == nin
+    inputs = kind in ("grad", "hvp")            # derivatives shaped like the inputs
+    # the derivative entries kept: one contiguous range is written straight into the result
+    span = inputs and (cols.size == 0 or np.all(np.diff(cols) == 1))
+    d_lo = int(cols[0]) if span and cols.size else 0
+    xbase, xsegs, xparts = xb.layout(lay.offsets, nin)
+    if vb is not None:
+        vbase, vsegs, vparts = vb.layout(lay.offsets, nin)
     ny = {"value": nout, "grad": 1 if value else 0, "jvp": nout, "hvp": 0}[kind]
     nd = {"value": 0, "grad": nin, "jvp": nout, "hvp": nin}[kind]
-    nv = nin if vb is not None else 0
-    # a chunk's staging per point: flat inputs, tangents, values, derivatives (all columns)
-    per_point = nin + nv + ny + nd
+    nk = cols.size if inputs else nd
+    # a chunk's staging per point: batched inputs and tangents, the work rows of values and
+    # derivatives (all columns unless one range is kept)
+    per_point = (sum(int(n) for _, n in xsegs) + (sum(int(n) for _, n in vsegs) if vb else 0)
+                 + ny + (nk if span or not inputs else nd))
     chunk = _chunk_size(rec, B, per_point, threads, budget)
     Yall = np.empty((B, ny)) if ny else None
-    Dall = np.empty((B, cols.size if kind in ("grad", "hvp") else nd)) if nd else None
+    Dall = np.empty((B, nk)) if nd else None
     fast = kind == "grad" and rec._grad_shape is not None and not value
     saved = rec.strict
     rec.strict = strict
     try:
         for lo in range(0, B, chunk):
             hi = min(B, lo + chunk)
-            n = hi - lo
-            X = np.empty((n, nin))
-            xb.fill(X, lay.offsets, lo, hi)
-            V = None
+            c = Chunk(xbase, Batch.rows(xparts, lo, hi), xsegs)
             if vb is not None:
-                V = np.zeros((n, nin))
-                vb.fill(V, lay.offsets, lo, hi)
-            direct = all_cols or kind not in ("grad", "hvp")
+                c.vbase, c.V, c.vsegs = vbase, Batch.rows(vparts, lo, hi), vsegs
             Y = Yall[lo:hi] if ny else None
-            D = (Dall[lo:hi] if direct else np.empty((n, nin))) if nd else None
-            _run_chunk(rec, _KIND[kind], X, V, Y, D, threads, fast, value, strict, fn)
-            if nd and not direct:
+            if not nd:
+                D = None
+            elif span or not inputs:
+                D = Dall[lo:hi]
+            else:
+                D = np.empty((hi - lo, nin))
+            _run_chunk(rec, _KIND[kind], c, Y, D, d_lo, threads, fast, value, strict, fn)
+            if nd and inputs and not span:
                 Dall[lo:hi] = D[:, cols]
     finally:
         rec.strict = saved
