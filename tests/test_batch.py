@@ -259,6 +259,9 @@ def test_argnums_one_point():
                                                               (w,), (v,)), atol=1e-14)
     with pytest.raises(TapegradValueError, match="argnums"):
         tg.record(logistic, w, x, 1.0, argnums=3)
+    import pickle
+    again = pickle.loads(pickle.dumps(rec))
+    assert again.argnums == (0,) and np.array_equal(again.grad(w, x, 1.0), rec.grad(w, x, 1.0))
 
 
 def test_bad_input_names_argument_and_shapes(data):

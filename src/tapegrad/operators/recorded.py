@@ -462,7 +462,9 @@ class Recorded:
             pickle.dumps(f)
         except Exception:  # lambdas, closures, local functions: replay strictly without f
             f = None
-        return (_unpickle, (self.to_bytes(), f, self.strict if f is not None else True))
+        nums = None if self.argnums is None else (self.argnums[0] if self.argnum_int
+                                                  else self.argnums)
+        return (_unpickle, (self.to_bytes(), f, self.strict if f is not None else True, nums))
 
     def __repr__(self):
         i = self.info()
@@ -499,8 +501,10 @@ def _view(name):
     return v
 
 
-def _unpickle(data, f, strict):
-    return Recorded.from_bytes(data, f=f, strict=strict)
+def _unpickle(data, f, strict, argnums=None):
+    r = Recorded.from_bytes(data, f=f, strict=strict)
+    r._set_argnums(argnums)
+    return r
 
 
 def load(data, f=None, strict=None, max_work=None):
