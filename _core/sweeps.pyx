@@ -20,7 +20,8 @@ carry no tangent and receive no adjoint.
 Layout: every sweep is a driver over a per-op function (forward_op, reverse_op, tangent_op,
 tor_op), one file per sweep kind, included below: sweep_forward.pxi, sweep_reverse.pxi,
 sweep_tangent.pxi, sweep_tor.pxi, sweep_tiling.pxi (tiled segments), sweep_fused.pxi (fused
-gradient tail, scalar partials), sweep_calls.pxi (OP_CALL rules in Python). This file keeps
+gradient tail, scalar partials), sweep_calls.pxi (OP_CALL rules in Python), sweep_batch.pxi
+(one tape at many points per call, at the end: it uses the entry points' helpers). This file keeps
 what they share: the TapeView every sweep reads the tape through (filled once per call by
 open_tape), the broadcast walk, the PROD partials, the batched matrix products, NumPy's inner
 loops, the guards, and the Python entry points. Which fast path an op takes is asked of the
@@ -712,3 +713,7 @@ def value_fast(Tape t, object x, object shape, object out_shape):
         return y
     finally:
         free(w)
+
+
+# ------------------------------------------------------------------ batched replay
+include "sweep_batch.pxi"

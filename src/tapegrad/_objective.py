@@ -95,6 +95,48 @@ class Derivs:
         return np.array(h, dtype=float).reshape(d, d)
 
 
+    # ---- many points at once (rows of W, each shaped like w0 raveled): the batched replay of
+    # the tape when it has one, else a loop of the one-point methods
+    def _batched(self, name):
+        t = self._tape
+        return getattr(t, name, None) if t is not None else None
+
+    def _rows(self, W):
+        return as_point(W).reshape((-1,) + self.shape)
+
+    def grad_batch(self, W):
+        fn = self._batched("grad_batch")
+        if fn is None:
+            return np.array([self.grad(w) for w in self._rows(W)]).reshape(len(W), -1)
+        self.n_grad += len(W)
+        return np.asarray(fn(self._rows(W)), dtype=float).reshape(len(W), -1)
+
+    def value_and_grad_batch(self, W):
+        fn = self._batched("value_and_grad_batch")
+        if fn is None:
+            vg = [self.value_and_grad(w) for w in self._rows(W)]
+            return (np.array([v for v, _ in vg], dtype=float),
+                    np.array([g for _, g in vg]).reshape(len(W), -1))
+        self.n_grad += len(W)
+        v, g = fn(self._rows(W))
+        return np.asarray(v, dtype=float), np.asarray(g, dtype=float).reshape(len(W), -1)
+
+    def hessian_batch(self, W):
+        """(B, d, d): one batched hvp per unit vector (column j of every member's Hessian)."""
+        fn = self._batched("hvp_batch")
+        if fn is None:
+            return np.array([self.hessian(w) for w in self._rows(W)])
+        d = int(np.prod(self.shape))
+        X = self._rows(W)
+        H = np.empty((len(W), d, d))
+        for j in range(d):
+            e = np.zeros(d)
+            e[j] = 1.0
+            H[:, :, j] = np.asarray(fn(X, e.reshape(self.shape), v_axes=None)).reshape(len(W), d)
+        self.n_hessian += len(W)
+        return H
+
+
 def is_tape_like(f):
     return all(hasattr(f, name) for name in ("grad", "value_and_grad", "hvp", "hessian")) \
         and callable(f)

@@ -328,6 +328,8 @@ def bench_parser():
                    help="intra-op threads for BLAS, torch and XLA (default 1)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     p.add_argument("--no-memory", action="store_true", help="skip the tracemalloc measurements")
+    p.add_argument("--no-batch", action="store_true",
+                   help="skip the many-points rows (per-example gradients, flow ensembles)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     return p
 

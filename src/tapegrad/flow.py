@@ -170,6 +170,11 @@ class FlowResult:
     right-hand sides and tape Jacobians (``n_rhs`` includes the right-hand sides scipy spends
     on finite-difference Jacobians, which its ``nfev`` leaves out); ``sol`` is scipy's own result (with the dense
     interpolant in ``sol.sol`` when ``dense_output=True``).
+
+    An ensemble (``w0`` of shape ``(B, d)``) is one ODE of dimension ``B * d``: then ``w`` has
+    shape ``(len(t), B, d)``, ``f`` and ``grad_norm`` ``(len(t), B)`` (member b is ``w[:, b]``),
+    ``batch`` is B, and the counts are those of the joint solve (one right-hand side is one
+    batched replay of all members).
     """
     t: np.ndarray
     w: np.ndarray
@@ -185,12 +190,15 @@ class FlowResult:
     success: bool
     message: str
     sol: Any = field(repr=False, default=None)
+    batch: Optional[int] = None
 
     def at(self, t):
-        """States at times ``t`` from the dense interpolant, shape ``(len(t), d)``."""
+        """States at times ``t`` from the dense interpolant, shape ``(len(t), d)`` (``(len(t),
+        B, d)`` for an ensemble)."""
         if self.sol is None or self.sol.sol is None:
             raise TapegradValueError("call gradient_flow(..., dense_output=True) to interpolate")
-        return np.asarray(self.sol.sol(np.atleast_1d(t))).T
+        y = np.asarray(self.sol.sol(np.atleast_1d(t))).T
+        return y if self.batch is None else y.reshape(len(y), self.batch, -1)
 
 
 def _counting(method):
@@ -230,8 +238,16 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
     its values from colored hvp lanes) and, with ``jac=False``, the pattern as ``jac_sparsity``.
     "auto" does so when the pattern fills at most 5% of the matrix (d >= 100) and A is None, a
     scalar, a diagonal or a sparse matrix; True forces it, False never.
+
+    An ensemble: ``w0`` of shape ``(B, d)`` integrates B flows together as one ODE of dimension
+    ``B * d`` (see :class:`FlowResult` for the shapes): each right-hand side is one batched
+    replay (``grad_batch``) of all members, and BDF/Radau get the block-diagonal Jacobian of
+    the members' ``-A hess f`` blocks as a sparse matrix (LSODA: dense).
     """
     w0 = _as_point(w0)
+    if w0.ndim == 2:
+        return _gradient_flow_batch(f, w0, t_span, A, method, t_eval, rtol, atol, jac, sparse,
+                                    solve_ivp_kwargs)
     if w0.ndim != 1:
         raise TapegradValueError("w0 must be a 1-D array, got shape %s" % (w0.shape,))
     derivs = _derivs(f, w0)
@@ -275,6 +291,92 @@ def gradient_flow(f, w0, t_span, A=None, method="RK45", t_eval=None, rtol=1e-8, 
                       n_steps=solver.n_accepted, nfev=int(sol.nfev), njev=int(sol.njev),
                       nlu=int(sol.nlu), n_rhs=counts[0], n_jac=counts[1], success=bool(sol.success), message=str(sol.message),
                       sol=sol)
+
+
+def _rows_times_A(P, G):
+    """Each row g of G (B, d) replaced by A g, with the bits of P.matvec(g)."""
+    if P.kind == "identity":
+        return G
+    if P.kind == "diagonal":
+        return P.A * G
+    return np.array([P.matvec(g) for g in G]).reshape(G.shape)
+
+
+def _block_diagonal(blocks, fmt="csc"):
+    """The (B d, B d) block-diagonal matrix of B dense (d, d) blocks: BSR with one block per
+    block row (the members of an ensemble do not interact), in scipy's format ``fmt``."""
+    B, d = blocks.shape[0], blocks.shape[1]
+    M = scipy.sparse.bsr_matrix((blocks, np.arange(B), np.arange(B + 1)), shape=(B * d, B * d))
+    return M.asformat(fmt)
+
+
+def _gradient_flow_batch(f, W0, t_span, A, method, t_eval, rtol, atol, jac, sparse, kw):
+    """gradient_flow for an ensemble W0 (B, d): one ODE of dimension B d."""
+    B, d = W0.shape
+    if B == 0 or d == 0:
+        raise TapegradValueError("gradient_flow: an ensemble w0 must have shape (B, d) with B, d "
+                                 "> 0, got %s" % (W0.shape,))
+    derivs = _derivs(f, W0[0])
+    P = _Precond(A, d)
+    solver, base = _counting(method)
+    sparse_jac = issubclass(base, (integrate.BDF, integrate.Radau))
+    # LSODA takes no sparse matrix, but a banded one: block diagonal is banded (d - 1 off
+    # diagonals), in LAPACK's packed form (jac_packed[u + i - j, j] = jac[i, j])
+    banded = issubclass(base, integrate.LSODA) and "lband" not in kw and "uband" not in kw
+    ii, jj = np.indices((d, d))
+    pack_rows = (d - 1) + ii - jj
+    pack_cols = np.arange(B)[:, None, None] * d + jj[None]
+    counts = [0, 0]
+
+    def rhs(t, y):
+        counts[0] += 1
+        return -_rows_times_A(P, derivs.grad_batch(y.reshape(B, d))).reshape(-1)
+
+    def jacobian(t, y):
+        counts[1] += 1
+        H = derivs.hessian_batch(y.reshape(B, d))
+        blocks = -np.stack([P.matmat(h) for h in H]) if P.kind != "identity" else -H
+        if banded:
+            J = np.zeros((2 * d - 1, B * d))
+            J[pack_rows[None], pack_cols] = blocks
+            return J
+        M = _block_diagonal(blocks)
+        return M if sparse_jac else M.toarray()
+
+    kwargs = dict(kw)
+    if banded:
+        kwargs["lband"] = kwargs["uband"] = d - 1
+    pattern = _sparse_plan(derivs, P, base, sparse, d)
+    if pattern is not None:
+        tape = derivs.tape
+
+        def sparse_jacobian(t, y):
+            counts[1] += 1
+            return -scipy.sparse.block_diag([_apply_sparse(P, tape.sparse_hessian(_as_point(w)))
+                                             for w in y.reshape(B, d)], format="csc")
+
+        if jac:
+            kwargs["jac"] = sparse_jacobian
+        else:
+            one = _apply_sparse(P, pattern.astype(float)) != 0
+            kwargs["jac_sparsity"] = scipy.sparse.block_diag([one] * B, format="csc") != 0
+    elif issubclass(base, (integrate.BDF, integrate.Radau, integrate.LSODA)):
+        if jac:
+            kwargs["jac"] = jacobian
+        elif sparse_jac:
+            # scipy's finite differences then need d right-hand sides per Jacobian, not B d
+            kwargs["jac_sparsity"] = _block_diagonal(np.ones((B, d, d)))
+    sol = integrate.solve_ivp(rhs, t_span, W0.reshape(-1), method=solver, t_eval=t_eval,
+                              rtol=rtol, atol=atol, **kwargs)
+    W = np.ascontiguousarray(sol.y.T).reshape(len(sol.t), B, d)
+    losses, gnorms = np.empty((len(sol.t), B)), np.empty((len(sol.t), B))
+    for i, Wi in enumerate(W):
+        v, G = derivs.value_and_grad_batch(Wi)
+        losses[i], gnorms[i] = v, np.linalg.norm(G, axis=1)
+    return FlowResult(t=sol.t, w=W, f=losses, grad_norm=gnorms, method=base.__name__,
+                      n_steps=solver.n_accepted, nfev=int(sol.nfev), njev=int(sol.njev),
+                      nlu=int(sol.nlu), n_rhs=counts[0], n_jac=counts[1],
+                      success=bool(sol.success), message=str(sol.message), sol=sol, batch=B)
 
 
 def _sparse_plan(derivs, P, base, sparse, d):
@@ -570,6 +672,11 @@ class GDResult:
     ``reason`` is ``"converged"`` (gradient norm <= tol), ``"diverged"`` (loss not finite or
     grown by ``diverge_factor``), ``"max_steps"``, or ``"singular"`` (Newton on a singular
     Hessian).
+
+    An ensemble (``w0`` of shape ``(B, d)``): ``w`` has shape ``(K + 1, B, d)``, ``f`` and
+    ``grad_norm`` ``(K + 1, B)``, ``n_steps`` is an array of B step counts (K the largest) and
+    ``reason`` a list of B reasons; member b's run is ``w[:n_steps[b] + 1, b]`` (a member that
+    stopped earlier keeps its last iterate in the rows after).
     """
     w: np.ndarray
     f: np.ndarray
@@ -590,8 +697,18 @@ def gradient_descent(f, w0, eta, steps, A=None, tol=None, diverge_factor=1e8, re
     for exact vs estimated). Named preconditioners are recomputed every ``refresh`` steps.
     Stops when the gradient norm is at most ``tol``, when the loss stops being finite or exceeds
     ``f(w0) + diverge_factor * (1 + |f(w0)|)``, or after ``steps`` steps.
+
+    An ensemble: ``w0`` of shape ``(B, d)`` runs B descents together, each step one batched
+    replay (``value_and_grad_batch``) of the members still running; each member stops on its
+    own (see :class:`GDResult` for the shapes). Its iterates equal separate runs' bit for bit.
+    A must then be fixed (not "newton" or "jacobi").
     """
     w = _as_point(w0).copy()
+    if w.ndim == 2:
+        if isinstance(A, str):
+            raise TapegradValueError("gradient_descent: an ensemble w0 (shape %s) takes a fixed A, "
+                                     "not the named preconditioner %r" % (w.shape, A))
+        return _gradient_descent_batch(f, w, eta, steps, A, tol, diverge_factor)
     if w.ndim != 1:
         raise TapegradValueError("w0 must be a 1-D array, got shape %s" % (w.shape,))
     derivs = _derivs(f, w)
@@ -636,6 +753,54 @@ def gradient_descent(f, w0, eta, steps, A=None, tol=None, diverge_factor=1e8, re
     return GDResult(w=np.array(run.ws), f=np.array(run.fs), grad_norm=np.array(run.gnorms),
                     eta=float(eta), reason=run.reason, n_steps=len(run.ws) - 1,
                     preconditioner=named or (P.kind if P else "identity"))
+
+
+def _gradient_descent_batch(f, W, eta, steps, A, tol, diverge_factor):
+    """gradient_descent for an ensemble W (B, d), with the bits of B separate runs."""
+    B, d = W.shape
+    if B == 0 or d == 0:
+        raise TapegradValueError("gradient_descent: an ensemble w0 must have shape (B, d) with "
+                                 "B, d > 0, got %s" % (W.shape,))
+    derivs = _derivs(f, W[0])
+    P = _Precond(A, d)
+    v, G = derivs.value_and_grad_batch(W)
+    limit = v + diverge_factor * (1.0 + np.abs(v))
+    ws, fs, gns = [W.copy()], [v.copy()], [np.linalg.norm(G, axis=1)]
+    active = np.ones(B, bool)
+    reason = ["max_steps"] * B
+    n_steps = np.zeros(B, int)
+
+    def converge():
+        if tol is None:
+            return
+        for b in np.flatnonzero(active & (gns[-1] <= tol)):
+            reason[b] = "converged"
+            active[b] = False
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(steps):
+            converge()
+            if not active.any():
+                break
+            idx = np.flatnonzero(active)
+            Wn = W[idx] - eta * _rows_times_A(P, G[idx])
+            vn, Gn = derivs.value_and_grad_batch(Wn)
+            W, G, v = W.copy(), G.copy(), v.copy()
+            W[idx], G[idx], v[idx] = Wn, Gn, vn
+            n_steps[idx] += 1
+            gn = gns[-1].copy()
+            gn[idx] = np.linalg.norm(Gn, axis=1)
+            ws.append(W)
+            fs.append(v)
+            gns.append(gn)
+            bad = ~(np.isfinite(vn) & np.all(np.isfinite(Wn), axis=1)) | (vn > limit[idx])
+            for b in idx[bad]:
+                reason[b] = "diverged"
+                active[b] = False
+        else:
+            converge()
+    return GDResult(w=np.array(ws), f=np.array(fs), grad_norm=np.array(gns), eta=float(eta),
+                    reason=reason, n_steps=n_steps, preconditioner=P.kind)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def config_from_args(args):
                   workloads=[w.strip() for w in args.workloads.split(",")] if args.workloads else None,
                   min_time=min_time, setup_time=min(0.1, min_time * 2), threads=args.threads,
                   memory=not args.no_memory, quick=args.quick,
+                  batch=not getattr(args, "no_batch", False),
                   progress=None if args.quiet else sys.stderr)
 
 

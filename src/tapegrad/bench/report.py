@@ -149,6 +149,9 @@ def markdown(res):
                    f"{th['two_threads_s']:.3f} s for twice the work; ratios "
                    + ", ".join(f"{x:.2f}" for x in th["ratios"]) + ".")
     out.append("")
+    if res.get("batch"):
+        from .batch import markdown as batch_markdown
+        out.extend(batch_markdown(res["batch"]))
     if s["weakest"]:
         out.append("## Where tapegrad replay trails the best peer most\n")
         out.append("| workload | tapegrad replay | best peer | its time | replay / best |")

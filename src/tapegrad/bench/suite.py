@@ -40,6 +40,7 @@ class Config:
     ode_rtol: float = 1e-5        # solve_ivp end states (adaptive steps amplify rounding)
     memory: bool = True
     thread_check: bool = True
+    batch: bool = True            # the many-points rows (bench/batch.py)
     quick: bool = False
     progress: object = sys.stderr  # a stream, or None for silence
 
@@ -226,6 +227,11 @@ def run(config):
             threads = thread_scaling(cfg.sizes.threads_n, max(cfg.min_time, 0.02))
             prog.step(f"threads: 2 threads replaying one tape reach {threads['speedup']:.2f}x "
                       f"the throughput of 1")
+        batch = None
+        if cfg.batch:
+            from .batch import run_batch
+            prog.note("many points at once (batched replay):")
+            batch = run_batch(cfg.sizes, cfg.min_time, names, prog)
         pin_info = pin
     res = {
         "date": started.isoformat(timespec="seconds"),
@@ -239,6 +245,7 @@ def run(config):
         "workloads": [{"label": w.label, "name": w.name, "kind": w.kind, "n": w.n} for w in wl],
         "rows": rows,
         "threads": threads,
+        "batch": batch,
     }
     res["machine"]["loadavg_at_start"] = load_start
     res["summary"] = summarize(res)

@@ -185,10 +185,15 @@ class Sizes:
     jac_n: int = 100                       # inputs = outputs of the Jacobian workload
     ode: tuple = (200, 10)                 # logistic problem inside solve_ivp
     threads_n: int = 20_000                # elementwise size of the compute-bound thread tape
+    batch_logistic: tuple = (10_000, 20)   # per-example gradients: rows, features
+    batch_mlp: tuple = (10_000, 20, 32)    # rows, inputs, hidden units
+    batch_loop: int = 1_000                # rows the one-point loops are timed over
+    ensemble: tuple = (64, 10)             # flows, dimension (Rosenbrock)
 
 
 QUICK_SIZES = Sizes(rosenbrock=(10, 100), logistic=(50, 5), mlp=(16, 4, 8, 3), hvp_n=20,
-                    jac_n=6, ode=(30, 3), threads_n=200)
+                    jac_n=6, ode=(30, 3), threads_n=200, batch_logistic=(200, 5),
+                    batch_mlp=(100, 4, 6), batch_loop=50, ensemble=(4, 3))
 
 
 def _logistic_data(n, dim, seed):

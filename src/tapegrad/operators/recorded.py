@@ -29,6 +29,7 @@ from .._core.tape import Tape
 from ..tracing import pytree as _tree
 from ..engine.traced import Traced, GuardError
 from . import sparse as _sparse
+from . import batch as _batch
 from ..errors import TapegradTypeError, TapegradValueError
 
 _FORMAT = "tapegrad.Recorded"
@@ -38,12 +39,27 @@ _VERSION = 1
 class Recorded:
     """A function recorded at example arguments, replayable at new ones."""
 
-    def __init__(self, f, *example_args, strict=False, max_variants=8):
+    def __init__(self, f, *example_args, strict=False, max_variants=8, argnums=None):
         tr = Traced(f, example_args, None, None, False, "record")
         if tr.nested:
             raise TapegradValueError("record: the arguments are traced values of an enclosing derivative "
                              "operator; call grad/jvp on the function directly instead")
         self._setup(f, tr, len(example_args), strict, max_variants)
+        self._set_argnums(argnums)
+
+    def _set_argnums(self, argnums):
+        """Which arguments grad, jvp, hvp (and their batched forms) differentiate: None (all)
+        or an int or a tuple of ints; the others are data, replayed as inputs."""
+        self.argnums, self.argnum_int = None, False
+        if argnums is None:
+            return
+        one = isinstance(argnums, (int, np.integer))
+        nums = (int(argnums),) if one else tuple(argnums)
+        if (not nums or len(set(nums)) != len(nums)
+                or any(not isinstance(a, (int, np.integer)) or not 0 <= a < self.nargs for a in nums)):
+            raise TapegradValueError(f"record: argnums={argnums!r} must name distinct arguments "
+                                     f"0..{self.nargs - 1}")
+        self.argnums, self.argnum_int = tuple(int(a) for a in nums), one
 
     def _setup(self, f, tr, nargs, strict, max_variants):
         self.f = f
@@ -65,6 +81,7 @@ class Recorded:
                              and isinstance(self.out_tree, _tree.Leaf) else None)
         self._local = threading.local()
         self.rerecords = 0
+        self.argnums, self.argnum_int = None, False
 
     # ------------------------------------------------------------------ inputs
     def _flat(self, args, what="record"):
@@ -179,6 +196,9 @@ class Recorded:
         if self.nout != 1:
             raise TapegradTypeError(f"grad: the recorded function returns shape {self.out_shapes}, not a scalar")
         x = self._flat(args, "grad")
+        if out is not None and self.argnums is not None:
+            raise TapegradValueError("grad: out= takes the whole flat gradient; it is not "
+                                     "available with argnums")
         if out is not None:
             if not (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.flags.c_contiguous
                     and out.size == self.nin):
@@ -194,7 +214,28 @@ class Recorded:
             wb = sweeps.reverse(tr.tape, w, np.ones(1), self._bufs(tr)[1])
             g[:] = wb[:self.nin]
             val = w[tr.out_off]
-        return val, (out if out is not None else self._in(g))
+        return val, (out if out is not None else self._in_diff(g))
+
+    def _in_diff(self, flat):
+        """A flat input-shaped derivative as the differentiated arguments (see argnums)."""
+        if self.argnums is None:
+            return self._in(flat)
+        args = self._args(flat)
+        return args[self.argnums[0]] if self.argnum_int else tuple(args[a] for a in self.argnums)
+
+    def _tangents(self, v):
+        """Tangents of the differentiated arguments as the tuple of all arguments' tangents
+        (zeros for the data arguments)."""
+        if self.argnums is None:
+            return self._primals(v)
+        full = list(self._args(np.zeros(self.nin)))
+        vs = (v,) if self.argnum_int else tuple(v)
+        if len(vs) != len(self.argnums):
+            raise TapegradTypeError(f"expected {len(self.argnums)} tangent(s), one per argument "
+                                    f"in argnums={self.argnums}, got {len(vs)}")
+        for a, t in zip(self.argnums, vs):
+            full[a] = t
+        return tuple(full)
 
     def grad(self, *args, out=None):
         if out is None and self._grad_shape is not None and len(args) == 1:
@@ -211,12 +252,12 @@ class Recorded:
         if seed.size != tr.nout:
             raise TapegradValueError(f"vjp: expected a cotangent with {tr.nout} values, got {seed.size}")
         wb = sweeps.reverse(tr.tape, w, seed, self._bufs(tr)[1])    # this thread's kept buffer
-        return self._in(wb[:self.nin].copy())
+        return self._in_diff(wb[:self.nin].copy())
 
     def jvp(self, x, v):
         """(f(x), J(x) v); v shaped like the inputs."""
         xf = self._flat(self._primals(x), "jvp")
-        vf = self._flat(self._primals(v), "jvp tangent")
+        vf = self._flat(self._tangents(v), "jvp tangent")
         tr, w = self._select(xf)
         wd = sweeps.tangent(tr.tape, w, vf[None, :], self._lane_bufs(tr)[0])
         return (self._out(tr, w[tr.out_off:tr.out_off + tr.nout]),
@@ -247,9 +288,9 @@ class Recorded:
     def hvp(self, x, v):
         """H(x) v for scalar f, by forward-over-reverse on the tape."""
         xf = self._flat(self._primals(x), "hvp")
-        vf = self._flat(self._primals(v), "hvp tangent")
+        vf = self._flat(self._tangents(v), "hvp tangent")
         tr, w = self._select(xf)
-        return self._in(self._hvp_lanes(tr, w, vf[None, :])[0])
+        return self._in_diff(self._hvp_lanes(tr, w, vf[None, :])[0])
 
     def hvp_matrix(self, x, V):
         """H(x) @ V for V of shape (in.size, k): k hvp lanes in one tangent-of-reverse sweep."""
@@ -288,6 +329,52 @@ class Recorded:
                 H[j:j + len(E)] = self._hvp_lanes(tr, w, E)
         s = tuple(self.in_shapes[0]) if len(self.in_shapes) == 1 else (self.nin,)
         return H.T.reshape(s + s).copy()
+
+    # ------------------------------------------------------------------ batched replay
+    # Many points per compiled call (operators/batch.py): every argument leaf carries a batch
+    # axis (in_axes: 0, another axis, or None for an argument shared by all points; one entry
+    # per argument, applying to all its leaves). threads: workers sweeping slices of the points
+    # (default batch.THREADS or os.cpu_count()); budget: bytes of one chunk's staging and work
+    # buffers (default batch.BUDGET); strict: raise GuardError instead of re-recording when a
+    # point's branches differ from every variant (default: the Recorded's own). Results have a
+    # leading batch axis and equal, bit for bit, a loop of one-point replays.
+    def value_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
+        """f at every point: the output pytree with a leading batch axis."""
+        Y, _ = _batch.run(self, "value", args, None, in_axes, None, threads, budget, strict,
+                          True, "value_batch")
+        return _batch.unflat_out(self, Y, Y.shape[0])
+
+    def grad_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
+        """The gradient at every point (of the argnums arguments), each leaf (B,) + shape:
+        with in_axes=(None, 0, 0) and argnums=0, per-example gradients of f(w, x, y)."""
+        _, D = _batch.run(self, "grad", args, None, in_axes, None, threads, budget, strict,
+                          False, "grad_batch")
+        return _batch.unflat_in(self, D, D.shape[0])
+
+    def value_and_grad_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
+        """(values (B,), gradients as grad_batch)."""
+        Y, D = _batch.run(self, "grad", args, None, in_axes, None, threads, budget, strict,
+                          True, "value_and_grad_batch")
+        return Y[:, 0].copy(), _batch.unflat_in(self, D, D.shape[0])
+
+    def jvp_batch(self, x, v, in_axes=0, v_axes=0, threads=None, budget=None, strict=None):
+        """(f(x_i), J(x_i) v_i) at every point, as jvp takes x and v (v: the argnums
+        arguments' tangents, batched along v_axes)."""
+        Y, D = _batch.run(self, "jvp", self._primals(x), self._tangent_args(v), in_axes,
+                          v_axes, threads, budget, strict, True, "jvp_batch")
+        return _batch.unflat_out(self, Y, Y.shape[0]), _batch.unflat_out(self, D, D.shape[0])
+
+    def hvp_batch(self, x, v, in_axes=0, v_axes=0, threads=None, budget=None, strict=None):
+        """H(x_i) v_i at every point (scalar f), shaped like the argnums arguments."""
+        _, D = _batch.run(self, "hvp", self._primals(x), self._tangent_args(v), in_axes,
+                          v_axes, threads, budget, strict, True, "hvp_batch")
+        return _batch.unflat_in(self, D, D.shape[0])
+
+    def _tangent_args(self, v):
+        """v as a tuple of one tangent per differentiated argument."""
+        if self.argnums is None:
+            return self._primals(v)
+        return (v,) if self.argnum_int else tuple(v)
 
     # ------------------------------------------------------------------ sparse derivatives
     def jacobian_sparsity(self):
@@ -398,7 +485,9 @@ class Recorded:
             pickle.dumps(f)
         except Exception:  # lambdas, closures, local functions: replay strictly without f
             f = None
-        return (_unpickle, (self.to_bytes(), f, self.strict if f is not None else True))
+        nums = None if self.argnums is None else (self.argnums[0] if self.argnum_int
+                                                  else self.argnums)
+        return (_unpickle, (self.to_bytes(), f, self.strict if f is not None else True, nums))
 
     def __repr__(self):
         i = self.info()
@@ -452,8 +541,10 @@ def _view(name):
     return v
 
 
-def _unpickle(data, f, strict):
-    return Recorded.from_bytes(data, f=f, strict=strict)
+def _unpickle(data, f, strict, argnums=None):
+    r = Recorded.from_bytes(data, f=f, strict=strict)
+    r._set_argnums(argnums)
+    return r
 
 
 def load(data, f=None, strict=None, max_work=None):
@@ -596,9 +687,13 @@ def _variant_from_tape(tape):
                          x0.astype(np.float64))
 
 
-def record(f, *example_args, strict=False):
-    """Trace f at example_args once; returns a ``Recorded`` that replays in C."""
-    return Recorded(f, *example_args, strict=strict)
+def record(f, *example_args, strict=False, argnums=None):
+    """Trace f at example_args once; returns a ``Recorded`` that replays in C.
+
+    argnums (an int or a tuple): the arguments that grad, jvp and hvp (and their batched
+    forms) differentiate; the others are data, replayed as inputs (so a batch over data, e.g.
+    ``grad_batch(w, X, y, in_axes=(None, 0, 0))``, needs no re-recording). None: all."""
+    return Recorded(f, *example_args, strict=strict, argnums=argnums)
 
 
 class Compiled:
