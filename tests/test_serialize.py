@@ -518,3 +518,23 @@ def test_fuzzed_tapes_validate_or_raise_and_replay_in_bounds(f, x):
             except (ValueError, np.linalg.LinAlgError):  # a Python rule (OP_CALL) may refuse
                 pass
     assert rejected > 1000 and loaded > 50
+
+
+def test_argnums_survive_bytes_and_pickle():
+    import pickle
+
+    def f(w, X, y):
+        return np.sum((X @ w - y) ** 2)
+    w, X, y = np.ones(3), np.arange(12.0).reshape(4, 3), np.ones(4)
+    for argnums in (0, (0, 2)):
+        rec = tg.record(f, w, X, y, argnums=argnums)
+        ref = rec.grad(w, X, y)
+        for back in (tg.load(rec.to_bytes()), pickle.loads(pickle.dumps(rec))):
+            got = back.grad(w, X, y)
+            if argnums == 0:
+                np.testing.assert_array_equal(got, ref)
+                np.testing.assert_allclose(got, 2 * X.T @ (X @ w - y), rtol=1e-14)
+            else:
+                assert len(got) == 2
+                for a, b in zip(got, ref):
+                    np.testing.assert_array_equal(a, b)

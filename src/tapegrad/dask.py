@@ -230,7 +230,7 @@ class DataParallel:
                     shipped = _recordable(f, [self.w0] + example, "DataParallel")
                     if shipped[0] == "tape":
                         blob, dig = shipped[1]
-                        shipped = ("tape", (self.client.scatter(blob, broadcast=True), dig))
+                        shipped = ("tape", (self.client.scatter(blob, broadcast=True, hash=False), dig))
                     self._shipped[key] = shipped
                 self._keys.append(key)
         except BaseException:
@@ -254,10 +254,13 @@ class DataParallel:
         parts = [self.client.submit(_chunk_value_and_grad, self._shipped[key], __version__, weight,
                                     w, *chunk, pure=False)
                  for key, chunk in zip(self._keys, self._chunks)]
-        while len(parts) > 1:
+        held = list(parts)         # every future of the call is held until its end, so that a
+        while len(parts) > 1:      # lost partial (a worker died) is recomputed, not cancelled
             parts = [self.client.submit(_sum_parts, *parts[i:i + FAN_IN], pure=False)
                      for i in range(0, len(parts), FAN_IN)]
+            held += parts
         v, g, n = parts[0].result()
+        del held
         if self.reduction == "mean":
             v, g = v / n, g / n
         return float(v), g.reshape(self.w0.shape)
@@ -413,7 +416,7 @@ def _ensemble(kind, f, starts, settings, common, client, address, n_workers, pro
     t0 = time.perf_counter()
     with local_client(client, address, n_workers) as c:
         if shipped[0] == "tape":
-            shipped = ("tape", (c.scatter(shipped[1][0], broadcast=True), shipped[1][1]))
+            shipped = ("tape", (c.scatter(shipped[1][0], broadcast=True, hash=False), shipped[1][1]))
         futs = [c.submit(_run_member, shipped, __version__, kind, s, {**common, **g}, pure=False)
                 for _, s, g in members]
         if progress:

@@ -442,6 +442,8 @@ class Recorded:
             "in_tree": _tree_to_json(self.in_tree), "in_shapes": [list(s) for s in self.in_shapes],
             "out_tree": _tree_to_json(tr.out_tree), "out_shapes": [list(s) for s in tr.out_shapes],
             "strict": bool(self.strict), "x0": base64.b64encode(x0.tobytes()).decode("ascii"),
+            "argnums": (None if self.argnums is None
+                        else self.argnums[0] if self.argnum_int else list(self.argnums)),
         }
         return tr.tape.to_bytes()
 
@@ -477,6 +479,15 @@ class Recorded:
             raise TapegradValueError("from_bytes: strict=False needs f (something to re-record)")
         self._setup(f, tr, meta["nargs"], strict, max(8, len(variants)))
         self._variants = variants
+        argnums = meta.get("argnums")
+        if argnums is not None and not isinstance(argnums, int):
+            if not isinstance(argnums, list):
+                _bad("argnums")
+            argnums = tuple(argnums)
+        try:
+            self._set_argnums(argnums)
+        except (TypeError, ValueError):
+            _bad("argnums")
         return self
 
     def __reduce__(self):
