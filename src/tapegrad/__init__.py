@@ -19,11 +19,13 @@ from .checking import check_grads
 from . import numdiff
 from .rules import calls as _calls  # registers the rules written in Python (linalg)
 from .rules import breadth as rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
+from .rules import special as _special  # scipy.special ufuncs with parameters (gammainc, jv, ...)
 from .rules.breadth import logsumexp
 from .rules.base import stop_gradient
 from .rules.custom import (custom_vjp, custom_jvp, primitive, defvjp, defjvp, defvjp_argnum,
                            register_custom, checkpoint)
 from .inspect import trace
+from . import scipy  # tapegrad.scipy: special, stats, linalg, signal on tracers
 from ._version import __version__
 
 
