@@ -522,3 +522,24 @@ def test_every_special_rule_has_a_row():
     for u in rs.REGISTERED:
         name = {"_zeta": "zeta", "_riemann_zeta": "zeta"}.get(u.__name__, u.__name__)
         assert re.search(rf"sps\.{name}\b", src), f"scipy.special.{name} has no row in tests/test_scipy.py"
+
+
+def test_a_tape_with_the_new_rules_loads_in_a_fresh_process(tmp_path):
+    """the rules are registered by ``import tapegrad`` alone (tapegrad.scipy is imported lazily)"""
+    import subprocess
+    import sys
+
+    def f(x):
+        y = tl.solve_triangular(np.eye(3) + np.tril(np.ones((3, 3)), -1), sps.kv(1.5, x), lower=True)
+        return np.sum(tsig.convolve(y, np.array([0.5, 2.0])) ** 2)
+    x = np.array([0.5, 1.0, 1.5])
+    rec = tg.record(f, x)
+    path = tmp_path / "tape.bin"
+    path.write_bytes(rec.to_bytes())
+    code = ("import sys, numpy as np, tapegrad as tg\n"
+            "assert 'tapegrad.scipy' not in sys.modules\n"
+            f"r = tg.load(open({str(path)!r}, 'rb').read())\n"
+            "print(repr(r.grad(np.array([0.6, 1.1, 1.7])).tolist()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_allclose(eval(out.stdout), tg.grad(f)(np.array([0.6, 1.1, 1.7])), rtol=1e-12)

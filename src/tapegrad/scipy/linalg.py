@@ -1,4 +1,5 @@
-"""scipy.linalg on tracers: ``solve_triangular`` (a Python rule, one tape operation),
+"""scipy.linalg on tracers: ``solve_triangular`` (a Python rule, one tape operation, in
+tapegrad.rules.scipy_calls),
 ``cholesky``, ``cho_factor``, ``cho_solve`` (on the Cholesky rule of tapegrad.rules.linalg and
 solve_triangular), and the functions SciPy shares with numpy.linalg (``solve``, ``inv``,
 ``det``), with SciPy's signatures.
@@ -12,71 +13,12 @@ import numpy as np
 import scipy.linalg as _sl
 
 from ._common import active, values, as_float, shape
-from ..rules.calls import CallRule, register, call
-from ..rules import base as _rules
+from ..rules.scipy_calls import SolveTriangular, _solve_tri, _T  # noqa: F401
 from ..tracing.tracer import Tracer, value_of
 from ..errors import TapegradValueError
 
 __all__ = ["solve_triangular", "cholesky", "cho_factor", "cho_solve", "solve", "inv", "det",
            "covered"]
-
-
-def _T(x):
-    return np.swapaxes(x, -1, -2)
-
-
-def _tri(X, lower, unit):
-    """The part of X that a triangular solve reads (strictly, if the diagonal is unit)."""
-    k = -1 if unit else 0
-    return np.tril(X, k) if lower else np.triu(X, -k)
-
-
-def _trsm(A, B, lower, unit):
-    """A^-1 B for triangular (..., n, n) A, B (..., n, k), on values."""
-    if A.ndim == 2 and B.ndim == 2:
-        return _sl.solve_triangular(A, B, lower=lower, unit_diagonal=unit, check_finite=False)
-    out = np.empty(np.broadcast_shapes(A.shape[:-2], B.shape[:-2]) + B.shape[-2:])
-    A = np.broadcast_to(A, out.shape[:-2] + A.shape[-2:])
-    B = np.broadcast_to(B, out.shape)
-    for i in np.ndindex(out.shape[:-2]):
-        out[i] = _sl.solve_triangular(A[i], B[i], lower=lower, unit_diagonal=unit, check_finite=False)
-    return out
-
-
-@register
-class SolveTriangular(CallRule):
-    """X = A^-1 B, A triangular (the triangle read: lower or upper, strict if unit_diagonal).
-    X_dot = A^-1 (B_dot - tri(A_dot) X); B_bar = A^-T X_bar, A_bar = -tri(B_bar X^T)
-    (the solve rule of Giles 2008, sec. 3.1, on the entries read)."""
-    name = "solve_triangular"
-
-    def __init__(self, in_shapes, out_shapes=None, lower=True, unit=False):
-        super().__init__(in_shapes, [in_shapes[1]], lower=bool(lower), unit=bool(unit))
-        self.lower, self.unit = bool(lower), bool(unit)
-
-    def fwd(self, A, B):
-        if type(A) is Tracer or type(B) is Tracer:
-            return [_solve_tri(A, B, self.lower, self.unit)]
-        return [_trsm(np.asarray(A), np.asarray(B), self.lower, self.unit)]
-
-    def tan(self, xs, ys, xdots):
-        A, X = xs[0], ys[0]
-        rhs = 0.0
-        if xdots[1] is not None:
-            rhs = xdots[1]
-        if xdots[0] is not None:
-            rhs = rhs - _tri(xdots[0], self.lower, self.unit) @ X
-        if np.ndim(value_of(rhs)) == 0:
-            rhs = rhs * np.ones(self.out_shapes[0])
-        return [_solve_tri(A, rhs, self.lower, self.unit)]
-
-    def bwd(self, xs, ys, ybars):
-        Bbar = _solve_tri(_T(xs[0]), ybars[0], not self.lower, self.unit)
-        return [-_tri(Bbar @ _T(ys[0]), self.lower, self.unit), Bbar]
-
-
-def _solve_tri(a, b, lower, unit):
-    return call(SolveTriangular([shape(a), shape(b)], lower=lower, unit=unit), a, b)
 
 
 _TRANS = {0: 0, "N": 0, "n": 0, 1: 1, "T": 1, "t": 1, 2: 1, "C": 1, "c": 1}

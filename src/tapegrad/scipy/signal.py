@@ -2,7 +2,7 @@
 ``fftconvolve`` and ``oaconvolve`` (with ``axes``), ``convolve2d``/``correlate2d`` (boundary
 'fill' with fillvalue 0), with SciPy's signatures.
 
-One Python rule (``Convolve``, one tape operation) computes the full convolution along the
+One Python rule (``Convolve`` in tapegrad.rules.scipy_calls, one tape operation) computes the full convolution along the
 given axes with SciPy's own function (so values are SciPy's, FFT or direct as SciPy chooses);
 'same' and 'valid' are slices of it. Convolution is bilinear: Y_dot = A_dot * B + A * B_dot,
 and the adjoint of A is the correlation of Y_bar with B, i.e. the full convolution of Y_bar with
@@ -12,72 +12,13 @@ import numpy as np
 import scipy.signal as _ss
 
 from ._common import active, values, as_float, shape
-from ..rules.calls import CallRule, register, call
+from ..rules.scipy_calls import Convolve, _full  # noqa: F401
 from ..rules import base as _rules
 from ..tracing.tracer import Tracer
 from ..errors import TapegradValueError
 
 __all__ = ["convolve", "correlate", "fftconvolve", "oaconvolve", "convolve2d", "correlate2d",
            "covered"]
-
-_METHODS = ("direct", "fft", "oa")
-
-
-def _full_shape(sa, sb, axes):
-    return tuple(sa[d] + sb[d] - 1 if d in axes else sa[d] for d in range(len(sa)))
-
-
-@register
-class Convolve(CallRule):
-    """Y = A * B, the full convolution along ``axes`` (A and B agree on the other axes)."""
-    name = "convolve"
-
-    def __init__(self, in_shapes, out_shapes=None, axes=(), method="direct"):
-        axes = tuple(int(d) for d in axes)
-        sa, sb = [tuple(s) for s in in_shapes]
-        if len(sa) != len(sb) or any(sa[d] != sb[d] for d in range(len(sa)) if d not in axes):
-            raise TapegradValueError(f"convolve rule: shapes {sa} and {sb} disagree off the axes {axes}")
-        if method not in _METHODS:
-            raise TapegradValueError(f"convolve rule: unknown method {method!r}")
-        super().__init__(in_shapes, [_full_shape(sa, sb, axes)], axes=list(axes), method=method)
-        self.axes, self.method = axes, method
-
-    def fwd(self, A, B):
-        if type(A) is Tracer or type(B) is Tracer:
-            return [_full(A, B, self.axes, self.method)]
-        A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
-        if min(A.size, B.size) == 0:
-            return [np.zeros(self.out_shapes[0])]
-        if self.method == "direct":
-            return [np.asarray(_ss.convolve(A, B, mode="full"), dtype=np.float64)]
-        f = _ss.fftconvolve if self.method == "fft" else _ss.oaconvolve
-        return [np.asarray(f(A, B, mode="full", axes=self.axes), dtype=np.float64)]
-
-    def tan(self, xs, ys, xdots):
-        A, B = xs
-        out = 0.0
-        if xdots[0] is not None:
-            out = _full(xdots[0], B, self.axes, self.method)
-        if xdots[1] is not None:
-            out = out + _full(A, xdots[1], self.axes, self.method)
-        return [out]
-
-    def _adjoint(self, ybar, other, own_shape):
-        c = _full(ybar, np.flip(other, self.axes), self.axes, self.method)
-        so = shape(other)
-        idx = tuple(slice(so[d] - 1, so[d] - 1 + own_shape[d]) if d in self.axes else slice(None)
-                    for d in range(len(own_shape)))
-        return c[idx]
-
-    def bwd(self, xs, ys, ybars):
-        A, B = xs
-        sa, sb = self.in_shapes
-        return [self._adjoint(ybars[0], B, sa), self._adjoint(ybars[0], A, sb)]
-
-
-def _full(a, b, axes, method):
-    return call(Convolve([shape(a), shape(b)], axes=axes, method=method), a, b)
-
 
 def _slice_mode(full, sa, sb, axes, mode, fname):
     if mode == "full":
