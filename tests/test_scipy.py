@@ -101,6 +101,22 @@ ROWS = [
     ("boxcox", sps.boxcox, sps.boxcox, [x3, lambda r: np.array([0.3, 0.0, -0.5])], 2, 1e-5),
     ("boxcox small lmbda", sps.boxcox, sps.boxcox, [x3, C([1e-7, -2e-6, 1e-5])], 2, 1e-5),
     ("boxcox1p", sps.boxcox1p, sps.boxcox1p, [x3, lambda r: np.array([0.3, 0.0, -1.5])], 2, 1e-5),
+    ("chdtr", lambda x: sps.chdtr(3.0, x), lambda x: sps.chdtr(3.0, x), [x3], 2, 1e-5),
+    ("chdtrc", lambda x: sps.chdtrc(3.0, x), lambda x: sps.chdtrc(3.0, x), [x3], 2, 1e-5),
+    ("gdtr", lambda x: sps.gdtr(1.5, 2.5, x), lambda x: sps.gdtr(1.5, 2.5, x), [x3], 2, 1e-5),
+    ("gdtrc", lambda x: sps.gdtrc(1.5, 2.5, x), lambda x: sps.gdtrc(1.5, 2.5, x), [x3], 2, 1e-5),
+    ("dawsn", sps.dawsn, sps.dawsn, [N()], 2, 1e-5),
+    ("erfi", sps.erfi, sps.erfi, [N()], 2, 1e-5),
+    ("expi", sps.expi, sps.expi, [x3], 2, 1e-5),
+    ("exp1", sps.exp1, sps.exp1, [x3], 2, 1e-5),
+    ("expn", lambda x: sps.expn(np.array([0, 1, 3]), x), lambda x: sps.expn(np.array([0, 1, 3]), x), [x3], 2, 1e-5),
+    ("ellipk", sps.ellipk, sps.ellipk, [probs], 2, 1e-5),
+    ("ellipe", sps.ellipe, sps.ellipe, [probs], 2, 1e-5),
+    ("beta", sps.beta, sps.beta, [U(0.5, 3.0), U(0.5, 3.0)], 2, 1e-5),
+    ("beta, negative non-integer a", sps.beta, sps.beta, [U(-0.9, -0.1), U(1.5, 3.0)], 2, 1e-5),
+    ("kl_div", sps.kl_div, sps.kl_div, [x3, x3], 2, 1e-5),
+    ("huber", sps.huber, sps.huber, [U(0.5, 1.5), N()], 2, 1e-5),
+    ("pseudo_huber", sps.pseudo_huber, sps.pseudo_huber, [U(0.5, 1.5), N()], 2, 1e-5),
     # ---- scipy.special Python functions (tapegrad.scipy.special)
     ("polygamma", lambda x: tsp.polygamma(np.array([0, 1, 3]), x),
      lambda x: sps.polygamma(np.array([0, 1, 3]), x), [x3], 2, 1e-5),
@@ -396,7 +412,13 @@ def test_bad_parameters_give_scipys_nan_and_inf():
             (ts.expon.logpdf, st.expon.logpdf, (x, 0.0, 2.0)),
             (ts.t.logpdf, st.t.logpdf, (x, np.array([3.0, -1.0, 0.0]))),
             (ts.poisson.logpmf, st.poisson.logpmf, (np.array([-1.0, 2.5, 3.0]), np.array([1.0, 1.0, -1.0]))),
-            (ts.chi2.logpdf, st.chi2.logpdf, (x, 3.0))]:
+            (ts.chi2.logpdf, st.chi2.logpdf, (x, 3.0)),
+            (sps.kl_div, sps.kl_div, (np.array([0.0, -1.0, 1.0]), np.array([1.0, 1.0, -1.0]))),
+            (sps.huber, sps.huber, (np.array([-1.0, 0.5, 1.0]), np.array([0.3, 2.0, 0.5]))),
+            (sps.pseudo_huber, sps.pseudo_huber, (np.array([-1.0, 0.0, 1.0]), np.array([0.3, 2.0, 0.5]))),
+            (lambda x: sps.gammainc(1.5, x), lambda x: sps.gammainc(1.5, x), (x,)),
+            (lambda x: sps.betainc(1.5, 2.0, x), lambda x: sps.betainc(1.5, 2.0, x), (x,)),
+            (sps.boxcox, sps.boxcox, (x, np.array([0.5, 0.0, -1.0])))]:
         with np.errstate(all="ignore"):
             np.testing.assert_array_equal(np.isnan(_traced(ours, *args)), np.isnan(ref(*args)))
             np.testing.assert_allclose(_traced(ours, *args), ref(*args), rtol=1e-10)

@@ -8,7 +8,8 @@ derivative of an inverse is the reciprocal of the forward derivative at the resu
 parameters (orders, shapes, degrees of freedom) have no closed-form derivative in SciPy: a
 traced parameter raises a ``TapegradTypeError`` naming the function and the argument, never a
 silent zero. ``zeta(x, q)`` is differentiable in ``q`` (d/dq = -x zeta(x + 1, q)), not in the
-exponent ``x``. ``boxcox``/``boxcox1p`` are compositions, differentiable in both arguments.
+exponent ``x``. ``boxcox``/``boxcox1p``, ``beta``, ``kl_div``, ``huber``, ``pseudo_huber`` are
+compositions, differentiable in every argument.
 
 One rule class (``SpecialParam``, one tape operation) carries every function of the table: the
 parameters are constant operands broadcast to the result's shape, the variable the last operand.
@@ -84,6 +85,20 @@ _TABLE = {
     "k1e": (sps.k1e, (), "x", lambda x, y: y - 0.5 * (sps.k0e(x) + _p("kve", 2.0)(x))),
     # Hurwitz zeta: d/dq sum_k (k + q)^-x = -x zeta(x + 1, q)
     "zeta": (_spu._zeta, ("x",), "q", lambda s, q, y: -s * _p("zeta", s + 1.0)(q)),
+    "chdtr": (sps.chdtr, ("v",), "x", lambda v, x, y: 0.5 * np.exp(_log_gamma_density(0.5 * v, 0.5 * x))),
+    "chdtrc": (sps.chdtrc, ("v",), "x", lambda v, x, y: -0.5 * np.exp(_log_gamma_density(0.5 * v, 0.5 * x))),
+    # gdtr(a, b, x) = gammainc(b, a x): a the rate, b the shape
+    "gdtr": (sps.gdtr, ("a", "b"), "x", lambda a, b, x, y: a * np.exp(_log_gamma_density(b, a * x))),
+    "gdtrc": (sps.gdtrc, ("a", "b"), "x", lambda a, b, x, y: -a * np.exp(_log_gamma_density(b, a * x))),
+    # DLMF 7.10 (Dawson, erfi), 6.6 (E1, Ei), 8.19.13 (E_n' = -E_{n-1}; E_0(x) = exp(-x)/x), 19.4.1
+    "dawsn": (sps.dawsn, (), "x", lambda x, y: 1.0 - 2.0 * x * y),
+    "erfi": (sps.erfi, (), "x", lambda x, y: (2.0 / np.sqrt(np.pi)) * np.exp(x * x)),
+    "expi": (sps.expi, (), "x", lambda x, y: np.exp(x) / x),
+    "exp1": (sps.exp1, (), "x", lambda x, y: -np.exp(-x) / x),
+    "expn": (sps.expn, ("n",), "x", lambda n, x, y: np.where(
+        n >= 1, -_p("expn", np.maximum(n - 1.0, 0.0))(x), -y * (1.0 + 1.0 / x))),
+    "ellipk": (sps.ellipk, (), "m", lambda m, y: (sps.ellipe(m) - (1.0 - m) * y) / (2.0 * m * (1.0 - m))),
+    "ellipe": (sps.ellipe, (), "m", lambda m, y: (y - sps.ellipk(m)) / (2.0 * m)),
 }
 
 
@@ -207,6 +222,45 @@ def _boxcox1p(x, lmbda):
     return _boxcox_of_log(np.log1p(x), lmbda)
 
 
+# ------------------------------------------------------------------ more compositions
+def _beta(a, b):
+    """B(a, b): exp(betaln) for positive arguments, the gamma quotient elsewhere (each branch
+    at stand-ins off its domain, so its derivative stays finite where it is not selected)."""
+    pos = (a > 0.0) & (b > 0.0)
+    ap, bp = _rules.where(pos, a, 1.0), _rules.where(pos, b, 1.0)
+    an, bn = _rules.where(pos, 0.5, a), _rules.where(pos, 0.5, b)
+    return _rules.where(pos, np.exp(sps.betaln(ap, bp)), sps.gamma(an) * sps.gamma(bn) * sps.rgamma(an + bn))
+
+
+def _kl_div(x, y):
+    # x log(x / y) - x + y for x, y > 0; y at x = 0 <= y; inf elsewhere (SciPy's)
+    ok = (x > 0.0) & (y > 0.0)
+    xs, ys = _rules.where(ok, x, 1.0), _rules.where(ok, y, 1.0)
+    return _rules.where(ok, xs * np.log(xs / ys) - xs + ys,
+                        _rules.where((x == 0.0) & (y >= 0.0), y, np.inf))
+
+
+def _huber(delta, r):
+    # r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) beyond; inf for delta < 0
+    a = np.abs(r)
+    inner = a <= delta
+    return _rules.where(delta < 0.0, np.inf,
+                        _rules.where(inner, 0.5 * r * r, delta * (a - 0.5 * delta)))
+
+
+def _pseudo_huber(delta, r):
+    # delta^2 (sqrt(1 + (r / delta)^2) - 1); 0 for delta = 0, inf for delta < 0
+    pos = delta > 0.0
+    ds = _rules.where(pos, delta, 1.0)
+    t = r / ds
+    return _rules.where(pos, ds * ds * (np.sqrt(1.0 + t * t) - 1.0),
+                        _rules.where(delta == 0.0, 0.0, np.inf))
+
+
 registry.register(sps.boxcox, _boxcox, "composition", ufunc=True)
 registry.register(sps.boxcox1p, _boxcox1p, "composition", ufunc=True)
-REGISTERED += [sps.boxcox, sps.boxcox1p]
+registry.register(sps.beta, _beta, "composition", ufunc=True)
+registry.register(sps.kl_div, _kl_div, "composition", ufunc=True)
+registry.register(sps.huber, _huber, "composition", ufunc=True)
+registry.register(sps.pseudo_huber, _pseudo_huber, "composition", ufunc=True)
+REGISTERED += [sps.boxcox, sps.boxcox1p, sps.beta, sps.kl_div, sps.huber, sps.pseudo_huber]
