@@ -565,3 +565,24 @@ def test_a_tape_with_the_new_rules_loads_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     np.testing.assert_allclose(eval(out.stdout), tg.grad(f)(np.array([0.6, 1.1, 1.7])), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dist, shapes", [("norm", ()), ("t", (3.0,)), ("gamma", (2.0,)), ("chi2", (3.0,)),
+                                          ("beta", (2.0, 3.0)), ("expon", ()), ("laplace", ()),
+                                          ("cauchy", ()), ("logistic", ())])
+def test_quantiles_at_the_ends_and_outside_match_scipy(dist, shapes):
+    """ppf/isf at q = 0 and 1 are the support's ends (loc + scale * end), nan outside [0, 1]"""
+    q = np.array([0.0, 1.0, 0.3, -0.1, 1.1])
+    for m in ("ppf", "isf"):
+        if m not in getattr(ts, dist)._methods:
+            continue
+        f = getattr(getattr(ts, dist), m)
+        ours = _traced_value(lambda q: f(q, *shapes, 0.5, 2.0), (q,))
+        np.testing.assert_allclose(ours, getattr(getattr(st, dist), m)(q, *shapes, 0.5, 2.0), rtol=1e-12)
+
+
+def test_t_with_infinite_df_is_the_normal():
+    x = np.array([0.5, -1.0])
+    ours = _traced_value(lambda x: ts.t.logpdf(x, np.array([np.inf, 3.0])), (x,))
+    np.testing.assert_allclose(ours, st.t.logpdf(x, np.array([np.inf, 3.0])), rtol=1e-12)
+    np.testing.assert_allclose(tg.grad(lambda x: np.sum(ts.t.logpdf(x, np.inf)))(x), -x, rtol=1e-12)

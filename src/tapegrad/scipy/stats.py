@@ -144,19 +144,26 @@ def _cdf_impl(std_cdf):
     return impl
 
 
-def _ppf_impl(std_ppf):
-    """loc + scale * std_ppf(q; shapes) for 0 <= q <= 1, nan elsewhere and at bad parameters."""
+def _ppf_impl(std_ppf, bounds, inverse=False):
+    """loc + scale * std_ppf(q; shapes) for 0 < q < 1, the support's ends at q = 0 and 1 (as
+    SciPy: isf reversed), nan elsewhere and at bad parameters."""
+    lo, hi = bounds
+    if inverse:
+        lo, hi = hi, lo
+
     def impl(d, q, shapes, loc, scale):
         ok, shapes_s, scale_s = _ok_params(d, shapes, scale)
         qok = (q >= 0.0) & (q <= 1.0)
         ok = ok & qok
-        qs = where(qok, q, 0.5)
-        return where(ok, loc + scale_s * std_ppf(qs, *shapes_s), _NAN)
+        inner = (q > 0.0) & (q < 1.0)
+        qs = where(inner, q, 0.5)
+        val = where(inner, std_ppf(qs, *shapes_s), where(q == 0.0, lo, hi))
+        return where(ok, loc + scale_s * val, _NAN)
     return impl
 
 
 def _continuous(name, shapes, logpdf, support=None, interior=0.0, cdf=None, logcdf=None,
-                sf=None, logsf=None, ppf=None, isf=None):
+                sf=None, logsf=None, ppf=None, isf=None, bounds=(-_INF, _INF)):
     lp = _logpdf_impl(logpdf, support, interior)
     m = {"logpdf": lp, "pdf": _pdf_impl(lp)}
     for meth, f in (("cdf", cdf), ("logcdf", logcdf), ("sf", sf), ("logsf", logsf)):
@@ -164,7 +171,7 @@ def _continuous(name, shapes, logpdf, support=None, interior=0.0, cdf=None, logc
             m[meth] = _cdf_impl(f)
     for meth, f in (("ppf", ppf), ("isf", isf)):
         if f is not None:
-            m[meth] = _ppf_impl(f)
+            m[meth] = _ppf_impl(f, bounds, inverse=meth == "isf")
     return _Dist(name, shapes, **m)
 
 
@@ -184,8 +191,13 @@ norm = _continuous(
     sf=lambda z: sps.ndtr(-z), logsf=lambda z: sps.log_ndtr(-z),
     ppf=lambda q: sps.ndtri(q), isf=lambda q: -sps.ndtri(q))
 
+def _t_logpdf(z, df):
+    big = df == _INF                      # SciPy: the normal distribution
+    return where(big, -0.5 * z * z - 0.5 * _LOG_2PI, _log_t_density(where(big, 1.0, df), z))
+
+
 t = _continuous(
-    "t", ("df",), lambda z, df: _log_t_density(df, z),
+    "t", ("df",), _t_logpdf,
     cdf=lambda z, df: sps.stdtr(df, z), sf=lambda z, df: sps.stdtr(df, -z),
     ppf=lambda q, df: sps.stdtrit(df, q), isf=lambda q, df: -sps.stdtrit(df, q))
 
@@ -194,7 +206,8 @@ gamma = _continuous(
     support=lambda z: z >= 0.0, interior=1.0,
     cdf=_gate(_pos, lambda z, a: sps.gammainc(a, z), 1.0, 0.0),
     sf=_gate(_pos, lambda z, a: sps.gammaincc(a, z), 1.0, 1.0),
-    ppf=lambda q, a: sps.gammaincinv(a, q), isf=lambda q, a: sps.gammainccinv(a, q))
+    ppf=lambda q, a: sps.gammaincinv(a, q), isf=lambda q, a: sps.gammainccinv(a, q),
+    bounds=(0.0, _INF))
 
 chi2 = _continuous(
     "chi2", ("df",),
@@ -203,7 +216,7 @@ chi2 = _continuous(
     cdf=_gate(_pos, lambda z, df: sps.gammainc(0.5 * df, 0.5 * z), 1.0, 0.0),
     sf=_gate(_pos, lambda z, df: sps.gammaincc(0.5 * df, 0.5 * z), 1.0, 1.0),
     ppf=lambda q, df: 2.0 * sps.gammaincinv(0.5 * df, q),
-    isf=lambda q, df: 2.0 * sps.gammainccinv(0.5 * df, q))
+    isf=lambda q, df: 2.0 * sps.gammainccinv(0.5 * df, q), bounds=(0.0, _INF))
 
 
 def _beta_cdf(z, a, b):
@@ -217,7 +230,7 @@ beta = _continuous(
     lambda z, a, b: sps.xlogy(a - 1.0, z) + sps.xlog1py(b - 1.0, -z) - sps.betaln(a, b),
     support=lambda z: (z >= 0.0) & (z <= 1.0), interior=0.5,
     cdf=_beta_cdf, sf=lambda z, a, b: 1.0 - _beta_cdf(z, a, b),
-    ppf=lambda q, a, b: sps.betaincinv(a, b, q))
+    ppf=lambda q, a, b: sps.betaincinv(a, b, q), bounds=(0.0, 1.0))
 
 expon = _continuous(
     "expon", (), lambda z: -z, support=lambda z: z >= 0.0, interior=1.0,
@@ -225,7 +238,7 @@ expon = _continuous(
     logcdf=_gate(_pos, lambda z: np.log(-np.expm1(-z)), 1.0, -_INF),
     sf=_gate(_pos, lambda z: np.exp(-z), 1.0, 1.0),
     logsf=_gate(_pos, lambda z: -z, 1.0, 0.0),
-    ppf=lambda q: -np.log1p(-q), isf=lambda q: -np.log(q))
+    ppf=lambda q: -np.log1p(-q), isf=lambda q: -np.log(q), bounds=(0.0, _INF))
 
 
 def _laplace_cdf(z):
