@@ -586,3 +586,16 @@ def test_t_with_infinite_df_is_the_normal():
     ours = _traced_value(lambda x: ts.t.logpdf(x, np.array([np.inf, 3.0])), (x,))
     np.testing.assert_allclose(ours, st.t.logpdf(x, np.array([np.inf, 3.0])), rtol=1e-12)
     np.testing.assert_allclose(tg.grad(lambda x: np.sum(ts.t.logpdf(x, np.inf)))(x), -x, rtol=1e-12)
+
+
+def test_multivariate_normal_gradient_in_cov_reads_the_lower_triangle():
+    """as SciPy's eigh, cov's lower triangle is read: the gradient is that function's (zero above
+    the diagonal, twice the symmetric gradient below it), and its symmetric part, (G + G^T) / 2,
+    is the symmetric gradient -(S^-1 - S^-1 d d^T S^-1) / 2"""
+    x = np.array([0.3, -0.4, 1.0])
+    g = tg.grad(lambda c: ts.multivariate_normal.logpdf(x, MEAN, c))(COV)
+    Si = np.linalg.inv(COV)
+    d = x - MEAN
+    sym = -0.5 * (Si - Si @ np.outer(d, d) @ Si)
+    np.testing.assert_allclose(np.triu(g, 1), 0.0, atol=0)
+    np.testing.assert_allclose(0.5 * (g + g.T), sym, rtol=1e-10)

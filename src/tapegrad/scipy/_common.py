@@ -54,17 +54,3 @@ def as_float(x):
     if type(x) is Tracer:
         return x
     return np.asarray(x, dtype=np.float64)
-
-
-def broadcast(*xs):
-    """xs broadcast to their common shape (traced ones through the broadcast op)."""
-    s = np.broadcast_shapes(*[shape(x) for x in xs])
-    out = []
-    for x in xs:
-        if shape(x) == s:
-            out.append(x)
-        elif type(x) is Tracer:
-            out.append(_rules.broadcast_to(x, s))
-        else:
-            out.append(np.broadcast_to(x, s))
-    return out

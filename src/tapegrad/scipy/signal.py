@@ -15,7 +15,6 @@ from ._common import active, values, as_float, shape
 from ..rules.scipy_calls import Convolve, _full  # noqa: F401
 from ..rules import base as _rules
 from ..tracing.tracer import Tracer
-from ..errors import TapegradValueError
 
 __all__ = ["convolve", "correlate", "fftconvolve", "oaconvolve", "convolve2d", "correlate2d",
            "covered"]

@@ -8,6 +8,7 @@ them with SciPy's signatures: ``logsumexp`` (axis, b=, keepdims, return_sign=), 
 ``log_softmax``, ``polygamma`` (integer n, derivative in x), ``multigammaln`` (a, d).
 ``zeta`` is SciPy's own (it calls ufuncs that dispatch): differentiable in q, not in x.
 """
+import numpy as np
 import scipy.special as _sps
 
 from ._common import active, values, as_float, shape, where
@@ -15,7 +16,6 @@ from ..rules import registry as _registry
 from ..rules.breadth import logsumexp, _polygamma
 from ..tracing.tracer import value_of
 from ..errors import TapegradTypeError, TapegradValueError
-import numpy as np
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "polygamma", "multigammaln", "zeta"]
 
