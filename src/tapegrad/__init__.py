@@ -19,6 +19,8 @@ from .checking import check_grads
 from . import numdiff
 from .rules import calls as _calls  # registers the rules written in Python (linalg)
 from .rules import breadth as rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
+from .rules import special as _special  # scipy.special ufuncs with parameters (gammainc, jv, ...)
+from .rules import scipy_calls as _scipy_calls  # the rules of tapegrad.scipy (tapes load by rule name)
 from .rules.breadth import logsumexp
 from .rules.base import stop_gradient
 from .rules.custom import (custom_vjp, custom_jvp, primitive, defvjp, defjvp, defvjp_argnum,
@@ -33,3 +35,12 @@ __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", 
            "TracerConversionWarning", "Tape", "check_grads", "numdiff", "logsumexp", "record",
            "compile", "Recorded", "Compiled", "load", "trace", "stop_gradient", "custom_vjp",
            "custom_jvp", "primitive", "defvjp", "defjvp", "defvjp_argnum", "register_custom", "checkpoint", "vmap"]
+
+
+def __getattr__(name):
+    # tapegrad.scipy (special, stats, linalg, signal on tracers) on first use: importing
+    # scipy.stats and scipy.signal costs about a second
+    if name == "scipy":
+        import importlib
+        return importlib.import_module(".scipy", __name__)
+    raise AttributeError(f"module 'tapegrad' has no attribute {name!r}")

@@ -2,5 +2,6 @@
 
 ``base`` (elementwise, reductions, indexing, matmul and the dispatch tables), ``calls``
 (rules written in Python: one tape operation whose value and derivatives are NumPy code),
-``linalg`` (numpy.linalg as such rules) and ``breadth`` (the rest of NumPy and SciPy as
-compositions). Imports the tracing layer and the compiled core only."""
+``linalg`` (numpy.linalg as such rules), ``breadth`` (the rest of NumPy and SciPy as
+compositions), ``special`` (scipy.special ufuncs with parameters: gammainc, jv, ...) and
+``scipy_calls`` (the rules of tapegrad.scipy: triangular solves, convolutions). Imports the tracing layer and the compiled core only."""

@@ -1,12 +1,13 @@
-"""autograd.scipy on tapegrad: ``special`` (the scipy.special functions tapegrad differentiates,
-and ``logsumexp``), ``stats`` (``norm``, ``t``, ``multivariate_normal``, ``poisson``, ``gamma``,
-``chi2``, ``beta``, ``dirichlet`` densities written in NumPy on those), ``misc.logsumexp``.
-Not provided:
-``scipy.integrate.odeint`` (wrap it with ``tg.custom_vjp``, see docs/custom_derivatives.md),
-``scipy.signal.convolve``, ``scipy.linalg`` beyond ``numpy.linalg`` (``sqrtm``, ``solve_sylvester``,
-``solve_triangular``), and the cdfs of ``t``, ``gamma``, ``chi2``, ``beta``, ``poisson`` (no
-incomplete beta/gamma rule yet): plain ``scipy.stats`` converts its arguments with ``np.asarray``
-and so does not dispatch to tapegrad."""
-from . import special, stats, misc
+"""autograd.scipy on tapegrad, re-exported from tapegrad.scipy (one implementation):
+``special`` (the scipy.special functions tapegrad differentiates, ``logsumexp``, ``polygamma``,
+``multigammaln``), ``stats`` (``norm``, ``t``, ``multivariate_normal``, ``poisson``, ``gamma``,
+``chi2``, ``beta`` with SciPy's signatures, cdfs included; ``dirichlet`` in autograd's
+last-axis convention), ``linalg`` (``solve_triangular``, ``cholesky``, ``cho_factor``,
+``cho_solve``, ``solve``, ``inv``, ``det``), ``misc.logsumexp``.
+Not provided: ``scipy.integrate.odeint`` (wrap it with ``tg.custom_vjp``, see
+docs/custom_derivatives.md), ``scipy.linalg.sqrtm``/``solve_sylvester``, and autograd's own
+``scipy.signal.convolve(A, B, axes, dot_axes)`` (its signature is not SciPy's; SciPy's
+convolve, correlate, fftconvolve with ``axes`` are in tapegrad.scipy.signal)."""
+from . import special, stats, misc, linalg
 
-__all__ = ["special", "stats", "misc"]
+__all__ = ["special", "stats", "misc", "linalg"]
