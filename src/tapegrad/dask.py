@@ -101,15 +101,21 @@ def _dashboard():
 _LOADED = {}
 
 
+_BLAS_CAPPED = []
+
+
 @contextmanager
 def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(1):
-        yield
+    """BLAS at one thread in this worker process from its first task on (threadpoolctl walks
+    the loaded libraries at each call, milliseconds, so it is done once, not per task)."""
+    if not _BLAS_CAPPED:
+        try:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(1)
+        except ImportError:
+            pass
+        _BLAS_CAPPED.append(True)
+    yield
 
 
 def _check_version(version):

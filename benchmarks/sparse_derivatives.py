@@ -2,8 +2,8 @@
 ``tapegrad.optimize.minimize(method="trust-ncg")`` against autograd-based derivatives and finite
 differences on the chained Rosenbrock function.
 
-    python benchmarks/sparse.py flow [--d 1000,10000,100000] [--dense-max 10000]
-    python benchmarks/sparse.py optimize [--d 1000] [--repeats 5] [--no-fd]
+    python benchmarks/sparse_derivatives.py flow [--d 1000,10000,100000] [--dense-max 10000]
+    python benchmarks/sparse_derivatives.py optimize [--d 1000] [--repeats 5] [--no-fd]
 
 Each flow case runs in its own process, so its peak resident memory (ru_maxrss, minus the
 process's size before the solve) is its own. A dense case above ``--dense-max`` is not run;
