@@ -120,6 +120,8 @@ class Traced:
         for o in leaves:
             if type(o) is Tracer and o._rec is rec:
                 continue
+            if type(o) is np.ndarray and o.dtype.kind == "O":
+                continue        # an object array of traced values: operand() below takes it
             try:
                 _as_float_array(rules.value_of(o))
             except TypeError:

@@ -27,6 +27,7 @@ import numpy as np
 from .._core import sweeps
 from .._core.tape import Tape
 from ..tracing import pytree as _tree
+from ..tracing.tracer import Tracer
 from ..engine.traced import Traced, GuardError
 from . import sparse as _sparse
 from ..errors import TapegradTypeError, TapegradValueError
@@ -92,6 +93,12 @@ class Recorded:
 
     @staticmethod
     def _checked_array(a, i, what):
+        if type(a) is Tracer or (isinstance(a, np.ndarray) and a.dtype.kind == "O" and any(
+                type(e) is Tracer for e in a.reshape(-1).tolist())):
+            raise TapegradTypeError(
+                f"{what}: input {i} is a traced value (this replay runs inside a derivative "
+                "operator); a replay computes numbers and would drop its derivative: call the "
+                "function itself there")
         arr = np.asarray(a)
         if arr.dtype.kind not in "fiu":
             raise TapegradTypeError(f"{what}: input {i} has dtype {arr.dtype}; expected real numbers")

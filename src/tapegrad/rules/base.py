@@ -60,6 +60,40 @@ def _const_value(x):
     return _as_float_array(value_of(x))
 
 
+def _is_objects(a):
+    return type(a) is np.ndarray and a.dtype.kind == "O"
+
+
+def from_objects(a):
+    """An object array holding tracers (NumPy's np.array of a list of tracers, np.asarray of
+    a tracer, np.r_, ...: see Tracer.__array__) as one traced array of the innermost recording
+    among them; ``a`` itself if it holds none."""
+    rec = top_recorder(*a.reshape(-1).tolist())
+    return a if rec is None else rec.from_objects(a)   # (no tracer: NumPy's error, or ours)
+
+
+def _no_objects(obj):
+    """obj (an argument of a NumPy call, a list or tuple of them) with its object arrays of
+    tracers made traced arrays; obj itself (the same object) if it has none."""
+    t = type(obj)
+    if t is np.ndarray:
+        return from_objects(obj) if obj.dtype.kind == "O" else obj
+    if t is list or t is tuple:
+        new = [_no_objects(o) for o in obj]
+        if any(n is not o for n, o in zip(new, obj)):
+            return t(new)
+    return obj
+
+
+def _has_objects(obj):
+    t = type(obj)
+    if t is np.ndarray:
+        return obj.dtype.kind == "O"
+    if t is list or t is tuple:
+        return any(_has_objects(o) for o in obj)
+    return False
+
+
 # ------------------------------------------------------------------ primitives
 # Scalar (0-d) values of the IEEE basic operations computed on Python floats: the same double
 # operation NumPy performs, bitwise, without a ufunc call (the table's "ieee" trait). Used only
@@ -656,6 +690,10 @@ def setitem(x, key, value):
     pos = np.arange(v.size).reshape(v.shape)[_plain_key(key)]
     flat = pos.ravel()
     _check_views(rec, x, flat)
+    if type(value) is not Tracer and not isinstance(value, (float, int, np.generic)):
+        value = np.asarray(value)        # a list of tracers: an object array (Tracer.__array__)
+        if _is_objects(value):
+            value = from_objects(value)
     if type(value) is Tracer and value._rec.active:
         vals = reshape(broadcast_to(value, pos.shape), (-1,))
     else:
@@ -953,6 +991,8 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
             name = UNARY_UFUNCS.get(ufunc)
             if name is not None:
                 return unary(name, inputs[0])
+    if _has_objects(inputs):
+        inputs = _no_objects(inputs)
     out = kwargs.pop("out", None)
     if out is not None:
         raise TapegradTypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array; "
@@ -997,6 +1037,9 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
 
 
 def apply_function(func, args, kwargs):
+    if _has_objects(args) or (kwargs and _has_objects(tuple(kwargs.values()))):
+        args = _no_objects(args)
+        kwargs = {k: _no_objects(v) for k, v in kwargs.items()}
     rule = registry.FUNCTIONS.get(func)
     if rule is None:
         name = getattr(func, "__module__", "numpy") or "numpy"
