@@ -6,7 +6,7 @@ import numpy as np
 from ..tracing import pytree as _tree
 from ..tracing.tracer import Tracer
 from ..rules import base as rules, calls as _calls
-from ..engine.traced import Traced, _finish_leaves
+from ..engine.traced import Traced, _finish_leaves, cast_leaves
 from ..rules import custom as _custom
 from ..errors import TapegradTypeError, TapegradValueError
 
@@ -29,7 +29,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
         else:
             g = tr.pullback([np.ones(tr.out_shapes[0])])
             out = tr.output()
-        g = _tree.unflatten(tr.in_tree, _finish_leaves(g))
+        g = _tree.unflatten(tr.in_tree, cast_leaves(_finish_leaves(g), tr.in_dtypes))
         val = _tree.unflatten(tr.out_tree, _finish_leaves(_tree.flatten(out)[0]))
         if isinstance(val, np.ndarray) and val.ndim == 0:
             val = val[()]
@@ -44,6 +44,14 @@ def grad(f, argnums=0, has_aux=False):
 
     The gradient has the structure of the differentiated argument (pytrees of tuples, lists,
     dicts). With has_aux=True, f returns (output, aux) and the function returns (grad, aux).
+
+    dtypes: tapegrad computes in float64. The derivative with respect to a float32 (float16,
+    longdouble) input is given in that dtype (a NumPy float32 scalar for one), as autograd and
+    JAX give it; integer inputs (Python ints, NumPy integer arrays) are promoted to float64 and
+    get float64 derivatives (a Python float for a Python int or float); boolean and complex
+    inputs are refused with an error naming the argument. The same holds for every operator
+    (vjp, jvp, hvp, jacobian, hessian) and for recorded tapes; jvp and jacobian results take
+    NumPy's promotion of the inputs' dtypes (float32 when every differentiated input is).
     """
     vg = value_and_grad(f, argnums, has_aux)
 
@@ -63,7 +71,7 @@ def vjp(f, *primals, has_aux=False):
 
     def vjp_fn(ct):
         cts = tr.flat_out(ct, "vjp_fn")
-        g = _finish_leaves(tr.pullback(cts))
+        g = cast_leaves(_finish_leaves(tr.pullback(cts)), tr.in_dtypes)
         return _tree.unflatten(tr.in_tree, g)
     return ((out, vjp_fn, tr.aux) if has_aux else (out, vjp_fn))
 
@@ -77,6 +85,8 @@ def jvp(f, primals, tangents):
     tr = Traced(f, tuple(primals), None, None, False, "jvp")
     tans = tr.flat_in(tuple(tangents), "jvp tangents")
     out_dot = _finish_leaves(tr.pushforward(tans))
+    if tr.out_dtype is not None:
+        out_dot = cast_leaves(out_dot, [tr.out_dtype] * len(out_dot))
     out = _tree.unflatten(tr.out_tree, _finish_leaves(_tree.flatten(tr.output())[0]))
     return out, _tree.unflatten(tr.out_tree, out_dot)
 
@@ -98,7 +108,7 @@ def hvp(f, primals, tangents):
         raise TapegradTypeError(f"hvp: the function must return a scalar, got shape {tr.out_shapes}")
     V = _tree.join(tans)[None, :]
     hv = tr.hvp_lanes(V)[0]
-    res = _tree.unflatten(tr.in_tree, tr._split_leaves(hv))
+    res = _tree.unflatten(tr.in_tree, cast_leaves(tr._split_leaves(hv), tr.in_dtypes))
     return res[0] if len(primals) == 1 else res
 
 
@@ -133,6 +143,8 @@ def jacobian(f, argnums=0, mode="auto"):
                 res.append(rules.reshape(r, oshape + tuple(s)))
             return _tree.unflatten(tr.in_tree, res)
         J = tr.jac_fwd() if m == "fwd" else tr.jac_rev()
+        if tr.out_dtype is not None:
+            J = J.astype(tr.out_dtype[0])
         return _tree.unflatten(tr.in_tree, _tree.split(J, tr.in_shapes, tr.in_sizes, lead=oshape))
     return jac
 
@@ -153,7 +165,8 @@ def hessian(f, argnums=0):
             raise TapegradTypeError("hessian: differentiate with respect to a single array argument")
         H = tr.hvp_lanes(np.eye(tr.nin))
         s = tuple(tr.in_shapes[0])
-        return H.T.reshape(s + s).copy()
+        H = H.T.reshape(s + s).copy()
+        return H if tr.in_dtypes is None else H.astype(tr.in_dtypes[0][0])
     return hess
 
 
@@ -164,7 +177,9 @@ def derivative(f):
         if tr.nin != 1 or tr.nout != 1:
             raise TapegradTypeError("derivative: f must map a scalar to a scalar; use jacobian otherwise")
         r = _finish_leaves(tr.pushforward([np.ones(tr.in_shapes[0])]))[0]
-        return float(r) if not isinstance(r, Tracer) else r
+        if isinstance(r, Tracer):
+            return r
+        return float(r) if tr.in_dtypes is None else cast_leaves([r], [(tr.in_dtypes[0][0], True)])[0]
     return d
 
 

@@ -28,7 +28,7 @@ from .._core import sweeps
 from .._core.tape import Tape
 from ..tracing import pytree as _tree
 from ..tracing.tracer import Tracer
-from ..engine.traced import Traced, GuardError
+from ..engine.traced import Traced, GuardError, narrow_dtype, cast_tree, out_dtype
 from . import sparse as _sparse
 from ..errors import TapegradTypeError, TapegradValueError
 
@@ -104,6 +104,23 @@ class Recorded:
             raise TapegradTypeError(f"{what}: input {i} has dtype {arr.dtype}; expected real numbers")
         arr = np.asarray(arr, dtype=np.float64)
         return arr if arr.flags.c_contiguous else arr.copy()
+
+    def _dtypes(self, args):
+        """Per input leaf of this call, the dtype its derivatives are given in (None: all
+        float64); float32 inputs get float32 derivatives, as with re-tracing (api.grad)."""
+        if self._simple:
+            d = narrow_dtype(args[0])
+            return None if d is None else [d]
+        ds = [narrow_dtype(l) for l in _tree.flatten(tuple(args))[0]]
+        return ds if any(d is not None for d in ds) else None
+
+    def _out_cast(self, args, value):
+        d = out_dtype(self._dtypes(args))
+        if d is None:
+            return value
+        if isinstance(value, (float, np.floating)):     # a scalar output: a NumPy scalar
+            return d[0].type(value)
+        return cast_tree(value, [d] * len(_tree.flatten(value)[0]))
 
     def _args(self, x):
         return _tree.unflatten(self.in_tree, _tree.split(x, self.in_shapes, self.in_sizes, copy=True))
@@ -201,7 +218,7 @@ class Recorded:
             wb = sweeps.reverse(tr.tape, w, np.ones(1), self._bufs(tr)[1])
             g[:] = wb[:self.nin]
             val = w[tr.out_off]
-        return val, (out if out is not None else self._in(g))
+        return val, (out if out is not None else cast_tree(self._in(g), self._dtypes(args)))
 
     def grad(self, *args, out=None):
         if out is None and self._grad_shape is not None and len(args) == 1:
@@ -218,7 +235,7 @@ class Recorded:
         if seed.size != tr.nout:
             raise TapegradValueError(f"vjp: expected a cotangent with {tr.nout} values, got {seed.size}")
         wb = sweeps.reverse(tr.tape, w, seed, self._bufs(tr)[1])    # this thread's kept buffer
-        return self._in(wb[:self.nin].copy())
+        return cast_tree(self._in(wb[:self.nin].copy()), self._dtypes(self._primals(x)))
 
     def jvp(self, x, v):
         """(f(x), J(x) v); v shaped like the inputs."""
@@ -227,7 +244,7 @@ class Recorded:
         tr, w = self._select(xf)
         wd = sweeps.tangent(tr.tape, w, vf[None, :], self._lane_bufs(tr)[0])
         return (self._out(tr, w[tr.out_off:tr.out_off + tr.nout]),
-                self._out(tr, wd[0, tr.out_off:tr.out_off + tr.nout]))
+                self._out_cast(self._primals(x), self._out(tr, wd[0, tr.out_off:tr.out_off + tr.nout])))
 
     def _hvp_lanes(self, tr, w, V):
         """H V (lanes of V) at the work buffer w: tangent, reverse, tangent-of-reverse sweeps.
@@ -256,13 +273,15 @@ class Recorded:
         xf = self._flat(self._primals(x), "hvp")
         vf = self._flat(self._primals(v), "hvp tangent")
         tr, w = self._select(xf)
-        return self._in(self._hvp_lanes(tr, w, vf[None, :])[0])
+        return cast_tree(self._in(self._hvp_lanes(tr, w, vf[None, :])[0]),
+                         self._dtypes(self._primals(x)))
 
     def jacobian(self, x, mode="auto"):
         """(out.size, in.size) shaped as out.shape + in.shape for one array in and out."""
         tr, w = self._select(self._flat(self._primals(x), "jacobian"))
         m = mode if mode != "auto" else ("fwd" if tr.nin < tr.nout else "rev")
         J = tr.jac_fwd(w, self._jac_buf(tr)) if m == "fwd" else tr.jac_rev(w)
+        J = self._out_cast(self._primals(x), J)
         if len(self.in_shapes) == 1 and len(tr.out_shapes) == 1:
             return J.reshape(tuple(tr.out_shapes[0]) + tuple(self.in_shapes[0]))
         return J
@@ -271,7 +290,7 @@ class Recorded:
         tr, w = self._select(self._flat(self._primals(x), "hessian"))
         H = self._hvp_lanes(tr, w, np.eye(self.nin))
         s = tuple(self.in_shapes[0]) if len(self.in_shapes) == 1 else (self.nin,)
-        return H.T.reshape(s + s).copy()
+        return self._out_cast(self._primals(x), H.T.reshape(s + s).copy())
 
     # ------------------------------------------------------------------ sparse derivatives
     def jacobian_sparsity(self):
