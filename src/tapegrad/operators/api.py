@@ -13,7 +13,9 @@ from ..errors import TapegradTypeError, TapegradValueError
 
 # ====================================================================== public operators
 def value_and_grad(f, argnums=0, has_aux=False):
-    """Returns a function computing (f(*args), gradient of f with respect to args[argnums])."""
+    """Returns a function computing (f(*args), gradient of f with respect to args[argnums]).
+    The value is float64; the gradient takes the inputs' float dtypes (float32 in, float32 out,
+    computed in float64: see grad)."""
     def vg(*args, **kwargs):
         tr = Traced(f, args, kwargs, argnums, has_aux, "grad")
         if tr.nout != 1:
@@ -64,7 +66,8 @@ def grad(f, argnums=0, has_aux=False):
 
 
 def vjp(f, *primals, has_aux=False):
-    """(out, vjp_fn): vjp_fn(cotangent) returns a tuple with one cotangent per primal."""
+    """(out, vjp_fn): vjp_fn(cotangent) returns a tuple with one cotangent per primal, each in
+    its primal's float dtype (float32 for a float32 primal; computed in float64: see grad)."""
     tr = Traced(f, primals, None, None, has_aux, "vjp")
     out = tr.output()
     out = _tree.unflatten(tr.out_tree, _finish_leaves(_tree.flatten(out)[0]))
@@ -77,7 +80,8 @@ def vjp(f, *primals, has_aux=False):
 
 
 def jvp(f, primals, tangents):
-    """(f(*primals), J tangents), by the tangent (dual number) sweep."""
+    """(f(*primals), J tangents), by the tangent (dual number) sweep. J tangents takes NumPy's
+    promotion of the primals' dtypes (float32 if every primal is float32; see grad)."""
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TapegradTypeError("jvp: primals and tangents must be tuples (one entry per argument)")
     if len(primals) != len(tangents):
@@ -94,7 +98,8 @@ def jvp(f, primals, tangents):
 def hvp(f, primals, tangents):
     """Hessian-vector product H v of scalar f, by forward-over-reverse on one tape.
 
-    Returns H v shaped like the (single) primal, or a tuple for several primals.
+    Returns H v shaped like the (single) primal, or a tuple for several primals, in the
+    primals' float dtypes (see grad).
     """
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TapegradTypeError("hvp: primals and tangents must be tuples (one entry per argument)")
@@ -121,7 +126,8 @@ def jacobian(f, argnums=0, mode="auto"):
     """Jacobian of f with respect to args[argnums]: shape out.shape + in.shape.
 
     mode="fwd": one tangent sweep with one lane per input; "rev": one reverse sweep per output;
-    "auto" picks forward when there are fewer inputs than outputs.
+    "auto" picks forward when there are fewer inputs than outputs. The dtype is NumPy's
+    promotion of the inputs' (float32 for float32 inputs; computed in float64: see grad).
     """
     if mode not in ("auto", "fwd", "rev"):
         raise TapegradValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
@@ -154,7 +160,8 @@ jacrev = lambda f, argnums=0: jacobian(f, argnums, "rev")  # noqa: E731
 
 
 def hessian(f, argnums=0):
-    """Dense Hessian of scalar f, from lane-batched Hessian-vector products (one sweep pair)."""
+    """Dense Hessian of scalar f, from lane-batched Hessian-vector products (one sweep pair),
+    in the input's float dtype (see grad)."""
     def hess(*args, **kwargs):
         tr = Traced(f, args, kwargs, argnums, False, "hessian")
         if tr.nested:

@@ -37,7 +37,10 @@ _VERSION = 1
 
 
 class Recorded:
-    """A function recorded at example arguments, replayable at new ones."""
+    """A function recorded at example arguments, replayable at new ones.
+
+    Replays compute in float64; derivatives follow the dtypes of each call's arguments as
+    re-tracing does (tapegrad.grad): float32 arguments give float32 derivatives."""
 
     def __init__(self, f, *example_args, strict=False, max_variants=8):
         tr = Traced(f, example_args, None, None, False, "record")

@@ -568,6 +568,11 @@ class Tracer:
                 raise TapegradTypeError(
                     "tapegrad: a tracer of a finished recording cannot be converted to a NumPy "
                     "array (it escaped the function being differentiated); use its .value")
+            if np.dtype(dtype).kind in "iub":
+                raise TapegradTypeError(
+                    f"tapegrad: converting a traced array to dtype {np.dtype(dtype)} (np.int64(t), "
+                    "np.asarray(t, dtype=int), ...) has no derivative; for a guarded integer "
+                    "value write int(t) (a scalar) or np.floor(t) (traced, zero derivative)")
             raise TapegradTypeError(
                 f"tapegrad: converting a traced array to dtype {np.dtype(dtype)} (np.array/"
                 "np.asarray(..., dtype=float), or a NumPy function with no tapegrad rule) would "
