@@ -174,3 +174,26 @@ def test_ragged_and_non_numeric_object_arrays_are_refused():
         tg.grad(lambda x: np.sum(ragged(x) + x[0]))(np.ones(2))
     with pytest.raises(TypeError, match="np.stack"):
         tg.grad(lambda x: np.sum(np.array([x[0], "a"], dtype=object) * x[0]))(np.ones(2))
+
+
+def test_outer_tracers_inside_an_inner_object_array():
+    """An object array of an inner recording holding an outer one's tracers: they are constants
+    there, remembered with their source, so the outer derivative flows through them."""
+    def outer(a):       # d/dx sum([x a, x^2, a^2]) at 1.5 = a + 3
+        return tg.grad(lambda x: np.sum(np.array([x * a, x ** 2, a * a])))(1.5)
+    assert np.isclose(tg.grad(outer)(2.0), 1.0)
+
+    def outer_mean(a):  # d/dx mean([x a, x^2 a]) at 1.5 = 2 a
+        return tg.grad(lambda x: np.mean([x * a, x ** 2 * a]))(1.5)
+    assert np.isclose(tg.grad(outer_mean)(2.0), 2.0)
+
+    def outer_asarray(a):   # d/dx1 sum(asarray(a) x^2) at x = [1, 2] = 4 a1
+        return tg.grad(lambda x: np.sum(np.asarray(a) * x ** 2))(np.array([1.0, 2.0]))[1]
+    np.testing.assert_allclose(tg.grad(outer_asarray)(np.array([1.0, 3.0])), [0.0, 4.0])
+
+
+def test_vmap_through_object_arrays():
+    f = lambda x: np.sum(np.array([x[0] * x[1], x[1] ** 2]))  # noqa: E731
+    X = np.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_allclose(tg.vmap(tg.grad(f))(X), [[2.0, 5.0], [4.0, 11.0]])
+    np.testing.assert_allclose(tg.vmap(f)(X), [6.0, 28.0])
