@@ -50,6 +50,11 @@ ROWS = [
     ("norm_of_object_array", lambda x: np.linalg.norm(np.array([x[0], x[1], 1.0])), N(2)),
     ("assign_a_list_into_traced", lambda x: _assign_list(x), N(3)),
     ("returned_object_array", lambda x: np.array([x[0] * x[1], x[1] ** 3]), N(2)),
+    ("lists_as_arguments", lambda x: np.where(x > 0, [x[0], x[1] ** 2, x[2]], 0.5) + np.concatenate([[x[0], x[1]], x[2:]])
+     + np.stack([[x[2], x[1], x[0]], x])[1] + (x + [x[2], 1.0, x[0]]) + np.average([x[0], x[1] ** 2, x[2]], weights=x ** 2),
+     lambda r: np.array([0.3, -1.2, 2.0]) + r.uniform(-.05, .05, 3)),
+    ("nan_functions_of_lists", lambda x: np.nanmean([x[0], x[1] ** 2]) + np.nanvar([x[0], x[1] ** 2, x[2]])
+     + np.nanstd([x, x ** 2], axis=0) + np.nansum([x[0], x[2]]), N(3)),
 ]
 
 
@@ -142,6 +147,17 @@ def test_a_float_dtype_is_refused_naming_the_idiom():
         tg.grad(lambda x: np.sum(np.array([x[0], x[1]]).astype(float)))(x)
     assert "np.stack" in str(e.value.__cause__)
     assert _stack() == []
+
+
+def test_quantiles_of_lists_are_refused_and_stack_works():
+    """np.quantile / np.percentile of a list of tracers: NumPy's interpolation writes into its
+    result with out=, which tapegrad refuses for traced arrays; np.stack the list first."""
+    x = np.array([0.3, -1.2, 2.0])
+    with pytest.raises(TypeError, match="out="):
+        tg.grad(lambda x: np.percentile([x[0], x[1] ** 2, x[2]], 40))(x)
+    g = tg.grad(lambda x: np.percentile(np.stack([x[0], x[1] ** 2, x[2]]), 40))(x)
+    # 40th percentile of [0.3, 1.44, 2.0]: 0.3 + 0.8 (1.44 - 0.3), d/dx1 = 0.8 * 2 x1
+    np.testing.assert_allclose(g, [0.2, 0.8 * 2 * x[1], 0.0])
 
 
 def test_assignment_into_a_plain_array_still_names_zeros_like():

@@ -482,8 +482,16 @@ def transpose(x, axes=None):
     return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes))
 
 
+def _array_like(s):
+    """A list or tuple holding tracers (a piece of np.concatenate, ...) as one traced array."""
+    if type(s) is list or type(s) is tuple:
+        a = np.asarray(s)          # tracers inside: an object array (Tracer.__array__)
+        return from_objects(a) if a.dtype.kind == "O" else a
+    return s
+
+
 def concatenate(seq, axis=0):
-    seq = list(seq)
+    seq = [_array_like(s) for s in seq]
     rec = top_recorder(*seq)
     vals = [value_of(s) for s in seq]
     if rec is None:
@@ -515,7 +523,7 @@ def concatenate(seq, axis=0):
 
 
 def stack(seq, axis=0):
-    seq = list(seq)
+    seq = [_array_like(s) for s in seq]
     if not seq:
         raise TapegradValueError("need at least one array to stack")
     shapes = {np.shape(value_of(s)) for s in seq}
@@ -981,6 +989,19 @@ for _u, _rule, _kind in [
     registry.register(_u, _rule, _kind, ufunc=True)
 
 
+def _into_objects(ufunc, inputs, kwargs, out):
+    """ufunc(*inputs, out=out) with out an object array (NumPy's own code on object arrays of
+    tracers does this, e.g. np.quantile's interpolation): the traced result's elements are
+    stored in out (where ``where`` holds), as NumPy would store numbers."""
+    mask = kwargs.pop("where", True)
+    kwargs.pop("casting", None)
+    kwargs.pop("dtype", None)
+    r = apply_ufunc(ufunc, "__call__", inputs, kwargs)
+    rv = r.__array__() if type(r) is Tracer and r._rec.active else np.asarray(r, dtype=object)
+    np.copyto(out, np.broadcast_to(rv, out.shape), where=np.asarray(_guarded_value(mask), dtype=bool))
+    return out
+
+
 def apply_ufunc(ufunc, method, inputs, kwargs):
     if not kwargs and method == "__call__":   # operators and plain calls: the common case
         if len(inputs) == 2:
@@ -995,6 +1016,9 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
         inputs = _no_objects(inputs)
     out = kwargs.pop("out", None)
     if out is not None:
+        o = out[0] if isinstance(out, tuple) and len(out) == 1 else out
+        if method == "__call__" and _is_objects(o):
+            return _into_objects(ufunc, inputs, kwargs, o)
         raise TapegradTypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array; "
                         "use the returned value instead")
     for k in ("where", "casting", "order", "subok", "signature"):

@@ -1279,6 +1279,9 @@ def _geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
         raise TapegradTypeError(f"np.geomspace: dtype={np.dtype(dtype)} would drop the derivative")
     if np.any(value_of(start) == 0) or np.any(value_of(stop) == 0):
         raise TapegradValueError("Geometric sequence cannot include zero")
+    if np.any(np.sign(value_of(start)) != np.sign(value_of(stop))):
+        raise TapegradValueError("np.geomspace: start and stop of different signs give complex "
+                                 "values; tapegrad is real-valued")
     # NumPy: sign(start) * logspace(log10|start|, log10|stop|), the ends set to start and stop
     sgn = np.sign(start)
     y = sgn * np.exp(_linspace(np.log(np.abs(start)), np.log(np.abs(stop)), num, endpoint))

@@ -130,6 +130,8 @@ class Recorder:
                 return x._off, False, (v if v.dtype == np.float64 else v.astype(np.float64))
             v = x._val.astype(np.float64)
             return self.const(v, source=x if x._rec.active else None), True, v
+        if type(x) is list or type(x) is tuple:
+            x = np.asarray(x)        # tracers inside: an object array (Tracer.__array__)
         if type(x) is np.ndarray and x.dtype.kind == "O" and any(
                 type(e) is Tracer for e in x.reshape(-1).tolist()):
             t = self.from_objects(x)
@@ -785,12 +787,26 @@ del _name
 
 
 def _numpy_scalar_casts():
-    try:
-        from numpy._core import _methods
-    except ImportError:     # pragma: no cover  (NumPy 1.x)
-        from numpy.core import _methods
-    return frozenset(getattr(_methods, f).__code__ for f in ("_mean", "_var", "_std")
-                     if hasattr(getattr(_methods, f, None), "__code__"))
+    """The code objects of NumPy's functions that end a reduction of an object array with
+    ``ret.dtype.type(ret / n)`` when ``ret`` has a dtype (see Tracer.dtype)."""
+    import importlib
+    codes = []
+    for mods, names in ((("numpy._core._methods", "numpy.core._methods"), ("_mean", "_var", "_std")),
+                        (("numpy.lib._nanfunctions_impl", "numpy.lib.nanfunctions"),
+                         ("_divide_by_count", "nanstd"))):
+        for m in mods:
+            try:
+                mod = importlib.import_module(m)
+            except ImportError:
+                continue
+            for name in names:
+                fn = getattr(mod, name, None)
+                fn = getattr(fn, "_implementation", fn)     # array_function_dispatch's wrapper
+                code = getattr(fn, "__code__", None)
+                if code is not None:
+                    codes.append(code)
+            break
+    return frozenset(codes)
 
 
 _NUMPY_SCALAR_CASTS = _numpy_scalar_casts()
