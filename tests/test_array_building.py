@@ -213,3 +213,18 @@ def test_vmap_through_object_arrays():
     X = np.array([[1.0, 2.0], [3.0, 4.0]])
     np.testing.assert_allclose(tg.vmap(tg.grad(f))(X), [[2.0, 5.0], [4.0, 11.0]])
     np.testing.assert_allclose(tg.vmap(f)(X), [6.0, 28.0])
+
+
+def test_ufunc_out_into_an_object_array():
+    """np.multiply(x, 2, out=obj) with obj an object array: the traced result's elements are
+    stored in it (where= masks), as NumPy stores numbers."""
+    def f(x):
+        o = np.array([x[0], x[1], x[2]])
+        np.multiply(x, 2.0, out=o, where=np.array([True, False, True]))
+        return np.sum(o * o)
+    x = np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(tg.grad(f)(x), [8 * x[0], 2 * x[1], 8 * x[2]])
+    tg.check_grads(f, x, modes=("fwd", "rev"), order=2)
+    # into a plain float array it stays refused
+    with pytest.raises(TypeError, match="out="):
+        tg.grad(lambda x: np.sum(np.multiply(x, 2.0, out=np.zeros(3))))(x)
