@@ -612,3 +612,29 @@ def _shaped(u, out):
             pos += n
         return type(out)(res)
     return u.reshape(np.shape(out))
+
+
+def test_interp_and_nan_masks_rerecord_when_they_change():
+    """interp's segments and nanmedian's NaN positions come from values and are guarded: a
+    replay where they differ re-records (never the old segment's or mask's derivative)."""
+    xp, fp = np.array([0.0, 1.0, 2.0]), np.array([1.0, 3.0, 2.0])
+    f = lambda x: np.sum(np.interp(x, xp, fp) * x)  # noqa: E731
+    rec = tg.record(f, np.array([0.5, 1.5]))
+    for x in (np.array([0.6, 1.4]), np.array([1.5, 0.5]), np.array([-1.0, 3.0])):
+        np.testing.assert_allclose(rec.grad(x), tg.grad(f)(x))
+    assert rec.rerecords >= 2
+    g = lambda x: np.nanmedian(x) ** 2  # noqa: E731
+    rg = tg.record(g, np.array([1.0, np.nan, 2.0, 3.0]))
+    for x, want in ((np.array([1.1, np.nan, 2.0, 3.0]), [0.0, 0.0, 4.0, 0.0]),
+                    (np.array([np.nan, 1.0, 2.0, 3.0]), [0.0, 0.0, 4.0, 0.0]),
+                    (np.array([np.nan, 1.0, 2.0, np.nan]), [0.0, 1.5, 1.5, 0.0])):
+        np.testing.assert_allclose(rg.grad(x), want)
+        np.testing.assert_allclose(tg.grad(g)(x), want)
+    # nanvar's masks are traced: the same tape serves a new NaN position
+    h = lambda x: np.nanvar(x)  # noqa: E731
+    rh = tg.record(h, np.array([1.0, np.nan, 2.0, 4.0]))
+    x = np.array([np.nan, 1.0, 2.0, 4.0])
+    want = np.concatenate([[0.0], 2 * (x[1:] - x[1:].mean()) / 3])     # d/dx of the variance of x[1:]
+    np.testing.assert_allclose(rh.grad(x), want)
+    np.testing.assert_allclose(tg.grad(h)(x), want)
+    assert rh.rerecords == 0
