@@ -998,7 +998,8 @@ def _into_objects(ufunc, inputs, kwargs, out):
     kwargs.pop("dtype", None)
     r = apply_ufunc(ufunc, "__call__", inputs, kwargs)
     rv = r.__array__() if type(r) is Tracer and r._rec.active else np.asarray(r, dtype=object)
-    np.copyto(out, np.broadcast_to(rv, out.shape), where=np.asarray(_guarded_value(mask), dtype=bool))
+    mask = np.asarray(_guarded_value(mask), dtype=bool)
+    np.copyto(out, np.broadcast_to(rv, out.shape), where=mask)
     return out
 
 

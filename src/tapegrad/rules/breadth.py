@@ -1476,7 +1476,7 @@ def _nanquantile_rule(a, q, axis, method, keepdims, name):
         else:
             res = _quantile(gather(flat, keep), q, None, method)
         if keepdims:
-            res = reshape(res, qv.shape + (1,) * nd) if type(res) is Tracer else np.reshape(res, qv.shape + (1,) * nd)
+            res = (reshape if type(res) is Tracer else np.reshape)(res, qv.shape + (1,) * nd)
         return res
     axes = R._norm_axes(axis, nd)
     rest = [i for i in range(nd) if i not in axes]

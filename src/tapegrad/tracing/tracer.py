@@ -183,8 +183,9 @@ class Recorder:
             j = i + 1
             if o >= 0:             # consecutive elements of one tracer (one allocation): one copy
                 src = srcs[i]
-                while src is not None and src is not _HANDED and j < n and offs[j] == o + (j - i) and srcs[j] is src:
-                    j += 1
+                if src is not None and src is not _HANDED:
+                    while j < n and offs[j] == o + (j - i) and srcs[j] is src:
+                        j += 1
                 self.op(OPCODES["copy"], 0, base + i, o, n=j - i, reads=(o,))
             elif o == -1:          # a run of numbers: from one constant holding all values
                 while j < n and offs[j] == -1:
@@ -463,8 +464,10 @@ class Tracer:
     # view of, or that one's root, and its start in the root's flat elements); _views (on such a
     # root): weak references to its views. Item assignment reads them (rules.base.setitem):
     # tracers have no view semantics, so a write NumPy would show through a view is refused.
-    # _src (set on the elements of an object array made by __array__ only): the tracer they are
-    # elements of, so that a run of them is known to lie in one allocation (from_objects).
+    # _src (set only by __array__): on the elements of the object array it makes, the tracer
+    # they are elements of (so a run of them is known to lie in one allocation: from_objects);
+    # on a 0-d tracer NumPy puts into an object array itself, _HANDED. Either way NumPy's own
+    # float() of it is refused (_to_number).
     __slots__ = ("_rec", "_off", "_arr", "_f", "_base", "_views", "_src", "__weakref__")
     __array_priority__ = 1000.0
 
@@ -498,10 +501,10 @@ class Tracer:
 
     @property
     def dtype(self):
-        # np.mean / np.var / np.std of a list of tracers sum it as an object array (see
-        # __array__) and then call ``ret.dtype.type(ret / n)`` if the sum has a dtype: that is
-        # np.float64(tracer), a float() dropping the derivative. Hidden from those three
-        # frames, they compute ``ret / n`` instead, which is traced.
+        # np.mean / np.var / np.std (np.nanmean, np.nanstd) of a list of tracers sum it as an
+        # object array (see __array__) and then call ``ret.dtype.type(ret / n)`` if the sum has
+        # a dtype: that is np.float64(tracer), a float() dropping the derivative. Hidden from
+        # those frames (_NUMPY_SCALAR_CASTS), they compute ``ret / n`` instead, which is traced.
         if sys._getframe(1).f_code in _NUMPY_SCALAR_CASTS:
             raise AttributeError("dtype")
         return self._val.dtype
