@@ -512,7 +512,9 @@ def _average(a, axis=None, weights=None, returned=False, *, keepdims=False):
 
 
 def _nan_fill(a, fill):
-    return where(np.isnan(value_of(a)), fill, a)
+    # a traced mask: a replay recomputes where the NaNs are (a mask taken from the recorded
+    # values would keep the recorded positions)
+    return where(np.isnan(a) if _is_traced(a) else np.isnan(value_of(a)), fill, a)
 
 
 for _f, _g, _fill in [(np.nansum, np.sum, 0.0), (np.nanprod, np.prod, 1.0),
@@ -523,8 +525,9 @@ for _f, _g, _fill in [(np.nansum, np.sum, 0.0), (np.nanprod, np.prod, 1.0),
 
 @defn(np.nanmean)
 def _nanmean(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
-    ok = ~np.isnan(value_of(a))
-    return np.sum(_nan_fill(a, 0.0), axis=axis, keepdims=keepdims) / np.sum(ok, axis=axis, keepdims=keepdims)
+    ok = ~np.isnan(a) if _is_traced(a) else ~np.isnan(value_of(a))
+    return np.sum(_nan_fill(a, 0.0), axis=axis, keepdims=keepdims) / (
+        np.sum(ok, axis=axis, keepdims=keepdims) * 1.0)
 
 
 def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True, mean=None,
