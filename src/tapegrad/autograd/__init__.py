@@ -71,11 +71,29 @@ def _unary_to_nary(unary_operator):
                 x = args[argnum]
             else:
                 x = _builtins.tuple(args[i] for i in argnum)
-            return unary_operator(unary_f, x, *nary_op_args, **nary_op_kwargs)
+            return unary_operator(unary_f, _as_autograd_input(x), *nary_op_args, **nary_op_kwargs)
         nary_f.__name__ = f"{unary_operator.__name__}_of_{getattr(fun, '__name__', 'f')}"
         nary_f.__qualname__ = nary_f.__name__
         return nary_f
     return nary_operator
+
+
+def _as_autograd_input(x):
+    """autograd's dtypes for a differentiated argument: an integer or boolean *scalar* (Python
+    or NumPy) has no vector space there (``TypeError: Can't differentiate w.r.t. type <class
+    'int'>``); integer and boolean *arrays* are differentiated as float64 arrays (tapegrad
+    itself refuses booleans); float32 and float16 keep their dtype in the derivatives (as
+    tapegrad does: computed in float64, given back in the input's dtype)."""
+    leaves, td = _tree.flatten(x)
+    changed = False
+    out = []
+    for l in leaves:
+        if _builtins.isinstance(l, (bool, int, _np.integer, _np.bool_)):
+            raise _TypeError(f"Can't differentiate w.r.t. type {_builtins.type(l)}")
+        if _builtins.type(l) is _np.ndarray and l.dtype.kind == "b":
+            l, changed = l.astype(_np.float64), True
+        out.append(l)
+    return _tree.unflatten(td, out) if changed else x
 
 
 def _make_vjp(fun, x):

@@ -19,7 +19,8 @@ from ..errors import GuardError, TapegradTypeError, TapegradValueError  # noqa: 
 from . import reference
 
 
-def _input_value(x, fname, pos):
+def _input_value(x, fname, label):
+    """(float64 value, outer tracer or None) of one input leaf; label() names it in errors."""
     if type(x) is Tracer:
         if x._rec.active:
             return x._val.astype(np.float64), x
@@ -31,13 +32,83 @@ def _input_value(x, fname, pos):
             a = a.astype(np.float64)
         return np.array(a, dtype=np.float64), None
     if k == "b":
-        raise TapegradTypeError(f"{fname}: argument {pos} is boolean; differentiate with respect to "
-                        "real (float) arrays")
+        raise TapegradTypeError(f"{fname}: {label()} is boolean; differentiate with respect to "
+                        "real (float) arrays (integers are promoted to float64; convert a "
+                        "boolean with x.astype(float) if it is meant as 0/1 numbers)")
     if k == "c":
-        raise TapegradTypeError(f"{fname}: argument {pos} is complex; tapegrad differentiates "
+        raise TapegradTypeError(f"{fname}: {label()} is complex; tapegrad differentiates "
                         "real-valued code only")
-    raise TapegradTypeError(f"{fname}: argument {pos} of type {type(x).__name__} (dtype {a.dtype}) is "
+    raise TapegradTypeError(f"{fname}: {label()} of type {type(x).__name__} (dtype {a.dtype}) is "
                     "not a real number or array")
+
+
+def narrow_dtype(x):
+    """(dtype, is a NumPy scalar) that derivatives with respect to the input x are given in, or
+    None for float64. tapegrad computes in float64; a NumPy float input of another precision
+    (float32, float16, longdouble) gets its derivatives back in its own dtype, as autograd and
+    JAX give them. Integers (Python or NumPy) and float64 give float64 derivatives."""
+    if type(x) is np.ndarray:
+        d = x.dtype
+        return None if d is _F64 or d.kind != "f" else (d, False)
+    if isinstance(x, np.floating) and type(x) is not np.float64:
+        return (x.dtype, True)
+    return None
+
+
+def cast_leaves(leaves, dtypes):
+    """Derivative leaves in the dtypes ``narrow_dtype`` gave (None: leave as computed)."""
+    if dtypes is None:
+        return leaves
+    out = []
+    for l, d in zip(leaves, dtypes):
+        if d is not None and type(l) is not Tracer:
+            l = np.asarray(l).astype(d[0])
+            if d[1] and l.ndim == 0:
+                l = l[()]
+        out.append(l)
+    return out
+
+
+def cast_tree(tree, dtypes):
+    if dtypes is None:
+        return tree
+    leaves, td = _tree.flatten(tree)
+    return _tree.unflatten(td, cast_leaves(leaves, dtypes))
+
+
+def out_dtype(dtypes):
+    """The dtype of derivatives shaped like the output (jvp, jacobian): NumPy's promotion of
+    the inputs' dtypes, float64 for integer and Python inputs (None: float64)."""
+    if dtypes is None:
+        return None
+    d = np.result_type(*[np.float64 if t is None else t[0] for t in dtypes])
+    return None if d == np.float64 else (d, False)
+
+
+_F64 = np.dtype(np.float64)
+
+
+def _leaf_label(dyn, argnums, single, i):
+    """'argument k' (with the path inside it, e.g. "argument 1[0]['w']") of leaf i."""
+    paths = []
+
+    def walk(t, path):
+        if type(t) is np.ndarray:
+            paths.append(path)
+        elif isinstance(t, tuple) and not hasattr(t, "_fields") or isinstance(t, list):
+            for k, c in enumerate(t):
+                walk(c, f"{path}[{k}]")
+        elif isinstance(t, dict):
+            for k in sorted(t):
+                walk(t[k], f"{path}[{k!r}]")
+        elif t is not None:
+            paths.append(path)
+    if single:
+        walk(dyn, f"argument {argnums[0]}")
+    else:
+        for a, d in zip(argnums, dyn):
+            walk(d, f"argument {a}")
+    return paths[i] if i < len(paths) else f"input {i}"
 
 
 def _argnums(argnums, nargs, fname):
@@ -64,6 +135,7 @@ class Traced:
         tr.out_tree, tr.out_shapes, tr.out_sizes, tr.nout = out_tree, out_shapes, out_sizes, tape.out_n
         tr.out_off, tr.nested, tr.outer_inputs, tr.aux = tape.out_off, False, [None] * len(in_shapes), None
         tr.recorded_x, tr._w = np.asarray(recorded_x, dtype=np.float64), None
+        tr.in_dtypes = tr.out_dtype = None
         return tr
 
     def __init__(self, f, args, kwargs=None, argnums=None, has_aux=False, fname="grad"):
@@ -76,10 +148,20 @@ class Traced:
         dyn = args[argnums[0]] if single else tuple(args[i] for i in argnums)
         leaves, self.in_tree = _tree.flatten(dyn)
         vals, outer = [], []
+        narrow = None
         for i, leaf in enumerate(leaves):
-            v, o = _input_value(leaf, fname, i)
+            v, o = _input_value(leaf, fname, lambda i=i: _leaf_label(dyn, argnums, single, i))
             vals.append(v)
             outer.append(o)
+            d = narrow_dtype(leaf)
+            if d is not None:
+                if narrow is None:
+                    narrow = [None] * len(leaves)
+                narrow[i] = d
+        # derivatives with respect to float32 (float16, ...) inputs are given back in that dtype
+        # (computed in float64); None: all float64
+        self.in_dtypes = narrow
+        self.out_dtype = out_dtype(narrow)
         self.in_shapes = [v.shape for v in vals]
         self.in_sizes = [v.size for v in vals]
         self.nin = sum(self.in_sizes)
@@ -120,6 +202,8 @@ class Traced:
         for o in leaves:
             if type(o) is Tracer and o._rec is rec:
                 continue
+            if type(o) is np.ndarray and o.dtype.kind == "O":
+                continue        # an object array of traced values: operand() below takes it
             try:
                 _as_float_array(rules.value_of(o))
             except TypeError:

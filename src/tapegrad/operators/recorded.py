@@ -27,7 +27,8 @@ import numpy as np
 from .._core import sweeps
 from .._core.tape import Tape
 from ..tracing import pytree as _tree
-from ..engine.traced import Traced, GuardError
+from ..tracing.tracer import Tracer
+from ..engine.traced import Traced, GuardError, narrow_dtype, cast_tree, out_dtype
 from . import sparse as _sparse
 from . import batch as _batch
 from ..errors import TapegradTypeError, TapegradValueError
@@ -37,7 +38,10 @@ _VERSION = 1
 
 
 class Recorded:
-    """A function recorded at example arguments, replayable at new ones."""
+    """A function recorded at example arguments, replayable at new ones.
+
+    Replays compute in float64; derivatives follow the dtypes of each call's arguments as
+    re-tracing does (tapegrad.grad): float32 arguments give float32 derivatives."""
 
     def __init__(self, f, *example_args, strict=False, max_variants=8, argnums=None):
         tr = Traced(f, example_args, None, None, False, "record")
@@ -109,11 +113,34 @@ class Recorded:
 
     @staticmethod
     def _checked_array(a, i, what):
+        if type(a) is Tracer or (isinstance(a, np.ndarray) and a.dtype.kind == "O" and any(
+                type(e) is Tracer for e in a.reshape(-1).tolist())):
+            raise TapegradTypeError(
+                f"{what}: input {i} is a traced value (this replay runs inside a derivative "
+                "operator); a replay computes numbers and would drop its derivative: call the "
+                "function itself there")
         arr = np.asarray(a)
         if arr.dtype.kind not in "fiu":
             raise TapegradTypeError(f"{what}: input {i} has dtype {arr.dtype}; expected real numbers")
         arr = np.asarray(arr, dtype=np.float64)
         return arr if arr.flags.c_contiguous else arr.copy()
+
+    def _dtypes(self, args):
+        """Per input leaf of this call, the dtype its derivatives are given in (None: all
+        float64); float32 inputs get float32 derivatives, as with re-tracing (api.grad)."""
+        if self._simple:
+            d = narrow_dtype(args[0])
+            return None if d is None else [d]
+        ds = [narrow_dtype(l) for l in _tree.flatten(tuple(args))[0]]
+        return ds if any(d is not None for d in ds) else None
+
+    def _out_cast(self, args, value):
+        d = out_dtype(self._dtypes(args))
+        if d is None:
+            return value
+        if isinstance(value, (float, np.floating)):     # a scalar output: a NumPy scalar
+            return d[0].type(value)
+        return cast_tree(value, [d] * len(_tree.flatten(value)[0]))
 
     def _args(self, x):
         return _tree.unflatten(self.in_tree, _tree.split(x, self.in_shapes, self.in_sizes, copy=True))
@@ -214,14 +241,16 @@ class Recorded:
             wb = sweeps.reverse(tr.tape, w, np.ones(1), self._bufs(tr)[1])
             g[:] = wb[:self.nin]
             val = w[tr.out_off]
-        return val, (out if out is not None else self._in_diff(g))
+        return val, (out if out is not None else self._in_diff(g, args))
 
-    def _in_diff(self, flat):
-        """A flat input-shaped derivative as the differentiated arguments (see argnums)."""
+    def _in_diff(self, flat, args):
+        """A flat input-shaped derivative as the differentiated arguments (see argnums), in
+        the dtypes of this call's arguments (float32 in, float32 out)."""
+        dt = self._dtypes(args)
         if self.argnums is None:
-            return self._in(flat)
-        args = self._args(flat)
-        return args[self.argnums[0]] if self.argnum_int else tuple(args[a] for a in self.argnums)
+            return cast_tree(self._in(flat), dt)
+        full = cast_tree(self._args(flat), dt)
+        return full[self.argnums[0]] if self.argnum_int else tuple(full[a] for a in self.argnums)
 
     def _tangents(self, v):
         """Tangents of the differentiated arguments as the tuple of all arguments' tangents
@@ -252,7 +281,7 @@ class Recorded:
         if seed.size != tr.nout:
             raise TapegradValueError(f"vjp: expected a cotangent with {tr.nout} values, got {seed.size}")
         wb = sweeps.reverse(tr.tape, w, seed, self._bufs(tr)[1])    # this thread's kept buffer
-        return self._in_diff(wb[:self.nin].copy())
+        return self._in_diff(wb[:self.nin].copy(), self._primals(x))
 
     def jvp(self, x, v):
         """(f(x), J(x) v); v shaped like the inputs."""
@@ -261,7 +290,7 @@ class Recorded:
         tr, w = self._select(xf)
         wd = sweeps.tangent(tr.tape, w, vf[None, :], self._lane_bufs(tr)[0])
         return (self._out(tr, w[tr.out_off:tr.out_off + tr.nout]),
-                self._out(tr, wd[0, tr.out_off:tr.out_off + tr.nout]))
+                self._out_cast(self._primals(x), self._out(tr, wd[0, tr.out_off:tr.out_off + tr.nout])))
 
     def _hvp_lanes(self, tr, w, V):
         """H V (lanes of V) at the work buffer w: tangent, reverse, tangent-of-reverse sweeps.
@@ -290,7 +319,7 @@ class Recorded:
         xf = self._flat(self._primals(x), "hvp")
         vf = self._flat(self._tangents(v), "hvp tangent")
         tr, w = self._select(xf)
-        return self._in_diff(self._hvp_lanes(tr, w, vf[None, :])[0])
+        return self._in_diff(self._hvp_lanes(tr, w, vf[None, :])[0], self._primals(x))
 
     def hvp_matrix(self, x, V):
         """H(x) @ V for V of shape (in.size, k): k hvp lanes in one tangent-of-reverse sweep."""
@@ -314,6 +343,7 @@ class Recorded:
                 J[:, j:j + len(E)] = wd[:, tr.out_off:tr.out_off + tr.nout].T
         else:
             J = tr.jac_fwd(w, self._jac_buf(tr)) if m == "fwd" else tr.jac_rev(w)
+        J = self._out_cast(self._primals(x), J)
         if len(self.in_shapes) == 1 and len(tr.out_shapes) == 1:
             return J.reshape(tuple(tr.out_shapes[0]) + tuple(self.in_shapes[0]))
         return J
@@ -328,7 +358,7 @@ class Recorded:
             for j, E in _unit_chunks(self.nin, k):
                 H[j:j + len(E)] = self._hvp_lanes(tr, w, E)
         s = tuple(self.in_shapes[0]) if len(self.in_shapes) == 1 else (self.nin,)
-        return H.T.reshape(s + s).copy()
+        return self._out_cast(self._primals(x), H.T.reshape(s + s).copy())
 
     # ------------------------------------------------------------------ batched replay
     # Many points per compiled call (operators/batch.py): every argument leaf carries a batch

@@ -60,6 +60,40 @@ def _const_value(x):
     return _as_float_array(value_of(x))
 
 
+def _is_objects(a):
+    return type(a) is np.ndarray and a.dtype.kind == "O"
+
+
+def from_objects(a):
+    """An object array holding tracers (NumPy's np.array of a list of tracers, np.asarray of
+    a tracer, np.r_, ...: see Tracer.__array__) as one traced array of the innermost recording
+    among them; ``a`` itself if it holds none."""
+    rec = top_recorder(*a.reshape(-1).tolist())
+    return a if rec is None else rec.from_objects(a)   # (no tracer: NumPy's error, or ours)
+
+
+def _no_objects(obj):
+    """obj (an argument of a NumPy call, a list or tuple of them) with its object arrays of
+    tracers made traced arrays; obj itself (the same object) if it has none."""
+    t = type(obj)
+    if t is np.ndarray:
+        return from_objects(obj) if obj.dtype.kind == "O" else obj
+    if t is list or t is tuple:
+        new = [_no_objects(o) for o in obj]
+        if any(n is not o for n, o in zip(new, obj)):
+            return t(new)
+    return obj
+
+
+def _has_objects(obj):
+    t = type(obj)
+    if t is np.ndarray:
+        return obj.dtype.kind == "O"
+    if t is list or t is tuple:
+        return any(_has_objects(o) for o in obj)
+    return False
+
+
 # ------------------------------------------------------------------ primitives
 # Scalar (0-d) values of the IEEE basic operations computed on Python floats: the same double
 # operation NumPy performs, bitwise, without a ufunc call (the table's "ieee" trait). Used only
@@ -448,8 +482,16 @@ def transpose(x, axes=None):
     return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes))
 
 
+def _array_like(s):
+    """A list or tuple holding tracers (a piece of np.concatenate, ...) as one traced array."""
+    if type(s) is list or type(s) is tuple:
+        a = np.asarray(s)          # tracers inside: an object array (Tracer.__array__)
+        return from_objects(a) if a.dtype.kind == "O" else a
+    return s
+
+
 def concatenate(seq, axis=0):
-    seq = list(seq)
+    seq = [_array_like(s) for s in seq]
     rec = top_recorder(*seq)
     vals = [value_of(s) for s in seq]
     if rec is None:
@@ -481,7 +523,7 @@ def concatenate(seq, axis=0):
 
 
 def stack(seq, axis=0):
-    seq = list(seq)
+    seq = [_array_like(s) for s in seq]
     if not seq:
         raise TapegradValueError("need at least one array to stack")
     shapes = {np.shape(value_of(s)) for s in seq}
@@ -656,6 +698,10 @@ def setitem(x, key, value):
     pos = np.arange(v.size).reshape(v.shape)[_plain_key(key)]
     flat = pos.ravel()
     _check_views(rec, x, flat)
+    if type(value) is not Tracer and not isinstance(value, (float, int, np.generic)):
+        value = np.asarray(value)        # a list of tracers: an object array (Tracer.__array__)
+        if _is_objects(value):
+            value = from_objects(value)
     if type(value) is Tracer and value._rec.active:
         vals = reshape(broadcast_to(value, pos.shape), (-1,))
     else:
@@ -943,6 +989,20 @@ for _u, _rule, _kind in [
     registry.register(_u, _rule, _kind, ufunc=True)
 
 
+def _into_objects(ufunc, inputs, kwargs, out):
+    """ufunc(*inputs, out=out) with out an object array (NumPy's own code on object arrays of
+    tracers does this, e.g. np.quantile's interpolation): the traced result's elements are
+    stored in out (where ``where`` holds), as NumPy would store numbers."""
+    mask = kwargs.pop("where", True)
+    kwargs.pop("casting", None)
+    kwargs.pop("dtype", None)
+    r = apply_ufunc(ufunc, "__call__", inputs, kwargs)
+    rv = r.__array__() if type(r) is Tracer and r._rec.active else np.asarray(r, dtype=object)
+    mask = np.asarray(_guarded_value(mask), dtype=bool)
+    np.copyto(out, np.broadcast_to(rv, out.shape), where=mask)
+    return out
+
+
 def apply_ufunc(ufunc, method, inputs, kwargs):
     if not kwargs and method == "__call__":   # operators and plain calls: the common case
         if len(inputs) == 2:
@@ -953,8 +1013,13 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
             name = UNARY_UFUNCS.get(ufunc)
             if name is not None:
                 return unary(name, inputs[0])
+    if _has_objects(inputs):
+        inputs = _no_objects(inputs)
     out = kwargs.pop("out", None)
     if out is not None:
+        o = out[0] if isinstance(out, tuple) and len(out) == 1 else out
+        if method == "__call__" and _is_objects(o):
+            return _into_objects(ufunc, inputs, kwargs, o)
         raise TapegradTypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array; "
                         "use the returned value instead")
     for k in ("where", "casting", "order", "subok", "signature"):
@@ -997,6 +1062,9 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
 
 
 def apply_function(func, args, kwargs):
+    if _has_objects(args) or (kwargs and _has_objects(tuple(kwargs.values()))):
+        args = _no_objects(args)
+        kwargs = {k: _no_objects(v) for k, v in kwargs.items()}
     rule = registry.FUNCTIONS.get(func)
     if rule is None:
         name = getattr(func, "__module__", "numpy") or "numpy"

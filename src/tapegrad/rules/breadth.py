@@ -15,10 +15,10 @@ and tangent-of-adjoint (hvp) for free and exactly. Three recurring tricks:
   functions (gammaln -> digamma -> polygamma), one tape operation each.
 
 ``scipy.special.logsumexp`` is a plain Python function that converts its argument with
-``np.asarray``: NumPy gives the tracer no chance to intercept it, so it raises tapegrad's
-"cannot be converted" TypeError. Use ``np.logaddexp.reduce(x, axis=...)`` or
-``tapegrad.logsumexp`` (same signature, including ``b=`` and ``return_sign=``). Likewise
-``np.array([a, b])`` of traced scalars cannot be dispatched; use ``np.stack([a, b])``.
+``np.asarray``: it gets an object array of tracers (``Tracer.__array__``), on which SciPy's code
+fails with a TypeError. Use ``np.logaddexp.reduce(x, axis=...)`` or ``tapegrad.logsumexp``
+(same signature, including ``b=`` and ``return_sign=``). ``np.array([a, b])`` of traced
+values is traced through that object array (docs/numpy_support.md says where it is not).
 
 tapegrad is real-valued: ``numpy.fft`` and ``np.linalg.eig`` (complex results) raise a TypeError.
 """
@@ -512,7 +512,9 @@ def _average(a, axis=None, weights=None, returned=False, *, keepdims=False):
 
 
 def _nan_fill(a, fill):
-    return where(np.isnan(value_of(a)), fill, a)
+    # a traced mask: a replay recomputes where the NaNs are (a mask taken from the recorded
+    # values would keep the recorded positions)
+    return where(np.isnan(a) if _is_traced(a) else np.isnan(value_of(a)), fill, a)
 
 
 for _f, _g, _fill in [(np.nansum, np.sum, 0.0), (np.nanprod, np.prod, 1.0),
@@ -523,8 +525,9 @@ for _f, _g, _fill in [(np.nansum, np.sum, 0.0), (np.nanprod, np.prod, 1.0),
 
 @defn(np.nanmean)
 def _nanmean(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
-    ok = ~np.isnan(value_of(a))
-    return np.sum(_nan_fill(a, 0.0), axis=axis, keepdims=keepdims) / np.sum(ok, axis=axis, keepdims=keepdims)
+    ok = ~np.isnan(a) if _is_traced(a) else ~np.isnan(value_of(a))
+    return np.sum(_nan_fill(a, 0.0), axis=axis, keepdims=keepdims) / (
+        np.sum(ok, axis=axis, keepdims=keepdims) * 1.0)
 
 
 def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True, mean=None,
@@ -901,8 +904,8 @@ def _parse_einsum(subscripts, shapes):
 
 
 def _einsum(subscripts, *operands, **kw):
-    if not isinstance(subscripts, str):
-        raise UnsupportedError("einsum: the interleaved (operand, sublist) form on traced arrays")
+    if not isinstance(subscripts, str):          # the interleaved (operand, sublist) form
+        subscripts, operands = _einsum_subscripts((subscripts,) + operands)
     ops = list(operands)
     ins, out = _parse_einsum(subscripts, [_shape(o) for o in ops])
     sizes = {}
@@ -1214,6 +1217,340 @@ _registry.register(np.fft.fftshift, lambda x, axes=None: _by_index(x, lambda I: 
                   "composition")
 _registry.register(np.fft.ifftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.ifftshift(I, axes)),
                   "composition")
+
+
+# ------------------------------------------------------------------ ranges, signals, polynomials
+def _einsum_subscripts(operands):
+    """The subscripts string of einsum's interleaved form (op0, sublist0, op1, sublist1, ...,
+    [sublist_out]): integer labels become letters, Ellipsis becomes '...'."""
+    out = None
+    if len(operands) % 2:          # an output sublist was given last
+        out, operands = operands[-1], operands[:-1]
+    ops, subs = list(operands[0::2]), list(operands[1::2])
+
+    def letters(sub):
+        s = []
+        for k in sub:
+            if k is Ellipsis:
+                s.append("...")
+            else:
+                k = operator.index(k)
+                if not 0 <= k < len(_LETTERS):
+                    raise TapegradValueError(f"einsum: subscript {k} is not in [0, {len(_LETTERS)})")
+                s.append(_LETTERS[k])
+        return "".join(s)
+    spec = ",".join(letters(s) for s in subs)
+    if out is not None:
+        spec += "->" + letters(out)
+    return spec, ops
+
+
+def _linspace_t(num, endpoint, ndim):
+    div = (num - 1) if endpoint else num
+    t = np.arange(num, dtype=np.float64) / div if div > 0 else np.zeros(num)
+    return t.reshape((num,) + (1,) * ndim), div
+
+
+@defn(np.linspace)
+def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0, *,
+              device=None):
+    if dtype is not None and np.dtype(dtype).kind != "f":
+        raise TapegradTypeError(f"np.linspace: dtype={np.dtype(dtype)} would drop the derivative in "
+                                "the traced start/stop (tapegrad computes in float64)")
+    num = operator.index(num)
+    if num < 0:
+        raise TapegradValueError(f"np.linspace: number of samples, {num}, must be non-negative")
+    shape = np.broadcast_shapes(_shape(start), _shape(stop))
+    t, div = _linspace_t(num, endpoint, len(shape))
+    delta = stop - start
+    y = start + t * delta      # NumPy: start + arange(num) * (delta / div), the end set to stop
+    if endpoint and num > 1:
+        y = concatenate([y[:-1], R.broadcast_to(R.expand_dims(stop, 0) if _is_traced(stop)
+                                                 else np.expand_dims(value_of(stop), 0),
+                                                 (1,) + shape)], axis=0)
+    y = R.broadcast_to(y, (num,) + shape) if _shape(y) != (num,) + shape else y
+    if axis != 0:
+        y = R.moveaxis(y, 0, axis)
+    if retstep:
+        return y, (delta * (1.0 / div) if div > 0 else delta * np.nan)
+    return y
+
+
+@defn(np.geomspace)
+def _geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
+    if dtype is not None and np.dtype(dtype).kind != "f":
+        raise TapegradTypeError(f"np.geomspace: dtype={np.dtype(dtype)} would drop the derivative")
+    if np.any(value_of(start) == 0) or np.any(value_of(stop) == 0):
+        raise TapegradValueError("Geometric sequence cannot include zero")
+    if np.any(np.sign(value_of(start)) != np.sign(value_of(stop))):
+        raise TapegradValueError("np.geomspace: start and stop of different signs give complex "
+                                 "values; tapegrad is real-valued")
+    # NumPy: sign(start) * logspace(log10|start|, log10|stop|), the ends set to start and stop
+    sgn = np.sign(start)
+    y = sgn * np.exp(_linspace(np.log(np.abs(start)), np.log(np.abs(stop)), num, endpoint))
+    shape = _shape(y)[1:]
+    if num > 0:
+        parts = [R.broadcast_to(R.expand_dims(start, 0) if _is_traced(start)
+                                else np.expand_dims(value_of(start), 0), (1,) + shape)]
+        if endpoint and num > 1:
+            parts += [y[1:-1], R.broadcast_to(R.expand_dims(stop, 0) if _is_traced(stop)
+                                              else np.expand_dims(value_of(stop), 0), (1,) + shape)]
+        else:
+            parts.append(y[1:])
+        y = concatenate(parts, axis=0)
+    return R.moveaxis(y, 0, axis) if axis != 0 else y
+
+
+defn(np.rollaxis)(lambda a, axis, start=0: _by_index(a, lambda I: np.rollaxis(I, axis, start)))
+
+
+def _conv_full(a, v):
+    """The full 1-d convolution sum_j a[k - j] v[j], k = 0 .. n + m - 2: a gather of a (zero
+    outside it) against v, then a sum (every product recorded: O(n m) work and memory)."""
+    n, m = _shape(a)[0], _shape(v)[0]
+    k = np.arange(n + m - 1)[:, None] - np.arange(m)[None, :]
+    k = np.where((k >= 0) & (k < n), k, n)
+    src = concatenate([reshape(a, (-1,)) if type(a) is Tracer else np.ravel(value_of(a)),
+                       np.zeros(1)])
+    return np.sum(gather(src, k) * v, axis=1)
+
+
+def _conv_mode(full, n, m, mode, name):
+    if mode == "full":
+        return full
+    lo, hi = min(n, m), max(n, m)
+    if mode == "same":
+        s = (lo - 1) // 2
+        return full[s:s + hi]
+    if mode == "valid":
+        return full[lo - 1:hi]
+    raise TapegradValueError(f"np.{name}: mode must be 'full', 'same' or 'valid', got {mode!r}")
+
+
+def _check_1d(name, a, v):
+    for arg, x in (("a", a), ("v", v)):
+        if len(_shape(x)) != 1 or _shape(x)[0] == 0:
+            raise TapegradValueError(f"np.{name}: {arg} must be a non-empty 1-d array, got shape "
+                                     f"{_shape(x)}")
+
+
+@defn(np.convolve)
+def _convolve(a, v, mode="full"):
+    _check_1d("convolve", a, v)
+    n, m = _shape(a)[0], _shape(v)[0]
+    return _conv_mode(_conv_full(a, v), n, m, mode, "convolve")
+
+
+@defn(np.correlate)
+def _correlate(a, v, mode="valid"):
+    # c[k] = sum_n a[n + k] v[n] (real values): the convolution with v reversed; NumPy reverses
+    # the result when v is the longer one
+    _check_1d("correlate", a, v)
+    n, m = _shape(a)[0], _shape(v)[0]
+    if n >= m:
+        return _conv_mode(_conv_full(a, _flip(v)), n, m, mode, "correlate")
+    return _flip(_conv_mode(_conv_full(v, _flip(a)), m, n, mode, "correlate"))
+
+
+@defn(np.interp)
+def _interp(x, xp, fp, left=None, right=None, period=None):
+    """Piecewise-linear interpolation, differentiable in x and fp (the segment each x falls in
+    is taken from its value and guarded: a replay re-records when one changes segment)."""
+    if period is not None:
+        raise UnsupportedError("np.interp: period= on traced arrays")
+    if _is_traced(xp):
+        raise TapegradTypeError("np.interp: xp (the sample points) must be a constant; the derivative "
+                                "is taken in x and fp")
+    xpv = np.asarray(value_of(xp), dtype=np.float64)
+    n = xpv.size
+    if xpv.ndim != 1 or _shape(fp) != (n,) or n == 0:
+        raise TapegradValueError(f"np.interp: xp and fp must be 1-d of the same length, got shapes "
+                                 f"{xpv.shape} and {_shape(fp)}")
+    xv = np.asarray(value_of(x), dtype=np.float64)
+    j = np.clip(np.searchsorted(xpv, xv, side="right") - 1, 0, max(n - 2, 0))
+    below, above, at_end = xv < xpv[0], xv > xpv[-1], xv == xpv[-1]
+    if _is_traced(x):
+        # the segment stays valid while xp[j] <= x <= xp[j + 1] (or beyond the end it is on)
+        hi = xpv[np.minimum(j + 1, n - 1)]
+        _guard_true(where(below, x < xpv[0], where(above, x > xpv[-1],
+                                                   (x >= xpv[j]) & (x <= hi))))
+    fp_flat = reshape(fp, (-1,)) if type(fp) is Tracer else np.asarray(value_of(fp), dtype=np.float64)
+    f0 = gather(fp_flat, j) if type(fp_flat) is Tracer else fp_flat[j]
+    if n == 1:
+        y = f0 + 0.0 * x
+    else:
+        f1 = gather(fp_flat, j + 1) if type(fp_flat) is Tracer else fp_flat[j + 1]
+        x0, dx = xpv[j], xpv[j + 1] - xpv[j]
+        y = f0 + (x - x0) * ((f1 - f0) / dx)
+        last = fp_flat[-1] if type(fp_flat) is not Tracer else gather(fp_flat, np.full(j.shape, n - 1))
+        y = where(at_end, last, y)
+    lo = fp_flat[0] if left is None else left
+    hi_v = fp_flat[-1] if right is None else right
+    y = where(below, lo, where(above, hi_v, y))
+    return y if _shape(y) == xv.shape else R.broadcast_to(y, xv.shape)
+
+
+@defn(np.polyval)
+def _polyval(p, x):
+    # Horner's rule, as NumPy evaluates it
+    if len(_shape(p)) != 1:
+        raise TapegradValueError(f"np.polyval: p must be 1-d, got shape {_shape(p)}")
+    k = _shape(p)[0]
+    y = np.zeros(_shape(x)) if k == 0 else None
+    for i in range(k):
+        c = p[i]
+        y = c + 0.0 * x if y is None else y * x + c
+    return y
+
+
+@defn(np.polyfit)
+def _polyfit(x, y, deg, rcond=None, full=False, w=None, cov=False):
+    """Least-squares polynomial fit, differentiable in y: the coefficients are pinv(V) y with V
+    the (weighted) Vandermonde matrix of the constant x (NumPy's lstsq solution)."""
+    if _is_traced(x) or _is_traced(w):
+        raise TapegradTypeError("np.polyfit: x and w must be constants; the derivative is taken in y")
+    if full or cov:
+        raise UnsupportedError("np.polyfit: full=True / cov=True on traced arrays")
+    deg = operator.index(deg)
+    xv = np.asarray(value_of(x), dtype=np.float64)
+    if deg < 0 or xv.ndim != 1 or xv.size == 0:
+        raise TapegradValueError("np.polyfit: expected deg >= 0 and a non-empty 1-d x")
+    if _shape(y)[:1] != xv.shape or len(_shape(y)) > 2:
+        raise TapegradTypeError(f"np.polyfit: y must be 1-d or 2-d with {xv.size} rows, got shape "
+                                f"{_shape(y)}")
+    V = np.vander(xv, deg + 1)
+    wv = None
+    if w is not None:
+        wv = np.asarray(value_of(w), dtype=np.float64)
+        V = V * wv[:, None]
+    scale = np.sqrt((V * V).sum(axis=0))        # NumPy's column scaling, for conditioning
+    scale[scale == 0] = 1.0
+    rcond = xv.size * np.finfo(np.float64).eps if rcond is None else rcond
+    P = (np.linalg.pinv(V / scale, rcond=rcond).T / scale).T
+    rhs = y if wv is None else y * (wv if len(_shape(y)) == 1 else wv[:, None])
+    return matmul(P, rhs)
+
+
+# ------------------------------------------------------------------ NaN-ignoring statistics
+def _nan_stats_args(name, out, where, kw):
+    _no_out(name, out)
+    if where is not True:
+        raise UnsupportedError(f"np.{name}: where= on traced arrays")
+    if kw:
+        raise UnsupportedError(f"np.{name}: {', '.join(kw)} on traced arrays")
+
+
+def _nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True,
+            mean=None, correction=None, **kw):
+    _nan_stats_args("nanvar", out, where, kw)
+    if correction is not None:
+        ddof = correction
+    # traced NaN masks: a replay recomputes them at its own point
+    ok = ~np.isnan(a)
+    n = np.sum(ok, axis=axis, keepdims=True) * 1.0
+    if mean is None:
+        mean = np.sum(R.where(ok, a, 0.0), axis=axis, keepdims=True) / n
+    d = R.where(ok, a - mean, 0.0)
+    return np.sum(d * d, axis=axis, keepdims=keepdims) / (
+        (n if keepdims else np.squeeze(n, axis=axis)) - ddof)
+
+
+defn(np.nanvar)(_nanvar)
+
+
+@defn(np.nanstd)
+def _nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
+    return np.sqrt(_nanvar(a, axis, dtype, out, ddof, keepdims, **kw))
+
+
+def _nanquantile_rule(a, q, axis, method, keepdims, name):
+    """Quantiles of the non-NaN values of each slice along axis; which values are NaN comes
+    from the current values and is guarded (a replay re-records when it changes)."""
+    if _is_traced(q):
+        raise TapegradTypeError(f"np.{name}: q must be a constant")
+    mask = R._guarded_value(np.isnan(a)) if _is_traced(a) else np.isnan(value_of(a))
+    nd = len(_shape(a))
+    if axis is None:
+        flat = reshape(a, (-1,))
+        keep = np.flatnonzero(~np.ravel(mask))
+        qv = np.asarray(value_of(q), dtype=np.float64)
+        if keep.size == 0:
+            res = np.full(qv.shape, np.nan)
+        else:
+            res = _quantile(gather(flat, keep), q, None, method)
+        if keepdims:
+            res = (reshape if type(res) is Tracer else np.reshape)(res, qv.shape + (1,) * nd)
+        return res
+    axes = R._norm_axes(axis, nd)
+    rest = [i for i in range(nd) if i not in axes]
+    moved = transpose(a, tuple(rest) + axes)
+    mmask = np.transpose(mask, tuple(rest) + axes)
+    outer = tuple(_shape(a)[i] for i in rest)
+    moved = reshape(moved, (math.prod(outer), -1))
+    mmask = mmask.reshape(math.prod(outer), -1)
+    qv = np.asarray(value_of(q), dtype=np.float64)
+    rows = []
+    for r in range(mmask.shape[0]):
+        keep = np.flatnonzero(~mmask[r])
+        if keep.size == 0:
+            rows.append(np.full(qv.shape, np.nan))
+        else:
+            rows.append(_quantile(gather(moved, r * mmask.shape[1] + keep), q, None, method))
+    res = R.stack(rows, axis=-1)                 # q's shape + (rows,)
+    res = reshape(res, qv.shape + outer)
+    if keepdims:
+        shp = list(outer)
+        for i in axes:
+            shp.insert(i, 1)
+        res = reshape(res, qv.shape + tuple(shp))
+    return res
+
+
+@defn(np.nanquantile)
+def _nanquantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+                 keepdims=False, **kw):
+    _no_out("nanquantile", out)
+    return _nanquantile_rule(a, q, axis, method, keepdims, "nanquantile")
+
+
+@defn(np.nanpercentile)
+def _nanpercentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+                   keepdims=False, **kw):
+    _no_out("nanpercentile", out)
+    return _nanquantile_rule(a, np.asarray(value_of(q)) / 100.0, axis, method, keepdims,
+                             "nanpercentile")
+
+
+@defn(np.nanmedian)
+def _nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    _no_out("nanmedian", out)
+    return _nanquantile_rule(a, 0.5, axis, "linear", keepdims, "nanmedian")
+
+
+# ------------------------------------------------------------------ apply_along_axis
+@defn(np.apply_along_axis)
+def _apply_along_axis(func1d, axis, arr, *args, **kwargs):
+    """func1d on each 1-d slice along axis (a Python loop, as NumPy's), the results stacked
+    where the axis was."""
+    nd = len(_shape(arr))
+    ax = _axis(axis, nd)
+    moved = R.moveaxis(arr, ax, -1) if type(arr) is Tracer else np.moveaxis(value_of(arr), ax, -1)
+    outer = _shape(moved)[:-1]
+    if math.prod(outer) == 0:
+        raise TapegradValueError("Cannot apply_along_axis when any iteration dimensions are 0")
+    res = []
+    for ix in np.ndindex(*outer):
+        r = func1d(moved[ix], *args, **kwargs)
+        if R._is_objects(r):
+            r = R.from_objects(r)
+        res.append(r)
+    rs = _shape(res[0])
+    out = reshape(R.stack(res), outer + rs)
+    if rs and ax != len(outer):
+        k = len(outer)
+        order = list(range(ax)) + list(range(k, k + len(rs))) + list(range(ax, k))
+        out = transpose(out, tuple(order))
+    return out
 
 
 # ------------------------------------------------------------------ registration

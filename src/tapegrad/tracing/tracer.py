@@ -22,7 +22,7 @@ import weakref
 
 import numpy as np
 
-from .._core.tape import Tape, OPCODES, FAMILIES
+from .._core.tape import Tape, OPCODES, FAMILIES, FLAG_A
 from ..errors import TapegradTypeError, TapegradValueError
 
 _BIN_FIRST = FAMILIES["binary"][0]
@@ -76,6 +76,7 @@ class Recorder:
         self.op_reads = {}           # op index -> work offsets it reads, for ops made by op()
         self.value_guards = []       # (offset, expected values) recorded by bool()/float()
         self._starts = None          # all allocations' starts, fixed by finish()
+        self.handed_objects = False  # Tracer.__array__ gave NumPy an object array of tracers
 
     # -- context
     def __enter__(self):
@@ -129,8 +130,73 @@ class Recorder:
                 return x._off, False, (v if v.dtype == np.float64 else v.astype(np.float64))
             v = x._val.astype(np.float64)
             return self.const(v, source=x if x._rec.active else None), True, v
+        if type(x) is list or type(x) is tuple:
+            x = np.asarray(x)        # tracers inside: an object array (Tracer.__array__)
+        if type(x) is np.ndarray and x.dtype.kind == "O" and any(
+                type(e) is Tracer for e in x.reshape(-1).tolist()):
+            t = self.from_objects(x)
+            return t._off, False, t._val
         v = _as_float_array(x)
         return self.const(v), True, v
+
+    def from_objects(self, a):
+        """A tracer of this recording holding the object array ``a`` (NumPy's np.array of a
+        list of tracers, np.asarray of a tracer, np.r_, ... see Tracer.__array__): its
+        tracers' values (a copy op per run of consecutive work slots) and its numbers (one
+        constant). Tracers of other recordings are constants here, as in operand()."""
+        flat = a.reshape(-1)
+        n = flat.size
+        vals = np.empty(n)
+        offs = [-1] * n            # work offset of a traced element of this recording, or -1
+        srcs = [None] * n          # the tracer it is an element of (Tracer.__array__), if any
+        for i, e in enumerate(flat.tolist()):
+            if type(e) is Tracer:
+                if e._f is not None:
+                    v = e._f
+                else:
+                    ev = e._val
+                    if ev.size != 1:
+                        raise TapegradValueError(
+                            "tapegrad: an object array holds a traced array of shape "
+                            f"{ev.shape} as one element (a ragged np.array of traced values); "
+                            "build the array with np.stack / np.concatenate")
+                    v = float(ev.reshape(()))
+                if e._rec is self:
+                    offs[i] = e._off
+                    srcs[i] = getattr(e, "_src", None)
+                elif e._rec.active:        # an outer recording's tracer: a constant with source
+                    offs[i] = -2 - self.const(np.array(v), source=e)
+                vals[i] = v
+            else:
+                try:
+                    vals[i] = _as_float_array(e)
+                except (TypeError, ValueError):
+                    raise TapegradTypeError(
+                        f"tapegrad: an object array holds {type(e).__name__} (not a number or a "
+                        "traced scalar); build arrays of traced values with np.stack") from None
+        out = self.new(vals.reshape(a.shape))
+        base = out._off
+        cbuf = None
+        i = 0
+        while i < n:
+            o = offs[i]
+            j = i + 1
+            if o >= 0:             # consecutive elements of one tracer (one allocation): one copy
+                src = srcs[i]
+                if src is not None and src is not _HANDED:
+                    while j < n and offs[j] == o + (j - i) and srcs[j] is src:
+                        j += 1
+                self.op(OPCODES["copy"], 0, base + i, o, n=j - i, reads=(o,))
+            elif o == -1:          # a run of numbers: from one constant holding all values
+                while j < n and offs[j] == -1:
+                    j += 1
+                if cbuf is None:
+                    cbuf = self.const(vals)
+                self.op(OPCODES["copy"], FLAG_A, base + i, cbuf + i, n=j - i, reads=())
+            else:                  # an outer tracer's value (its own constant)
+                self.op(OPCODES["copy"], FLAG_A, base + i, -2 - o, n=1, reads=())
+            i = j
+        return out
 
     # The rules' fast paths: an allocation and the op writing it in one call, for the two op
     # shapes scalar-heavy code records most. value is an ndarray, or a Python float for a 0-d
@@ -324,7 +390,9 @@ def _scalar_tracer(rec, off, f):
 
 
 _new = object.__new__
+_HANDED = object()      # Tracer._src of a 0-d tracer NumPy got from __array__ as an element
 _EXACT_INT = 2 ** 53
+_F64 = np.dtype(np.float64)
 
 
 def _arith(name, ufunc, fn, const=None, reflected=False):
@@ -396,7 +464,11 @@ class Tracer:
     # view of, or that one's root, and its start in the root's flat elements); _views (on such a
     # root): weak references to its views. Item assignment reads them (rules.base.setitem):
     # tracers have no view semantics, so a write NumPy would show through a view is refused.
-    __slots__ = ("_rec", "_off", "_arr", "_f", "_base", "_views", "__weakref__")
+    # _src (set only by __array__): on the elements of the object array it makes, the tracer
+    # they are elements of (so a run of them is known to lie in one allocation: from_objects);
+    # on a 0-d tracer NumPy puts into an object array itself, _HANDED. Either way NumPy's own
+    # float() of it is refused (_to_number).
+    __slots__ = ("_rec", "_off", "_arr", "_f", "_base", "_views", "_src", "__weakref__")
     __array_priority__ = 1000.0
 
     def __init__(self, rec, off, val):
@@ -426,7 +498,16 @@ class Tracer:
     shape = property(lambda self: self._val.shape)
     ndim = property(lambda self: self._val.ndim)
     size = property(lambda self: self._val.size)
-    dtype = property(lambda self: self._val.dtype)
+
+    @property
+    def dtype(self):
+        # np.mean / np.var / np.std (np.nanmean, np.nanstd) of a list of tracers sum it as an
+        # object array (see __array__) and then call ``ret.dtype.type(ret / n)`` if the sum has
+        # a dtype: that is np.float64(tracer), a float() dropping the derivative. Hidden from
+        # those frames (_NUMPY_SCALAR_CASTS), they compute ``ret / n`` instead, which is traced.
+        if sys._getframe(1).f_code in _NUMPY_SCALAR_CASTS:
+            raise AttributeError("dtype")
+        return self._val.dtype
 
     @property
     def T(self):
@@ -473,11 +554,58 @@ class Tracer:
         return rules.apply_function(func, args, kwargs)
 
     def __array__(self, dtype=None, copy=None):
-        raise TapegradTypeError(
-            "tapegrad: a traced array cannot be converted to a NumPy array (np.array/np.asarray/"
-            "assignment into a NumPy array would drop its derivative). Build arrays from traced "
-            "values with np.stack / np.concatenate; to assign into an array, make it traced: "
-            "out = np.zeros_like(x) (x traced), then out[k] = ...")
+        """NumPy's conversion (np.array / np.asarray of a tracer or of a list holding tracers,
+        np.r_, np.c_, np.mean of a list, ...): NumPy must get an ndarray here, and gives the
+        tracer no other door. While recording, and unless a numeric dtype is asked for, the
+        answer is an object array of scalar tracers (this array's elements, aliases of its work
+        slots): NumPy's object loops then compute with tracers (+ - * / ** @, sum, prod, max,
+        and the ufuncs whose object loop calls a method: exp, log, sin, sqrt, ...; see the
+        methods below), and the next traced operation that meets the object array turns it
+        back into one traced array (Recorder.operand / from_objects). A float dtype would take
+        the values only, dropping the derivative: refused."""
+        if dtype is not None and np.dtype(dtype).kind != "O" or not self._rec.active:
+            if self._rec.active and _storing_subscript(sys._getframe(1)):
+                raise TapegradTypeError(
+                    "tapegrad: assigning a traced value into a NumPy array (a[...] = t) would "
+                    "drop its derivative; make the array traced: a = np.zeros_like(x) (x "
+                    "traced), then a[...] = t")
+            if not self._rec.active:
+                raise TapegradTypeError(
+                    "tapegrad: a tracer of a finished recording cannot be converted to a NumPy "
+                    "array (it escaped the function being differentiated); use its .value")
+            if np.dtype(dtype).kind in "iub":
+                raise TapegradTypeError(
+                    f"tapegrad: converting a traced array to dtype {np.dtype(dtype)} (np.int64(t), "
+                    "np.asarray(t, dtype=int), ...) has no derivative; for a guarded integer "
+                    "value write int(t) (a scalar) or np.floor(t) (traced, zero derivative)")
+            raise TapegradTypeError(
+                f"tapegrad: converting a traced array to dtype {np.dtype(dtype)} (np.array/"
+                "np.asarray(..., dtype=float), or a NumPy function with no tapegrad rule) would "
+                "drop its derivative. Build arrays from traced values with np.stack / "
+                "np.concatenate (or np.array/np.asarray without dtype=: tapegrad computes in "
+                "float64)")
+        self._rec.handed_objects = True
+        return self._objects()
+
+    def _objects(self):
+        """An object array shaped like self holding scalar tracers of its elements."""
+        rec, off = self._rec, self._off
+        v = self._val
+        if v.ndim == 0:
+            # NumPy puts the tracer itself into the array it builds (np.array([t1, t2]) holds
+            # t1 and t2): mark it, so that NumPy's own float() of it later is refused
+            self._src = _HANDED
+            a = np.empty((), dtype=object)
+            a[()] = self
+            return a
+        if v.dtype is _F64:
+            items = [_scalar_tracer(rec, off + k, f) for k, f in enumerate(v.ravel().tolist())]
+        else:
+            flat = v.reshape(-1)
+            items = [Tracer(rec, off + k, flat[k:k + 1].reshape(())) for k in range(v.size)]
+        for e in items:
+            e._src = self
+        return np.fromiter(items, dtype=object, count=v.size).reshape(v.shape)
 
     # ---- conversions (record guards: a replay must see the same value)
     def __bool__(self):
@@ -498,11 +626,23 @@ class Tracer:
                 "assigning a traced value into a NumPy array (a[k] = t) would drop its "
                 "derivative; make the array traced: a = np.zeros_like(x) (x traced), then "
                 "a[k] = t")
+        if self._rec.active and getattr(self, "_src", None) is not None:
+            # an element NumPy got from __array__: NumPy itself converts it (astype(float),
+            # a float dtype, np.floor's object loop, ...), which would drop its derivative
+            raise TapegradTypeError(
+                f"tapegrad: NumPy converts a traced element of an object array (np.array/"
+                f"np.asarray of traced values) with {kind.__name__}() (astype(float), a float "
+                "dtype, an object loop such as np.floor's), which would drop its derivative; "
+                "build the array with np.stack / np.concatenate and call the function on it "
+                f"(for a constant on purpose: {kind.__name__}(tg.stop_gradient(t)))")
         if self._rec.active:
             self._rec.guard(self)
+            hint = ("; if NumPy made this call (astype(float) or a float dtype of an object "
+                    "array computed from traced values), build the array with np.stack instead"
+                    if self._rec.handed_objects else "")
             warnings.warn(
                 f"{kind.__name__}() of a traced value: the result is a constant (replays are "
-                "guarded to see the same value), so no derivative flows through it",
+                f"guarded to see the same value), so no derivative flows through it{hint}",
                 TracerConversionWarning, stacklevel=3)
         return kind(self._val.reshape(()))
 
@@ -617,6 +757,62 @@ class Tracer:
                               stacklevel=2)
             return self if self._val.dtype == np.float64 else self * 1.0
         raise TapegradTypeError(f"astype({dtype}) of a traced array would drop its derivative")
+
+
+# NumPy's object loops call a method named after the ufunc on each element (np.exp of an
+# object array calls elem.exp()): tracers inside object arrays (Tracer.__array__) answer with
+# the traced ufunc. (abs, negative, **, comparisons, max and min use the operators above.)
+_OBJECT_LOOP_METHODS = (
+    "arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctanh", "cbrt", "cos", "cosh",
+    "deg2rad", "degrees", "exp", "exp2", "expm1", "fabs", "log", "log10", "log1p", "log2",
+    "rad2deg", "radians", "rint", "sin", "sinh", "sqrt", "tan", "tanh", "conjugate",
+    "arctan2", "fmod", "hypot")
+
+
+def _object_loop_method(name):
+    uf = getattr(np, name)
+    if uf.nin == 1:
+        def method(self):
+            return uf(self)
+    else:
+        def method(self, other):
+            return uf(self, other)
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"np.{name} of this tracer (what NumPy's object loop calls on an element)."
+    return method
+
+
+for _name in _OBJECT_LOOP_METHODS:
+    if not hasattr(Tracer, _name):
+        setattr(Tracer, _name, _object_loop_method(_name))
+Tracer.conj = Tracer.conjugate
+del _name
+
+
+def _numpy_scalar_casts():
+    """The code objects of NumPy's functions that end a reduction of an object array with
+    ``ret.dtype.type(ret / n)`` when ``ret`` has a dtype (see Tracer.dtype)."""
+    import importlib
+    codes = []
+    for mods, names in ((("numpy._core._methods", "numpy.core._methods"), ("_mean", "_var", "_std")),
+                        (("numpy.lib._nanfunctions_impl", "numpy.lib.nanfunctions"),
+                         ("_divide_by_count", "nanstd"))):
+        for m in mods:
+            try:
+                mod = importlib.import_module(m)
+            except ImportError:
+                continue
+            for name in names:
+                fn = getattr(mod, name, None)
+                fn = getattr(fn, "_implementation", fn)     # array_function_dispatch's wrapper
+                code = getattr(fn, "__code__", None)
+                if code is not None:
+                    codes.append(code)
+            break
+    return frozenset(codes)
+
+
+_NUMPY_SCALAR_CASTS = _numpy_scalar_casts()
 
 
 def _ufunc(ufunc, *inputs):
