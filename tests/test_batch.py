@@ -196,6 +196,7 @@ def test_guarded_batch_over_data():
 
 def test_threads_give_identical_bits(monkeypatch, data):
     monkeypatch.setattr(_batch, "MIN_POINTS_PER_THREAD", 1)
+    monkeypatch.setattr(_batch, "MIN_WORK_PER_THREAD", 1)
     w, X, y = data
     rec = tg.record(logistic, w, X[0], y[0], argnums=0)
     g1 = rec.grad_batch(w, X, y, in_axes=(None, 0, 0), threads=1)
@@ -224,6 +225,14 @@ def test_budget_splits_into_chunks(monkeypatch, data):
     assert len(calls) > 1 and max(calls) <= 50 and sum(calls) == X.shape[0]
     with pytest.raises(TapegradValueError, match="budget"):
         rec.grad_batch(w, X, y, in_axes=(None, 0, 0), budget=0)
+    # one array argument (the direct path): chunks too, guards and all
+    calls.clear()
+    Z = np.random.default_rng(16).standard_normal((90, 3))
+    r = tg.record(branchy, np.ones(3))
+    work = 8 * (4 * r.tape.nwork + 2 * r.tape.nops)
+    H = r.hvp_batch(Z, Z, threads=1, budget=work + 20 * 8 * 3 * 3)   # inputs, tangents, hvps
+    assert len(calls) >= 90 // 20 and max(calls) <= 20
+    assert np.array_equal(H, [r.hvp(z, z) for z in Z])
 
 
 def test_pytree_and_axes():
@@ -432,6 +441,7 @@ def test_bench_batch_rows_quick():
 def test_python_rules_inside_a_batch_under_threads(monkeypatch):
     # an OP_CALL op (a rule in Python) takes the GIL inside the nogil loop: still per-point bits
     monkeypatch.setattr(_batch, "MIN_POINTS_PER_THREAD", 1)
+    monkeypatch.setattr(_batch, "MIN_WORK_PER_THREAD", 1)
 
     def f(a):
         return np.linalg.slogdet(a.reshape(3, 3) + 3 * np.eye(3))[1]

@@ -37,8 +37,10 @@ from ..errors import TapegradTypeError, TapegradValueError
 # defaults: threads=None means THREADS, then os.cpu_count(); budget=None means BUDGET bytes
 THREADS = None
 BUDGET = 64 << 20
-# below this many points per thread a slice is not worth a worker
+# a slice is worth a worker from this many points, and this much work (points times the
+# tape's work slots and ops): below, the pool's hand-off costs more than the slice
 MIN_POINTS_PER_THREAD = 16
+MIN_WORK_PER_THREAD = 1 << 16
 
 _KIND = sweeps.BATCH_KINDS
 _pool = None
@@ -221,11 +223,13 @@ class Chunk:
 def _sweep(tape, kind, c, Y, D, d_lo, ok, threads, fast, value):
     n = len(c)
     args = (tape, kind, c.xbase, c.X, c.xsegs, c.vbase, c.V, c.vsegs, Y, D, d_lo, ok)
-    sweeps.batch_replay(*args, 0, 0, fast, value)          # validate once, here
-    T = max(1, min(threads, n // MIN_POINTS_PER_THREAD))
+    work = n * (tape.nwork + 4 * tape.nops)
+    T = max(1, min(threads, n // max(MIN_POINTS_PER_THREAD, 1),
+                   work // max(MIN_WORK_PER_THREAD, 1)))
     if T == 1:
         sweeps.batch_replay(*args, 0, n, fast, value)
         return
+    sweeps.batch_replay(*args, 0, 0, fast, value)          # validate once, here
     cuts = [n * k // T for k in range(T + 1)]
     pool = _executor(T)
     futs = [pool.submit(sweeps.batch_replay, *args, cuts[k], cuts[k + 1], fast, value)
@@ -275,6 +279,57 @@ def _run_chunk(rec, kind, c, Y, D, d_lo, threads, fast, value, strict, fn):
         if D is not None:
             D[todo[good]] = Ds[good]
         todo = todo[~good]
+
+
+def _simple_rows(rec, a):
+    """a as (B, nin) float64 rows when it is one array argument batched on axis 0 with the
+    recorded shape (the common case, taken without the general layout), else None."""
+    if type(a) is not np.ndarray or a.dtype.kind not in "fiu":
+        return None
+    shape = tuple(rec.in_shapes[0])
+    if a.ndim != len(shape) + 1 or a.shape[1:] != shape:
+        return None
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(a.shape[0], rec.nin)
+
+
+def run_simple(rec, kind, x, v, threads, budget, strict, value, fn):
+    """run() for one array argument, in_axes=0 (and tangents on axis 0): (Y, D) as run's,
+    or None when the arguments do not qualify (the general path then checks them)."""
+    if not rec._simple or (kind in ("grad", "hvp") and rec.nout != 1):
+        return None
+    X = _simple_rows(rec, x)
+    if X is None:
+        return None
+    B, nin = X.shape
+    V = None
+    if kind in ("jvp", "hvp"):
+        V = _simple_rows(rec, v)
+        if V is None or V.shape[0] != B:
+            return None
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise TapegradValueError(f"{fn}: threads must be at least 1, got {threads}")
+    strict = rec.strict if strict is None else strict
+    nout = rec.nout
+    ny = {"value": nout, "grad": 1 if value else 0, "jvp": nout, "hvp": 0}[kind]
+    nd = {"value": 0, "grad": nin, "jvp": nout, "hvp": nin}[kind]
+    chunk = _chunk_size(rec, B, (0 if V is None else nin) + nin + ny + nd, threads, budget)
+    Yall = np.empty((B, ny)) if ny else None
+    Dall = np.empty((B, nd)) if nd else None
+    base, segs = np.zeros(nin), np.array([[0, nin]], dtype=np.int64)
+    fast = kind == "grad" and rec._grad_shape is not None and not value
+    saved = rec.strict
+    rec.strict = strict
+    try:
+        for lo in range(0, B, chunk):
+            hi = min(B, lo + chunk)
+            c = Chunk(base, X[lo:hi], segs, None if V is None else base,
+                      None if V is None else V[lo:hi], None if V is None else segs)
+            _run_chunk(rec, _KIND[kind], c, None if Yall is None else Yall[lo:hi],
+                       None if Dall is None else Dall[lo:hi], 0, threads, fast, value, strict, fn)
+    finally:
+        rec.strict = saved
+    return Yall, Dall
 
 
 def run(rec, kind, args, tangents, in_axes, v_axes, threads, budget, strict, value, fn):
@@ -362,6 +417,8 @@ def unflat_out(rec, Y, B):
 def unflat_in(rec, D, B):
     """Derivatives (B, ncols) as the differentiated arguments with a leading batch axis: the
     single argument (or argnums an int), else a tuple."""
+    if rec._simple:
+        return D.reshape((B,) + tuple(rec.in_shapes[0]))
     lay = Layout(rec)
     diff = list(range(rec.nargs)) if rec.argnums is None else list(rec.argnums)
     leaves = lay.diff_leaves()
