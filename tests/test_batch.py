@@ -244,6 +244,8 @@ def test_pytree_and_axes():
     rec = tg.record(f, {"a": A[:, 0], "b": 1.0})
     with pytest.raises(TapegradValueError, match="shape"):
         rec.grad_batch({"a": A, "b": b})
+    with pytest.raises(TapegradValueError, match="structure"):
+        rec.grad_batch({"a": A.T.copy(), "c": b})
     G = rec.grad_batch({"a": A.T.copy(), "b": b})
     assert G["a"].shape == (10, 3) and G["b"].shape == (10,)
     np.testing.assert_allclose(G["a"], 2 * A.T * b[:, None], rtol=1e-14)

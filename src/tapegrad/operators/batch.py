@@ -108,17 +108,34 @@ def _axes(in_axes, nargs, fn):
     return tuple(in_axes)
 
 
+def _same_structure(a, b):
+    """Pytree definitions equal up to the leaves' kinds (a batched Python number is an array)."""
+    if isinstance(a, _tree.Leaf) or isinstance(b, _tree.Leaf):
+        return isinstance(a, _tree.Leaf) and isinstance(b, _tree.Leaf)
+    if a[0] != b[0]:
+        return False
+    if a[0] == "dict":
+        return a[1] == b[1] and len(a[2]) == len(b[2]) and all(
+            _same_structure(x, y) for x, y in zip(a[2], b[2]))
+    if a[0] in ("tuple", "list"):
+        return len(a[1]) == len(b[1]) and all(_same_structure(x, y) for x, y in zip(a[1], b[1]))
+    return True
+
+
 class Batch:
     """The arguments of one batched call, checked: leaves moved to a leading batch axis (or
-    shared), the batch size B; ``fill(X, lo, hi)`` writes the flat inputs of points [lo, hi)."""
+    shared), the batch size B; ``layout`` gives the shared values and the batched segments."""
 
-    def __init__(self, fn, what, args, axes, shapes, leaf_args, names):
+    def __init__(self, fn, what, args, axes, shapes, leaf_args, names, trees):
         self.leaves, self.B = [], None
         where = None
         for a, (arg, ax) in enumerate(zip(args, axes)):
             leaves, td = _tree.flatten(arg)
             idx = leaf_args[a]
             label = f"{what} {names[a]}".strip()
+            if not _same_structure(td, trees[a]):
+                raise TapegradValueError(f"{fn}: {label} has the structure {td!r}, the recording "
+                                         f"{trees[a]!r}")
             if len(leaves) != len(idx):
                 raise TapegradValueError(f"{fn}: {label} has {len(leaves)} leaves, the "
                                          f"recording has {len(idx)}")
@@ -340,7 +357,7 @@ def run(rec, kind, args, tangents, in_axes, v_axes, threads, budget, strict, val
     if len(args) != rec.nargs:
         raise TapegradTypeError(f"{fn}: the recorded function takes {rec.nargs} argument(s), got "
                                 f"{len(args)}")
-    xb = Batch(fn, "", args, axes, rec.in_shapes, lay.arg_leaves, _names(rec))
+    xb = Batch(fn, "", args, axes, rec.in_shapes, lay.arg_leaves, _names(rec), rec.in_tree[1])
     diff = list(range(rec.nargs)) if rec.argnums is None else list(rec.argnums)
     vb = None
     if kind in ("jvp", "hvp"):
@@ -349,7 +366,8 @@ def run(rec, kind, args, tangents, in_axes, v_axes, threads, budget, strict, val
                                     f"differentiated argument), got {len(tangents)}")
         vaxes = _axes(v_axes, len(diff), fn)
         vb = Batch(fn, "tangent of", tangents, vaxes, rec.in_shapes,
-                   [lay.arg_leaves[a] for a in diff], _names(rec, diff))
+                   [lay.arg_leaves[a] for a in diff], _names(rec, diff),
+                   [rec.in_tree[1][a] for a in diff])
         if xb.B is not None and vb.B is not None and xb.B != vb.B:
             raise TapegradValueError(f"{fn}: mismatched batch sizes: the arguments have {xb.B} "
                                      f"points, the tangents {vb.B}")
