@@ -364,6 +364,9 @@ def test_small_ensembles_each_method(method, jac):
     rng = np.random.default_rng(11)
     W0 = 1.0 + 0.3 * rng.standard_normal((5, 4))
     A = np.linspace(0.5, 1.5, 4)
+    if method == "Radau":                       # a dense SPD preconditioner
+        M = rng.standard_normal((4, 4))
+        A = np.eye(4) + 0.1 * (M @ M.T)
     res = flow.gradient_flow(rosenbrock, W0, (0.0, 0.5), t_eval=[0.0, 0.25, 0.5], method=method,
                              jac=jac, A=A, rtol=1e-9, atol=1e-11, dense_output=True)
     sep = _separate(W0, method=method, jac=jac, A=A, rtol=1e-9, atol=1e-11)
