@@ -145,6 +145,30 @@ def test_hvp_batch_with_data_and_shared_tangent(data):
         np.testing.assert_allclose(H[i], s * (1 - s) * X[i] * (X[i] @ v), rtol=1e-12, atol=1e-15)
 
 
+def test_hessian_batch():
+    rng = np.random.default_rng(17)
+    X = rng.standard_normal((40, 5))
+    rec = tg.record(smooth, X[0])
+    H = rec.hessian_batch(X)
+    assert H.shape == (40, 5, 5)
+    assert np.array_equal(H, [rec.hessian(x) for x in X])
+    for i in (0, 39):
+        ref = np.diag(-np.sin(X[i]) * X[i] ** 2 + 4 * X[i] * np.cos(X[i]) + 2 * np.sin(X[i]))
+        ref[0, 1] += 1.0
+        ref[1, 0] += 1.0
+        np.testing.assert_allclose(H[i], ref, rtol=1e-12, atol=1e-12)
+    r = tg.record(branchy, np.ones(3))
+    Z = rng.standard_normal((30, 3))
+    HB = r.hessian_batch(Z, threads=2)
+    for z, h in zip(Z, HB):
+        ref = np.diag(6 * z) if z[0] > 0 else tg.hessian(branchy)(z)
+        np.testing.assert_allclose(h, ref, rtol=1e-12, atol=1e-13)
+    with pytest.raises(TapegradValueError, match=r"hessian_batch: expected .*\(5,\).*\(40, 4\)"):
+        rec.hessian_batch(X[:, :4])
+    with pytest.raises(TapegradValueError, match="one array argument"):
+        tg.record(logistic, np.ones(3), np.ones(3), 1.0).hessian_batch(np.ones((2, 3)))
+
+
 def test_guarded_function_gives_each_point_its_branch():
     rng = np.random.default_rng(4)
     X = rng.standard_normal((200, 3))
@@ -325,6 +349,8 @@ def test_empty_batch_and_core_checks():
         sweeps.batch_replay(rec.tape, 1, base, X, np.array([[0, 2]], dtype=np.int64), None,
                             None, None, None, D, 0, ok, 0, 3,
                             value=False)
+    with pytest.raises(ValueError, match="Hessians must have shape"):
+        sweeps.batch_replay(rec.tape, 4, base, X, segs, None, None, None, None, D, 0, ok, 0, 3)
     with pytest.raises(ValueError, match="need tangents"):
         sweeps.batch_replay(rec.tape, 3, base, X, segs, None, None, None, None, D, 0, ok, 0, 3,
                             value=False)

@@ -203,10 +203,10 @@ def _names(rec, argnums=None):
     return [f"argument {a}" for a in range(rec.nargs)]
 
 
-def _chunk_size(rec, B, per_point, threads, budget):
+def _chunk_size(rec, B, per_point, threads, budget, lanes=1):
     S = max(max(tr.tape.nwork for tr in rec._variants), 1)
     nops = max(tr.tape.nops for tr in rec._variants)
-    work = threads * 8 * (4 * S + 2 * nops)
+    work = threads * 8 * ((2 + 2 * lanes) * S + 2 * nops)
     budget = BUDGET if budget is None else int(budget)
     if budget <= 0:
         raise TapegradValueError(f"batch: budget must be a positive number of bytes, got {budget}")
@@ -312,7 +312,7 @@ def _simple_rows(rec, a):
 def run_simple(rec, kind, x, v, threads, budget, strict, value, fn):
     """run() for one array argument, in_axes=0 (and tangents on axis 0): (Y, D) as run's,
     or None when the arguments do not qualify (the general path then checks them)."""
-    if not rec._simple or (kind in ("grad", "hvp") and rec.nout != 1):
+    if not rec._simple or (kind in ("grad", "hvp", "hessian") and rec.nout != 1):
         return None
     X = _simple_rows(rec, x)
     if X is None:
@@ -328,9 +328,10 @@ def run_simple(rec, kind, x, v, threads, budget, strict, value, fn):
         raise TapegradValueError(f"{fn}: threads must be at least 1, got {threads}")
     strict = rec.strict if strict is None else strict
     nout = rec.nout
-    ny = {"value": nout, "grad": 1 if value else 0, "jvp": nout, "hvp": 0}[kind]
-    nd = {"value": 0, "grad": nin, "jvp": nout, "hvp": nin}[kind]
-    chunk = _chunk_size(rec, B, (0 if V is None else nin) + nin + ny + nd, threads, budget)
+    ny = {"value": nout, "grad": 1 if value else 0, "jvp": nout, "hvp": 0, "hessian": 0}[kind]
+    nd = {"value": 0, "grad": nin, "jvp": nout, "hvp": nin, "hessian": nin * nin}[kind]
+    chunk = _chunk_size(rec, B, (0 if V is None else nin) + nin + ny + nd, threads, budget,
+                        nin if kind == "hessian" else 1)
     Yall = np.empty((B, ny)) if ny else None
     Dall = np.empty((B, nd)) if nd else None
     base, segs = np.zeros(nin), np.array([[0, nin]], dtype=np.int64)

@@ -347,6 +347,23 @@ class Recorded:
                                threads, budget, strict, True, "hvp_batch")
         return _batch.unflat_in(self, D, D.shape[0])
 
+    def hessian_batch(self, x, threads=None, budget=None, strict=None):
+        """The Hessian at every point of one array argument batched on axis 0 (scalar f):
+        shape (B,) + shape + shape, each as ``hessian`` gives it (its nin lanes per point)."""
+        if self.nout != 1:
+            raise TapegradTypeError(f"hessian_batch: the recorded function returns shape "
+                                    f"{self.out_shapes}, not a scalar")
+        res = _batch.run_simple(self, "hessian", x, None, threads, budget, strict, True,
+                                "hessian_batch") if self._simple else None
+        if res is None:
+            s = tuple(self.in_shapes[0]) if self._simple else None
+            raise TapegradValueError(f"hessian_batch: expected one array argument with a batch "
+                                     f"axis first, shape (B,) + {s}, got "
+                                     f"{getattr(x, 'shape', type(x).__name__)}")
+        D = res[1]
+        s = tuple(self.in_shapes[0])
+        return D.reshape((D.shape[0],) + s + s)
+
     def _run_batch(self, kind, args, tangents, in_axes, v_axes, threads, budget, strict, value,
                    fn):
         if (self._simple and len(args) == 1 and isinstance(in_axes, int) and in_axes == 0
