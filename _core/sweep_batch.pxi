@@ -13,8 +13,10 @@ cdef enum:
     BATCH_GRAD = 1      # Y[i, 0] = f(x_i) (if value), D[i] = grad f(x_i)
     BATCH_JVP = 2       # Y[i] = f(x_i), D[i] = J(x_i) v_i
     BATCH_HVP = 3       # D[i] = H(x_i) v_i
+    BATCH_HESS = 4      # D[i] = H(x_i) raveled: hessian's nin lanes (the unit vectors)
 
-BATCH_KINDS = {"value": BATCH_VALUE, "grad": BATCH_GRAD, "jvp": BATCH_JVP, "hvp": BATCH_HVP}
+BATCH_KINDS = {"value": BATCH_VALUE, "grad": BATCH_GRAD, "jvp": BATCH_JVP, "hvp": BATCH_HVP,
+               "hessian": BATCH_HESS}
 
 
 cdef int batch_point(const TapeView* tv, int kind, bint fast, bint value, const double* x,
@@ -22,9 +24,10 @@ cdef int batch_point(const TapeView* tv, int kind, bint fast, bint value, const 
                      double* w, double* wb, double* wd, double* wbd, double* g, Py_ssize_t S,
                      bint* ok) except -1 nogil:
     """One point of a batch; w has room for S + 2 nops values (the partials of grad_fast),
-    wb, wd, wbd for S each, g for nin (the gradient of the fused path). d receives derivative
-    entries [d_lo, d_lo + d_n) of the point (all out_n for jvp)."""
-    cdef Py_ssize_t nin = tv.nin
+    wb for S, wd and wbd for S (nin S for the Hessian's lanes), g for nin (the gradient of the
+    fused path). d receives derivative entries [d_lo, d_lo + d_n) of the point (all out_n for
+    jvp, the nin x nin Hessian for hessian)."""
+    cdef Py_ssize_t nin = tv.nin, l, j
     if kind == BATCH_GRAD:
         if tv.fuse_k0 >= 0:
             # grad_fast and value_and_grad both take the fused tail here
@@ -64,6 +67,22 @@ cdef int batch_point(const TapeView* tv, int kind, bint fast, bint value, const 
     if kind == BATCH_VALUE:
         if tv.out_n:
             memcpy(y, w + tv.out_off, tv.out_n * sizeof(double))
+        return 0
+    if kind == BATCH_HESS:
+        # hessian's sweeps: the hvp of the nin unit vectors as lanes; H[i, j] is lane j's entry i
+        for l in range(nin):
+            memset(wd + l * S, 0, nin * sizeof(double))
+            wd[l * S + l] = 1.0
+        memset(wb, 0, S * sizeof(double))
+        memset(wbd, 0, nin * S * sizeof(double))
+        wb[tv.out_off] = 1.0
+        if nin:
+            tangent_sweep(tv, w, wd, nin, S)
+            reverse_sweep(tv, w, wb)
+            tor_sweep(tv, w, wd, wb, wbd, nin, S)
+        for l in range(nin):
+            for j in range(nin):
+                d[l * nin + j] = wbd[j * S + l]
         return 0
     if nin:
         memcpy(wd, v, nin * sizeof(double))
@@ -134,10 +153,11 @@ def batch_replay(Tape t, int kind, const double[::1] xbase, const double[:, ::1]
     cdef Py_ssize_t B = ok.shape[0], S = max(t.nwork, 1), i, nout = t.out_n, nin = t.nin
     cdef Py_ssize_t ny = 0, nd = 0, d_n = 0
     cdef bint tangents = kind == BATCH_JVP or kind == BATCH_HVP
-    if kind < BATCH_VALUE or kind > BATCH_HVP:
+    if kind < BATCH_VALUE or kind > BATCH_HESS:
         raise ValueError(f"batch_replay: unknown kind {kind}")
-    if (kind == BATCH_GRAD or kind == BATCH_HVP) and nout != 1:
-        raise ValueError(f"batch_replay: grad and hvp need a scalar-output tape, it has {nout} outputs")
+    if (kind == BATCH_GRAD or kind == BATCH_HVP or kind == BATCH_HESS) and nout != 1:
+        raise ValueError(f"batch_replay: grad, hvp and hessian need a scalar-output tape, it "
+                         f"has {nout} outputs")
     if not 0 <= lo <= hi <= B:
         raise ValueError(f"batch_replay: rows [{lo}, {hi}) outside the batch of {B}")
     if xbase.shape[0] != nin or X.shape[0] != B:
@@ -162,6 +182,10 @@ def batch_replay(Tape t, int kind, const double[::1] xbase, const double[:, ::1]
             if nd != nout:
                 raise ValueError(f"batch_replay: jvp tangents must have shape ({B}, {nout})")
             d_lo = 0
+        elif kind == BATCH_HESS:
+            if nd != nin * nin:
+                raise ValueError(f"batch_replay: Hessians must have shape ({B}, {nin * nin})")
+            d_lo = 0
         elif not (0 <= d_lo and d_lo + nd <= nin):
             raise ValueError(f"batch_replay: derivative entries [{d_lo}, {d_lo + nd}) outside "
                              f"the {nin} inputs")
@@ -173,13 +197,14 @@ def batch_replay(Tape t, int kind, const double[::1] xbase, const double[:, ::1]
     # one block per call: values (+ the scalar path's partials), adjoints, tangents, their
     # adjoints, the fused path's gradient, the assembled input and tangent
     cdef Py_ssize_t N = max(nin, 1)
-    cdef double* w = <double*> malloc((4 * S + 2 * t.nops + 3 * N) * sizeof(double))
+    cdef Py_ssize_t LS = N * S if kind == BATCH_HESS else S      # tangent lanes' room
+    cdef double* w = <double*> malloc((2 * S + 2 * LS + 2 * t.nops + 3 * N) * sizeof(double))
     if w == NULL:
         raise MemoryError()
     cdef double* wb = w + S + 2 * t.nops
     cdef double* wd = wb + S
-    cdef double* wbd = wd + S
-    cdef double* g = wbd + S
+    cdef double* wbd = wd + LS
+    cdef double* g = wbd + LS
     cdef double* xs = g + N
     cdef double* vs = xs + N
     cdef Py_ssize_t wx = X.shape[1], wv = V.shape[1] if tangents else 0

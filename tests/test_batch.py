@@ -145,6 +145,30 @@ def test_hvp_batch_with_data_and_shared_tangent(data):
         np.testing.assert_allclose(H[i], s * (1 - s) * X[i] * (X[i] @ v), rtol=1e-12, atol=1e-15)
 
 
+def test_hessian_batch():
+    rng = np.random.default_rng(17)
+    X = rng.standard_normal((40, 5))
+    rec = tg.record(smooth, X[0])
+    H = rec.hessian_batch(X)
+    assert H.shape == (40, 5, 5)
+    assert np.array_equal(H, [rec.hessian(x) for x in X])
+    for i in (0, 39):
+        ref = np.diag(-np.sin(X[i]) * X[i] ** 2 + 4 * X[i] * np.cos(X[i]) + 2 * np.sin(X[i]))
+        ref[0, 1] += 1.0
+        ref[1, 0] += 1.0
+        np.testing.assert_allclose(H[i], ref, rtol=1e-12, atol=1e-12)
+    r = tg.record(branchy, np.ones(3))
+    Z = rng.standard_normal((30, 3))
+    HB = r.hessian_batch(Z, threads=2)
+    for z, h in zip(Z, HB):
+        ref = np.diag(6 * z) if z[0] > 0 else tg.hessian(branchy)(z)
+        np.testing.assert_allclose(h, ref, rtol=1e-12, atol=1e-13)
+    with pytest.raises(TapegradValueError, match=r"hessian_batch: expected .*\(5,\).*\(40, 4\)"):
+        rec.hessian_batch(X[:, :4])
+    with pytest.raises(TapegradValueError, match="one array argument"):
+        tg.record(logistic, np.ones(3), np.ones(3), 1.0).hessian_batch(np.ones((2, 3)))
+
+
 def test_guarded_function_gives_each_point_its_branch():
     rng = np.random.default_rng(4)
     X = rng.standard_normal((200, 3))
@@ -196,6 +220,7 @@ def test_guarded_batch_over_data():
 
 def test_threads_give_identical_bits(monkeypatch, data):
     monkeypatch.setattr(_batch, "MIN_POINTS_PER_THREAD", 1)
+    monkeypatch.setattr(_batch, "MIN_WORK_PER_THREAD", 1)
     w, X, y = data
     rec = tg.record(logistic, w, X[0], y[0], argnums=0)
     g1 = rec.grad_batch(w, X, y, in_axes=(None, 0, 0), threads=1)
@@ -224,6 +249,14 @@ def test_budget_splits_into_chunks(monkeypatch, data):
     assert len(calls) > 1 and max(calls) <= 50 and sum(calls) == X.shape[0]
     with pytest.raises(TapegradValueError, match="budget"):
         rec.grad_batch(w, X, y, in_axes=(None, 0, 0), budget=0)
+    # one array argument (the direct path): chunks too, guards and all
+    calls.clear()
+    Z = np.random.default_rng(16).standard_normal((90, 3))
+    r = tg.record(branchy, np.ones(3))
+    work = 8 * (4 * r.tape.nwork + 2 * r.tape.nops)
+    H = r.hvp_batch(Z, Z, threads=1, budget=work + 20 * 8 * 3 * 3)   # inputs, tangents, hvps
+    assert len(calls) >= 90 // 20 and max(calls) <= 20
+    assert np.array_equal(H, [r.hvp(z, z) for z in Z])
 
 
 def test_pytree_and_axes():
@@ -235,6 +268,8 @@ def test_pytree_and_axes():
     rec = tg.record(f, {"a": A[:, 0], "b": 1.0})
     with pytest.raises(TapegradValueError, match="shape"):
         rec.grad_batch({"a": A, "b": b})
+    with pytest.raises(TapegradValueError, match="structure"):
+        rec.grad_batch({"a": A.T.copy(), "c": b})
     G = rec.grad_batch({"a": A.T.copy(), "b": b})
     assert G["a"].shape == (10, 3) and G["b"].shape == (10,)
     np.testing.assert_allclose(G["a"], 2 * A.T * b[:, None], rtol=1e-14)
@@ -314,6 +349,8 @@ def test_empty_batch_and_core_checks():
         sweeps.batch_replay(rec.tape, 1, base, X, np.array([[0, 2]], dtype=np.int64), None,
                             None, None, None, D, 0, ok, 0, 3,
                             value=False)
+    with pytest.raises(ValueError, match="Hessians must have shape"):
+        sweeps.batch_replay(rec.tape, 4, base, X, segs, None, None, None, None, D, 0, ok, 0, 3)
     with pytest.raises(ValueError, match="need tangents"):
         sweeps.batch_replay(rec.tape, 3, base, X, segs, None, None, None, None, D, 0, ok, 0, 3,
                             value=False)
@@ -353,6 +390,9 @@ def test_small_ensembles_each_method(method, jac):
     rng = np.random.default_rng(11)
     W0 = 1.0 + 0.3 * rng.standard_normal((5, 4))
     A = np.linspace(0.5, 1.5, 4)
+    if method == "Radau":                       # a dense SPD preconditioner
+        M = rng.standard_normal((4, 4))
+        A = np.eye(4) + 0.1 * (M @ M.T)
     res = flow.gradient_flow(rosenbrock, W0, (0.0, 0.5), t_eval=[0.0, 0.25, 0.5], method=method,
                              jac=jac, A=A, rtol=1e-9, atol=1e-11, dense_output=True)
     sep = _separate(W0, method=method, jac=jac, A=A, rtol=1e-9, atol=1e-11)
@@ -427,3 +467,23 @@ def test_bench_batch_rows_quick():
     assert res["threads"]["identical_bits"] and res["threads"]["speedup"] > 0
     assert all(r["max_state_diff"] < 1e-5 for r in res["ensemble"])
     assert any("Many points" in line for line in bb.markdown(res))
+
+
+def test_python_rules_inside_a_batch_under_threads(monkeypatch):
+    # an OP_CALL op (a rule in Python) takes the GIL inside the nogil loop: still per-point bits
+    monkeypatch.setattr(_batch, "MIN_POINTS_PER_THREAD", 1)
+    monkeypatch.setattr(_batch, "MIN_WORK_PER_THREAD", 1)
+
+    def f(a):
+        return np.linalg.slogdet(a.reshape(3, 3) + 3 * np.eye(3))[1]
+
+    rng = np.random.default_rng(15)
+    A = 0.3 * rng.standard_normal((40, 9))
+    rec = tg.record(f, A[0])
+    G1, G2 = rec.grad_batch(A, threads=1), rec.grad_batch(A, threads=2)
+    assert np.array_equal(G1, G2) and np.array_equal(G1, [rec.grad(a) for a in A])
+    # closed form: d log|det M| / dM = M^{-T}
+    ref = [np.linalg.inv(a.reshape(3, 3) + 3 * np.eye(3)).T.ravel() for a in A]
+    np.testing.assert_allclose(G1, ref, rtol=1e-12, atol=1e-14)
+    H = rec.hvp_batch(A, A, threads=2)
+    assert np.array_equal(H, [rec.hvp(a, v) for a, v in zip(A, A)])

@@ -122,11 +122,16 @@ class Derivs:
         return np.asarray(v, dtype=float), np.asarray(g, dtype=float).reshape(len(W), -1)
 
     def hessian_batch(self, W):
-        """(B, d, d): one batched hvp per unit vector (column j of every member's Hessian)."""
+        """(B, d, d): the tape's batched Hessians, else one batched hvp per unit vector (column
+        j of every member's Hessian), else a loop."""
+        d = int(np.prod(self.shape))
+        fn = self._batched("hessian_batch")
+        if fn is not None:
+            self.n_hessian += len(W)
+            return np.asarray(fn(self._rows(W)), dtype=float).reshape(len(W), d, d)
         fn = self._batched("hvp_batch")
         if fn is None:
             return np.array([self.hessian(w) for w in self._rows(W)])
-        d = int(np.prod(self.shape))
         X = self._rows(W)
         H = np.empty((len(W), d, d))
         for j in range(d):

@@ -142,13 +142,9 @@ def rosenbrock(w):
 
 
 def _block_jacobian(rec, Y, B, d):
-    """-(block diagonal of the members' Hessians), from d batched hvp lanes, as CSC."""
+    """-(block diagonal of the members' Hessians), from one batched Hessian call, as CSC."""
     import scipy.sparse
-    H = numpy.empty((B, d, d))
-    for j in range(d):
-        e = numpy.zeros(d)
-        e[j] = 1.0
-        H[:, :, j] = rec.hvp_batch(Y, e, v_axes=None)
+    H = rec.hessian_batch(Y, threads=1)
     return scipy.sparse.bsr_matrix((-H, numpy.arange(B), numpy.arange(B + 1)),
                                    shape=(B * d, B * d)).tocsc()
 
@@ -157,7 +153,7 @@ def ensemble_rows(sizes, methods=("RK45", "BDF"), repeats=3):
     """One ODE of B*d against B separate solves, median of ``repeats`` wall times each. The
     ODEs are those of ``flow.gradient_flow`` (which this layer may not import): right-hand side
     ``-grad f`` from the tape (batched: one ``grad_batch`` per call), and for BDF the Jacobian
-    ``-hess f`` (batched: block diagonal from hvp lanes, sparse)."""
+    ``-hess f`` (batched: block diagonal from ``hessian_batch``, sparse)."""
     from scipy.integrate import solve_ivp
     from .. import operators as tg
     B, d = sizes.ensemble

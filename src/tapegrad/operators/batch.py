@@ -37,8 +37,10 @@ from ..errors import TapegradTypeError, TapegradValueError
 # defaults: threads=None means THREADS, then os.cpu_count(); budget=None means BUDGET bytes
 THREADS = None
 BUDGET = 64 << 20
-# below this many points per thread a slice is not worth a worker
+# a slice is worth a worker from this many points, and this much work (points times the
+# tape's work slots and ops): below, the pool's hand-off costs more than the slice
 MIN_POINTS_PER_THREAD = 16
+MIN_WORK_PER_THREAD = 1 << 16
 
 _KIND = sweeps.BATCH_KINDS
 _pool = None
@@ -106,17 +108,34 @@ def _axes(in_axes, nargs, fn):
     return tuple(in_axes)
 
 
+def _same_structure(a, b):
+    """Pytree definitions equal up to the leaves' kinds (a batched Python number is an array)."""
+    if isinstance(a, _tree.Leaf) or isinstance(b, _tree.Leaf):
+        return isinstance(a, _tree.Leaf) and isinstance(b, _tree.Leaf)
+    if a[0] != b[0]:
+        return False
+    if a[0] == "dict":
+        return a[1] == b[1] and len(a[2]) == len(b[2]) and all(
+            _same_structure(x, y) for x, y in zip(a[2], b[2]))
+    if a[0] in ("tuple", "list"):
+        return len(a[1]) == len(b[1]) and all(_same_structure(x, y) for x, y in zip(a[1], b[1]))
+    return True
+
+
 class Batch:
     """The arguments of one batched call, checked: leaves moved to a leading batch axis (or
-    shared), the batch size B; ``fill(X, lo, hi)`` writes the flat inputs of points [lo, hi)."""
+    shared), the batch size B; ``layout`` gives the shared values and the batched segments."""
 
-    def __init__(self, fn, what, args, axes, shapes, leaf_args, names):
+    def __init__(self, fn, what, args, axes, shapes, leaf_args, names, trees):
         self.leaves, self.B = [], None
         where = None
         for a, (arg, ax) in enumerate(zip(args, axes)):
             leaves, td = _tree.flatten(arg)
             idx = leaf_args[a]
             label = f"{what} {names[a]}".strip()
+            if not _same_structure(td, trees[a]):
+                raise TapegradValueError(f"{fn}: {label} has the structure {td!r}, the recording "
+                                         f"{trees[a]!r}")
             if len(leaves) != len(idx):
                 raise TapegradValueError(f"{fn}: {label} has {len(leaves)} leaves, the "
                                          f"recording has {len(idx)}")
@@ -184,10 +203,10 @@ def _names(rec, argnums=None):
     return [f"argument {a}" for a in range(rec.nargs)]
 
 
-def _chunk_size(rec, B, per_point, threads, budget):
+def _chunk_size(rec, B, per_point, threads, budget, lanes=1):
     S = max(max(tr.tape.nwork for tr in rec._variants), 1)
     nops = max(tr.tape.nops for tr in rec._variants)
-    work = threads * 8 * (4 * S + 2 * nops)
+    work = threads * 8 * ((2 + 2 * lanes) * S + 2 * nops)
     budget = BUDGET if budget is None else int(budget)
     if budget <= 0:
         raise TapegradValueError(f"batch: budget must be a positive number of bytes, got {budget}")
@@ -221,11 +240,13 @@ class Chunk:
 def _sweep(tape, kind, c, Y, D, d_lo, ok, threads, fast, value):
     n = len(c)
     args = (tape, kind, c.xbase, c.X, c.xsegs, c.vbase, c.V, c.vsegs, Y, D, d_lo, ok)
-    sweeps.batch_replay(*args, 0, 0, fast, value)          # validate once, here
-    T = max(1, min(threads, n // MIN_POINTS_PER_THREAD))
+    work = n * (tape.nwork + 4 * tape.nops)
+    T = max(1, min(threads, n // max(MIN_POINTS_PER_THREAD, 1),
+                   work // max(MIN_WORK_PER_THREAD, 1)))
     if T == 1:
         sweeps.batch_replay(*args, 0, n, fast, value)
         return
+    sweeps.batch_replay(*args, 0, 0, fast, value)          # validate once, here
     cuts = [n * k // T for k in range(T + 1)]
     pool = _executor(T)
     futs = [pool.submit(sweeps.batch_replay, *args, cuts[k], cuts[k + 1], fast, value)
@@ -277,6 +298,58 @@ def _run_chunk(rec, kind, c, Y, D, d_lo, threads, fast, value, strict, fn):
         todo = todo[~good]
 
 
+def _simple_rows(rec, a):
+    """a as (B, nin) float64 rows when it is one array argument batched on axis 0 with the
+    recorded shape (the common case, taken without the general layout), else None."""
+    if type(a) is not np.ndarray or a.dtype.kind not in "fiu":
+        return None
+    shape = tuple(rec.in_shapes[0])
+    if a.ndim != len(shape) + 1 or a.shape[1:] != shape:
+        return None
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(a.shape[0], rec.nin)
+
+
+def run_simple(rec, kind, x, v, threads, budget, strict, value, fn):
+    """run() for one array argument, in_axes=0 (and tangents on axis 0): (Y, D) as run's,
+    or None when the arguments do not qualify (the general path then checks them)."""
+    if not rec._simple or (kind in ("grad", "hvp", "hessian") and rec.nout != 1):
+        return None
+    X = _simple_rows(rec, x)
+    if X is None:
+        return None
+    B, nin = X.shape
+    V = None
+    if kind in ("jvp", "hvp"):
+        V = _simple_rows(rec, v)
+        if V is None or V.shape[0] != B:
+            return None
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise TapegradValueError(f"{fn}: threads must be at least 1, got {threads}")
+    strict = rec.strict if strict is None else strict
+    nout = rec.nout
+    ny = {"value": nout, "grad": 1 if value else 0, "jvp": nout, "hvp": 0, "hessian": 0}[kind]
+    nd = {"value": 0, "grad": nin, "jvp": nout, "hvp": nin, "hessian": nin * nin}[kind]
+    chunk = _chunk_size(rec, B, (0 if V is None else nin) + nin + ny + nd, threads, budget,
+                        nin if kind == "hessian" else 1)
+    Yall = np.empty((B, ny)) if ny else None
+    Dall = np.empty((B, nd)) if nd else None
+    base, segs = np.zeros(nin), np.array([[0, nin]], dtype=np.int64)
+    fast = kind == "grad" and rec._grad_shape is not None and not value
+    saved = rec.strict
+    rec.strict = strict
+    try:
+        for lo in range(0, B, chunk):
+            hi = min(B, lo + chunk)
+            c = Chunk(base, X[lo:hi], segs, None if V is None else base,
+                      None if V is None else V[lo:hi], None if V is None else segs)
+            _run_chunk(rec, _KIND[kind], c, None if Yall is None else Yall[lo:hi],
+                       None if Dall is None else Dall[lo:hi], 0, threads, fast, value, strict, fn)
+    finally:
+        rec.strict = saved
+    return Yall, Dall
+
+
 def run(rec, kind, args, tangents, in_axes, v_axes, threads, budget, strict, value, fn):
     """The batched replay behind Recorded.*_batch. Returns (values (B, nout) or None,
     derivatives (B, ncols) or None), the derivative columns restricted to argnums."""
@@ -285,7 +358,7 @@ def run(rec, kind, args, tangents, in_axes, v_axes, threads, budget, strict, val
     if len(args) != rec.nargs:
         raise TapegradTypeError(f"{fn}: the recorded function takes {rec.nargs} argument(s), got "
                                 f"{len(args)}")
-    xb = Batch(fn, "", args, axes, rec.in_shapes, lay.arg_leaves, _names(rec))
+    xb = Batch(fn, "", args, axes, rec.in_shapes, lay.arg_leaves, _names(rec), rec.in_tree[1])
     diff = list(range(rec.nargs)) if rec.argnums is None else list(rec.argnums)
     vb = None
     if kind in ("jvp", "hvp"):
@@ -294,7 +367,8 @@ def run(rec, kind, args, tangents, in_axes, v_axes, threads, budget, strict, val
                                     f"differentiated argument), got {len(tangents)}")
         vaxes = _axes(v_axes, len(diff), fn)
         vb = Batch(fn, "tangent of", tangents, vaxes, rec.in_shapes,
-                   [lay.arg_leaves[a] for a in diff], _names(rec, diff))
+                   [lay.arg_leaves[a] for a in diff], _names(rec, diff),
+                   [rec.in_tree[1][a] for a in diff])
         if xb.B is not None and vb.B is not None and xb.B != vb.B:
             raise TapegradValueError(f"{fn}: mismatched batch sizes: the arguments have {xb.B} "
                                      f"points, the tangents {vb.B}")
@@ -362,6 +436,8 @@ def unflat_out(rec, Y, B):
 def unflat_in(rec, D, B):
     """Derivatives (B, ncols) as the differentiated arguments with a leading batch axis: the
     single argument (or argnums an int), else a tuple."""
+    if rec._simple:
+        return D.reshape((B,) + tuple(rec.in_shapes[0]))
     lay = Layout(rec)
     diff = list(range(rec.nargs)) if rec.argnums is None else list(rec.argnums)
     leaves = lay.diff_leaves()

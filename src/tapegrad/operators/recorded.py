@@ -370,35 +370,63 @@ class Recorded:
     # leading batch axis and equal, bit for bit, a loop of one-point replays.
     def value_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
         """f at every point: the output pytree with a leading batch axis."""
-        Y, _ = _batch.run(self, "value", args, None, in_axes, None, threads, budget, strict,
-                          True, "value_batch")
+        Y, _ = self._run_batch("value", args, None, in_axes, 0, threads, budget, strict, True,
+                               "value_batch")
         return _batch.unflat_out(self, Y, Y.shape[0])
 
     def grad_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
         """The gradient at every point (of the argnums arguments), each leaf (B,) + shape:
         with in_axes=(None, 0, 0) and argnums=0, per-example gradients of f(w, x, y)."""
-        _, D = _batch.run(self, "grad", args, None, in_axes, None, threads, budget, strict,
-                          False, "grad_batch")
+        _, D = self._run_batch("grad", args, None, in_axes, 0, threads, budget, strict, False,
+                               "grad_batch")
         return _batch.unflat_in(self, D, D.shape[0])
 
     def value_and_grad_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
         """(values (B,), gradients as grad_batch)."""
-        Y, D = _batch.run(self, "grad", args, None, in_axes, None, threads, budget, strict,
-                          True, "value_and_grad_batch")
+        Y, D = self._run_batch("grad", args, None, in_axes, 0, threads, budget, strict, True,
+                               "value_and_grad_batch")
         return Y[:, 0].copy(), _batch.unflat_in(self, D, D.shape[0])
 
     def jvp_batch(self, x, v, in_axes=0, v_axes=0, threads=None, budget=None, strict=None):
         """(f(x_i), J(x_i) v_i) at every point, as jvp takes x and v (v: the argnums
         arguments' tangents, batched along v_axes)."""
-        Y, D = _batch.run(self, "jvp", self._primals(x), self._tangent_args(v), in_axes,
-                          v_axes, threads, budget, strict, True, "jvp_batch")
+        Y, D = self._run_batch("jvp", self._primals(x), self._tangent_args(v), in_axes, v_axes,
+                               threads, budget, strict, True, "jvp_batch")
         return _batch.unflat_out(self, Y, Y.shape[0]), _batch.unflat_out(self, D, D.shape[0])
 
     def hvp_batch(self, x, v, in_axes=0, v_axes=0, threads=None, budget=None, strict=None):
         """H(x_i) v_i at every point (scalar f), shaped like the argnums arguments."""
-        _, D = _batch.run(self, "hvp", self._primals(x), self._tangent_args(v), in_axes,
-                          v_axes, threads, budget, strict, True, "hvp_batch")
+        _, D = self._run_batch("hvp", self._primals(x), self._tangent_args(v), in_axes, v_axes,
+                               threads, budget, strict, True, "hvp_batch")
         return _batch.unflat_in(self, D, D.shape[0])
+
+    def hessian_batch(self, x, threads=None, budget=None, strict=None):
+        """The Hessian at every point of one array argument batched on axis 0 (scalar f):
+        shape (B,) + shape + shape, each as ``hessian`` gives it (its nin lanes per point)."""
+        if self.nout != 1:
+            raise TapegradTypeError(f"hessian_batch: the recorded function returns shape "
+                                    f"{self.out_shapes}, not a scalar")
+        res = _batch.run_simple(self, "hessian", x, None, threads, budget, strict, True,
+                                "hessian_batch") if self._simple else None
+        if res is None:
+            s = tuple(self.in_shapes[0]) if self._simple else None
+            raise TapegradValueError(f"hessian_batch: expected one array argument with a batch "
+                                     f"axis first, shape (B,) + {s}, got "
+                                     f"{getattr(x, 'shape', type(x).__name__)}")
+        D = res[1]
+        s = tuple(self.in_shapes[0])
+        return D.reshape((D.shape[0],) + s + s)
+
+    def _run_batch(self, kind, args, tangents, in_axes, v_axes, threads, budget, strict, value,
+                   fn):
+        if (self._simple and len(args) == 1 and isinstance(in_axes, int) and in_axes == 0
+                and isinstance(v_axes, int) and v_axes == 0):
+            res = _batch.run_simple(self, kind, args[0], tangents[0] if tangents else None,
+                                    threads, budget, strict, value, fn)
+            if res is not None:
+                return res
+        return _batch.run(self, kind, args, tangents, in_axes, v_axes, threads, budget, strict,
+                          value, fn)
 
     def _tangent_args(self, v):
         """v as a tuple of one tangent per differentiated argument."""
