@@ -487,3 +487,20 @@ def test_python_rules_inside_a_batch_under_threads(monkeypatch):
     np.testing.assert_allclose(G1, ref, rtol=1e-12, atol=1e-14)
     H = rec.hvp_batch(A, A, threads=2)
     assert np.array_equal(H, [rec.hvp(a, v) for a, v in zip(A, A)])
+
+
+def test_compile_with_argnums_replays_new_shards_and_records_new_shapes():
+    def loss(w, X, y):
+        return np.sum((X @ w - y) ** 2)
+    c = tg.compile(loss, argnums=0)
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal(3)
+    shards = [(rng.standard_normal((10, 3)), rng.standard_normal(10)) for _ in range(3)]
+    for X, y in shards:
+        g = c.grad(w, X, y)
+        assert g.shape == (3,)
+        np.testing.assert_allclose(g, 2 * X.T @ (X @ w - y), rtol=1e-13)
+    assert len(c._cache) == 1                       # one shape: one tape, replayed per shard
+    X, y = rng.standard_normal((7, 3)), rng.standard_normal(7)
+    np.testing.assert_allclose(c.grad(w, X, y), 2 * X.T @ (X @ w - y), rtol=1e-13)
+    assert len(c._cache) == 2

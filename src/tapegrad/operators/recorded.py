@@ -766,11 +766,14 @@ def record(f, *example_args, strict=False, argnums=None):
 
 
 class Compiled:
-    """f with one recorded tape per input signature (structure and shapes)."""
+    """f with one recorded tape per input signature (structure and shapes). ``argnums``: the
+    arguments grad, jvp and hvp differentiate (see ``record``); the others are data, so a new
+    data shard of the same shape replays the same tape and another shape records a new one."""
 
-    def __init__(self, f, strict=False):
+    def __init__(self, f, strict=False, argnums=None):
         self.f = f
         self.strict = strict
+        self.argnums = argnums
         self._cache = {}
         self._lock = threading.Lock()
         self.__name__ = getattr(f, "__name__", "f")
@@ -784,7 +787,8 @@ class Compiled:
             with self._lock:
                 r = self._cache.get(key)
                 if r is None:
-                    r = self._cache[key] = Recorded(self.f, *args, strict=self.strict)
+                    r = self._cache[key] = Recorded(self.f, *args, strict=self.strict,
+                                                    argnums=self.argnums)
         return r
 
     def __call__(self, *args):
@@ -815,8 +819,8 @@ class Compiled:
         return self.recorded(*self._one(x)).hessian(x)
 
 
-def compile(f=None, *, strict=False):  # noqa: A001  (mirrors jax.jit / torch.compile naming)
+def compile(f=None, *, strict=False, argnums=None):  # noqa: A001  (mirrors jax.jit / torch.compile)
     """Decorator: keep one tape per input signature and replay it (see ``Compiled``)."""
     if f is None:
-        return lambda g: Compiled(g, strict=strict)
-    return Compiled(f, strict=strict)
+        return lambda g: Compiled(g, strict=strict, argnums=argnums)
+    return Compiled(f, strict=strict, argnums=argnums)
