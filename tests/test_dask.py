@@ -232,3 +232,12 @@ def test_bad_arguments_are_named(client):
     with pytest.raises(ValueError, match="start 1 has shape"):
         tgd.map_descents(lambda w: np.sum(w ** 2), [np.ones(2), np.ones(3)], client=client,
                          eta=0.1, steps=3)
+
+
+def test_dask_demo_command():
+    lines = []
+    rep = tgd.demo(n_workers=2, rows=4000, n_flows=4, out=lines.append)
+    assert rep["grad_rel_err"] < 1e-12 and rep["cosine"] > 0.9 and rep["flows"] == 4
+    assert any("LocalCluster of 2 processes" in l for l in lines)
+    from tapegrad import cli
+    assert cli.main(["dask-demo", "--rows", "2000", "--flows", "2"]) == 0
