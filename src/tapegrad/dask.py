@@ -44,6 +44,7 @@ __all__ = ["DataParallel", "value_and_grad", "minimize", "map_flows", "map_desce
            "Ensemble", "local_client"]
 
 FAN_IN = 8                 # partial results summed per reduction task
+RETRIES = 2                # data-parallel calls redone after losing data with a worker
 _CACHE_SIZE = 16           # loaded tapes kept per worker process
 
 
@@ -226,8 +227,8 @@ class DataParallel:
         self._session = local_client(client, address, n_workers)
         self.client = self._session.__enter__()
         try:
-            blocks = [list(a.to_delayed().ravel()) for a in arrays]
-            self._chunks = list(zip(*[self.client.compute(b) for b in blocks]))
+            self._blocks = [list(a.to_delayed().ravel()) for a in arrays]
+            self._materialize()
             self._shipped, self._keys = {}, []
             for k, n in enumerate(chunks):
                 key = tuple((n,) + a.shape[1:] for a in arrays)
@@ -244,6 +245,10 @@ class DataParallel:
             raise
         self.n_calls = 0
 
+    def _materialize(self):
+        """The chunks as futures on the workers, computed from the arrays' graphs."""
+        self._chunks = list(zip(*[self.client.compute(b) for b in self._blocks]))
+
     @property
     def shipped(self):
         """How f reaches the workers per chunk shape: "tape" or "function"."""
@@ -256,6 +261,20 @@ class DataParallel:
             raise TapegradValueError(f"DataParallel.value_and_grad: w has shape {w.shape}, "
                                      f"expected {self.w0.shape}")
         self.n_calls += 1
+        _, distributed = _modules()
+        lost = distributed.CancelledError          # FutureCancelledError is one
+        for attempt in range(RETRIES + 1):
+            try:
+                return self._value_and_grad(w)
+            except lost:
+                # a worker died with chunks whose inputs Dask no longer has (it keeps the
+                # futures we hold, not the intermediate keys of their graphs): compute the
+                # chunks again from the arrays and redo the call
+                if attempt == RETRIES:
+                    raise
+                self._materialize()
+
+    def _value_and_grad(self, w):
         weight = "rows" if self.reduction == "mean" else "one"
         parts = [self.client.submit(_chunk_value_and_grad, self._shipped[key], __version__, weight,
                                     w, *chunk, pure=False)
