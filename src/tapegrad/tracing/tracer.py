@@ -53,11 +53,19 @@ class TracerConversionWarning(UserWarning):
     """A traced value was converted to a Python number: no derivative flows through it."""
 
 
+REF_MIN = 1024          # float64 elements from which a constant array is referenced, not copied
+_EXT_BASE = 1 << 60     # offsets of referenced arrays start here (tape.pxd: TG_EXT_BASE)
+
+
 class Recorder:
     """Builds one Tape while a function runs on tracers."""
 
-    def __init__(self):
+    def __init__(self, ref_consts=True):
         self.tape = Tape()
+        # Arrays of REF_MIN or more float64 elements (closed over by f, or data arguments) are
+        # referenced by the tape, not copied into it (Tape.add_const_ref): the sweeps read
+        # their contents when they run. See const() for what that means for mutation.
+        self.ref_consts = ref_consts
         self.nwork = 0               # work slots allocated so far (the tape learns it at finish)
         # ops go straight into the tape's C array: a positional add_op call costs ~0.15 us, a
         # fraction of building the row in Python (array.extend of a 13-tuple alone was ~0.6 us)
@@ -109,11 +117,20 @@ class Recorder:
         """Offset of ``value`` (float64) in the constant buffer."""
         if source is None and isinstance(value, np.ndarray) and value.size > 8:
             # the same array object may have been modified in place since it was stored
-            # (A *= 2 between two uses): reuse only while its contents are unchanged
+            # (A *= 2 between two uses): reuse a copy only while its contents are unchanged
             hit = self.const_cache.get(id(value))
-            if hit is not None and hit[1] is value and self.tape.const_matches(hit[0], value):
+            if hit is not None and hit[1] is value and (
+                    hit[0] >= _EXT_BASE or self.tape.const_matches(hit[0], value)):
                 return hit[0]
-            off = self.tape.add_const(value)
+            if self.ref_consts and value.size >= REF_MIN:
+                # referenced, not copied: a large array costs nothing per re-trace. The
+                # contract (docs/numpy_support.md): the tape reads the array when it sweeps,
+                # so changing it in place after recording is seen by the next replay (never a
+                # stale copy); changing it in place inside f after f used it is not supported
+                # for arrays this large (both uses read the final contents).
+                off = self.tape.add_const_ref(value)
+            else:
+                off = self.tape.add_const(value)
             self.const_cache[id(value)] = (off, value)
             return off
         off = self.tape.add_const(value)
