@@ -444,7 +444,12 @@ def _arith(name, ufunc, fn, const=None, reflected=False):
                         off = rec.nwork
                         rec.nwork = off + 1
                         rec._add_op(code, 0, off, self._off, o._off, 0, 1, 1, 1, 1, 1)
-                        return _scalar_tracer(rec, off, r)
+                        t = _new(Tracer)     # (_scalar_tracer inlined: the hottest path)
+                        t._rec = rec
+                        t._off = off
+                        t._f = r
+                        t._arr = None
+                        return t
             elif (to is float or (to is int and -_EXACT_INT <= o <= _EXACT_INT)) and (
                     const_code is not None and rec.active):
                 o = float(o)        # (an int of at most 2**53 converts exactly, as NumPy does)
@@ -455,8 +460,14 @@ def _arith(name, ufunc, fn, const=None, reflected=False):
                 if r - r == 0.0:
                     off = rec.nwork
                     rec.nwork = off + 1
-                    rec._add_op(const_code, 0, off, self._off, 0, 0, 1, d=-o if negate else o)
-                    return _scalar_tracer(rec, off, r)
+                    rec._add_op(const_code, 0, off, self._off, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+                                -o if negate else o)
+                    t = _new(Tracer)
+                    t._rec = rec
+                    t._off = off
+                    t._f = r
+                    t._arr = None
+                    return t
             if to in _PLAIN:
                 return _binary(name, o, self) if reflected else _binary(name, self, o)
         elif type(o) in _PLAIN:
@@ -563,8 +574,13 @@ class Tracer:
                 r = float(hit[0](f))
                 off = rec.nwork
                 rec.nwork = off + 1
-                rec._add_op(hit[1], 0, off, self._off, 0, 0, 1, d=0.0)
-                return _scalar_tracer(rec, off, r)
+                rec._add_op(hit[1], 0, off, self._off, 0, 0, 1)
+                t = _new(Tracer)
+                t._rec = rec
+                t._off = off
+                t._f = r
+                t._arr = None
+                return t
         return rules.apply_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
