@@ -146,7 +146,7 @@ cdef int forward_sweep(const TapeView* tv, double* w) except -1 nogil:
     cdef const Op* op
     cdef const int64_t* segs = tv.segs
     cdef const int64_t* ipool = tv.ipool
-    cdef const double* cv = tv.cv
+    cdef const CPool* cv = tv.cv
     while k < nops:
         if s < nsegs and k == segs[3 * s]:
             forward_segment(tv, k, segs[3 * s + 1], segs[3 * s + 2] != 0, w)

@@ -32,7 +32,7 @@ cdef int grad_partials(const TapeView* t, double* w, double* wb, double* P,
     wb must be zero; wb[0:nin] receives the gradient. ok: the guards held."""
     cdef Py_ssize_t k, nops = t.nops
     cdef const Op* op
-    cdef const double* cv = t.cv
+    cdef const CPool* cv = t.cv
     cdef int code, fl
     cdef double g, da, db
     for k in range(nops):
@@ -259,7 +259,7 @@ cdef void fuse_plan(const Op* ops, Py_ssize_t k0, Py_ssize_t L, bint values,
 
 cdef inline const double* fz_val(const FusePlan* P, Py_ssize_t j, int r, const double* scr,
                                  Py_ssize_t R, const Op* top, const double* w, const double* xin,
-                                 Py_ssize_t nin, const double* cv) noexcept nogil:
+                                 Py_ssize_t nin, const CPool* cv) noexcept nogil:
     # the value pointer of operand r of tail op j on the current tile (top: the tiled op)
     cdef int i = P.src[3 * j + r]
     cdef int64_t off = top.a if r == 0 else (top.b if r == 1 else top.c)
@@ -267,7 +267,7 @@ cdef inline const double* fz_val(const FusePlan* P, Py_ssize_t j, int r, const d
     if i >= 0:
         return scr + 2 * i * R
     if top.flags & bit:
-        return cv + off
+        return cpool_at(cv, off)
     return (xin if off < nin else w) + off
 
 
@@ -281,7 +281,7 @@ cdef inline double* fz_adj(const FusePlan* P, Py_ssize_t j, int r, double* scr, 
 
 
 cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
-                     bint rev, const int64_t* ipool, const double* cv, double* w, double* wb,
+                     bint rev, const int64_t* ipool, const CPool* cv, double* w, double* wb,
                      const double* xin, double* gin, Py_ssize_t nin, double* scr,
                      Py_ssize_t T) noexcept nogil:
     """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds

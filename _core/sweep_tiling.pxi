@@ -96,7 +96,7 @@ cdef void forward_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint
     cdef Op top
     cdef const Op* ops = tv.ops
     cdef const int64_t* ipool = tv.ipool
-    cdef const double* cv = tv.cv
+    cdef const CPool* cv = tv.cv
     cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
     cdef double ps[4]
     ps[0] = ps[1] = ps[2] = ps[3] = 0.0

@@ -41,7 +41,7 @@ cimport numpy as cnp
 from .opcodes cimport *
 from .kernels cimport un_f, un_d1, un_d2, bin_f, bin_d1, bin_d2
 from .traits cimport *
-from .tape cimport Tape, Op, TILE_MAX_OPS, op_reads
+from .tape cimport Tape, Op, TILE_MAX_OPS, op_reads, CPool, cpool_at
 from .tape import NUMPY_LOOPS_UNARY, NUMPY_LOOPS_BINARY
 
 cnp.import_array()
@@ -54,7 +54,7 @@ ctypedef struct TapeView:
     const Op* ops
     Py_ssize_t nops
     const int64_t* ipool
-    const double* cv          # the constant buffer (operands flagged constant)
+    const CPool* cv           # the constants (operands flagged constant): own and referenced
     PyObject* cbs             # the rule objects of OP_CALL operations (a list)
     const int64_t* segs       # tiling segments (k0, k1, fold) triples, sorted
     Py_ssize_t nsegs          # how many are in force (0 when tiling is off)
@@ -329,9 +329,9 @@ cdef inline void run_binary_loop(int code, const double* a, const double* b, dou
     BIN_LOOP[code](args, dims, steps, BIN_DATA[code])
 
 
-cdef inline const double* opnd(const double* w, const double* cv, int64_t off, int flags,
+cdef inline const double* opnd(const double* w, const CPool* cv, int64_t off, int flags,
                                int bit) noexcept nogil:
-    return (cv if flags & bit else w) + off
+    return cpool_at(cv, off) if flags & bit else w + off
 
 
 cdef inline int64_t opnd_off(const Op* op, int k) noexcept nogil:
@@ -395,14 +395,14 @@ import os as _os
 
 
 # ------------------------------------------------------------------ guards
-cdef bint guards_hold(const int64_t* g, Py_ssize_t ng, const double* cv,
+cdef bint guards_hold(const int64_t* g, Py_ssize_t ng, const CPool* cv,
                       const double* w) noexcept nogil:
     cdef Py_ssize_t j, i
     cdef double u, v
     for j in range(0, ng, 3):
         for i in range(g[j + 1]):
             u = w[g[j] + i]
-            v = cv[g[j + 2] + i]
+            v = cv.vals[g[j + 2] + i]     # (expected values: the tape's own)
             if u != v and not (u != u and v != v):
                 return False
     return True
@@ -427,7 +427,7 @@ cdef int open_tape(Tape t, TapeView* tv) except -1:
     tv.ops = t.ops
     tv.nops = t.nops
     tv.ipool = t.ipool
-    tv.cv = t.cvals
+    tv.cv = t.pool_view()
     tv.cbs = <PyObject*> t.callbacks
     tv.segs = t.segs
     tv.nsegs = tiling_nsegs(t)

@@ -13,6 +13,30 @@ ctypedef struct Op:
     double d         # scalar parameter
 
 
+# Constants referenced, not copied: an operand offset at or above EXT_BASE names element
+# (off & EXT_MASK) of referenced array (off - EXT_BASE) >> EXT_SHIFT (Tape.add_const_ref).
+cdef enum:
+    EXT_SHIFT = 36
+cdef extern from *:
+    """
+    #define TG_EXT_BASE (((long long)1) << 60)
+    #define TG_EXT_MASK ((((long long)1) << 36) - 1)
+    """
+    const int64_t TG_EXT_BASE
+    const int64_t TG_EXT_MASK
+
+
+ctypedef struct CPool:
+    const double* vals        # the tape's own constants (offsets below TG_EXT_BASE)
+    const double** ext        # data of the referenced arrays
+
+
+cdef inline const double* cpool_at(const CPool* cp, int64_t off) noexcept nogil:
+    if off < TG_EXT_BASE:
+        return cp.vals + off
+    return cp.ext[(off - TG_EXT_BASE) >> EXT_SHIFT] + (off & TG_EXT_MASK)
+
+
 cdef class Tape:
     cdef Op* ops
     cdef Py_ssize_t nops
@@ -23,6 +47,12 @@ cdef class Tape:
     cdef double* cvals
     cdef Py_ssize_t ncon
     cdef Py_ssize_t cap_con
+    cdef list ext_arrays             # referenced constant arrays (kept alive by the tape)
+    cdef const double** extp         # their data pointers
+    cdef int64_t* extn               # their sizes
+    cdef Py_ssize_t next_
+    cdef Py_ssize_t cap_ext
+    cdef CPool pool                  # what the sweeps read constants through (pool_view())
     cdef int64_t* guards      # triples: (work offset, size, constant offset of expected values)
     cdef Py_ssize_t nguard
     cdef Py_ssize_t cap_guard
@@ -41,6 +71,10 @@ cdef class Tape:
     cdef Py_ssize_t fuse_sum         # its sum op (ops after it: scalar "post" ops)
 
     cdef int _grow_ops(self) except -1
+    cdef const CPool* pool_view(self)
+    cdef bint _outside(self, int64_t off, bint const_, int64_t WC)
+    cdef int _region(self, int64_t off, int64_t size, int64_t W, bint const_, Py_ssize_t i,
+                     int code, str what) except -1
     cdef int _find_segments(self) except -1
     cdef int _find_fused(self) except -1
     cdef Py_ssize_t _tail_start(self, Py_ssize_t K) except -2

@@ -321,6 +321,10 @@ cdef class Tape:
         self.segs = NULL
         self.nsegs = self.cap_segs = 0
         self.fuse_k0 = self.fuse_sum = -1
+        self.ext_arrays = []
+        self.extp = NULL
+        self.extn = NULL
+        self.next_ = self.cap_ext = 0
 
     def __dealloc__(self):
         global _live
@@ -330,6 +334,8 @@ cdef class Tape:
         PyMem_Free(self.cvals)
         PyMem_Free(self.guards)
         PyMem_Free(self.segs)
+        PyMem_Free(self.extp)
+        PyMem_Free(self.extn)
 
     cdef int _grow_ops(self) except -1:
         cdef Py_ssize_t cap = self.cap_ops * 2
@@ -547,6 +553,108 @@ cdef class Tape:
         self.validated = False
         return off
 
+    def add_const_ref(self, cnp.ndarray values):
+        """Reference a float64 C-contiguous array as constants, without copying it; returns
+        the offset of its first element. The tape keeps the array alive and its sweeps read
+        the array's contents at the time they run (a change made in place is seen by the next
+        replay). Other arrays are copied (add_const)."""
+        if (values.dtype != np.float64 or not values.flags.c_contiguous
+                or values.size > TG_EXT_MASK or not values.flags.aligned):
+            return self.add_const(values)
+        cdef Py_ssize_t k = self.next_
+        cdef void* p
+        if k >= (1 << (62 - EXT_SHIFT)) - 1:
+            return self.add_const(values)
+        if k == self.cap_ext:
+            p = PyMem_Realloc(self.extp, (2 * k + 4) * sizeof(double*))
+            if p == NULL:
+                raise MemoryError()
+            self.extp = <const double**> p
+            p = PyMem_Realloc(self.extn, (2 * k + 4) * sizeof(int64_t))
+            if p == NULL:
+                raise MemoryError()
+            self.extn = <int64_t*> p
+            self.cap_ext = 2 * k + 4
+        self.ext_arrays.append(values)
+        self.extp[k] = <const double*> cnp.PyArray_DATA(values)
+        self.extn[k] = values.size
+        self.next_ = k + 1
+        self.validated = False
+        return TG_EXT_BASE + (<int64_t> k << EXT_SHIFT)
+
+    @property
+    def nrefs(self):
+        """How many arrays the tape references (add_const_ref) instead of holding copies."""
+        return self.next_
+
+    def const_values(self, int64_t off, Py_ssize_t n):
+        """A copy of the n constants at offset ``off`` (own or referenced)."""
+        cdef Py_ssize_t k
+        if off >= TG_EXT_BASE:
+            k = (off - TG_EXT_BASE) >> EXT_SHIFT
+            if k >= self.next_ or (off & TG_EXT_MASK) + n > self.extn[k] or n < 0:
+                raise ValueError(f"const_values: bad region [{off}, +{n})")
+            a = self.ext_arrays[k].reshape(-1)
+            return a[off & TG_EXT_MASK:(off & TG_EXT_MASK) + n].copy()
+        if off < 0 or n < 0 or off + n > self.ncon:
+            raise ValueError(f"const_values: bad region [{off}, +{n})")
+        return self.constants()[off:off + n] if n else np.empty(0)
+
+    def inlined(self):
+        """This tape with its referenced arrays copied in (a tape that references nothing;
+        self when it already does): what serialization writes."""
+        if self.next_ == 0:
+            return self
+        cdef Tape t = Tape()
+        cdef Py_ssize_t k
+        base = [0] * self.next_
+        t.alloc(self.nwork)
+        t.add_const(self.constants())
+        for k in range(self.next_):
+            base[k] = t.add_const(self.ext_arrays[k])
+        t.add_index(self.index_pool())
+        ops = self.op_table()
+        for field, bit in (("a", FLAG_A_CONST), ("b", FLAG_B_CONST), ("c", FLAG_C_CONST)):
+            col = ops[field]
+            sel = ((ops["flags"] & bit) != 0) & (col >= TG_EXT_BASE)
+            if sel.any():
+                kk = (col[sel] - TG_EXT_BASE) >> EXT_SHIFT
+                col[sel] = np.asarray(base, dtype=np.int64)[kk] + (col[sel] & TG_EXT_MASK)
+        t.add_ops(ops)
+        for g in self.guard_table():
+            t.guards_append(int(g[0]), int(g[1]), int(g[2]))
+        t.set_io(self.nin, self.out_off, self.out_n)
+        t.meta = self.meta
+        t.callbacks = list(self.callbacks)
+        return t
+
+    cdef const CPool* pool_view(self):
+        self.pool.vals = self.cvals
+        self.pool.ext = self.extp
+        return &self.pool
+
+    cdef bint _outside(self, int64_t off, bint const_, int64_t WC):
+        """Is an operand offset outside every buffer? A referenced constant's offset must name
+        an existing array and an element up to its end (its region is checked by _region)."""
+        cdef int64_t k
+        if const_ and off >= TG_EXT_BASE:
+            k = (off - TG_EXT_BASE) >> EXT_SHIFT
+            return k >= self.next_ or (off & TG_EXT_MASK) > self.extn[k]
+        return off > WC
+
+    cdef int _region(self, int64_t off, int64_t size, int64_t W, bint const_, Py_ssize_t i,
+                     int code, str what) except -1:
+        cdef int64_t k
+        if not const_:
+            return _check_region(off, size, W, i, code, what)
+        if off < TG_EXT_BASE:
+            return _check_region(off, size, self.ncon, i, code, what)
+        k = (off - TG_EXT_BASE) >> EXT_SHIFT
+        if k >= self.next_ or size < 0 or (off & TG_EXT_MASK) + size > self.extn[k]:
+            raise ValueError(f"invalid tape: {_w(i, code)}{what} region outside referenced "
+                             f"constant array {k}")
+        return 0
+
     def const_matches(self, Py_ssize_t off, values):
         """True if the constants stored at ``off`` are, bit for bit, ``values`` (as float64).
         Lets a recording reuse a stored array only while the array is unchanged, without keeping
@@ -600,7 +708,11 @@ cdef class Tape:
 
     @property
     def nconst(self):
-        return self.ncon
+        """Constants the sweeps read: the tape's own and the referenced arrays' elements."""
+        cdef Py_ssize_t k, n = self.ncon
+        for k in range(self.next_):
+            n += self.extn[k]
+        return n
 
     @property
     def nguards(self):
@@ -663,25 +775,27 @@ cdef class Tape:
                 raise ValueError(f"invalid tape: {_w(i, code)} has bad flags {fl}")
             # the sweeps form a pointer for every operand, used or not (w + op.b of a unary
             # op): keep even unused offsets inside the buffers, or that arithmetic can overflow
-            if (op.a < 0 or op.b < 0 or op.c < 0 or op.a > WC or op.b > WC or op.c > WC):
+            if (op.a < 0 or op.b < 0 or op.c < 0 or self._outside(op.a, fl & FLAG_A_CONST, WC)
+                    or self._outside(op.b, fl & FLAG_B_CONST, WC)
+                    or self._outside(op.c, fl & FLAG_C_CONST, WC)):
                 raise ValueError(f"invalid tape: {_w(i, code)} has an operand offset outside the buffers")
             _check_region(op.out, n, W, i, code, " output")
             if code <= UN_LAST:
-                _check_region(op.a, n, C if fl & FLAG_A_CONST else W, i, code, " operand")
+                self._region(op.a, n, W, fl & FLAG_A_CONST, i, code, " operand")
             elif code <= BIN_LAST:
                 for j in range(4):
                     if op.p[j] < 1 or op.p[j] > SIZE_LIMIT:
                         raise ValueError(f"invalid tape: {_w(i, code)} has bad broadcast parameters")
-                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, i, code, " operand a")
-                _check_region(op.b, op.p[3], C if fl & FLAG_B_CONST else W, i, code, " operand b")
+                self._region(op.a, op.p[1], W, fl & FLAG_A_CONST, i, code, " operand a")
+                self._region(op.b, op.p[3], W, fl & FLAG_B_CONST, i, code, " operand b")
                 if code == OP_WHERE:
-                    _check_region(op.c, n, C if fl & FLAG_C_CONST else W, i, code, " mask")
+                    self._region(op.c, n, W, fl & FLAG_C_CONST, i, code, " mask")
             elif code <= OP_PROD:
                 pre, m, post = op.p[0], op.p[1], op.p[2]
                 if n != _mul(pre, post, i, code):
                     raise ValueError(f"invalid tape: {_w(i, code)} output size mismatch")
-                _check_region(op.a, _mul(_mul(pre, m, i, code), post, i, code),
-                              C if fl & FLAG_A_CONST else W, i, code, " operand")
+                self._region(op.a, _mul(_mul(pre, m, i, code), post, i, code),
+                             W, fl & FLAG_A_CONST, i, code, " operand")
                 if m == 0 and n > 0 and (code == OP_MAX or code == OP_MIN):
                     raise ValueError(f"invalid tape: {_w(i, code)} reduces an empty block")
             elif code == OP_MATMUL:
@@ -700,22 +814,22 @@ cdef class Tape:
                 if op.p[0] > 0:
                     sa = _mul(op.p[4], op.p[0] - 1, i, code) + op.p[1] * op.p[2]
                     sb = _mul(op.p[5], op.p[0] - 1, i, code) + op.p[2] * op.p[3]
-                    _check_region(op.a, sa, C if fl & FLAG_A_CONST else W, i, code, " operand a")
-                    _check_region(op.b, sb, C if fl & FLAG_B_CONST else W, i, code, " operand b")
+                    self._region(op.a, sa, W, fl & FLAG_A_CONST, i, code, " operand a")
+                    self._region(op.b, sb, W, fl & FLAG_B_CONST, i, code, " operand b")
             elif code == OP_GATHER:
                 _check_region(op.p[0], n, self.nidx, i, code, " index")
-                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, i, code, " operand")
+                self._region(op.a, op.p[1], W, fl & FLAG_A_CONST, i, code, " operand")
                 for j in range(op.p[0], op.p[0] + n):
                     if self.ipool[j] < 0 or self.ipool[j] >= op.p[1]:
                         raise ValueError(f"invalid tape: {_w(i, code)} index out of range")
             elif code == OP_SCATTER_ADD:
                 _check_region(op.p[0], op.p[1], self.nidx, i, code, " index")
-                _check_region(op.a, op.p[1], C if fl & FLAG_A_CONST else W, i, code, " operand")
+                self._region(op.a, op.p[1], W, fl & FLAG_A_CONST, i, code, " operand")
                 for j in range(op.p[0], op.p[0] + op.p[1]):
                     if self.ipool[j] < 0 or self.ipool[j] >= n:
                         raise ValueError(f"invalid tape: {_w(i, code)} index out of range")
             elif code == OP_COPY:
-                _check_region(op.a, n, C if fl & FLAG_A_CONST else W, i, code, " operand")
+                self._region(op.a, n, W, fl & FLAG_A_CONST, i, code, " operand")
             elif code == OP_CALL:
                 if op.p[3] < 0 or op.p[3] >= len(self.callbacks):
                     raise ValueError(f"invalid tape: {_w(i, code)} refers to a missing rule {op.p[3]}")
@@ -723,9 +837,9 @@ cdef class Tape:
                 sizes = tuple(rule.in_sizes) + (0,) * (3 - len(rule.in_sizes))
                 if (op.p[0], op.p[1], op.p[2]) != sizes or n != rule.out_size:
                     raise ValueError(f"invalid tape: {_w(i, code)} sizes do not match its rule")
-                _check_region(op.a, op.p[0], C if fl & FLAG_A_CONST else W, i, code, " operand a")
-                _check_region(op.b, op.p[1], C if fl & FLAG_B_CONST else W, i, code, " operand b")
-                _check_region(op.c, op.p[2], C if fl & FLAG_C_CONST else W, i, code, " operand c")
+                self._region(op.a, op.p[0], W, fl & FLAG_A_CONST, i, code, " operand a")
+                self._region(op.b, op.p[1], W, fl & FLAG_B_CONST, i, code, " operand b")
+                self._region(op.c, op.p[2], W, fl & FLAG_C_CONST, i, code, " operand c")
         self._find_segments()
         self._find_fused()
         self.validated = True
@@ -733,7 +847,10 @@ cdef class Tape:
 
     # ---------------------------------------------------------------- serialization
     def to_bytes(self):
-        """Serialize: magic, sizes, raw arrays, JSON metadata, CRC32 of everything before it."""
+        """Serialize: magic, sizes, raw arrays, JSON metadata, CRC32 of everything before it.
+        Referenced constant arrays are written as copies of their contents now."""
+        if self.next_:
+            return self.inlined().to_bytes()
         head = np.array([self.nops, self.nidx, self.ncon, self.nguard, self.nwork, self.nin,
                          self.out_off, self.out_n], dtype="<i8").tobytes()
         meta = json.dumps({"meta": self.meta,

@@ -131,7 +131,7 @@ class Graph:
         self.tr = tr
         tape = tr.tape
         self.ops = tape.op_table()
-        self.consts = tape.constants()
+        self.tape = tape
         self.nin, self.nwork = tape.nin, tape.nwork
         self.out_off, self.out_n = tape.out_off, tape.out_n
         self.nodes, self.edges = [], []
@@ -168,7 +168,7 @@ class Graph:
                     key = (off, size)
                     if key not in const_ids:
                         cid = self._add("const", f"c{len(const_ids) + 1}", off, size,
-                                        value=self.consts[off:off + size].copy())
+                                        value=self.tape.const_values(off, size))
                         const_ids[key] = cid
                     cnode = self.nodes[const_ids[key]]
                     names.append(cnode["name"])

@@ -140,6 +140,8 @@ class Sweep:
         src = self.sources.get(off)
         if src is not None:
             return _flat(src)
+        if off >= len(self.consts):      # a referenced array (Tape.add_const_ref)
+            return self.tr.tape.const_values(off, n)
         return self.consts[off:off + n]
 
     def _operands(self, op, buf):

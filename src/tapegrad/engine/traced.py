@@ -166,7 +166,10 @@ class Traced:
         self.in_sizes = [v.size for v in vals]
         self.nin = sum(self.in_sizes)
         self.outer_inputs = outer
-        rec = self.rec = Recorder()
+        # vjp's pullback sweeps later, over the values computed now: its constants are copied,
+        # so a data array changed in place in between cannot pair new constants with old
+        # values. Every other tape references large arrays (Recorder.const).
+        rec = self.rec = Recorder(ref_consts=fname != "vjp")
         with rec:
             tracers = [rec.new(v) for v in vals]
             sub = _tree.unflatten(self.in_tree, tracers)

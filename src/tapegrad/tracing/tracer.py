@@ -53,11 +53,19 @@ class TracerConversionWarning(UserWarning):
     """A traced value was converted to a Python number: no derivative flows through it."""
 
 
+REF_MIN = 1024          # float64 elements from which a constant array is referenced, not copied
+_EXT_BASE = 1 << 60     # offsets of referenced arrays start here (tape.pxd: TG_EXT_BASE)
+
+
 class Recorder:
     """Builds one Tape while a function runs on tracers."""
 
-    def __init__(self):
+    def __init__(self, ref_consts=True):
         self.tape = Tape()
+        # Arrays of REF_MIN or more float64 elements (closed over by f, or data arguments) are
+        # referenced by the tape, not copied into it (Tape.add_const_ref): the sweeps read
+        # their contents when they run. See const() for what that means for mutation.
+        self.ref_consts = ref_consts
         self.nwork = 0               # work slots allocated so far (the tape learns it at finish)
         # ops go straight into the tape's C array: a positional add_op call costs ~0.15 us, a
         # fraction of building the row in Python (array.extend of a 13-tuple alone was ~0.6 us)
@@ -109,11 +117,20 @@ class Recorder:
         """Offset of ``value`` (float64) in the constant buffer."""
         if source is None and isinstance(value, np.ndarray) and value.size > 8:
             # the same array object may have been modified in place since it was stored
-            # (A *= 2 between two uses): reuse only while its contents are unchanged
+            # (A *= 2 between two uses): reuse a copy only while its contents are unchanged
             hit = self.const_cache.get(id(value))
-            if hit is not None and hit[1] is value and self.tape.const_matches(hit[0], value):
+            if hit is not None and hit[1] is value and (
+                    hit[0] >= _EXT_BASE or self.tape.const_matches(hit[0], value)):
                 return hit[0]
-            off = self.tape.add_const(value)
+            if self.ref_consts and value.size >= REF_MIN:
+                # referenced, not copied: a large array costs nothing per re-trace. The
+                # contract (docs/numpy_support.md): the tape reads the array when it sweeps,
+                # so changing it in place after recording is seen by the next replay (never a
+                # stale copy); changing it in place inside f after f used it is not supported
+                # for arrays this large (both uses read the final contents).
+                off = self.tape.add_const_ref(value)
+            else:
+                off = self.tape.add_const(value)
             self.const_cache[id(value)] = (off, value)
             return off
         off = self.tape.add_const(value)
@@ -427,7 +444,12 @@ def _arith(name, ufunc, fn, const=None, reflected=False):
                         off = rec.nwork
                         rec.nwork = off + 1
                         rec._add_op(code, 0, off, self._off, o._off, 0, 1, 1, 1, 1, 1)
-                        return _scalar_tracer(rec, off, r)
+                        t = _new(Tracer)     # (_scalar_tracer inlined: the hottest path)
+                        t._rec = rec
+                        t._off = off
+                        t._f = r
+                        t._arr = None
+                        return t
             elif (to is float or (to is int and -_EXACT_INT <= o <= _EXACT_INT)) and (
                     const_code is not None and rec.active):
                 o = float(o)        # (an int of at most 2**53 converts exactly, as NumPy does)
@@ -438,8 +460,14 @@ def _arith(name, ufunc, fn, const=None, reflected=False):
                 if r - r == 0.0:
                     off = rec.nwork
                     rec.nwork = off + 1
-                    rec._add_op(const_code, 0, off, self._off, 0, 0, 1, d=-o if negate else o)
-                    return _scalar_tracer(rec, off, r)
+                    rec._add_op(const_code, 0, off, self._off, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+                                -o if negate else o)
+                    t = _new(Tracer)
+                    t._rec = rec
+                    t._off = off
+                    t._f = r
+                    t._arr = None
+                    return t
             if to in _PLAIN:
                 return _binary(name, o, self) if reflected else _binary(name, self, o)
         elif type(o) in _PLAIN:
@@ -546,8 +574,13 @@ class Tracer:
                 r = float(hit[0](f))
                 off = rec.nwork
                 rec.nwork = off + 1
-                rec._add_op(hit[1], 0, off, self._off, 0, 0, 1, d=0.0)
-                return _scalar_tracer(rec, off, r)
+                rec._add_op(hit[1], 0, off, self._off, 0, 0, 1)
+                t = _new(Tracer)
+                t._rec = rec
+                t._off = off
+                t._f = r
+                t._arr = None
+                return t
         return rules.apply_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
