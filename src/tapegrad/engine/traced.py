@@ -16,6 +16,7 @@ from ..tracing import pytree as _tree
 from ..tracing.tracer import Recorder, Tracer, _as_float_array
 from ..rules import base as rules
 from ..errors import GuardError, TapegradTypeError, TapegradValueError  # noqa: F401 (GuardError: re-exported)
+from ..tracing.tracer import ComplexOperand, ComplexResult
 from . import reference
 
 
@@ -36,8 +37,9 @@ def _input_value(x, fname, label):
                         "real (float) arrays (integers are promoted to float64; convert a "
                         "boolean with x.astype(float) if it is meant as 0/1 numbers)")
     if k == "c":
-        raise TapegradTypeError(f"{fname}: {label()} is complex; tapegrad differentiates "
-                        "real-valued code only")
+        # grad, value_and_grad, vjp and jvp catch it and take their complex path (operators/api.py)
+        raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "
+                            "(grad, value_and_grad, vjp and jvp take complex ones)")
     raise TapegradTypeError(f"{fname}: {label()} of type {type(x).__name__} (dtype {a.dtype}) is "
                     "not a real number or array")
 
@@ -187,7 +189,12 @@ class Traced:
         self.out_shapes = [np.shape(rules.value_of(o)) for o in out_leaves]
         self.out_sizes = [math.prod(s) for s in self.out_shapes]   # (np.prod: ~5 us a call)
         self.nout = sum(self.out_sizes)
-        self.out_off = self._assemble_output(out_leaves)
+        try:
+            self.out_off = self._assemble_output(out_leaves)
+        except ComplexOperand:
+            raise ComplexResult(f"{fname}: the function returned a complex value; {fname} takes "
+                                "real-valued functions only (grad, value_and_grad, vjp and jvp take "
+                                "complex ones)") from None
         rec.finish(self.nin, self.out_off, self.nout)
         self.tape = rec.tape
         self.nested = rec.nested or any(o is not None for o in outer)
@@ -206,6 +213,8 @@ class Traced:
                 continue        # an object array of traced values: operand() below takes it
             try:
                 _as_float_array(rules.value_of(o))
+            except ComplexOperand:
+                raise
             except TypeError:
                 raise TapegradTypeError(f"the function returned {type(o).__name__}, which is not an array "
                                 "or a number") from None

@@ -20,7 +20,7 @@ fails with a TypeError. Use ``np.logaddexp.reduce(x, axis=...)`` or ``tapegrad.l
 (same signature, including ``b=`` and ``return_sign=``). ``np.array([a, b])`` of traced
 values is traced through that object array (docs/numpy_support.md says where it is not).
 
-tapegrad is real-valued: ``numpy.fft`` and ``np.linalg.eig`` (complex results) raise a TypeError.
+``np.linalg.eig`` (complex results) raises a TypeError; ``numpy.fft`` is rules/complex.py.
 """
 import math
 import operator
@@ -1207,10 +1207,7 @@ def _complex_refusal(name):
     return rule
 
 
-for _name in ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "irfft2", "fftn", "ifftn",
-              "rfftn", "irfftn", "hfft", "ihfft"):
-    _registry.register(getattr(np.fft, _name), _complex_refusal(f"np.fft.{_name}"), "refused",
-                      detail="complex")
+# (np.fft: rules/complex.py)
 for _f in (np.linalg.eig, np.linalg.eigvals):
     _registry.register(_f, _complex_refusal(f"np.linalg.{_f.__name__}"), "refused", detail="complex")
 _registry.register(np.fft.fftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.fftshift(I, axes)),

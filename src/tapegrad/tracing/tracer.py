@@ -341,20 +341,31 @@ class Recorder:
         return self.tape
 
 
+class ComplexOperand(TapegradTypeError):
+    """A complex value reached a real rule. Raised inside tapegrad only: the tracer's dispatch
+    catches it and hands the operation to the complex rules (rules/complex.py)."""
+
+
+class ComplexResult(TapegradTypeError):
+    """A traced function took or returned complex values where the real machinery was set up;
+    grad, value_and_grad, vjp and jvp catch it and take their complex path (operators/api.py)."""
+
+
 def _as_float_array(x):
     if isinstance(x, np.ndarray):
         if x.dtype == np.float64:
             return x
         if x.dtype.kind in "biuf":
             return x.astype(np.float64)
-        raise TapegradTypeError(f"tapegrad: cannot use an array of dtype {x.dtype} in a traced operation "
+        raise (ComplexOperand if x.dtype.kind == "c" else TapegradTypeError)(
+            f"tapegrad: cannot use an array of dtype {x.dtype} in a traced operation "
                         "(only real numbers are supported)")
     if isinstance(x, (bool, int, float, np.number, np.bool_)):
         if isinstance(x, (complex, np.complexfloating)):
-            raise TapegradTypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
+            raise ComplexOperand("tapegrad: a complex number in a real traced operation")
         return np.asarray(x, dtype=np.float64)
     if isinstance(x, complex):
-        raise TapegradTypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
+        raise ComplexOperand("tapegrad: a complex number in a real traced operation")
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise TapegradTypeError(f"tapegrad: cannot use {type(x).__name__} (dtype {a.dtype}) in a traced "
@@ -548,10 +559,23 @@ class Tracer:
                 rec.nwork = off + 1
                 rec._add_op(hit[1], 0, off, self._off, 0, 0, 1, d=0.0)
                 return _scalar_tracer(rec, off, r)
-        return rules.apply_ufunc(ufunc, method, inputs, kwargs)
+        try:
+            return rules.apply_ufunc(ufunc, method, inputs, kwargs)
+        except ComplexOperand:
+            # a complex operand: the complex rules take it (rules/complex.py), else the error stands
+            r = _complex_hook("ufunc", ufunc, method, inputs, kwargs) if _complex_hook else None
+            if r is None:
+                raise
+            return r
 
     def __array_function__(self, func, types, args, kwargs):
-        return rules.apply_function(func, args, kwargs)
+        try:
+            return rules.apply_function(func, args, kwargs)
+        except ComplexOperand:
+            r = _complex_hook("function", func, args, kwargs) if _complex_hook else None
+            if r is None:
+                raise
+            return r
 
     def __array__(self, dtype=None, copy=None):
         """NumPy's conversion (np.array / np.asarray of a tracer or of a list holding tracers,
@@ -821,7 +845,24 @@ def _ufunc(ufunc, *inputs):
         if type(x) is not Tracer and hasattr(type(x), "__array_ufunc__") and type(x) is not np.ndarray \
                 and not isinstance(x, np.generic):
             return ufunc(*inputs)    # another override type takes part: let NumPy decide
-    return rules.apply_ufunc(ufunc, "__call__", inputs, {})
+    try:
+        return rules.apply_ufunc(ufunc, "__call__", inputs, {})
+    except ComplexOperand:
+        r = _complex_hook("ufunc", ufunc, "__call__", inputs, {}) if _complex_hook else None
+        if r is None:
+            raise
+        return r
+
+
+# The complex rules (tapegrad.rules.complex) install their fallback here: a real rule that meets
+# a complex operand raises ComplexOperand, and the dispatch above hands the operation to it.
+_complex_hook = None
+
+
+def install_complex(hook):
+    """Called once by tapegrad.rules.complex at import."""
+    global _complex_hook
+    _complex_hook = hook
 
 
 # operand types for which an operator is exactly rules.binary (what np.<ufunc> would dispatch to)
