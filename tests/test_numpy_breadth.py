@@ -242,8 +242,8 @@ for covers, name, op, s in [
     (np.fft.irfft2, "irfft2", lambda x: np.fft.irfft2(x + 0.5j * x[::-1]), (3, 3)),
     (np.fft.fftn, "fftn", lambda x: _ri(np.fft.fftn(x, axes=(0, 2))), (2, 3, 4)),
     (np.fft.ifftn, "ifftn", lambda x: _ri(np.fft.ifftn(x)), (2, 3)),
-    (np.fft.rfftn, "rfftn", lambda x: _ri(np.fft.rfftn(x, s=(4, 4))), (3, 5)),
-    (np.fft.irfftn, "irfftn", lambda x: np.fft.irfftn(x * 1j + x ** 2, s=(2, 5)), (2, 3)),
+    (np.fft.rfftn, "rfftn", lambda x: _ri(np.fft.rfftn(x, s=(4, 4), axes=(0, 1))), (3, 5)),
+    (np.fft.irfftn, "irfftn", lambda x: np.fft.irfftn(x * 1j + x ** 2, s=(2, 5), axes=(0, 1)), (2, 3)),
     (np.fft.hfft, "hfft", lambda x: np.fft.hfft(x * (1 + 1j)), (4,)),
     (np.fft.ihfft, "ihfft", lambda x: _ri(np.fft.ihfft(x, n=5)), (4,)),
 ]:

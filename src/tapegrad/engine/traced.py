@@ -90,6 +90,14 @@ def out_dtype(dtypes):
 _F64 = np.dtype(np.float64)
 
 
+def _is_complex_value(x):
+    """A complex number or array, or a complex traced value (rules/complex.py)."""
+    t = type(x)
+    if t is np.ndarray:
+        return x.dtype.kind == "c"
+    return t is complex or isinstance(x, np.complexfloating) or t.__name__ == "ComplexTracer"
+
+
 def _leaf_label(dyn, argnums, single, i):
     """'argument k' (with the path inside it, e.g. "argument 1[0]['w']") of leaf i."""
     paths = []
@@ -251,6 +259,9 @@ class Traced:
             raise TapegradValueError(f"{what}: structure does not match the primals")
         parts = []
         for l, s in zip(leaves, self.in_shapes):
+            if _is_complex_value(l):
+                raise TapegradTypeError(f"{what}: a complex tangent for a real primal (its imaginary "
+                                        "part would be dropped)")
             a = np.asarray(rules.value_of(l), dtype=np.float64) if type(l) is not Tracer else l
             if np.shape(rules.value_of(a)) != tuple(s):
                 raise TapegradValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(a))}")
@@ -263,6 +274,9 @@ class Traced:
             raise TapegradValueError(f"{what}: structure does not match the output")
         parts = []
         for l, s in zip(leaves, self.out_shapes):
+            if _is_complex_value(l):
+                raise TapegradTypeError(f"{what}: a complex cotangent for a real output (its "
+                                        "imaginary part would be dropped)")
             if np.shape(rules.value_of(l)) != tuple(s):
                 raise TapegradValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(l))}")
             parts.append(l)
