@@ -26,7 +26,11 @@ def _input_value(x, fname, label):
         if x._rec.active:
             return x._val.astype(np.float64), x
         x = x._val
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except ComplexOperand:      # a complex traced value of an enclosing operator
+        raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "
+                            "(grad, value_and_grad, vjp and jvp take complex ones)") from None
     k = a.dtype.kind
     if k == "f" or k in "iu":
         if k == "f" and a.dtype != np.float64:
