@@ -58,6 +58,12 @@ UNARY = [
     ("einsum", lambda z: np.einsum("ij,jk->ik", z.reshape(2, 3), z.reshape(3, 2)), None),
     ("outer", lambda z: np.outer(z[:2], z[2:]), None),
     ("fftshift", lambda z: np.fft.fftshift(z), None),
+    ("log1p", np.log1p, None), ("exp2", np.exp2, None), ("arcsin", np.arcsin, None),
+    ("arccos", np.arccos, None), ("arctan", np.arctan, None), ("arcsinh", np.arcsinh, None),
+    ("arccosh", np.arccosh, None), ("arctanh", np.arctanh, None),
+    ("prod", np.prod, None), ("prod_axis", lambda z: np.prod(z.reshape(2, 3), axis=1), None),
+    ("prod_keepdims", lambda z: np.prod(z.reshape(2, 3), axis=0, keepdims=True), None),
+    ("cumprod", np.cumprod, None), ("cumprod_axis", lambda z: np.cumprod(z.reshape(2, 3), axis=1), None),
 ]
 # complex to real
 TO_REAL = [
@@ -116,6 +122,24 @@ def test_fft_rules_on_real_inputs(name, f, rng):
     F = lambda x: np.stack([np.real(f(x)), np.imag(f(x))])   # noqa: E731
     np.testing.assert_allclose(tg.vjp(F, x)[0], F(x), rtol=1e-12, atol=1e-12)
     tg.check_grads(F, x, modes=("fwd", "rev"), order=2)
+
+
+@pytest.mark.parametrize("name", ["inv", "solve_vec", "solve_mat", "solve_real_matrix", "solve_rhs"])
+def test_complex_inv_and_solve(name, rng):
+    # by the real embedding [[B, -C], [C, B]] of A = B + iC (rules/complex.py)
+    A = cplx(rng, 3, 3) + 3 * np.eye(3)
+    b, Bm = cplx(rng, 3), cplx(rng, 3, 2)
+    f, z = {"inv": (np.linalg.inv, A), "solve_vec": (lambda A: np.linalg.solve(A, b), A),
+            "solve_mat": (lambda A: np.linalg.solve(A, Bm), A),
+            "solve_real_matrix": (lambda b: np.linalg.solve(A.real + 3 * np.eye(3), b), b),
+            "solve_rhs": (lambda b: np.linalg.solve(A, b), b)}[name]
+    F = pair_form(f)
+    np.testing.assert_allclose(tg.vjp(F, z.real, z.imag)[0], F(z.real, z.imag), rtol=1e-12, atol=1e-13)
+    tg.check_grads(F, z.real, z.imag, modes=("fwd", "rev"), order=2)
+    # a real matrix argument with a complex right-hand side: a real gradient
+    M = A.real + 3 * np.eye(3)
+    loss = lambda M: np.sum(np.abs(np.linalg.solve(M, b)) ** 2)   # noqa: E731
+    tg.check_grads(loss, M, modes=("fwd", "rev"), order=2)
 
 
 def test_fft_values_are_numpys(rng):

@@ -196,8 +196,43 @@ UNARY = {
     np.tan: lambda x: _cdiv(_csin(x), _ccos(x)),
     np.sinh: _csinh, np.cosh: _ccosh,
     np.tanh: lambda x: _cdiv(_csinh(x), _ccosh(x)),
-    np.expm1: lambda x: _sub(_cexp(x)[0], 1.0) if False else (_cexp(x)[0] - 1.0, _cexp(x)[1]),
+    np.expm1: lambda x: _csub(_cexp(x), (1.0, None)),
 }
+_I = (0.0, 1.0)
+
+
+def _casin(x):
+    # arcsin z = -i log(iz + sqrt(1 - z^2)) (Abramowitz & Stegun 4.4.26; NumPy's branch cuts)
+    w = _clog(_cadd(_cmul(_I, x), _csqrt(_csub((1.0, None), _cmul(x, x)))))
+    return w[1], _sub(None, w[0])
+
+
+def _cadd(x, y):
+    return _add(x[0], y[0]), _add(x[1], y[1])
+
+
+def _csub(x, y):
+    return _sub(x[0], y[0]), _sub(x[1], y[1])
+
+
+def _cscale(x, c):
+    return tuple(None if p is None else p * c for p in x)
+
+
+UNARY.update({
+    np.log1p: lambda x: _clog(_cadd((1.0, None), x)),
+    np.exp2: lambda x: _cexp(_cscale(x, _LN2)),
+    np.arcsin: _casin,
+    np.arccos: lambda x: _csub((np.pi / 2, None), _casin(x)),
+    # arctan z = (i/2) (log(1 - iz) - log(1 + iz)) (A&S 4.4.22)
+    np.arctan: lambda x: _cmul((0.0, 0.5), _csub(_clog(_csub((1.0, None), _cmul(_I, x))),
+                                                 _clog(_cadd((1.0, None), _cmul(_I, x))))),
+    # arcsinh z = log(z + sqrt(z^2 + 1)), arccosh z = log(z + sqrt(z + 1) sqrt(z - 1)),
+    # arctanh z = (log(1 + z) - log(1 - z)) / 2 (A&S 4.6.14-16)
+    np.arcsinh: lambda x: _clog(_cadd(x, _csqrt(_cadd(_cmul(x, x), (1.0, None))))),
+    np.arccosh: lambda x: _clog(_cadd(x, _cmul(_csqrt(_cadd(x, (1.0, None))), _csqrt(_csub(x, (1.0, None)))))),
+    np.arctanh: lambda x: _cscale(_csub(_clog(_cadd((1.0, None), x)), _clog(_csub((1.0, None), x))), 0.5),
+})
 REAL_UNARY = {   # complex -> real
     np.absolute: _cabs,
 }
@@ -312,7 +347,81 @@ def _real_if_close(x, tol=100):
     return make(a, b)
 
 
+def _prod(x, axis=None, keepdims=False):
+    """Products of complex values: a running complex product over the axis (no log: exact at 0)."""
+    a, b = parts(x)
+    shape = np.shape(value_of(a))
+    if axis is None:
+        a, b, ax = np.ravel(a), (None if b is None else np.ravel(b)), 0
+    else:
+        ax = int(axis) % max(len(shape), 1)
+    n = np.shape(value_of(a))[ax]
+    if n == 0:
+        return np.prod(np.zeros(np.shape(value_of(a)), dtype=complex), axis=ax, keepdims=keepdims)
+
+    def at(p, k):
+        return None if p is None else p[(slice(None),) * ax + (k,)]
+    res = (at(a, 0), at(b, 0))
+    for k in range(1, n):
+        res = _cmul(res, (at(a, k), at(b, k)))
+    out = make(*res)
+    if keepdims:
+        out = out.reshape((1,) * len(shape)) if axis is None else _partwise(np.expand_dims)(out, ax)
+    return out
+
+
+def _cumprod(x, axis=None):
+    a, b = parts(x)
+    if axis is None:
+        a, b, ax = np.ravel(a), (None if b is None else np.ravel(b)), 0
+    else:
+        ax = int(axis) % np.ndim(value_of(a))
+    n = np.shape(value_of(a))[ax]
+    if n == 0:
+        return make(a, b)
+    idx = lambda k: tuple([slice(None)] * ax + [slice(k, k + 1)])   # noqa: E731
+    acc = (a[idx(0)], None if b is None else b[idx(0)])
+    outs = [acc]
+    for k in range(1, n):
+        acc = _cmul(acc, (a[idx(k)], None if b is None else b[idx(k)]))
+        outs.append(acc)
+    return _seq(lambda ps, axis=ax: np.concatenate(ps, axis=axis))([make(*o) for o in outs])
+
+
+def _cat(ps, axis):
+    if any(type(p) is Tracer for p in ps):
+        return np.concatenate([p if type(p) is Tracer else np.asarray(p, dtype=np.float64) for p in ps], axis=axis)
+    return np.concatenate(ps, axis=axis)
+
+
+def _embed(A):
+    """The real 2n x 2n matrix [[B, -C], [C, B]] of A = B + iC: A z = w is M (x, y) = (u, v)."""
+    B, C = parts(A)
+    if np.ndim(value_of(B)) < 2 or np.shape(value_of(B))[-1] != np.shape(value_of(B))[-2]:
+        raise np.linalg.LinAlgError("Last 2 dimensions of the array must be square")
+    C = _im((B, C))
+    return _cat([_cat([B, -C], -1), _cat([C, B], -1)], -2), np.shape(value_of(B))[-1]
+
+
+def _cinv(A):
+    # the embedding is a ring homomorphism: inv(M) embeds inv(A)
+    M, n = _embed(A)
+    Mi = np.linalg.inv(M)
+    return make(Mi[..., :n, :n], Mi[..., n:, :n])
+
+
+def _csolve(A, b):
+    M, n = _embed(A)
+    br, bi = parts(b)
+    bi = _im((br, bi))
+    vec = np.ndim(value_of(br)) == 1
+    x = np.linalg.solve(M, _cat([br, bi], -1 if vec else -2))
+    return make(x[..., :n], x[..., n:]) if vec else make(x[..., :n, :], x[..., n:, :])
+
+
 FUNCTIONS = {
+    np.linalg.inv: _cinv, np.linalg.solve: _csolve,
+    np.prod: _prod, np.cumprod: _cumprod,
     np.real: _real, np.imag: _imag, np.conj: lambda x: _wrap(UNARY[np.conjugate](parts(x))),
     np.conjugate: lambda x: _wrap(UNARY[np.conjugate](parts(x))),
     np.angle: _angle, np.abs: lambda x: _cabs(parts(x)), np.absolute: lambda x: _cabs(parts(x)),
