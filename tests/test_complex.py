@@ -408,3 +408,16 @@ def test_scalar_tracers_with_complex_constants(f):
     x, h = 1.3, 1e-6
     np.testing.assert_allclose(tg.grad(f)(x), (f(x + h) - f(x - h)) / (2 * h), rtol=1e-8, atol=1e-9)
     tg.check_grads(f, x, modes=("fwd", "rev"), order=2)
+
+
+def test_recorded_complex_solve_replays_and_round_trips(rng):
+    N, b = rng.standard_normal((4, 4)), cplx(rng, 4)
+    f = lambda M: np.sum(np.abs(np.linalg.solve(M + 1j * N, b)) ** 2) + np.sum(np.abs(np.linalg.inv(M - 1j * N)))  # noqa: E731
+    M0 = rng.standard_normal((4, 4)) + 4 * np.eye(4)
+    r = tg.record(f, M0)
+    M, V = M0 + 0.1 * rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    np.testing.assert_allclose(r(M), f(M), rtol=1e-13)
+    np.testing.assert_allclose(r.grad(M), tg.grad(f)(M), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(r.hvp(M, V), tg.hvp(f, (M,), (V,)), rtol=1e-11, atol=1e-11)
+    tg.check_grads(f, M, modes=("fwd", "rev"), order=2)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
