@@ -421,3 +421,27 @@ def test_recorded_complex_solve_replays_and_round_trips(rng):
     np.testing.assert_allclose(r.hvp(M, V), tg.hvp(f, (M,), (V,)), rtol=1e-11, atol=1e-11)
     tg.check_grads(f, M, modes=("fwd", "rev"), order=2)
     np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
+
+
+def test_eigvals(rng):
+    # distinct eigenvalues of real and complex matrices; first order (fwd and rev)
+    A, C = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    F = lambda x, y: (lambda w: np.stack([np.real(w), np.imag(w)]))(np.linalg.eigvals(x + 1j * y))  # noqa: E731
+    np.testing.assert_allclose(tg.vjp(F, A, C)[0], F(A, C), rtol=1e-13, atol=1e-13)
+    tg.check_grads(F, A, C, modes=("fwd", "rev"), order=1)
+    f = lambda A: np.sum(np.real(np.linalg.eigvals(A)) ** 3 + np.imag(np.linalg.eigvals(A)) ** 2)  # noqa: E731
+    tg.check_grads(f, A, modes=("fwd", "rev"), order=1)
+    # closed form: the gradient of sum(w) = trace(A) is the identity; of w_k for a symmetric A, v_k v_k^T
+    np.testing.assert_allclose(tg.grad(lambda A: np.real(np.sum(np.linalg.eigvals(A))))(A), np.eye(4), atol=1e-12)
+    S = A + A.T
+    w, V = np.linalg.eigh(S)
+    g = tg.grad(lambda S: np.max(np.real(np.linalg.eigvals(S))))(S)
+    np.testing.assert_allclose(g, np.outer(V[:, -1], V[:, -1]), atol=1e-10)
+    r = tg.record(f, A)
+    A2 = A + 0.01 * rng.standard_normal((4, 4))
+    np.testing.assert_allclose(r.grad(A2), tg.grad(f)(A2), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(A2), r.grad(A2))
+    with pytest.raises(NotImplementedError, match="second derivatives"):
+        tg.hvp(f, (A,), (C,))
+    with pytest.raises(TypeError, match="real-valued"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.eig(A)[0])))(A)

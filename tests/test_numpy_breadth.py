@@ -248,6 +248,7 @@ for covers, name, op, s in [
     (np.fft.ihfft, "ihfft", lambda x: _ri(np.fft.ihfft(x, n=5)), (4,)),
 ]:
     cov(covers, name, op, args(N(*s)), scalar=False)
+COVERED.add(np.linalg.eigvals)   # first order only: tests/test_complex.py::test_eigvals
 
 cov(np.hstack, "hstack_1d", lambda a, b: np.hstack((a, b)), args(N(3), N(2)))
 cov(np.vstack, "vstack", lambda a, b: np.vstack([a, b]), args(N(3), N(2, 3)))

@@ -1208,7 +1208,7 @@ def _complex_refusal(name):
 
 
 # (np.fft: rules/complex.py)
-for _f in (np.linalg.eig, np.linalg.eigvals):
+for _f in (np.linalg.eig,):    # (np.linalg.eigvals: rules/complex.py)
     _registry.register(_f, _complex_refusal(f"np.linalg.{_f.__name__}"), "refused", detail="complex")
 _registry.register(np.fft.fftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.fftshift(I, axes)),
                   "composition")
@@ -1599,7 +1599,8 @@ def _modes(entry):
         from . import calls
         ok = all(getattr(entry.rule_class, m) is not getattr(calls.CallRule, m)
                  for m in ("fwd", "tan", "bwd"))
-        return ("yes", "yes", "yes (traced adjoint)") if ok else ("MISSING",) * 3
+        hvp = getattr(entry.rule_class, "hvp_mode", "yes (traced adjoint)")   # a rule may say otherwise
+        return ("yes", "yes", hvp) if ok else ("MISSING",) * 3
     return ("yes", "yes", "yes")
 
 
