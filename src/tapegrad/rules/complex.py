@@ -18,7 +18,6 @@ from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
 from . import base as _rules, registry as _registry
 from .calls import CallRule, register as _register_rule, call as _call
 
-_PROTO = frozenset(("re", "im"))
 
 
 def _is_complex_const(x):
