@@ -149,3 +149,24 @@ def test_nested_and_inspect_read_referenced_constants():
     g = tgi.Graph(Traced(f, (x,)))
     consts = [n for n in g.nodes if n["kind"] == "const"]
     assert any(n["size"] == A.size and np.array_equal(n["value"], A.ravel()) for n in consts)
+
+
+def test_in_place_change_of_a_referenced_array_inside_f_raises_not_wrong():
+    M = np.ones((64, 64))                     # 4096 elements: referenced, not copied
+
+    def f(x):
+        y = np.sum(M @ x)
+        M[0, 0] = 5.0                         # after the use: the sweeps would read 5
+        return y + np.sum(M @ x)
+    with pytest.raises(ValueError, match="read-only"):
+        tg.grad(f)(np.ones(64))
+    assert M.flags.writeable and M[0, 0] == 1.0           # writeable again, unchanged
+
+    def g(x):
+        return np.sum(M @ x)
+    tg.grad(g)(np.ones(64))
+    M[0, 0] = 2.0                             # after the call: the user's array is writeable
+    ro = np.ones((64, 64))
+    ro.flags.writeable = False
+    tg.grad(lambda x: np.sum(ro @ x))(np.ones(64))
+    assert not ro.flags.writeable             # an array read-only before stays so

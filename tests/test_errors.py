@@ -36,8 +36,8 @@ def test_raised_errors_are_tapegrad_errors():
         tg.grad(lambda x: np.sum(np.add.accumulate(x)))(np.ones(2))
     with pytest.raises(tg.TapegradTypeError, match="boolean"):
         tg.grad(lambda x: np.sum(x))(np.ones(2, dtype=bool))
-    with pytest.raises(tg.TapegradTypeError, match="real-valued"):
-        tg.grad(lambda x: np.sum(np.abs(np.fft.fft(x))))(np.ones(4))
+    with pytest.raises(tg.TapegradTypeError, match="real-valued"):    # (np.fft is supported now)
+        tg.grad(lambda x: np.sum(np.abs(np.linalg.eig(x.reshape(2, 2))[0])))(np.ones(4))
     with pytest.raises(tg.TapegradTypeError):
         tg.grad(lambda x: np.asarray(x, dtype=float).sum())(np.ones(2))
     with pytest.raises(ValueError):    # raised by the Cython core (not yet a TapegradError)

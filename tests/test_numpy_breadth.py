@@ -224,6 +224,32 @@ for covers, name, op, s in [
     cov(covers, name, sh(op), args(distinct(*s) if covers is np.clip else N(*s)))
 
 cov(np.hstack, "hstack", lambda a, b: np.hstack([a, b, np.ones((2, 1))]), args(N(2, 3), N(2, 2)))
+
+
+# np.fft (complex values inside a real function: rules/complex.py); each row is real to real
+def _ri(z):
+    return np.real(z) + 2.0 * np.imag(z)
+
+
+for covers, name, op, s in [
+    (np.fft.fft, "fft", lambda x: _ri(np.fft.fft(x, n=7)), (5,)),
+    (np.fft.ifft, "ifft", lambda x: _ri(np.fft.ifft(x * (1 + 0.5j), norm="ortho")), (2, 4)),
+    (np.fft.rfft, "rfft", lambda x: _ri(np.fft.rfft(x, axis=0)), (5, 2)),
+    (np.fft.irfft, "irfft", lambda x: np.fft.irfft(x * (1 - 0.3j), n=6), (4,)),
+    (np.fft.fft2, "fft2", lambda x: _ri(np.fft.fft2(x)), (3, 4)),
+    (np.fft.ifft2, "ifft2", lambda x: _ri(np.fft.ifft2(x, s=(2, 5))), (3, 4)),
+    (np.fft.rfft2, "rfft2", lambda x: _ri(np.fft.rfft2(x, norm="forward")), (3, 4)),
+    (np.fft.irfft2, "irfft2", lambda x: np.fft.irfft2(x + 0.5j * x[::-1]), (3, 3)),
+    (np.fft.fftn, "fftn", lambda x: _ri(np.fft.fftn(x, axes=(0, 2))), (2, 3, 4)),
+    (np.fft.ifftn, "ifftn", lambda x: _ri(np.fft.ifftn(x)), (2, 3)),
+    (np.fft.rfftn, "rfftn", lambda x: _ri(np.fft.rfftn(x, s=(4, 4), axes=(0, 1))), (3, 5)),
+    (np.fft.irfftn, "irfftn", lambda x: np.fft.irfftn(x * 1j + x ** 2, s=(2, 5), axes=(0, 1)), (2, 3)),
+    (np.fft.hfft, "hfft", lambda x: np.fft.hfft(x * (1 + 1j)), (4,)),
+    (np.fft.ihfft, "ihfft", lambda x: _ri(np.fft.ihfft(x, n=5)), (4,)),
+]:
+    cov(covers, name, op, args(N(*s)), scalar=False)
+COVERED.add(np.linalg.eigvals)   # first order only: tests/test_complex.py::test_eigvals
+
 cov(np.hstack, "hstack_1d", lambda a, b: np.hstack((a, b)), args(N(3), N(2)))
 cov(np.vstack, "vstack", lambda a, b: np.vstack([a, b]), args(N(3), N(2, 3)))
 cov(np.row_stack, "row_stack", lambda a, b: np.vstack([a, b]), args(N(3), N(2, 3)))

@@ -32,3 +32,4 @@ class GuardError(TapegradError, RuntimeError):
 
 class RegistrationError(TapegradError, RuntimeError):
     """A NumPy function was registered twice (raised at import, naming both places)."""
+

@@ -227,9 +227,13 @@ def make_ggnvp(f, g=lambda x: 1. / 2 * _np.sum(x ** 2, axis=-1), f_argnum=0):
 
 @_unary_to_nary
 def holomorphic_grad(fun, x):
-    """Not supported: tapegrad is real-valued (complex numbers are not supported yet)."""
-    raise _Unsupported("holomorphic_grad: complex numbers are not supported yet (tapegrad is "
-                       "real-valued); differentiate the real and imaginary parts as real functions")
+    """The complex derivative f'(z) of a holomorphic fun (autograd's ``holomorphic_grad``): the
+    gradient of Re f, which is f'(z) by the Cauchy-Riemann equations under the convention
+    grad = d/dx - i d/dy (docs/complex.md). Warns, as autograd does, for a real x."""
+    if not _np.iscomplexobj(x):
+        import warnings
+        warnings.warn("Input to holomorphic_grad is not complex")
+    return _api.grad(lambda z: _np.real(fun(z)))(x)
 
 
 def grad_named(fun, argname):

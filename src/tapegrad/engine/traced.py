@@ -16,6 +16,7 @@ from ..tracing import pytree as _tree
 from ..tracing.tracer import Recorder, Tracer, _as_float_array
 from ..rules import base as rules
 from ..errors import GuardError, TapegradTypeError, TapegradValueError  # noqa: F401 (GuardError: re-exported)
+from ..tracing.tracer import ComplexOperand, ComplexResult
 from . import reference
 
 
@@ -25,7 +26,11 @@ def _input_value(x, fname, label):
         if x._rec.active:
             return x._val.astype(np.float64), x
         x = x._val
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except ComplexOperand:      # a complex traced value of an enclosing operator
+        raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "
+                            "(grad, value_and_grad, vjp and jvp take complex ones)") from None
     k = a.dtype.kind
     if k == "f" or k in "iu":
         if k == "f" and a.dtype != np.float64:
@@ -36,8 +41,9 @@ def _input_value(x, fname, label):
                         "real (float) arrays (integers are promoted to float64; convert a "
                         "boolean with x.astype(float) if it is meant as 0/1 numbers)")
     if k == "c":
-        raise TapegradTypeError(f"{fname}: {label()} is complex; tapegrad differentiates "
-                        "real-valued code only")
+        # grad, value_and_grad, vjp and jvp catch it and take their complex path (operators/api.py)
+        raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "
+                            "(grad, value_and_grad, vjp and jvp take complex ones)")
     raise TapegradTypeError(f"{fname}: {label()} of type {type(x).__name__} (dtype {a.dtype}) is "
                     "not a real number or array")
 
@@ -86,6 +92,14 @@ def out_dtype(dtypes):
 
 
 _F64 = np.dtype(np.float64)
+
+
+def _is_complex_value(x):
+    """A complex number or array, or a complex traced value (rules/complex.py)."""
+    t = type(x)
+    if t is np.ndarray:
+        return x.dtype.kind == "c"
+    return t is complex or isinstance(x, np.complexfloating) or t.__name__ == "ComplexTracer"
 
 
 def _leaf_label(dyn, argnums, single, i):
@@ -190,7 +204,12 @@ class Traced:
         self.out_shapes = [np.shape(rules.value_of(o)) for o in out_leaves]
         self.out_sizes = [math.prod(s) for s in self.out_shapes]   # (np.prod: ~5 us a call)
         self.nout = sum(self.out_sizes)
-        self.out_off = self._assemble_output(out_leaves)
+        try:
+            self.out_off = self._assemble_output(out_leaves)
+        except ComplexOperand:
+            raise ComplexResult(f"{fname}: the function returned a complex value; {fname} takes "
+                                "real-valued functions only (grad, value_and_grad, vjp and jvp take "
+                                "complex ones)") from None
         rec.finish(self.nin, self.out_off, self.nout)
         self.tape = rec.tape
         self.nested = rec.nested or any(o is not None for o in outer)
@@ -209,6 +228,8 @@ class Traced:
                 continue        # an object array of traced values: operand() below takes it
             try:
                 _as_float_array(rules.value_of(o))
+            except ComplexOperand:
+                raise
             except TypeError:
                 raise TapegradTypeError(f"the function returned {type(o).__name__}, which is not an array "
                                 "or a number") from None
@@ -245,6 +266,9 @@ class Traced:
             raise TapegradValueError(f"{what}: structure does not match the primals")
         parts = []
         for l, s in zip(leaves, self.in_shapes):
+            if _is_complex_value(l):
+                raise TapegradTypeError(f"{what}: a complex tangent for a real primal (its imaginary "
+                                        "part would be dropped)")
             a = np.asarray(rules.value_of(l), dtype=np.float64) if type(l) is not Tracer else l
             if np.shape(rules.value_of(a)) != tuple(s):
                 raise TapegradValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(a))}")
@@ -257,6 +281,9 @@ class Traced:
             raise TapegradValueError(f"{what}: structure does not match the output")
         parts = []
         for l, s in zip(leaves, self.out_shapes):
+            if _is_complex_value(l):
+                raise TapegradTypeError(f"{what}: a complex cotangent for a real output (its "
+                                        "imaginary part would be dropped)")
             if np.shape(rules.value_of(l)) != tuple(s):
                 raise TapegradValueError(f"{what}: expected shape {tuple(s)}, got {np.shape(rules.value_of(l))}")
             parts.append(l)

@@ -8,16 +8,23 @@ from ..tracing.tracer import Tracer
 from ..rules import base as rules, calls as _calls
 from ..engine.traced import Traced, _finish_leaves, cast_leaves
 from ..rules import custom as _custom
+from ..rules import complex as _cx
 from ..errors import TapegradTypeError, TapegradValueError
+from ..tracing.tracer import ComplexResult
 
 
 # ====================================================================== public operators
-def value_and_grad(f, argnums=0, has_aux=False):
+def value_and_grad(f, argnums=0, has_aux=False, holomorphic=False):
     """Returns a function computing (f(*args), gradient of f with respect to args[argnums]).
     The value is float64; the gradient takes the inputs' float dtypes (float32 in, float32 out,
-    computed in float64: see grad)."""
+    computed in float64: see grad). Complex inputs: see grad and docs/complex.md."""
     def vg(*args, **kwargs):
-        tr = Traced(f, args, kwargs, argnums, has_aux, "grad")
+        if holomorphic:
+            return _complex_value_and_grad(f, args, kwargs, argnums, has_aux, True)
+        try:
+            tr = Traced(f, args, kwargs, argnums, has_aux, "grad")
+        except ComplexResult:
+            return _complex_value_and_grad(f, args, kwargs, argnums, has_aux, False)
         if tr.nout != 1:
             if not tr.out_shapes:
                 raise TapegradTypeError("grad: the function must return a scalar (size-1) output, got "
@@ -41,7 +48,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
     return vg
 
 
-def grad(f, argnums=0, has_aux=False):
+def grad(f, argnums=0, has_aux=False, holomorphic=False):
     """Returns a function computing the gradient of scalar f with respect to args[argnums].
 
     The gradient has the structure of the differentiated argument (pytrees of tuples, lists,
@@ -50,12 +57,18 @@ def grad(f, argnums=0, has_aux=False):
     dtypes: tapegrad computes in float64. The derivative with respect to a float32 (float16,
     longdouble) input is given in that dtype (a NumPy float32 scalar for one), as autograd and
     JAX give it; integer inputs (Python ints, NumPy integer arrays) are promoted to float64 and
-    get float64 derivatives (a Python float for a Python int or float); boolean and complex
-    inputs are refused with an error naming the argument. The same holds for every operator
-    (vjp, jvp, hvp, jacobian, hessian) and for recorded tapes; jvp and jacobian results take
-    NumPy's promotion of the inputs' dtypes (float32 when every differentiated input is).
+    get float64 derivatives (a Python float for a Python int or float); boolean inputs are
+    refused with an error naming the argument. The same holds for every operator (vjp, jvp,
+    hvp, jacobian, hessian) and for recorded tapes; jvp and jacobian results take NumPy's
+    promotion of the inputs' dtypes (float32 when every differentiated input is).
+
+    Complex inputs (autograd's and JAX's convention, docs/complex.md): for real f of complex
+    z = x + iy the gradient is df/dx - i df/dy (complex64 in, complex64 out). A complex-valued
+    f raises a TypeError unless holomorphic=True, which gives the complex derivative f'(z).
+    grad, value_and_grad, vjp and jvp take complex inputs; the other operators and recorded
+    tapes take real inputs (complex values inside a real function work everywhere).
     """
-    vg = value_and_grad(f, argnums, has_aux)
+    vg = value_and_grad(f, argnums, has_aux, holomorphic)
 
     def g(*args, **kwargs):
         (v, g_) = vg(*args, **kwargs)
@@ -67,7 +80,15 @@ def grad(f, argnums=0, has_aux=False):
 
 def vjp(f, *primals, has_aux=False):
     """(out, vjp_fn): vjp_fn(cotangent) returns a tuple with one cotangent per primal, each in
-    its primal's float dtype (float32 for a float32 primal; computed in float64: see grad)."""
+    its primal's float dtype (float32 for a float32 primal; computed in float64: see grad).
+    Complex primals or outputs: the non-conjugated transpose (docs/complex.md)."""
+    try:
+        return _vjp(f, primals, has_aux)
+    except ComplexResult:
+        return _complex_vjp(f, primals, has_aux)
+
+
+def _vjp(f, primals, has_aux):
     tr = Traced(f, primals, None, None, has_aux, "vjp")
     out = tr.output()
     out = _tree.unflatten(tr.out_tree, _finish_leaves(_tree.flatten(out)[0]))
@@ -86,6 +107,13 @@ def jvp(f, primals, tangents):
         raise TapegradTypeError("jvp: primals and tangents must be tuples (one entry per argument)")
     if len(primals) != len(tangents):
         raise TapegradValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    try:
+        return _jvp(f, primals, tangents)
+    except ComplexResult:
+        return _complex_jvp(f, tuple(primals), tuple(tangents))
+
+
+def _jvp(f, primals, tangents):
     tr = Traced(f, tuple(primals), None, None, False, "jvp")
     tans = tr.flat_in(tuple(tangents), "jvp tangents")
     out_dot = _finish_leaves(tr.pushforward(tans))
@@ -188,6 +216,158 @@ def derivative(f):
             return r
         return float(r) if tr.in_dtypes is None else cast_leaves([r], [(tr.in_dtypes[0][0], True)])[0]
     return d
+
+
+# ====================================================================== complex values
+# Complex inputs and outputs are split into (re, im) pairs of real leaves around f, so the real
+# machinery differentiates a real function of real arguments; the convention (docs/complex.md)
+# is applied here: a complex cotangent c pairs with a change dz as Re(c dz), so c = a + ib is
+# the real cotangent (a, -b) of (re, im), and a real gradient (gx, gy) is the complex gx - i gy.
+def _is_complex_leaf(x):
+    return _cx.is_complex(x) or (type(x) is np.ndarray and x.dtype.kind == "c")
+
+
+def _split(x):
+    if type(x) is _cx.ComplexTracer:
+        return (x.re, x.imag)
+    if isinstance(x, (complex, np.complexfloating)) and not isinstance(x, np.ndarray):
+        return (x.real, x.imag)
+    a = np.asarray(x)
+    return (a.real.copy(), a.imag.copy())
+
+
+def _realify(tree):
+    """(tree with complex leaves as (re, im) pairs, mask of the complex leaves, treedef)."""
+    leaves, td = _tree.flatten(tree)
+    mask = [_is_complex_leaf(l) for l in leaves]
+    new = [_split(l) if m else l for l, m in zip(leaves, mask)]
+    return _tree.unflatten(td, new), mask, td
+
+
+def _join(rtree, mask, td, pair):
+    """The inverse of _realify: pairs back to one leaf each, by pair(re, im)."""
+    leaves, _ = _tree.flatten(rtree)
+    it, out = iter(leaves), []
+    for m in mask:
+        out.append(pair(next(it), next(it)) if m else next(it))
+    return _tree.unflatten(td, out)
+
+
+def _complex_leaf(re, im):
+    if type(re) is Tracer or type(im) is Tracer:
+        return _cx.make(re, im)
+    r = np.asarray(re) + 1j * np.asarray(im)
+    return r[()] if np.ndim(r) == 0 and not isinstance(re, np.ndarray) else r
+
+
+def _grad_leaf(gx, gy):
+    """df/dx - i df/dy."""
+    if type(gx) is Tracer or type(gy) is Tracer:
+        return _cx.make(gx, -gy)
+    r = np.asarray(gx) - 1j * np.asarray(gy)
+    return r[()] if np.ndim(r) == 0 and not isinstance(gx, np.ndarray) else r
+
+
+def _realified(f, primals, has_aux):
+    """(g, realified primals, input mask/treedef, out holder): g takes the realified primals and
+    returns f's output with complex leaves as (re, im) pairs."""
+    rp, in_mask, in_td = _realify(tuple(primals))
+    holder = {}
+
+    def g(*rargs):
+        res = f(*_join(rargs, in_mask, in_td, _cx.make))
+        if has_aux:
+            res, aux = res
+        leaves, td = _tree.flatten(res)
+        mask = [_is_complex_leaf(l) for l in leaves]
+        holder["out"] = (mask, td)
+        r = _tree.unflatten(td, [(_split(l)[0], _split(l)[1]) if m else l for l, m in zip(leaves, mask)])
+        return (r, aux) if has_aux else r
+    return g, rp, (in_mask, in_td), holder
+
+
+def _complex_vjp(f, primals, has_aux):
+    g, rp, (in_mask, in_td), holder = _realified(f, primals, has_aux)
+    res = _vjp(g, rp, has_aux)
+    out_r, fn_r = res[0], res[1]
+    out_mask, out_td = holder["out"]
+    out = _join(out_r, out_mask, out_td, _complex_leaf)
+
+    def vjp_fn(ct):
+        leaves, _ = _tree.flatten(ct)
+        if len(leaves) != len(out_mask):
+            raise TapegradValueError(f"vjp_fn: the cotangent has {len(leaves)} arrays, the output "
+                                     f"{len(out_mask)}")
+        new = []
+        for c, m in zip(leaves, out_mask):
+            if m:
+                c = np.asarray(c) if type(c) is not _cx.ComplexTracer else c
+                re, im = _split(c) if _is_complex_leaf(c) else (c, np.zeros(np.shape(c)))
+                new.append((re, -im))
+            else:
+                if _is_complex_leaf(c):
+                    raise TapegradTypeError("vjp_fn: a complex cotangent for a real output")
+                new.append(c)
+        gr = fn_r(_tree.unflatten(out_td, new))
+        return _join(gr, in_mask, in_td, _grad_leaf)
+    return (out, vjp_fn, res[2]) if has_aux else (out, vjp_fn)
+
+
+def _complex_jvp(f, primals, tangents):
+    g, rp, (in_mask, in_td), holder = _realified(f, primals, False)
+    t_leaves, t_td = _tree.flatten(tangents)
+    if len(t_leaves) != len(in_mask):
+        raise TapegradValueError("jvp: the tangents do not have the structure of the primals")
+    new = []
+    for t, m in zip(t_leaves, in_mask):
+        if m:
+            new.append(_split(t) if _is_complex_leaf(t) else (t, np.zeros(np.shape(t))))
+        elif _is_complex_leaf(t):
+            raise TapegradTypeError("jvp: a complex tangent for a real primal")
+        else:
+            new.append(t)
+    out_r, dot_r = _jvp(g, rp, _tree.unflatten(in_td, new))
+    out_mask, out_td = holder["out"]
+    return (_join(out_r, out_mask, out_td, _complex_leaf), _join(dot_r, out_mask, out_td, _complex_leaf))
+
+
+def _complex_value_and_grad(f, args, kwargs, argnums, has_aux, holomorphic):
+    nums, single = _argnums(argnums, len(args), "grad")
+    primals = tuple(args[i] for i in nums)
+
+    def h(*dyn):
+        new = list(args)
+        for i, d in zip(nums, dyn):
+            new[i] = d
+        return f(*new, **kwargs)
+    if holomorphic and not all(_is_complex_leaf(l) for l in _tree.flatten(primals)[0]):
+        raise TapegradTypeError("grad(holomorphic=True): the differentiated inputs must be complex "
+                                "(as in JAX); give z + 0j for a real point")
+    res = _complex_vjp(h, primals, has_aux)
+    out, vjp_fn = res[0], res[1]
+    leaves, td = _tree.flatten(out)
+    if len(leaves) != 1 or np.size(rules.value_of(leaves[0]) if type(leaves[0]) is not _cx.ComplexTracer
+                                    else leaves[0].re) != 1:
+        raise TapegradTypeError("grad: the function must return a scalar (size-1) output")
+    o = leaves[0]
+    is_c = _is_complex_leaf(o)
+    if is_c and not holomorphic:
+        raise TapegradTypeError("grad: the function returned a complex value; grad takes "
+                                "real-valued functions (use holomorphic=True for the complex "
+                                "derivative of a holomorphic function, or take np.abs / np.real)")
+    if holomorphic and not is_c:
+        raise TapegradTypeError("grad(holomorphic=True): the function must return a complex value")
+    shape = np.shape(o.re) if type(o) is _cx.ComplexTracer else np.shape(rules.value_of(o))
+    ct = _tree.unflatten(td, [np.ones(shape) + (0j if is_c else 0.0)])
+    gs = vjp_fn(ct)
+    g = gs[0] if single else tuple(gs)
+    val = o
+    if type(val) is np.ndarray and val.ndim == 0:
+        val = val[()]
+    return ((val, res[2]) if has_aux else val), g
+
+
+from ..engine.traced import _argnums  # noqa: E402
 
 
 _calls.install_jvp(jvp)   # the tangent of a Python rule's adjoint (see rules/calls.py)

@@ -32,6 +32,8 @@ from ..engine.traced import Traced, GuardError, narrow_dtype, cast_tree, out_dty
 from . import sparse as _sparse
 from . import batch as _batch
 from ..errors import TapegradTypeError, TapegradValueError
+from ..tracing.tracer import ComplexResult
+from . import api as _api
 
 _FORMAT = "tapegrad.Recorded"
 _VERSION = 1
@@ -762,7 +764,113 @@ def record(f, *example_args, strict=False, argnums=None):
     argnums (an int or a tuple): the arguments that grad, jvp and hvp (and their batched
     forms) differentiate; the others are data, replayed as inputs (so a batch over data, e.g.
     ``grad_batch(w, X, y, in_axes=(None, 0, 0))``, needs no re-recording). None: all."""
-    return Recorded(f, *example_args, strict=strict, argnums=argnums)
+    try:
+        return Recorded(f, *example_args, strict=strict, argnums=argnums)
+    except ComplexResult:
+        if argnums is not None:
+            raise TapegradTypeError("record: argnums is not supported with complex arguments or "
+                                    "outputs yet") from None
+        return ComplexRecorded(f, example_args, strict)
+
+
+class ComplexRecorded:
+    """A recording of f with complex arguments or outputs (docs/complex.md): f is recorded on
+    the (re, im) pairs of its complex leaves, a real tape replayed by ``Recorded``; the methods
+    apply the operators' convention (grad = df/dx - i df/dy, the non-conjugated vjp, the
+    pushforward jvp). Calls give complex values where the recording had them (a real number
+    is taken as complex with zero imaginary part there)."""
+
+    def __init__(self, f, example_args, strict=False):
+        self.nargs = len(example_args)
+        rp, self._in_mask, self._in_td = _api._realify(tuple(example_args))
+        holder = self._holder = {}
+        mask, td = self._in_mask, self._in_td
+
+        def g(*rargs):
+            res = f(*_api._join(rargs, mask, td, _api._cx.make))
+            leaves, otd = _tree.flatten(res)
+            m = [_api._is_complex_leaf(l) for l in leaves]
+            holder["out"] = (m, otd)
+            return _tree.unflatten(otd, [_api._split(l) if c else l for l, c in zip(leaves, m)])
+        self._rec = Recorded(g, *rp, strict=strict)
+        self.recorded = self._rec
+
+    def _real_args(self, args, what):
+        leaves, td = _tree.flatten(tuple(args))
+        if td != self._in_td:
+            raise TapegradValueError(f"{what}: the arguments do not have the recorded structure")
+        new = []
+        for l, m in zip(leaves, self._in_mask):
+            if m:
+                new.append(_api._split(l) if _api._is_complex_leaf(l) else (l, np.zeros(np.shape(l))))
+            elif _api._is_complex_leaf(l):
+                raise TapegradTypeError(f"{what}: a complex value where the recording had a real one "
+                                        "(record again with a complex example)")
+            else:
+                new.append(l)
+        return tuple(_tree.unflatten(td, new))
+
+    def _primals(self, x):
+        return (x,) if self.nargs == 1 else tuple(x)
+
+    def _unpack(self, rx):
+        return rx[0] if self.nargs == 1 else rx
+
+    def _out(self, out_r):
+        m, td = self._holder["out"]
+        return _api._join(out_r, m, td, _api._complex_leaf)
+
+    def _in(self, g_r):
+        g = _api._join((g_r,) if self.nargs == 1 else tuple(g_r), self._in_mask, self._in_td,
+                       _api._grad_leaf)
+        return g[0] if self.nargs == 1 else g
+
+    def _real_output(self, what):
+        if any(self._holder["out"][0]):
+            raise TapegradTypeError(f"{what}: the recorded function returns a complex value; {what} "
+                                    "takes real-valued functions (use vjp)")
+
+    def __call__(self, *args):
+        return self._out(self._rec(*self._real_args(args, "call")))
+
+    def value_and_grad(self, *args):
+        self._real_output("grad")
+        v, g = self._rec.value_and_grad(*self._real_args(args, "grad"))
+        return v, self._in(g)
+
+    def grad(self, *args):
+        self._real_output("grad")
+        return self._in(self._rec.grad(*self._real_args(args, "grad")))
+
+    def vjp(self, x, u):
+        m, td = self._holder["out"]
+        leaves, _ = _tree.flatten(u)
+        if len(leaves) != len(m):
+            raise TapegradValueError("vjp: the cotangent does not have the structure of the output")
+        ct = []
+        for c, cm in zip(leaves, m):
+            if cm:
+                re, im = _api._split(c) if _api._is_complex_leaf(c) else (c, np.zeros(np.shape(c)))
+                ct.append((re, -im))
+            elif _api._is_complex_leaf(c):
+                raise TapegradTypeError("vjp: a complex cotangent for a real output")
+            else:
+                ct.append(c)
+        rx = self._real_args(self._primals(x), "vjp")
+        return self._in(self._rec.vjp(self._unpack(rx), _tree.unflatten(td, ct)))
+
+    def jvp(self, x, v):
+        rx = self._real_args(self._primals(x), "jvp")
+        rv = self._real_args(self._primals(v), "jvp tangent")
+        out, dot = self._rec.jvp(self._unpack(rx), self._unpack(rv))
+        return self._out(out), self._out(dot)
+
+    def hvp(self, x, v):
+        """The derivative of the gradient (df/dx - i df/dy) along v."""
+        self._real_output("hvp")
+        rx = self._real_args(self._primals(x), "hvp")
+        rv = self._real_args(self._primals(v), "hvp tangent")
+        return self._in(self._rec.hvp(self._unpack(rx), self._unpack(rv)))
 
 
 class Compiled:

@@ -20,7 +20,7 @@ fails with a TypeError. Use ``np.logaddexp.reduce(x, axis=...)`` or ``tapegrad.l
 (same signature, including ``b=`` and ``return_sign=``). ``np.array([a, b])`` of traced
 values is traced through that object array (docs/numpy_support.md says where it is not).
 
-tapegrad is real-valued: ``numpy.fft`` and ``np.linalg.eig`` (complex results) raise a TypeError.
+``np.linalg.eig`` (complex results) raises a TypeError; ``numpy.fft`` is rules/complex.py.
 """
 import math
 import operator
@@ -1207,11 +1207,8 @@ def _complex_refusal(name):
     return rule
 
 
-for _name in ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "irfft2", "fftn", "ifftn",
-              "rfftn", "irfftn", "hfft", "ihfft"):
-    _registry.register(getattr(np.fft, _name), _complex_refusal(f"np.fft.{_name}"), "refused",
-                      detail="complex")
-for _f in (np.linalg.eig, np.linalg.eigvals):
+# (np.fft: rules/complex.py)
+for _f in (np.linalg.eig,):    # (np.linalg.eigvals: rules/complex.py)
     _registry.register(_f, _complex_refusal(f"np.linalg.{_f.__name__}"), "refused", detail="complex")
 _registry.register(np.fft.fftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.fftshift(I, axes)),
                   "composition")
@@ -1602,7 +1599,8 @@ def _modes(entry):
         from . import calls
         ok = all(getattr(entry.rule_class, m) is not getattr(calls.CallRule, m)
                  for m in ("fwd", "tan", "bwd"))
-        return ("yes", "yes", "yes (traced adjoint)") if ok else ("MISSING",) * 3
+        hvp = getattr(entry.rule_class, "hvp_mode", "yes (traced adjoint)")   # a rule may say otherwise
+        return ("yes", "yes", hvp) if ok else ("MISSING",) * 3
     return ("yes", "yes", "yes")
 
 

@@ -85,6 +85,7 @@ class Recorder:
         self.value_guards = []       # (offset, expected values) recorded by bool()/float()
         self._starts = None          # all allocations' starts, fixed by finish()
         self.handed_objects = False  # Tracer.__array__ gave NumPy an object array of tracers
+        self._frozen = []            # referenced arrays made read-only while f runs (const())
 
     # -- context
     def __enter__(self):
@@ -96,12 +97,22 @@ class Recorder:
 
     def __exit__(self, *exc):
         self.active = False
+        self.thaw()
         st = _stack()
         if st and st[-1] is self:
             st.pop()
         elif self in st:
             st.remove(self)
         return False
+
+    def thaw(self):
+        """Give the arrays referenced while f ran their writeable flag back."""
+        frozen, self._frozen = self._frozen, []
+        for a in frozen:
+            try:
+                a.flags.writeable = True
+            except ValueError:         # pragma: no cover - its base became read-only meanwhile
+                pass
 
     # -- storage
     def new(self, value):
@@ -127,8 +138,13 @@ class Recorder:
                 # contract (docs/numpy_support.md): the tape reads the array when it sweeps,
                 # so changing it in place after recording is seen by the next replay (never a
                 # stale copy); changing it in place inside f after f used it is not supported
-                # for arrays this large (both uses read the final contents).
+                # for arrays this large (both uses would read the final contents), so the array
+                # is read-only until f returns: such a write raises NumPy's "assignment
+                # destination is read-only" instead of giving a silently wrong derivative.
                 off = self.tape.add_const_ref(value)
+                if value.flags.writeable:
+                    value.flags.writeable = False
+                    self._frozen.append(value)
             else:
                 off = self.tape.add_const(value)
             self.const_cache[id(value)] = (off, value)
@@ -358,20 +374,31 @@ class Recorder:
         return self.tape
 
 
+class ComplexOperand(TapegradTypeError):
+    """A complex value reached a real rule. Raised inside tapegrad only: the tracer's dispatch
+    catches it and hands the operation to the complex rules (rules/complex.py)."""
+
+
+class ComplexResult(TapegradTypeError):
+    """A traced function took or returned complex values where the real machinery was set up;
+    grad, value_and_grad, vjp and jvp catch it and take their complex path (operators/api.py)."""
+
+
 def _as_float_array(x):
     if isinstance(x, np.ndarray):
         if x.dtype == np.float64:
             return x
         if x.dtype.kind in "biuf":
             return x.astype(np.float64)
-        raise TapegradTypeError(f"tapegrad: cannot use an array of dtype {x.dtype} in a traced operation "
+        raise (ComplexOperand if x.dtype.kind == "c" else TapegradTypeError)(
+            f"tapegrad: cannot use an array of dtype {x.dtype} in a traced operation "
                         "(only real numbers are supported)")
     if isinstance(x, (bool, int, float, np.number, np.bool_)):
         if isinstance(x, (complex, np.complexfloating)):
-            raise TapegradTypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
+            raise ComplexOperand("tapegrad: a complex number in a real traced operation")
         return np.asarray(x, dtype=np.float64)
     if isinstance(x, complex):
-        raise TapegradTypeError("tapegrad: complex numbers are not supported (real-valued AD only)")
+        raise ComplexOperand("tapegrad: a complex number in a real traced operation")
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise TapegradTypeError(f"tapegrad: cannot use {type(x).__name__} (dtype {a.dtype}) in a traced "
@@ -581,10 +608,23 @@ class Tracer:
                 t._f = r
                 t._arr = None
                 return t
-        return rules.apply_ufunc(ufunc, method, inputs, kwargs)
+        try:
+            return rules.apply_ufunc(ufunc, method, inputs, kwargs)
+        except ComplexOperand:
+            # a complex operand: the complex rules take it (rules/complex.py), else the error stands
+            r = _complex_hook("ufunc", ufunc, method, inputs, kwargs) if _complex_hook else None
+            if r is None:
+                raise
+            return r
 
     def __array_function__(self, func, types, args, kwargs):
-        return rules.apply_function(func, args, kwargs)
+        try:
+            return rules.apply_function(func, args, kwargs)
+        except ComplexOperand:
+            r = _complex_hook("function", func, args, kwargs) if _complex_hook else None
+            if r is None:
+                raise
+            return r
 
     def __array__(self, dtype=None, copy=None):
         """NumPy's conversion (np.array / np.asarray of a tracer or of a list holding tracers,
@@ -854,7 +894,24 @@ def _ufunc(ufunc, *inputs):
         if type(x) is not Tracer and hasattr(type(x), "__array_ufunc__") and type(x) is not np.ndarray \
                 and not isinstance(x, np.generic):
             return ufunc(*inputs)    # another override type takes part: let NumPy decide
-    return rules.apply_ufunc(ufunc, "__call__", inputs, {})
+    try:
+        return rules.apply_ufunc(ufunc, "__call__", inputs, {})
+    except ComplexOperand:
+        r = _complex_hook("ufunc", ufunc, "__call__", inputs, {}) if _complex_hook else None
+        if r is None:
+            raise
+        return r
+
+
+# The complex rules (tapegrad.rules.complex) install their fallback here: a real rule that meets
+# a complex operand raises ComplexOperand, and the dispatch above hands the operation to it.
+_complex_hook = None
+
+
+def install_complex(hook):
+    """Called once by tapegrad.rules.complex at import."""
+    global _complex_hook
+    _complex_hook = hook
 
 
 # operand types for which an operator is exactly rules.binary (what np.<ufunc> would dispatch to)

@@ -1,0 +1,447 @@
+"""Complex values (rules/complex.py, the complex paths of operators/api.py; docs/complex.md).
+
+Every complex primitive runs on complex inputs through ``check_grads`` (fwd and rev, order 2)
+of its real-pair form F(x, y) = (Re f(x + iy), Im f(x + iy)), so the real and imaginary parts
+are perturbed separately by central differences; the complex operators' convention
+(grad = df/dx - i df/dy, non-conjugated vjp, holomorphic=True) is checked against central
+differences along random complex directions and against closed forms; FFT convolutions of
+real signals against the same convolution in real arithmetic (np.convolve).
+"""
+import pickle
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def cplx(rng, *shape, scale=1.0):
+    return scale * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+
+
+def pair_form(f, real_out=False):
+    """F(x, y) = f(x + iy), its output split into real and imaginary parts (a real function)."""
+    def F(x, y):
+        z = f(x + 1j * y)
+        return z if real_out else np.stack([np.real(z), np.imag(z)])
+    return F
+
+
+# ------------------------------------------------------------------ primitives, table-driven
+# (name, f, argument maker); complex to complex
+UNARY = [
+    ("neg", lambda z: -z, None), ("conj", np.conj, None), ("conjugate", np.conjugate, None),
+    ("exp", np.exp, None), ("log", np.log, None), ("log10", np.log10, None), ("log2", np.log2, None),
+    ("sqrt", np.sqrt, None), ("square", np.square, None), ("reciprocal", np.reciprocal, None),
+    ("sin", np.sin, None), ("cos", np.cos, None), ("tan", np.tan, None), ("sinh", np.sinh, None),
+    ("cosh", np.cosh, None), ("tanh", np.tanh, None), ("expm1", np.expm1, None),
+    ("pow_int", lambda z: z ** 3, None), ("pow_neg_int", lambda z: z ** -2, None),
+    ("pow_real", lambda z: z ** 0.7, None), ("pow_complex", lambda z: z ** (0.5 + 0.25j), None),
+    ("rpow", lambda z: (1.5 + 0.5j) ** z, None),
+    ("add_const", lambda z: z + (2 - 1j), None), ("rsub_const", lambda z: (2 - 1j) - z, None),
+    ("mul_const", lambda z: z * (0.5 + 2j), None), ("div_const", lambda z: z / (0.5 + 2j), None),
+    ("rdiv_const", lambda z: (0.5 + 2j) / z, None),
+    ("mul_self", lambda z: z * z[::-1], None), ("div_self", lambda z: z / z[::-1], None),
+    ("sum", lambda z: np.sum(z), None), ("mean", lambda z: np.mean(z.reshape(2, 3), axis=0), None),
+    ("cumsum", lambda z: np.cumsum(z), None), ("reshape_T", lambda z: z.reshape(2, 3).T, None),
+    ("getitem", lambda z: z[1:4], None), ("flip_roll", lambda z: np.roll(np.flip(z), 2), None),
+    ("concatenate", lambda z: np.concatenate([z, z[:2] * 1j]), None),
+    ("stack", lambda z: np.stack([z, np.conj(z)]), None),
+    ("matmul", lambda z: z.reshape(2, 3) @ z.reshape(3, 2), None),
+    ("dot_const", lambda z: np.dot(z, np.arange(6.0) - 2j), None),
+    ("vdot", lambda z: np.vdot(z, z[::-1] * 2), None),
+    ("einsum", lambda z: np.einsum("ij,jk->ik", z.reshape(2, 3), z.reshape(3, 2)), None),
+    ("outer", lambda z: np.outer(z[:2], z[2:]), None),
+    ("fftshift", lambda z: np.fft.fftshift(z), None),
+    ("log1p", np.log1p, None), ("exp2", np.exp2, None), ("arcsin", np.arcsin, None),
+    ("arccos", np.arccos, None), ("arctan", np.arctan, None), ("arcsinh", np.arcsinh, None),
+    ("arccosh", np.arccosh, None), ("arctanh", np.arctanh, None),
+    ("prod", np.prod, None), ("prod_axis", lambda z: np.prod(z.reshape(2, 3), axis=1), None),
+    ("prod_keepdims", lambda z: np.prod(z.reshape(2, 3), axis=0, keepdims=True), None),
+    ("cumprod", np.cumprod, None), ("cumprod_axis", lambda z: np.cumprod(z.reshape(2, 3), axis=1), None),
+]
+# complex to real
+TO_REAL = [
+    ("abs", np.abs), ("absolute", np.absolute), ("real", np.real), ("imag", np.imag),
+    ("angle", np.angle), ("angle_deg", lambda z: np.angle(z, deg=True)), ("attr_real", lambda z: z.real),
+    ("attr_imag", lambda z: z.imag), ("abs2", lambda z: np.abs(z) ** 2),
+]
+FFTS = [
+    ("fft", lambda z: np.fft.fft(z)), ("fft_n_pad", lambda z: np.fft.fft(z, n=9)),
+    ("fft_n_crop", lambda z: np.fft.fft(z, n=4, norm="ortho")),
+    ("ifft", lambda z: np.fft.ifft(z)), ("ifft_forward", lambda z: np.fft.ifft(z, n=8, norm="forward")),
+    ("fft2", lambda z: np.fft.fft2(z.reshape(2, 3))),
+    ("ifft2_s", lambda z: np.fft.ifft2(z.reshape(2, 3), s=(3, 2))),
+    ("fftn_axes", lambda z: np.fft.fftn(z.reshape(3, 2), axes=(0,))),
+    ("ifftn", lambda z: np.fft.ifftn(z.reshape(3, 2), norm="ortho")),
+    ("irfft", lambda z: np.fft.irfft(z)), ("irfft_odd", lambda z: np.fft.irfft(z, n=7)),
+    ("irfft2", lambda z: np.fft.irfft2(z.reshape(2, 3))),
+    ("irfftn_s", lambda z: np.fft.irfftn(z.reshape(2, 3), s=(2, 5), axes=(0, 1), norm="forward")),
+    ("hfft", lambda z: np.fft.hfft(z)), ("hfft_n", lambda z: np.fft.hfft(z, n=8, norm="ortho")),
+]
+REAL_FFTS = [   # real to complex
+    ("rfft", lambda x: np.fft.rfft(x)), ("rfft_n", lambda x: np.fft.rfft(x, n=9, norm="ortho")),
+    ("rfft2", lambda x: np.fft.rfft2(x.reshape(2, 3))), ("rfftn", lambda x: np.fft.rfftn(x.reshape(3, 2), s=(4, 3), axes=(0, 1))),
+    ("ihfft", lambda x: np.fft.ihfft(x)), ("ihfft_n", lambda x: np.fft.ihfft(x, n=4, norm="forward")),
+]
+
+
+@pytest.mark.parametrize("name, f, _", UNARY, ids=[r[0] for r in UNARY])
+def test_complex_primitive_values_and_derivatives(name, f, _, rng):
+    z = cplx(rng, 6) + (1.5 if name in ("log", "log10", "log2", "sqrt", "pow_real", "pow_complex") else 0)
+    x, y = z.real.copy(), z.imag.copy()
+    F = pair_form(f)
+    np.testing.assert_allclose(tg.vjp(F, x, y)[0], F(x, y), rtol=1e-12, atol=1e-13)
+    tg.check_grads(F, x, y, modes=("fwd", "rev"), order=2)
+
+
+@pytest.mark.parametrize("name, f", TO_REAL, ids=[r[0] for r in TO_REAL])
+def test_complex_to_real_primitives(name, f, rng):
+    z = cplx(rng, 5)
+    F = pair_form(f, real_out=True)
+    np.testing.assert_allclose(tg.vjp(F, z.real, z.imag)[0], f(z), rtol=1e-12, atol=1e-13)
+    tg.check_grads(F, z.real, z.imag, modes=("fwd", "rev"), order=2)
+
+
+@pytest.mark.parametrize("name, f", FFTS, ids=[r[0] for r in FFTS])
+def test_fft_rules_on_complex_inputs(name, f, rng):
+    z = cplx(rng, 6)
+    F = pair_form(f, real_out=np.isrealobj(f(z)))
+    np.testing.assert_allclose(tg.vjp(F, z.real, z.imag)[0], F(z.real, z.imag), rtol=1e-12, atol=1e-12)
+    tg.check_grads(F, z.real, z.imag, modes=("fwd", "rev"), order=2)
+
+
+@pytest.mark.parametrize("name, f", REAL_FFTS, ids=[r[0] for r in REAL_FFTS])
+def test_fft_rules_on_real_inputs(name, f, rng):
+    x = rng.standard_normal(6)
+    F = lambda x: np.stack([np.real(f(x)), np.imag(f(x))])   # noqa: E731
+    np.testing.assert_allclose(tg.vjp(F, x)[0], F(x), rtol=1e-12, atol=1e-12)
+    tg.check_grads(F, x, modes=("fwd", "rev"), order=2)
+
+
+@pytest.mark.parametrize("name", ["inv", "solve_vec", "solve_mat", "solve_real_matrix", "solve_rhs"])
+def test_complex_inv_and_solve(name, rng):
+    # by the real embedding [[B, -C], [C, B]] of A = B + iC (rules/complex.py)
+    A = cplx(rng, 3, 3) + 3 * np.eye(3)
+    b, Bm = cplx(rng, 3), cplx(rng, 3, 2)
+    f, z = {"inv": (np.linalg.inv, A), "solve_vec": (lambda A: np.linalg.solve(A, b), A),
+            "solve_mat": (lambda A: np.linalg.solve(A, Bm), A),
+            "solve_real_matrix": (lambda b: np.linalg.solve(A.real + 3 * np.eye(3), b), b),
+            "solve_rhs": (lambda b: np.linalg.solve(A, b), b)}[name]
+    F = pair_form(f)
+    np.testing.assert_allclose(tg.vjp(F, z.real, z.imag)[0], F(z.real, z.imag), rtol=1e-12, atol=1e-13)
+    tg.check_grads(F, z.real, z.imag, modes=("fwd", "rev"), order=2)
+    # a real matrix argument with a complex right-hand side: a real gradient
+    M = A.real + 3 * np.eye(3)
+    loss = lambda M: np.sum(np.abs(np.linalg.solve(M, b)) ** 2)   # noqa: E731
+    tg.check_grads(loss, M, modes=("fwd", "rev"), order=2)
+
+
+def test_fft_values_are_numpys(rng):
+    z = cplx(rng, 4, 6)
+    for f in (np.fft.fft, np.fft.ifft, np.fft.fft2, np.fft.ifftn, np.fft.irfft, np.fft.hfft):
+        out, _ = tg.vjp(lambda x, y, f=f: pair_form(f, np.isrealobj(f(z)))(x, y), z.real, z.imag)
+        want = f(z)
+        np.testing.assert_allclose(out, want if np.isrealobj(want) else np.stack([want.real, want.imag]),
+                                   rtol=1e-13, atol=1e-13)
+
+
+# ------------------------------------------------------------------ the operators' convention
+def _fd_directional(f, z, dz, h=1e-6):
+    return (f(z + h * dz) - f(z - h * dz)) / (2 * h)
+
+
+@pytest.mark.parametrize("f", [
+    lambda z: np.sum(np.abs(z) ** 2), lambda z: np.sum(np.real(np.exp(z) * np.conj(z))),
+    lambda z: np.sum(np.abs(np.fft.fft(z * np.sin(z))) ** 2), lambda z: np.angle(z[0] * z[1]),
+])
+def test_grad_of_real_function_is_df_dx_minus_i_df_dy(f, rng):
+    z = cplx(rng, 4)
+    g = tg.grad(f)(z)
+    assert g.dtype == np.complex128 and g.shape == z.shape
+    for _ in range(3):
+        dz = cplx(rng, 4)
+        # the change of f along dz is Re(g dz) = gx dx + gy dy for g = gx - i gy
+        np.testing.assert_allclose(np.real(np.sum(g * dz)), _fd_directional(f, z, dz), rtol=1e-7, atol=1e-8)
+    gx = np.array([_fd_directional(f, z, e) for e in np.eye(4)])
+    gy = np.array([_fd_directional(f, z, 1j * e) for e in np.eye(4)])
+    np.testing.assert_allclose(g, gx - 1j * gy, rtol=1e-7, atol=1e-8)
+
+
+def test_grad_closed_forms_and_dtypes():
+    z = np.array([1.0 + 2.0j, -0.5 + 0.25j])
+    np.testing.assert_allclose(tg.grad(lambda z: np.sum(np.abs(z) ** 2))(z), 2 * np.conj(z), rtol=1e-14)
+    np.testing.assert_allclose(tg.grad(lambda z: np.sum(np.real(z) * 3.0 + np.imag(z)))(z), 3.0 - 1j)
+    g = tg.grad(lambda z: np.sum(np.abs(z) ** 2))(z.astype(np.complex64))
+    assert g.dtype == np.complex64
+    s = tg.grad(lambda z: np.abs(z) ** 2)(1.0 + 2.0j)
+    assert isinstance(s, complex) and s == 2 - 4j
+    # a pytree with real and complex leaves, argnums
+    gr = tg.grad(lambda a, d: np.sum(np.abs(d["z"] * a) ** 2) + d["x"] ** 2, argnums=1)(2.0, {"z": z, "x": 3.0})
+    np.testing.assert_allclose(gr["z"], 8 * np.conj(z), rtol=1e-14)
+    assert gr["x"] == 6.0
+    v, g2 = tg.value_and_grad(lambda z: np.sum(np.abs(z) ** 2))(z)
+    assert np.isclose(v, np.sum(np.abs(z) ** 2)) and np.isrealobj(v)
+
+
+def test_holomorphic_grad_is_the_complex_derivative(rng):
+    z = cplx(rng, 3)
+    for f, df in [(lambda z: z ** 3, lambda z: 3 * z ** 2), (np.exp, np.exp), (np.sin, np.cos),
+                  (lambda z: np.log(z + 3), lambda z: 1 / (z + 3)), (np.tanh, lambda z: 1 - np.tanh(z) ** 2)]:
+        for k in range(3):
+            np.testing.assert_allclose(tg.grad(f, holomorphic=True)(z[k]), df(z[k]), rtol=1e-12)
+    # the sum of elementwise holomorphic functions: the elementwise derivative
+    np.testing.assert_allclose(tg.grad(lambda z: np.sum(np.exp(z) * z), holomorphic=True)(z),
+                               np.exp(z) * (1 + z), rtol=1e-12)
+
+
+def test_complex_output_needs_holomorphic_and_holomorphic_needs_complex(rng):
+    z = cplx(rng, 3)
+    with pytest.raises(TypeError, match="complex value.*holomorphic=True"):
+        tg.grad(lambda z: np.sum(z * z))(z)
+    with pytest.raises(TypeError, match="complex value.*holomorphic=True"):
+        tg.grad(lambda x: np.sum(np.fft.fft(x)))(np.ones(4))      # real input, complex output
+    with pytest.raises(TypeError, match="must be complex"):
+        tg.grad(lambda z: z * z, holomorphic=True)(1.0)
+    with pytest.raises(TypeError, match="must return a complex"):
+        tg.grad(lambda z: np.abs(z), holomorphic=True)(1.0 + 1j)
+
+
+def test_vjp_is_the_non_conjugated_transpose(rng):
+    z, c = cplx(rng, 4), cplx(rng, 4)
+    out, fn = tg.vjp(lambda z: z * z, z)
+    np.testing.assert_allclose(out, z * z)
+    np.testing.assert_allclose(fn(c)[0], c * 2 * z, rtol=1e-13)        # holomorphic: c f'(z)
+    out, fn = tg.vjp(np.conj, z)
+    np.testing.assert_allclose(fn(c)[0], np.conj(c), rtol=1e-13)
+    # general: Re(sum(c * J dz)) == Re(sum(vjp(c) * dz)) for every dz
+    f = lambda z: np.fft.ifft(z * np.abs(z))   # noqa: E731
+    _, fn = tg.vjp(f, z)
+    g = fn(c)[0]
+    for _ in range(3):
+        dz = cplx(rng, 4)
+        np.testing.assert_allclose(np.real(np.sum(c * _fd_directional(f, z, dz))), np.real(np.sum(g * dz)),
+                                   rtol=1e-7, atol=1e-8)
+    # real input, complex output: the cotangent's pairing Re(c dy) gives a real gradient
+    x = rng.standard_normal(5)
+    out, fn = tg.vjp(np.fft.fft, x)
+    np.testing.assert_allclose(out, np.fft.fft(x), rtol=1e-13)
+    g = fn(c[:1].repeat(5))[0]
+    assert np.isrealobj(g)
+    num = np.array([np.real(np.sum(c[:1] * _fd_directional(np.fft.fft, x, e))) for e in np.eye(5)])
+    np.testing.assert_allclose(g, num, rtol=1e-7, atol=1e-8)
+
+
+def test_jvp_is_the_pushforward(rng):
+    z, dz = cplx(rng, 4), cplx(rng, 4)
+    for f in (np.exp, lambda z: np.conj(z) * z, lambda z: np.fft.fft(np.sqrt(z + 3))):
+        out, t = tg.jvp(f, (z,), (dz,))
+        np.testing.assert_allclose(out, f(z), rtol=1e-13)
+        np.testing.assert_allclose(t, _fd_directional(f, z, dz), rtol=1e-7, atol=1e-8)
+    # real tangent for a complex primal: a change of the real part only
+    out, t = tg.jvp(lambda z: np.abs(z), (z,), (np.ones(4),))
+    np.testing.assert_allclose(t, _fd_directional(np.abs, z, np.ones(4)), rtol=1e-7)
+    with pytest.raises(TypeError, match="complex tangent for a real primal"):
+        tg.jvp(np.sin, (np.ones(2),), (np.ones(2) * 1j,))
+
+
+# ------------------------------------------------------------------ FFT convolutions of real signals
+def _fft_conv_loss(k):
+    def loss(x):
+        n = x.size + k.size - 1
+        y = np.fft.ifft(np.fft.fft(x, n) * np.fft.fft(k, n))
+        return np.sum(np.abs(y) ** 2)
+    return loss
+
+
+def _rfft_conv_loss(k):
+    def loss(x):
+        n = x.size + k.size - 1
+        return np.sum(np.fft.irfft(np.fft.rfft(x, n) * np.fft.rfft(k, n), n) ** 2)
+    return loss
+
+
+def _real_conv_loss(k):
+    return lambda x: np.sum(np.convolve(x, k) ** 2)
+
+
+@pytest.mark.parametrize("make", [_fft_conv_loss, _rfft_conv_loss])
+def test_fft_convolution_equals_real_convolution(make, rng):
+    x, k, v = rng.standard_normal(33), rng.standard_normal(8), rng.standard_normal(33)
+    f, ref = make(k), _real_conv_loss(k)
+    np.testing.assert_allclose(f(x), ref(x), rtol=1e-12)
+    np.testing.assert_allclose(tg.grad(f)(x), tg.grad(ref)(x), rtol=0, atol=1e-12 * max(1, abs(ref(x))))
+    np.testing.assert_allclose(tg.hvp(f, (x,), (v,)), tg.hvp(ref, (x,), (v,)), atol=1e-11)
+    # nesting: grad of <grad f, v> is the hvp
+    np.testing.assert_allclose(tg.grad(lambda x: np.sum(tg.grad(f)(x) * v))(x), tg.hvp(ref, (x,), (v,)),
+                               atol=1e-11)
+    _, t = tg.jvp(f, (x,), (v,))
+    np.testing.assert_allclose(t, np.dot(tg.grad(ref)(x), v), rtol=1e-12)
+
+
+def test_recorded_complex_program_replays(rng):
+    k = rng.standard_normal(8)
+
+    def f(x):
+        X = np.fft.fft(x * np.cos(x))
+        return np.sum(np.abs(np.fft.ifft(X * np.fft.fft(k, x.size))) ** 2) + np.sum(np.angle(X + 1.0))
+    x0 = rng.standard_normal(16)
+    r = tg.record(f, x0)
+    for _ in range(3):
+        x, v = rng.standard_normal(16), rng.standard_normal(16)
+        np.testing.assert_allclose(r(x), f(x), rtol=1e-13)
+        np.testing.assert_allclose(r.grad(x), tg.grad(f)(x), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(r.hvp(x, v), tg.hvp(f, (x,), (v,)), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(r.jvp(x, v)[1], tg.jvp(f, (x,), (v,))[1], rtol=1e-12, atol=1e-12)
+    # bytes and pickle round trips replay the FFT rules by name
+    x = rng.standard_normal(16)
+    for r2 in (tg.load(r.to_bytes()), pickle.loads(pickle.dumps(r))):
+        np.testing.assert_array_equal(r2.grad(x), r.grad(x))
+
+
+def test_recorded_rfft_conv_replay_equals_retrace_on_random_programs(rng):
+    for trial in range(4):
+        n, m = rng.integers(4, 20), rng.integers(2, 6)
+        k = rng.standard_normal(m)
+        norm = ["backward", "ortho", "forward"][trial % 3]
+
+        def f(x, k=k, norm=norm):
+            N = x.size + k.size - 1
+            y = np.fft.irfft(np.fft.rfft(np.tanh(x), N, norm=norm) * np.fft.rfft(k, N, norm=norm), N, norm=norm)
+            return np.sum(y ** 2) + np.sum(np.abs(np.fft.fft(x * 1j + x[::-1])))
+        r = tg.record(f, rng.standard_normal(n))
+        x = rng.standard_normal(n)
+        np.testing.assert_allclose(r.grad(x), tg.grad(f)(x), rtol=1e-13, atol=1e-13)
+
+
+# ------------------------------------------------------------------ errors: nothing dropped silently
+def test_ordering_complex_values_raises_type_error(rng):
+    z = cplx(rng, 3)
+    for bad in (lambda z: np.sum(np.abs(np.maximum(z, 0))), lambda z: np.abs(np.max(z)),
+                lambda z: np.sum(np.abs(np.sort(z))), lambda z: np.abs(z[0]) if z[0] < z[1] else 0.0,
+                lambda z: np.sum(np.abs(np.clip(z, 0, 1)))):
+        with pytest.raises(TypeError, match="no order"):
+            tg.grad(bad)(z)
+    with pytest.raises(TypeError, match="no order"):
+        tg.grad(lambda x: np.sum(np.abs(np.sort(np.fft.fft(x)))))(np.ones(4))
+
+
+def test_nothing_complex_is_dropped_to_its_real_part(rng):
+    z = cplx(rng, 3)
+    for bad in (lambda z: float(z[0]), lambda z: np.sum(z.astype(float)),
+                lambda z: np.sum(np.fft.rfft(z).real)):
+        with pytest.raises(TypeError, match="imaginary part"):
+            tg.grad(bad)(z)
+    with pytest.raises(TypeError, match="no order"):
+        tg.grad(lambda x: np.sum(np.floor(x * 1j)))(np.ones(2))
+    with pytest.raises(TypeError, match="imaginary part"):
+        tg.grad(lambda x: np.sum(np.sinc(x * 1j)))(np.ones(2))
+    with pytest.raises(TypeError, match="complex cotangent for a real output"):
+        tg.vjp(np.sin, np.ones(2))[1](np.ones(2) * 1j)
+    # a complex constant in a real function is a complex value, and a real loss of it is fine
+    g = tg.grad(lambda x: np.sum(np.abs(x * (1 + 2j)) ** 2))(np.ones(2))
+    np.testing.assert_allclose(g, 10 * np.ones(2), rtol=1e-14)
+
+
+def test_other_operators_refuse_complex_inputs_by_name():
+    with pytest.raises(TypeError, match="argument 0 is complex"):
+        tg.hessian(lambda z: np.sum(np.abs(z) ** 2))(np.ones(2) * 1j)
+    with pytest.raises(TypeError, match="argument 0 is complex"):
+        tg.jacobian(lambda z: np.abs(z))(np.ones(2) * 1j)
+    with pytest.raises(TypeError, match="argnums"):
+        tg.record(lambda z: np.sum(np.abs(z) ** 2), np.ones(2) * 1j, argnums=0)
+
+
+# ------------------------------------------------------------------ second order, complex records
+def test_derivative_of_the_complex_gradient(rng):
+    # jvp of grad (nesting: the inner grad sees complex traced inputs) against differences of grad
+    f = lambda z: np.sum(np.abs(np.fft.fft(z * np.sin(z))) ** 2)   # noqa: E731
+    z, v = cplx(rng, 4), cplx(rng, 4)
+    _, hv = tg.jvp(tg.grad(f), (z,), (v,))
+    np.testing.assert_allclose(hv, _fd_directional(tg.grad(f), z, v), rtol=1e-6, atol=1e-7)
+
+
+def test_record_with_complex_inputs_replays_like_retracing(rng):
+    def f(z, w):
+        X = np.fft.fft(z * np.exp(1j * w))
+        return np.sum(np.abs(X) ** 2 * np.cos(w)) + np.real(np.vdot(z, z[::-1]))
+    z0, w0 = cplx(rng, 6), rng.standard_normal(6)
+    r = tg.record(f, z0, w0)
+    for _ in range(3):
+        z, w = cplx(rng, 6), rng.standard_normal(6)
+        vz, vw = cplx(rng, 6), rng.standard_normal(6)
+        np.testing.assert_allclose(r(z, w), f(z, w), rtol=1e-13)
+        for a, b in zip(r.grad(z, w), tg.grad(f, argnums=(0, 1))(z, w)):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+        _, t = r.jvp((z, w), (vz, vw))
+        np.testing.assert_allclose(t, tg.jvp(f, (z, w), (vz, vw))[1], rtol=1e-12, atol=1e-12)
+        hv = r.hvp((z, w), (vz, vw))
+        want = tg.jvp(tg.grad(f, argnums=(0, 1)), (z, w), (vz, vw))[1]
+        for a, b in zip(hv, want):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+    # a complex output: values and the non-conjugated vjp
+    h = lambda z: np.fft.ifft(z) * z   # noqa: E731
+    r = tg.record(h, z0)
+    z, c = cplx(rng, 6), cplx(rng, 6)
+    np.testing.assert_allclose(r(z), h(z), rtol=1e-13)
+    np.testing.assert_allclose(r.vjp(z, c), tg.vjp(h, z)[1](c)[0], rtol=1e-13, atol=1e-13)
+    with pytest.raises(TypeError, match="complex value"):
+        r.grad(z)
+    with pytest.raises(TypeError, match="complex value where the recording had a real one"):
+        tg.record(f, z0, w0)(z0, w0 * 1j)
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: abs(x * 1j + 2) ** 2, lambda x: abs(1j * x + 2) ** 2, lambda x: abs(x - 1j) ** 2,
+    lambda x: abs(1j - x) ** 2, lambda x: abs(x / (1 + 1j)) ** 2, lambda x: abs((1 + 1j) / x) ** 2,
+    lambda x: abs(x ** 1j) ** 2 + np.angle(x ** (0.5 + 1j)), lambda x: np.real((0.5 + 1j) ** x),
+    lambda x: np.real(np.exp(1j * x)), lambda x: np.imag(np.complex128(2 + 1j) * x),
+    lambda x: np.abs(np.array(1 + 2j) * x), lambda x: np.real(x * np.exp(1j * x) * np.conj(np.exp(2j * x))),
+], ids=lambda f: "")
+def test_scalar_tracers_with_complex_constants(f):
+    # 0-d tracers take the scalar fast paths of the real dunders: a complex constant must leave them
+    x, h = 1.3, 1e-6
+    np.testing.assert_allclose(tg.grad(f)(x), (f(x + h) - f(x - h)) / (2 * h), rtol=1e-8, atol=1e-9)
+    tg.check_grads(f, x, modes=("fwd", "rev"), order=2)
+
+
+def test_recorded_complex_solve_replays_and_round_trips(rng):
+    N, b = rng.standard_normal((4, 4)), cplx(rng, 4)
+    f = lambda M: np.sum(np.abs(np.linalg.solve(M + 1j * N, b)) ** 2) + np.sum(np.abs(np.linalg.inv(M - 1j * N)))  # noqa: E731
+    M0 = rng.standard_normal((4, 4)) + 4 * np.eye(4)
+    r = tg.record(f, M0)
+    M, V = M0 + 0.1 * rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    np.testing.assert_allclose(r(M), f(M), rtol=1e-13)
+    np.testing.assert_allclose(r.grad(M), tg.grad(f)(M), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(r.hvp(M, V), tg.hvp(f, (M,), (V,)), rtol=1e-11, atol=1e-11)
+    tg.check_grads(f, M, modes=("fwd", "rev"), order=2)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
+
+
+def test_eigvals(rng):
+    # distinct eigenvalues of real and complex matrices; first order (fwd and rev)
+    A, C = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    F = lambda x, y: (lambda w: np.stack([np.real(w), np.imag(w)]))(np.linalg.eigvals(x + 1j * y))  # noqa: E731
+    np.testing.assert_allclose(tg.vjp(F, A, C)[0], F(A, C), rtol=1e-13, atol=1e-13)
+    tg.check_grads(F, A, C, modes=("fwd", "rev"), order=1)
+    f = lambda A: np.sum(np.real(np.linalg.eigvals(A)) ** 3 + np.imag(np.linalg.eigvals(A)) ** 2)  # noqa: E731
+    tg.check_grads(f, A, modes=("fwd", "rev"), order=1)
+    # closed form: the gradient of sum(w) = trace(A) is the identity; of w_k for a symmetric A, v_k v_k^T
+    np.testing.assert_allclose(tg.grad(lambda A: np.real(np.sum(np.linalg.eigvals(A))))(A), np.eye(4), atol=1e-12)
+    S = A + A.T
+    w, V = np.linalg.eigh(S)
+    g = tg.grad(lambda S: np.max(np.real(np.linalg.eigvals(S))))(S)
+    np.testing.assert_allclose(g, np.outer(V[:, -1], V[:, -1]), atol=1e-10)
+    r = tg.record(f, A)
+    A2 = A + 0.01 * rng.standard_normal((4, 4))
+    np.testing.assert_allclose(r.grad(A2), tg.grad(f)(A2), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(A2), r.grad(A2))
+    with pytest.raises(NotImplementedError, match="second derivatives"):
+        tg.hvp(f, (A,), (C,))
+    with pytest.raises(TypeError, match="real-valued"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.eig(A)[0])))(A)
