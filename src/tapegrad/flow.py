@@ -310,14 +310,18 @@ def _block_diagonal(blocks, fmt="csc"):
     return M.asformat(fmt)
 
 
+def _ensemble_setup(where, f, W, A):
+    """(B, d, derivatives of f, preconditioner) of an ensemble W (B, d) of starting points."""
+    B, d = W.shape
+    if B == 0 or d == 0:
+        raise TapegradValueError("%s: an ensemble w0 must have shape (B, d) with B, d > 0, got %s"
+                                 % (where, W.shape))
+    return B, d, _derivs(f, W[0]), _Precond(A, d)
+
+
 def _gradient_flow_batch(f, W0, t_span, A, method, t_eval, rtol, atol, jac, sparse, kw):
     """gradient_flow for an ensemble W0 (B, d): one ODE of dimension B d."""
-    B, d = W0.shape
-    if B == 0 or d == 0:
-        raise TapegradValueError("gradient_flow: an ensemble w0 must have shape (B, d) with B, d "
-                                 "> 0, got %s" % (W0.shape,))
-    derivs = _derivs(f, W0[0])
-    P = _Precond(A, d)
+    B, d, derivs, P = _ensemble_setup("gradient_flow", f, W0, A)
     solver, base = _counting(method)
     sparse_jac = issubclass(base, (integrate.BDF, integrate.Radau))
     # LSODA takes no sparse matrix, but a banded one: block diagonal is banded (d - 1 off
@@ -757,12 +761,7 @@ def gradient_descent(f, w0, eta, steps, A=None, tol=None, diverge_factor=1e8, re
 
 def _gradient_descent_batch(f, W, eta, steps, A, tol, diverge_factor):
     """gradient_descent for an ensemble W (B, d), with the bits of B separate runs."""
-    B, d = W.shape
-    if B == 0 or d == 0:
-        raise TapegradValueError("gradient_descent: an ensemble w0 must have shape (B, d) with "
-                                 "B, d > 0, got %s" % (W.shape,))
-    derivs = _derivs(f, W[0])
-    P = _Precond(A, d)
+    B, d, derivs, P = _ensemble_setup("gradient_descent", f, W, A)
     v, G = derivs.value_and_grad_batch(W)
     limit = v + diverge_factor * (1.0 + np.abs(v))
     ws, fs, gns = [W.copy()], [v.copy()], [np.linalg.norm(G, axis=1)]
