@@ -277,8 +277,14 @@ class _TorchNamespace:
     def __init__(self, torch):
         self._t = torch
         self.pi = float(numpy.pi)
-        for name in ("exp", "sin", "cos", "tanh", "sqrt", "sum"):
+        for name in ("exp", "log", "sin", "cos", "tanh", "sqrt", "einsum"):
             setattr(self, name, getattr(torch, name))
+
+    def sum(self, a, axis=None):
+        return self._t.sum(a) if axis is None else self._t.sum(a, dim=axis)
+
+    def max(self, a, axis=None, keepdims=False):
+        return self._t.amax(a) if axis is None else self._t.amax(a, dim=axis, keepdim=keepdims)
 
     def logaddexp(self, a, b):
         t = self._t

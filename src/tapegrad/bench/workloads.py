@@ -4,8 +4,8 @@ Each workload function is written once as ``fun(x, d, np)``: ``x`` the point (a 
 tool's array type), ``d`` a dict of data arrays (already converted to the tool's array type), and
 ``np`` a NumPy-like namespace (``numpy`` for tapegrad and hand-written NumPy, ``autograd.numpy``,
 ``jax.numpy``, or a thin shim over ``torch``). Only a small shared vocabulary is used (``exp``,
-``sin``, ``cos``, ``tanh``, ``sqrt``, ``sum``, ``logaddexp``, ``pi``, ``@``, slicing and
-``.reshape``) so the same source runs everywhere; tapegrad needs no namespace at all, the default
+``log``, ``sin``, ``cos``, ``tanh``, ``sqrt``, ``sum`` and ``max`` (with ``axis``), ``einsum``,
+``logaddexp``, ``pi``, ``@``, slicing and ``.reshape``) so the same source runs everywhere; tapegrad needs no namespace at all, the default
 ``np=numpy`` is enough.
 
 The hand-written derivatives are the "what a careful person would write" baseline of issue 4:
@@ -163,6 +163,89 @@ def mlp_hand(w, d):
     return g
 
 
+def gmm(w, d, np=numpy):
+    """ADBench's Gaussian mixture negative log-likelihood (Srajer et al. 2018): K components in d
+    dimensions with inverse-covariance factors Q_k = diag(exp(q_k)) + L_k (L_k strictly lower,
+    filled column by column from icf[:, d:]), a Wishart prior, n points. The parameters are
+    packed as (alphas K, means K d, icf K d (d + 1) / 2). L_k is built by a product with a
+    constant 0/1 matrix so the same source runs in every tool (no scatter)."""
+    X, T = d["X"], d["T"]
+    n, p = X.shape
+    K = d["K"].shape[0]
+    alphas = w[:K]
+    means = w[K:K + K * p].reshape(K, p)
+    icf = w[K + K * p:].reshape(K, p * (p + 1) // 2)
+    qs = icf[:, :p]
+    Qdiags = np.exp(qs)
+    sum_qs = np.sum(qs, axis=1)
+    Ls = (icf[:, p:] @ T).reshape(K, p, p)
+    xc = X.reshape(n, 1, p) - means.reshape(1, K, p)                 # (n, K, p)
+    Lx = Qdiags.reshape(1, K, p) * xc + np.einsum("kij,nkj->nki", Ls, xc)
+    inner = alphas.reshape(1, K) + sum_qs.reshape(1, K) - 0.5 * np.sum(Lx * Lx, axis=2)
+    mx = np.max(inner, axis=1, keepdims=True)
+    lse = np.log(np.sum(np.exp(inner - mx), axis=1)) + mx.reshape(n)
+    ma = np.max(alphas)
+    lse_alpha = np.log(np.sum(np.exp(alphas - ma))) + ma
+    g, m = GMM_GAMMA, GMM_M
+    prior = np.sum(0.5 * g * g * (np.sum(Qdiags * Qdiags, axis=1)
+                                  + np.sum(icf[:, p:] * icf[:, p:], axis=1)) - m * sum_qs)
+    return np.sum(lse) - n * lse_alpha + prior + d["C"][0]
+
+
+def gmm_hand(w, d):
+    X, T = d["X"], d["T"]
+    n, p = X.shape
+    K = d["K"].shape[0]
+    alphas = w[:K]
+    means = w[K:K + K * p].reshape(K, p)
+    icf = w[K + K * p:].reshape(K, p * (p + 1) // 2)
+    Qd = numpy.exp(icf[:, :p])
+    Q = (icf[:, p:] @ T).reshape(K, p, p)
+    Q[:, numpy.arange(p), numpy.arange(p)] = Qd
+    xc = X[:, None, :] - means[None, :, :]                            # (n, K, p)
+    Y = numpy.einsum("kij,nkj->nki", Q, xc)                           # Q_k (x_i - mu_k)
+    inner = alphas + icf[:, :p].sum(axis=1) - 0.5 * numpy.sum(Y * Y, axis=2)
+    R = numpy.exp(inner - inner.max(axis=1, keepdims=True))
+    R /= R.sum(axis=1, keepdims=True)                                 # responsibilities
+    sa = numpy.exp(alphas - alphas.max())
+    sa /= sa.sum()
+    RY = R[:, :, None] * Y
+    G = -numpy.einsum("nki,nkj->kij", RY, xc)                        # df / dQ_k
+    g_alpha = R.sum(axis=0) - n * sa
+    g_means = numpy.einsum("nki,kij->kj", RY, Q)                     # sum_i r_ik Q_k^T y_ik
+    gam, m = GMM_GAMMA, GMM_M
+    g_q = (G[:, numpy.arange(p), numpy.arange(p)] * Qd + R.sum(axis=0)[:, None]
+           + gam * gam * Qd * Qd - m)
+    g_l = G.reshape(K, p * p) @ T.T + gam * gam * icf[:, p:]
+    return numpy.concatenate([g_alpha, g_means.ravel(),
+                              numpy.concatenate([g_q, g_l], axis=1).ravel()])
+
+
+GMM_GAMMA, GMM_M = 1.0, 0
+
+
+def _gmm_data(n, K, p, seed):
+    """Points, the L-filling matrix T, and the constant terms of the objective (ADBench's)."""
+    rng = numpy.random.default_rng(seed)
+    X = rng.standard_normal((n, p))
+    nl = p * (p - 1) // 2
+    T = numpy.zeros((nl, p * p))
+    r = 0
+    for col in range(p):                      # column by column, as ADBench's constructL
+        for row in range(col + 1, p):
+            T[r, row * p + col] = 1.0
+            r += 1
+    # -n p / 2 log(2 pi) and the Wishart normalization: they move the value, not the gradient
+    nw = p + GMM_M + 1
+    lmgamma = 0.25 * p * (p - 1) * math.log(math.pi) + sum(
+        math.lgamma(0.5 * nw - 0.5 * j) for j in range(p))
+    C = -n * p * 0.5 * math.log(2 * math.pi) - K * (
+        nw * p * (math.log(GMM_GAMMA) - 0.5 * math.log(2)) - lmgamma)
+    w0 = numpy.concatenate([rng.standard_normal(K), rng.standard_normal(K * p),
+                            0.1 * rng.standard_normal(K * p * (p + 1) // 2)])
+    return {"X": X, "T": T, "K": numpy.zeros(K), "C": numpy.array([C])}, w0
+
+
 def vecmap(x, d, np=numpy):
     """A vector function R^n -> R^n for full Jacobians: a dense layer plus an elementwise term."""
     return np.tanh(d["A"] @ x) + np.sin(x) * x
@@ -181,7 +264,8 @@ class Sizes:
     rosenbrock: tuple = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
     logistic: tuple = (10_000, 100)        # samples, features
     mlp: tuple = (256, 64, 128, 10)        # batch, inputs, hidden, outputs
-    hvp_n: int = 10_000                    # Rosenbrock size for the Hessian-vector product
+    hvp_n: tuple = (10_000, 1_000_000)     # Rosenbrock sizes for the Hessian-vector product
+    gmm: tuple = (1_000, 25, 10)           # points, components, dimension (ADBench's 1k, K=25, d=10)
     jac_n: int = 100                       # inputs = outputs of the Jacobian workload
     ode: tuple = (200, 10)                 # logistic problem inside solve_ivp
     threads_n: int = 20_000                # elementwise size of the compute-bound thread tape
@@ -191,9 +275,9 @@ class Sizes:
     ensemble: tuple = (64, 10)             # flows, dimension (Rosenbrock)
 
 
-QUICK_SIZES = Sizes(rosenbrock=(10, 100), logistic=(50, 5), mlp=(16, 4, 8, 3), hvp_n=20,
+QUICK_SIZES = Sizes(rosenbrock=(10, 100), logistic=(50, 5), mlp=(16, 4, 8, 3), hvp_n=(20,),
                     jac_n=6, ode=(30, 3), threads_n=200, batch_logistic=(200, 5),
-                    batch_mlp=(100, 4, 6), batch_loop=50, ensemble=(4, 3))
+                    batch_mlp=(100, 4, 6), batch_loop=50, ensemble=(4, 3), gmm=(30, 3, 2))
 
 
 def _logistic_data(n, dim, seed):
@@ -234,10 +318,16 @@ def build(sizes=None, names=None):
     out.append(Workload("mlp", f"mlp {B}x{din}-{h}-{o}", "grad", mlp, w0,
                         {"X": X, "Y": numpy.ascontiguousarray(Y), "h": numpy.zeros(h)},
                         hand=mlp_hand, n=nw))
-    n = int(s.hvp_n)
-    out.append(Workload("hvp", f"hvp rosenbrock n={_fmt_n(n)}", "hvp", rosenbrock,
-                        1.0 + 0.1 * rng.standard_normal(n), hand=rosenbrock_hvp_hand,
-                        v=rng.standard_normal(n), n=n))
+    n, K, p = s.gmm
+    data, wg = _gmm_data(n, K, p, 4)
+    out.append(Workload("gmm", f"gmm n={n} K={K} d={p}", "grad", gmm, wg, data, hand=gmm_hand,
+                        n=wg.size))
+    hvp_sizes = (s.hvp_n,) if numpy.ndim(s.hvp_n) == 0 else s.hvp_n
+    for n in hvp_sizes:
+        n = int(n)
+        out.append(Workload("hvp", f"hvp rosenbrock n={_fmt_n(n)}", "hvp", rosenbrock,
+                            1.0 + 0.1 * rng.standard_normal(n), hand=rosenbrock_hvp_hand,
+                            v=rng.standard_normal(n), n=n))
     n = int(s.jac_n)
     A = {"A": rng.standard_normal((n, n)) / math.sqrt(n)}
     xj = rng.standard_normal(n)
