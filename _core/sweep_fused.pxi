@@ -459,3 +459,321 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
     if nin:
         memcpy(g, wb, nin * sizeof(double))
     return 0
+
+
+# ------------------------------------------------------------------ fused Hessian-vector products
+# H v of a tape that is one fused tail read straight from the inputs (grad_fused's direct case:
+# no ops before the tail or after its sum, no guards). On each tile, every tail op's value,
+# tangents, adjoint and adjoint tangents (forward over reverse: x_bar_dot += g'(x) y_bar_dot +
+# g''(x) x_dot y_bar, Pearlmutter 1994) are computed in a scratch of 2 + 2 L rows per op, and
+# the tile's contributions to H v are added to the caller's output. That is one pass over x and
+# V, where the op-by-op hvp runs a forward, a tangent, a reverse and a tangent-of-reverse sweep,
+# each over buffers the size of the whole tape. The formulas are tor_op's general elementwise
+# ones; agreement with the op-by-op sweeps is up to rounding (the cheap ops' loops there group
+# the same terms otherwise, and an input's H v element gets its contributions tile by tile).
+
+cdef bint hvp_fusable(const TapeView* t) noexcept nogil:
+    """May hvp_fused run this tape (see above)?"""
+    cdef Py_ssize_t j, K = t.fuse_sum
+    cdef const Op* op
+    if t.fuse_k0 != 0 or K != t.nops - 1 or t.nguard != 0 or t.out_n != 1:
+        return False
+    if K > TILE_MAX_OPS or not inputs_apart(t.ops, 0, K, t.nin):
+        return False
+    for j in range(K):
+        op = &t.ops[j]
+        if op.code > BIN_LAST:
+            return False
+        # operands full size or one scalar (the tiles shift the one and keep the other)
+        if op.code > UN_LAST and (bkind(op.p[0], op.p[1], op.n) == 2
+                                  or bkind(op.p[2], op.p[3], op.n) == 2):
+            return False
+    return True
+
+
+ctypedef struct HvOpnd:
+    # operand r of a tail op on the current tile: values, lane-0 tangents and adjoint tangents
+    # (lane l at + l * lstride), internal adjoint (NULL: an input or a constant), stride 0 for
+    # a broadcast scalar
+    const double* v
+    const double* t
+    double* bt
+    double* b
+    Py_ssize_t lstride
+    Py_ssize_t s
+    bint live             # has a derivative (not a constant)
+
+
+cdef inline void hv_opnd(HvOpnd* o, const FusePlan* P, Py_ssize_t j, int r, const Op* top,
+                         double* scr, Py_ssize_t R, Py_ssize_t NL, const double* x,
+                         const double* V, double* out, Py_ssize_t nin,
+                         const CPool* cv) noexcept nogil:
+    cdef int i = P.src[3 * j + r]
+    cdef int64_t off = top.a if r == 0 else (top.b if r == 1 else top.c)
+    cdef int bit = FLAG_A_CONST if r == 0 else (FLAG_B_CONST if r == 1 else FLAG_C_CONST)
+    cdef double* base
+    o.s = 1
+    if r < 2 and top.code > UN_LAST and top.p[2 * r + 1] == 1:
+        o.s = 0
+    o.live = False
+    o.t = NULL
+    o.bt = NULL
+    o.b = NULL
+    o.lstride = 0
+    if i >= 0:
+        base = scr + (2 + 2 * NL) * i * R
+        o.v = base
+        o.b = base + R
+        o.t = base + 2 * R
+        o.bt = base + (2 + NL) * R
+        o.lstride = R
+        o.live = True
+    elif top.flags & bit:
+        o.v = cpool_at(cv, off)
+    else:
+        o.v = x + off
+        o.t = V + off
+        o.bt = out + off
+        o.lstride = nin
+        o.live = True
+
+
+cdef inline bint hv_tangent_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
+                                  const double* y, double* yd, Py_ssize_t l,
+                                  Py_ssize_t tl) noexcept nogil:
+    """The tangent of a cheap op on lane l as a plain loop (the tangent sweep's formulas);
+    False: not one, take the general loop."""
+    cdef Py_ssize_t i
+    cdef const double* at
+    cdef const double* bt
+    cdef const double* a = A.v
+    cdef double d = top.d
+    if op_cheap_unary(code) and A.live:
+        at = A.t + l * A.lstride
+        if code == OP_MULC:
+            for i in range(tl):
+                yd[i] = d * at[i]
+        elif code == OP_DIVC:
+            d = 1.0 / d
+            for i in range(tl):
+                yd[i] = d * at[i]
+        elif code == OP_ADDC:
+            for i in range(tl):
+                yd[i] = at[i]
+        elif code == OP_SQUARE:
+            for i in range(tl):
+                yd[i] = 2.0 * a[i] * at[i]
+        elif code == OP_RSUBC or code == OP_NEG:
+            for i in range(tl):
+                yd[i] = -at[i]
+        else:
+            return False
+        return True
+    if (op_cheap_binary(code) and A.live and B.live and A.s == 1 and B.s == 1):
+        at = A.t + l * A.lstride
+        bt = B.t + l * B.lstride
+        if code == OP_ADD:
+            for i in range(tl):
+                yd[i] = at[i] + bt[i]
+        elif code == OP_SUB:
+            for i in range(tl):
+                yd[i] = at[i] - bt[i]
+        else:
+            for i in range(tl):
+                yd[i] = B.v[i] * at[i] + A.v[i] * bt[i]
+        return True
+    return False
+
+
+cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
+                                  const double* y, const double* ybar, Py_ssize_t R,
+                                  Py_ssize_t NL, Py_ssize_t tl) noexcept nogil:
+    """Adjoint and adjoint tangents of a cheap op as plain loops (tor_op's formulas); False:
+    not one, take the general loop."""
+    cdef Py_ssize_t i, l
+    cdef const double* a = A.v
+    cdef const double* b = B.v
+    cdef const double* ybd
+    cdef const double* at
+    cdef const double* bt
+    cdef double* abd
+    cdef double* bbd
+    cdef double* ab = A.b
+    cdef double* bb = B.b
+    cdef double d = top.d
+    if op_cheap_unary(code) and A.live:
+        if code == OP_DIVC:
+            d = 1.0 / d
+        elif not (code == OP_MULC or code == OP_ADDC or code == OP_SQUARE
+                  or code == OP_RSUBC or code == OP_NEG):
+            return False
+        if code == OP_ADDC:
+            d = 1.0
+        elif code == OP_RSUBC or code == OP_NEG:
+            d = -1.0
+        if ab != NULL:
+            if code == OP_SQUARE:
+                for i in range(tl):
+                    ab[i] += 2.0 * a[i] * ybar[i]
+            else:
+                for i in range(tl):
+                    ab[i] += d * ybar[i]
+        for l in range(NL):
+            ybd = y + (2 + NL + l) * R
+            abd = A.bt + l * A.lstride
+            if code == OP_SQUARE:
+                at = A.t + l * A.lstride
+                for i in range(tl):
+                    abd[i] += 2.0 * (a[i] * ybd[i] + ybar[i] * at[i])
+            else:
+                for i in range(tl):
+                    abd[i] += d * ybd[i]
+        return True
+    if not (op_cheap_binary(code) and A.live and B.live and A.s == 1 and B.s == 1):
+        return False
+    # separate loops per operand: a and b may be the same slot (x * x)
+    if code == OP_MUL:
+        if ab != NULL:
+            for i in range(tl):
+                ab[i] += b[i] * ybar[i]
+        if bb != NULL:
+            for i in range(tl):
+                bb[i] += a[i] * ybar[i]
+    else:
+        d = 1.0 if code == OP_ADD else -1.0
+        if ab != NULL:
+            for i in range(tl):
+                ab[i] += ybar[i]
+        if bb != NULL:
+            for i in range(tl):
+                bb[i] += d * ybar[i]
+    for l in range(NL):
+        ybd = y + (2 + NL + l) * R
+        abd = A.bt + l * A.lstride
+        bbd = B.bt + l * B.lstride
+        if code == OP_MUL:
+            at = A.t + l * A.lstride
+            bt = B.t + l * B.lstride
+            for i in range(tl):
+                abd[i] += b[i] * ybd[i] + ybar[i] * bt[i]
+            for i in range(tl):
+                bbd[i] += a[i] * ybd[i] + ybar[i] * at[i]
+        else:
+            for i in range(tl):
+                abd[i] += ybd[i]
+            for i in range(tl):
+                bbd[i] += d * ybd[i]
+    return True
+
+
+cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t* ipool,
+                   const CPool* cv, const double* x, const double* V, double* out,
+                   Py_ssize_t nin, Py_ssize_t NL, double* scr, Py_ssize_t R, Py_ssize_t t0,
+                   Py_ssize_t tl) noexcept nogil:
+    """One tile of the fused H v (ops [0, M) the tail, summed by op M)."""
+    cdef Op top
+    cdef HvOpnd A, B, C
+    cdef Py_ssize_t j, i, l, ia, ib, rs = (2 + 2 * NL) * R
+    cdef int code
+    cdef double d1, d2, da, db, daa, dab, dbb, ta, tb, s, yb, ybd
+    cdef double* y
+    cdef double* ybar
+    cdef double* yd
+    cdef double* ybdp
+    for j in range(M):
+        tile_op(&ops[j], &top, t0, tl)
+        code = top.code
+        hv_opnd(&A, P, j, 0, &top, scr, R, NL, x, V, out, nin, cv)
+        hv_opnd(&B, P, j, 1, &top, scr, R, NL, x, V, out, nin, cv)
+        hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv)
+        y = scr + rs * j
+        forward_op(&top, ipool, A.v, B.v, C.v, y)
+        # adjoints start at zero, the summed op's at the sum's seed 1
+        memset(y + R, 0, tl * sizeof(double))
+        memset(y + (2 + NL) * R, 0, NL * R * sizeof(double))
+        if j == M - 1:
+            for i in range(tl):
+                y[R + i] = 1.0
+        for l in range(NL):
+            yd = y + (2 + l) * R
+            if hv_tangent_cheap(code, &top, &A, &B, y, yd, l, tl):
+                continue
+            if code <= UN_LAST:
+                if not A.live or op_zero_derivative(code):
+                    memset(yd, 0, tl * sizeof(double))
+                    continue
+                for i in range(tl):
+                    yd[i] = un_d1(code, A.v[i], y[i], top.d) * A.t[l * A.lstride + i]
+            else:
+                for i in range(tl):
+                    ia = i * A.s
+                    ib = i * B.s
+                    bin_d1(code, A.v[ia], B.v[ib], y[i], C.v[i] if code == OP_WHERE else 0.0,
+                           &da, &db)
+                    s = 0.0
+                    if A.live:
+                        s = da * A.t[l * A.lstride + ia]
+                    if B.live:
+                        s = s + db * B.t[l * B.lstride + ib]
+                    yd[i] = s
+    for j in range(M - 1, -1, -1):
+        tile_op(&ops[j], &top, t0, tl)
+        code = top.code
+        if op_zero_derivative(code):
+            continue
+        hv_opnd(&A, P, j, 0, &top, scr, R, NL, x, V, out, nin, cv)
+        hv_opnd(&B, P, j, 1, &top, scr, R, NL, x, V, out, nin, cv)
+        hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv)
+        y = scr + rs * j
+        ybar = y + R
+        if hv_reverse_cheap(code, &top, &A, &B, y, ybar, R, NL, tl):
+            continue
+        if code <= UN_LAST:
+            if not A.live:
+                continue
+            for i in range(tl):
+                d1 = un_d1(code, A.v[i], y[i], top.d)
+                d2 = un_d2(code, A.v[i], y[i], top.d) * ybar[i]
+                if A.b != NULL:
+                    A.b[i] += d1 * ybar[i]
+                for l in range(NL):
+                    A.bt[l * A.lstride + i] += (d1 * y[(2 + NL + l) * R + i]
+                                                + d2 * A.t[l * A.lstride + i])
+            continue
+        for i in range(tl):
+            ia = i * A.s
+            ib = i * B.s
+            yb = ybar[i]
+            bin_d1(code, A.v[ia], B.v[ib], y[i], C.v[i] if code == OP_WHERE else 0.0, &da, &db)
+            bin_d2(code, A.v[ia], B.v[ib], y[i], &daa, &dab, &dbb)
+            if A.b != NULL:
+                A.b[ia] += da * yb
+            if B.b != NULL:
+                B.b[ib] += db * yb
+            for l in range(NL):
+                ybd = y[(2 + NL + l) * R + i]
+                ta = A.t[l * A.lstride + ia] if A.live else 0.0
+                tb = B.t[l * B.lstride + ib] if B.live else 0.0
+                if A.live:
+                    A.bt[l * A.lstride + ia] += da * ybd + yb * (daa * ta + dab * tb)
+                if B.live:
+                    B.bt[l * B.lstride + ib] += db * ybd + yb * (dab * ta + dbb * tb)
+
+
+cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* out,
+                   Py_ssize_t NL) except -1 nogil:
+    """out (NL lanes of nin, zero on entry) += H V for a tape hvp_fusable accepts."""
+    cdef Py_ssize_t M = t.fuse_sum, n = t.ops[0].n, T = FUSE_TILE, R = fuse_row(n, T)
+    cdef Py_ssize_t t0 = 0, tl
+    cdef FusePlan P
+    cdef double* scr = <double*> malloc((2 + 2 * NL) * M * R * sizeof(double))
+    if scr == NULL:
+        with gil:
+            raise MemoryError()
+    fuse_plan(t.ops, 0, M, True, &P)
+    while t0 < n:
+        tl = tile_len(t0, n, T)
+        hvp_tile(t.ops, M, &P, t.ipool, t.cv, x, V, out, t.nin, NL, scr, R, t0, tl)
+        t0 += tl
+    free(scr)
+    return 0

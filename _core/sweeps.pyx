@@ -623,6 +623,29 @@ def hvp(Tape t, const double[::1] w, const double[:, ::1] V, double[:, ::1] wd=N
     return np.asarray(wbd)[:, :t.nin]
 
 
+def hvp_fast(Tape t, object x, object v, object shape):
+    """H(x) v for a scalar tape that is one fused tail read straight from the inputs
+    (hvp_fused), for x and v C-contiguous float64 ndarrays of the given shape. Returns H v (an
+    array of that shape), or None when the tape or the arguments do not qualify (the caller
+    takes the general path: forward, tangent, reverse and tangent-of-reverse sweeps)."""
+    cdef TapeView tv
+    open_tape(t, &tv)
+    if not FUSING or tv.fuse_k0 < 0 or not hvp_fusable(&tv):
+        return None
+    for a in (x, v):
+        if (type(a) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray> a) != cnp.NPY_DOUBLE
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> a)
+                or cnp.PyArray_SIZE(<cnp.ndarray> a) != t.nin or a.shape != shape):
+            return None
+    cdef cnp.ndarray h = np.zeros(shape)
+    cdef const double* xp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> x)
+    cdef const double* vp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> v)
+    cdef double* hp = <double*> cnp.PyArray_DATA(h)
+    with nogil:
+        hvp_fused(&tv, xp, vp, hp, 1)
+    return h
+
+
 # Above this many work slots the per-thread buffers of the general path win: fresh large
 # allocations come from mmap and cost page faults on every call.
 cdef Py_ssize_t GRAD_FAST_MAX_WORK = 1 << 14   # 128 kB buffers: below malloc's mmap threshold

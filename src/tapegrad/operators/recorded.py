@@ -318,6 +318,12 @@ class Recorded:
 
     def hvp(self, x, v):
         """H(x) v for scalar f, by forward-over-reverse on the tape."""
+        if self._grad_shape is not None and self.nout == 1:
+            # one array in: a tape that is one fused elementwise tail summed runs as a single
+            # tiled pass over x and v (None: take the general path)
+            h = sweeps.hvp_fast(self._variants[0].tape, x, v, self._grad_shape)
+            if h is not None:
+                return h
         xf = self._flat(self._primals(x), "hvp")
         vf = self._flat(self._tangents(v), "hvp tangent")
         tr, w = self._select(xf)
