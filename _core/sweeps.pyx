@@ -588,6 +588,37 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     return val, ok
 
 
+def grad_at_values(Tape t, double[::1] w, const int64_t[::1] redo, double[::1] wb,
+                   double[::1] g):
+    """Gradient of a scalar-output tape whose work buffer w already holds its values (those a
+    recording computed: operators' re-traced grad), except the outputs of the ops in redo
+    (increasing op indices), which are computed here first. Then the reverse sweep alone into
+    wb; g (nin) receives the gradient. Returns the value w[out_off]."""
+    cdef TapeView tv
+    cdef TapeView part
+    open_tape(t, &tv)
+    if (w.shape[0] < t.nwork or wb.shape[0] < t.nwork or g.shape[0] != t.nin
+            or t.out_n != 1):
+        raise ValueError("grad_at_values: buffer sizes do not match the tape")
+    cdef Py_ssize_t i, k, prev = -1, nr = redo.shape[0]
+    for i in range(nr):
+        k = redo[i]
+        if k <= prev or k >= t.nops:
+            raise ValueError(f"grad_at_values: redo must hold increasing op indices below "
+                             f"{t.nops}, got {k} after {prev}")
+        prev = k
+    with nogil:
+        for i in range(nr):
+            part = view_part(&tv, redo[i], redo[i] + 1, 0)
+            forward_sweep(&part, &w[0])
+        memset(&wb[0], 0, t.nwork * sizeof(double))
+        wb[t.out_off] = 1.0
+        reverse_sweep(&tv, &w[0], &wb[0])
+        if t.nin:
+            memcpy(&g[0], &wb[0], t.nin * sizeof(double))
+    return w[t.out_off]
+
+
 def hvp(Tape t, const double[::1] w, const double[:, ::1] V, double[:, ::1] wd=None,
         double[::1] wb=None, double[:, ::1] wbd=None):
     """H v for each row v of V (scalar output): tangent sweep, reverse sweep and

@@ -8,6 +8,7 @@ NumPy operations on those tracers by the reference sweep (``reference.py``), so 
 recording captures the derivative computation itself and can differentiate it again.
 """
 import math
+import threading
 
 import numpy as np
 
@@ -183,7 +184,7 @@ class Traced:
         # vjp's pullback sweeps later, over the values computed now: its constants are copied,
         # so a data array changed in place in between cannot pair new constants with old
         # values. Every other tape references large arrays (Recorder.const).
-        rec = self.rec = Recorder(ref_consts=fname != "vjp")
+        rec = self.rec = Recorder(ref_consts=fname != "vjp", capture=fname == "grad")
         with rec:
             tracers = [rec.new(v) for v in vals]
             sub = _tree.unflatten(self.in_tree, tracers)
@@ -320,10 +321,48 @@ class Traced:
         the sweep touches are ever written), or None: nested, or a guard did not hold."""
         if self.nested or self.nout != 1:
             return None
-        n = max(self.tape.nwork, 1)
         g = np.empty(self.nin)
-        val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, np.empty(n), np.empty(n), g)
+        with _Scratch() as scratch:
+            w, wb = scratch.buffers(self.tape.nwork)
+            redo = self._captured_work(w)
+            if redo is not None:
+                val = sweeps.grad_at_values(self.tape, w, redo, wb, g)
+                return self._split_leaves(g), val
+            val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, w, wb, g)
         return (self._split_leaves(g), val) if ok else None
+
+    def _captured_work(self, w):
+        """Fills w with the values of the costly ops the recording computed and returns the
+        other ops' indices (computed again before the reverse sweep), or None: nothing worth it was
+        captured, or the compiled gradient has a better path (a fused tail recomputes its
+        values in cache). The captured values are the forward sweep's at the recording point
+        (the same operations on the same operands: the sweeps run NumPy's own loops for the
+        transcendental functions and BLAS for products; where a kernel differs, they agree to
+        rounding), so the gradient is the one a replay gives there."""
+        rec = self.rec
+        caps = rec.captured if rec is not None else None
+        if caps is not None:
+            rec.captured = None          # (the values are used once: let them go)
+        t = self.tape
+        if not caps:
+            return None
+        table = t.op_table()
+        outs = table["out"].tolist()
+        ns = table["n"].tolist()
+        redo = []
+        saved = 0
+        for k, (o, m) in enumerate(zip(outs, ns)):
+            v = caps.get(o)
+            if v is not None and v.size == m:
+                w[o:o + m] = v.reshape(-1)
+                saved += 1
+            else:
+                redo.append(k)
+        if not saved:
+            return None
+        if self.nin:
+            w[:self.nin] = self.recorded_x
+        return np.array(redo, dtype=np.int64)
 
     def _split_leaves(self, flat):
         return _tree.split(flat, self.in_shapes, self.in_sizes, copy=True)
@@ -354,6 +393,40 @@ class Traced:
         if self.nout != 1:
             raise TapegradValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
         return sweeps.hvp(self.tape, self.work(), np.ascontiguousarray(V, dtype=np.float64)).copy()
+
+
+# Work buffers of re-traced gradients, kept per thread from call to call: a fresh buffer of
+# megabytes comes from mmap and costs a page fault per 4 kB on every call (for data-heavy
+# code that was more than the sweeps themselves). In use by one call at a time: a gradient
+# taken inside a sweep (a callback rule calling tg.grad) gets fresh buffers.
+_SCRATCH_MAX = 1 << 23          # float64 elements (64 MB) per buffer; larger ones are not kept
+_scratch_local = threading.local()
+
+
+class _Scratch:
+    """Two kept work buffers (values, adjoints) for one compiled gradient call."""
+
+    def __enter__(self):
+        loc = _scratch_local
+        self.kept = not getattr(loc, "busy", False)
+        if self.kept:
+            loc.busy = True
+        return self
+
+    def buffers(self, n):
+        n = max(n, 1)
+        if not self.kept or n > _SCRATCH_MAX:
+            return np.empty(n), np.empty(n)
+        loc = _scratch_local
+        bufs = getattr(loc, "bufs", None)
+        if bufs is None or bufs[0].size < n:
+            bufs = loc.bufs = (np.empty(n), np.empty(n))
+        return bufs[0][:n], bufs[1][:n]
+
+    def __exit__(self, *exc):
+        if self.kept:
+            _scratch_local.busy = False
+        return False
 
 
 def _strip(tree):
