@@ -86,3 +86,113 @@ def test_det_of_a_non_square_matrix_raises(rng):
     A = cplx(rng, 2, 3)
     with pytest.raises(np.linalg.LinAlgError, match="det.*square"):
         tg.grad(lambda A: np.abs(np.linalg.det(A)))(A)
+
+
+# ------------------------------------------------------------------ cholesky, eigh (Hermitian)
+def hpd(rng, *shape):
+    """A Hermitian positive definite matrix (or a stack of them) with distinct eigenvalues."""
+    B = cplx(rng, *shape)
+    return B @ np.conj(np.swapaxes(B, -1, -2)) + np.eye(shape[-1])
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 3, 3)])
+def test_cholesky(shape, rng):
+    # finite differences perturb every entry: the rule must see only what LAPACK reads (the
+    # lower triangle and the real part of the diagonal)
+    H = hpd(rng, *shape)
+    check_pair(lambda A: (np.linalg.cholesky(A),), H, (np.linalg.cholesky(H),))
+    check_pair(lambda A: (np.linalg.cholesky(A, upper=True),), H, (np.linalg.cholesky(H, upper=True),))
+
+
+def test_cholesky_log_det_closed_form(rng):
+    # 2 sum log Re diag(L) = log det(B B^H + I), whose gradient in B is 2 (B B^H + I)^-T conj(B)
+    B = cplx(rng, 4, 4)
+    f = lambda B: 2 * np.sum(np.log(np.real(np.diagonal(np.linalg.cholesky(B @ np.conj(B.T) + np.eye(4))))))  # noqa: E731
+    H = B @ np.conj(B.T) + np.eye(4)
+    np.testing.assert_allclose(f(B), np.linalg.slogdet(H)[1], rtol=1e-13)
+    np.testing.assert_allclose(tg.grad(f)(B), 2 * np.linalg.inv(H).T @ np.conj(B), rtol=1e-11)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 3, 3)])
+def test_eigvalsh_and_phase_invariant_eigh_losses(shape, rng):
+    H = hpd(rng, *shape)
+    w, V = np.linalg.eigh(H)
+    for UPLO in ("L", "U"):
+        check_pair(lambda A: (np.linalg.eigvalsh(A, UPLO=UPLO),), H, (np.linalg.eigvalsh(H, UPLO=UPLO),))
+    # |V|^2 weighted by w, and V diag(exp(w)) V^H: independent of the phases of the columns
+    f = lambda A: (lambda w, V: (np.abs(V) ** 2 * w[..., None, :], (V * np.exp(w)[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2)), w))(*np.linalg.eigh(A))  # noqa: E731
+    check_pair(f, H, (np.abs(V) ** 2 * w[..., None, :], (V * np.exp(w)[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2)), w))
+
+
+def test_eigh_closed_form_and_phase_dependent_loss(rng):
+    # w_k of B + B^H: d w_k = 2 Re(v_k^H dB v_k), so the gradient is 2 conj(v_k) v_k^T
+    B = cplx(rng, 4, 4)
+    w, V = np.linalg.eigh(B + np.conj(B.T))
+    g = tg.grad(lambda B: np.linalg.eigh(B + np.conj(B.T))[0][2])(B)
+    np.testing.assert_allclose(g, 2 * np.outer(np.conj(V[:, 2]), V[:, 2]), atol=1e-12)
+    with pytest.raises(TypeError, match="phases"):
+        tg.grad(lambda B: np.sum(np.real(np.linalg.eigh(B + np.conj(B.T))[1])))(B)
+
+
+def test_recorded_hermitian_rules_replay(rng):
+    N = rng.standard_normal((3, 3))
+    def f(M):
+        H = M @ M.T + 1j * (N - N.T) + 3 * np.eye(3)
+        w, V = np.linalg.eigh(H)
+        L = np.linalg.cholesky(H)     # (|L|^2 as L conj(L): abs has no derivative at L's zeros)
+        return np.sum(np.real(L * np.conj(L)) * np.arange(9.0).reshape(3, 3)) + np.sum(np.abs(V) ** 2 * w ** 2)
+    M0 = rng.standard_normal((3, 3))
+    tg.check_grads(f, M0, modes=("fwd", "rev"), order=2)
+    r = tg.record(f, M0)
+    M, D = M0 + 0.1 * rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    np.testing.assert_allclose(r(M), f(M), rtol=1e-13)
+    np.testing.assert_allclose(r.grad(M), tg.grad(f)(M), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(r.hvp(M, D), tg.hvp(f, (M,), (D,)), rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
+
+
+# ------------------------------------------------------------------ qr, svd
+@pytest.mark.parametrize("shape", [(4, 3), (3, 3), (2, 4, 2)])
+def test_qr(shape, rng):
+    # LAPACK's R has a real diagonal: Q and R are unique, their derivatives checked directly
+    A = cplx(rng, *shape)
+    Q, R = np.linalg.qr(A)
+    check_pair(lambda A: tuple(np.linalg.qr(A)), A, (Q, R))
+    check_pair(lambda A: (np.linalg.qr(A, mode="r"),), A, (R,))
+
+
+def test_qr_modes_and_wide_matrices(rng):
+    A = cplx(rng, 3, 3)
+    check_pair(lambda A: tuple(np.linalg.qr(A, mode="complete")), A, tuple(np.linalg.qr(A, mode="complete")))
+    with pytest.raises(NotImplementedError, match="wide"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.qr(A)[1])))(cplx(rng, 2, 3))
+    with pytest.raises(NotImplementedError, match="complete"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.qr(A, mode="complete")[1])))(cplx(rng, 3, 2))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 3), (3, 5), (2, 4, 3)])
+def test_svd_values_and_phase_invariant_losses(shape, rng):
+    A = cplx(rng, *shape)
+    U, s, Vh = np.linalg.svd(A, full_matrices=False)
+    check_pair(lambda A: (np.linalg.svd(A, compute_uv=False),), A, (s,))
+
+    def f(A):
+        U, s, Vh = np.linalg.svd(A, full_matrices=False)
+        return np.abs(U) ** 2, s, (U * np.sin(s)[..., None, :]) @ Vh, np.abs(Vh) ** 2 * s[..., :, None]
+    check_pair(f, A, (np.abs(U) ** 2, s, (U * np.sin(s)[..., None, :]) @ Vh, np.abs(Vh) ** 2 * s[..., :, None]))
+
+
+def test_svd_closed_form_and_errors(rng):
+    A = cplx(rng, 4, 3)
+    U, s, Vh = np.linalg.svd(A, full_matrices=False)
+    # d sum(s) = Re tr(V U^H dA): the gradient of the nuclear norm is conj(U V^H)
+    np.testing.assert_allclose(tg.grad(lambda A: np.sum(np.linalg.svd(A, compute_uv=False)))(A),
+                               np.conj(U @ Vh), rtol=1e-12)
+    if hasattr(np.linalg, "svdvals"):
+        # sum(s^3): the gradient is conj(U diag(3 s^2) V^H)
+        np.testing.assert_allclose(tg.grad(lambda A: np.sum(np.linalg.svdvals(A) ** 3))(A),
+                                   np.conj((U * 3 * s ** 2) @ Vh), rtol=1e-12)
+    with pytest.raises(TypeError, match="phases"):
+        tg.grad(lambda A: np.sum(np.real(np.linalg.svd(A, full_matrices=False)[0])))(A)
+    with pytest.raises(NotImplementedError, match="full_matrices"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.svd(A)[0])))(A)

@@ -259,6 +259,8 @@ def complex_ufunc(ufunc, method, inputs, kwargs):
         raise TapegradTypeError(f"np.{ufunc.__name__}.{method}: not supported on complex traced values")
     if kwargs.get("out") is not None:
         raise TapegradTypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array")
+    if ufunc is np.matmul:     # an ndarray @ a ComplexTracer reaches here as the ufunc
+        return complex_function(np.matmul, inputs, {})
     ps = [parts(x) for x in inputs]
     if ufunc in UNARY and len(ps) == 1:
         return _wrap(UNARY[ufunc](ps[0]))
