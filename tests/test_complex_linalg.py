@@ -196,3 +196,49 @@ def test_svd_closed_form_and_errors(rng):
         tg.grad(lambda A: np.sum(np.real(np.linalg.svd(A, full_matrices=False)[0])))(A)
     with pytest.raises(NotImplementedError, match="full_matrices"):
         tg.grad(lambda A: np.sum(np.abs(np.linalg.svd(A)[0])))(A)
+
+
+# ------------------------------------------------------------------ eig (non-symmetric)
+def test_eig_of_a_complex_matrix_follows_lapacks_normalization(rng):
+    # ?geev: unit 2-norm, largest component of each column real and positive; the rule is the
+    # derivative of exactly that, so w and V themselves are checked against differences
+    A = cplx(rng, 4, 4)
+    w, V = np.linalg.eig(A)
+    check_pair(lambda A: tuple(np.linalg.eig(A)), A, (w, V))
+    # |V|^2 sums to 1 in every column: zero gradient (the normalization term of the rule)
+    np.testing.assert_allclose(tg.grad(lambda A: np.sum(np.abs(np.linalg.eig(A)[1]) ** 2))(A), 0, atol=1e-12)
+
+
+def test_eig_of_a_real_matrix_phase_invariant_losses(rng):
+    # dgeev's eigenvectors of a real matrix have arbitrary signs (they flip between nearby
+    # matrices), so only phase-invariant losses are compared with differences
+    R = rng.standard_normal((4, 4))
+    w, V = np.linalg.eig(R)
+    assert np.any(np.imag(w) != 0)        # a complex pair and real eigenvalues
+
+    def f(R):
+        w, V = np.linalg.eig(R)
+        return split(w, np.abs(V) ** 2 * np.exp(w), (V * np.sin(w)) @ np.linalg.inv(V))
+    np.testing.assert_allclose(tg.vjp(f, R)[0], split(w, np.abs(V) ** 2 * np.exp(w), (V * np.sin(w)) @ np.linalg.inv(V)),
+                               rtol=1e-12, atol=1e-12)
+    tg.check_grads(f, R, modes=("fwd", "rev"), order=2)
+    # V diag(w) V^-1 is R itself: its derivative is the identity map
+    _, t = tg.jvp(lambda R: (lambda w, V: np.real((V * w) @ np.linalg.inv(V)))(*np.linalg.eig(R)), (R,), (V.real,))
+    np.testing.assert_allclose(t, V.real, atol=1e-12)
+
+
+def test_eig_recorded_and_errors(rng):
+    def f(A):
+        w, V = np.linalg.eig(A + 0.5j * A.T)
+        return np.sum(np.abs(V[0]) ** 2 * np.real(w)) + np.sum(np.abs(w) ** 2)
+    A0 = rng.standard_normal((3, 3))
+    r = tg.record(f, A0)
+    A, D = A0 + 0.01 * rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    np.testing.assert_allclose(r(A), f(A), rtol=1e-13)
+    np.testing.assert_allclose(r.grad(A), tg.grad(f)(A), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(r.hvp(A, D), tg.hvp(f, (A,), (D,)), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(A), r.grad(A))
+    with pytest.raises(NotImplementedError, match="one square matrix"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.eig(A)[0])))(rng.standard_normal((2, 3, 3)))
+    with pytest.raises(np.linalg.LinAlgError, match="square"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.eig(A)[0])))(rng.standard_normal((2, 3)))

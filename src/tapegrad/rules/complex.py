@@ -477,11 +477,11 @@ class CEigvals(CallRule):
     """Eigenvalues w of one (complex or real) n x n matrix A = V diag(w) V^-1, on packed pairs.
     Tangent w_dot = diag(V^-1 A_dot V); adjoint A_bar = V^-H diag(w_bar) V^H (the first-order
     eigenvalue perturbation; Giles 2008, sec. 3.1; Boeddeker et al. 2017 for the complex case).
-    Distinct eigenvalues only (the derivative does not exist at a repeated one). First order:
-    second derivatives would need the eigenvectors' derivatives (not done yet)."""
+    Distinct eigenvalues only (the derivative does not exist at a repeated one). The eigenvectors
+    come from np.linalg.eig, traced when the pair is (rules/complex_linalg.py: CEig), so the
+    tangent of the adjoint (hvp) and nested derivatives are traced too."""
 
     name = "ceigvals"
-    hvp_mode = "no (first order only)"
 
     def __init__(self, in_shapes, out_shapes=None):
         sa = tuple(int(k) for k in in_shapes[0])
@@ -495,31 +495,25 @@ class CEigvals(CallRule):
         w = np.linalg.eigvals(_matrix(Ap))
         return [np.stack([w.real, w.imag])]
 
-    def _vectors(self, xs, ys, what):
-        if any(type(x) is Tracer for x in list(xs) + list(ys)):
-            raise UnsupportedError(f"np.linalg.eigvals: {what} of second order (or nested) are not "
-                                   "supported yet")
-        w = ys[0][0] + 1j * ys[0][1]
-        w2, V = np.linalg.eig(_matrix(xs[0]))
+    def _vectors(self, xs, ys):
+        w = value_of(ys[0][0]) + 1j * value_of(ys[0][1])
+        if type(xs[0]) is Tracer:
+            w2, V = np.linalg.eig(_unpack(xs[0]))          # traced: the eig rule
+            w2 = w2.value
+        else:
+            w2, V = np.linalg.eig(_matrix(xs[0]))
         # the eigenvalues of the recording's order
         V = V[:, [int(np.argmin(np.abs(w2 - x))) for x in w]]
         return V, np.linalg.inv(V)
 
     def tan(self, xs, ys, xdots):
-        V, Vi = self._vectors(xs, ys, "derivatives")
-        d = xdots[0][0] + 1j * xdots[0][1]
-        wd = np.sum(_cmm(Vi, d) * V.T, axis=1)      # diag(V^-1 A_dot V)
-        return [np.stack([wd.real, wd.imag])]
+        V, Vi = self._vectors(xs, ys)
+        wd = np.sum(_mm(Vi, _unpack(xdots[0])) * V.T, axis=1)      # diag(V^-1 A_dot V)
+        return [_pack(wd)]
 
     def bwd(self, xs, ys, ybars):
-        V, Vi = self._vectors(xs, ys, "derivatives")
-        g = ybars[0][0] + 1j * ybars[0][1]
-        Ab = _cmm(Vi.conj().T * g, V.conj().T)
-        return [np.stack([Ab.real, Ab.imag])]
-
-    def tor(self, xs, y, xdots, ybar, ybardot):
-        raise UnsupportedError("np.linalg.eigvals: second derivatives (hvp, forward over reverse) are "
-                               "not supported yet")
+        V, Vi = self._vectors(xs, ys)
+        return [_pack(_mm(np.conj(Vi).T * _unpack(ybars[0]), np.conj(V).T))]
 
 
 def _eigvals(a):

@@ -463,9 +463,88 @@ def _csvdvals(x, /):
     return _csvd(x, compute_uv=False)
 
 
+# ------------------------------------------------------------------ eig
+def _largest(V):
+    """The 0/1 matrix marking, in each column of V, its largest component (the one LAPACK's
+    ?geev makes real): a decision on values, constant for the derivatives."""
+    Vv = value_of(parts(V)[0]) + 1j * value_of(parts(V)[1] if parts(V)[1] is not None else 0.0)
+    a = np.abs(Vv)
+    return (a == np.max(a, axis=-2, keepdims=True)) & (np.cumsum(a == np.max(a, axis=-2, keepdims=True), axis=-2) == 1)
+
+
+@_register_rule
+class CEig(CallRule):
+    """Eigenvalues w and right eigenvectors V of one (real or complex) n x n matrix,
+    A V = V diag(w), distinct eigenvalues, V normalized as LAPACK's ?geev does: unit 2-norm and
+    the largest component of each column real. With Ah = V^-1 A_dot V and F_ij = 1/(w_j - w_i)
+    (0 on the diagonal): w_dot = diag(Ah), and U_dot = V (F o Ah) is the eigenvector tangent with
+    diag(V^-1 U_dot) = 0 (Boeddeker et al. 2017, "On the computation of complex-valued gradients
+    with application to statistically optimum beamforming", sec. 4; JAX's eig_jvp_rule). The
+    normalization adds V diag(d): V_dot = U_dot + V diag(d) with
+    d_j = -Re(v_j^H u_j) - i Im(u_kj / V_kj) (k the largest component of column j), which keeps
+    the 2-norm and the phase of V_kj. The adjoint is its transpose:
+    g = diag(V^H V_bar), U_bar = V_bar - V diag(Re g) + E (E_kj = -i Im(g_j) / conj(V_kj)),
+    A_bar = V^-H (diag(w_bar) + conj(F) o (V^H U_bar)) V^H."""
+
+    name = "ceig"
+
+    def __init__(self, in_shapes, out_shapes=None):
+        s = _pair_shape("ceig", in_shapes)
+        if len(s) != 3:
+            raise TapegradValueError(f"ceig rule: shape {in_shapes} (one matrix)")
+        super().__init__(in_shapes, [(2, s[1]), s])
+
+    def fwd(self, Ap):
+        if type(Ap) is Tracer:
+            return _apply(self, Ap)
+        w, V = np.linalg.eig(_matrix(Ap))
+        w, V = w + 0j, V + 0j
+        return [np.stack([w.real, w.imag]), np.stack([V.real, V.imag])]
+
+    def _parts(self, ys):
+        w, V = _unpack(ys[0]), _unpack(ys[1])
+        return w, V, _gap_inverse(w), _largest(V) * 1.0
+
+    def tan(self, xs, ys, xdots):
+        w, V, F, P = self._parts(ys)
+        Ah = _mm(np.linalg.solve(V, _unpack(xdots[0])), V)
+        U = _mm(V, F * Ah)
+        d = (-np.real(np.sum(np.conj(V) * U, axis=-2))
+             - 1j * np.imag(np.sum(P * U, axis=-2) / np.sum(P * V, axis=-2)))
+        return [_pack(_diagonal(Ah)), _pack(U + V * _col(d))]
+
+    def bwd(self, xs, ys, ybars):
+        w, V, F, P = self._parts(ys)
+        wb, Vb = _unpack(ybars[0]), _unpack(ybars[1])
+        g = np.sum(np.conj(V) * Vb, axis=-2)
+        Ub = Vb - V * _col(np.real(g)) + P * _col(-1j * np.imag(g) / np.conj(np.sum(P * V, axis=-2)))
+        inner = _diag_embed(wb) + np.conj(F) * _mm(_H(V), Ub)
+        # V^-H inner V^H = solve(V^H, inner V^H)
+        return [_pack(np.linalg.solve(_H(V), _mm(inner, _H(V))))]
+
+
+_EigResult = type(np.linalg.eig(np.eye(1)))
+
+
+def _eig(a):
+    s = _shape(a)
+    if len(s) != 2 or s[0] != s[1]:
+        if len(s) < 2 or s[-1] != s[-2]:
+            _square("eig", a)
+        raise UnsupportedError(f"np.linalg.eig: traced arrays of shape {s}: one square matrix only "
+                               "(batched matrices are not supported yet)")
+    Ap = _pack(a)
+    w, V = _apply(CEig([np.shape(value_of(Ap))]), Ap)
+    # always complex, also for a real matrix (NumPy returns real arrays when every eigenvalue is
+    # real: a decision on values that a replay could not keep)
+    return _EigResult(_unpack(w), _unpack(V))
+
+
 _COMPLEX_FUNCTIONS.update({
     np.linalg.det: _cdet, np.linalg.slogdet: _cslogdet, np.linalg.cholesky: _ccholesky,
     np.linalg.eigh: _ceigh, np.linalg.eigvalsh: _ceigvalsh, np.linalg.qr: _cqr, np.linalg.svd: _csvd,
+    np.linalg.eig: _eig,
 })
+_registry.register(np.linalg.eig, _eig, "rule", rule_class=CEig)   # real matrices too (complex results)
 if hasattr(np.linalg, "svdvals"):
     _COMPLEX_FUNCTIONS[np.linalg.svdvals] = _csvdvals
