@@ -14,7 +14,7 @@ operators (grad = df/dx - i df/dy) is applied at the operator boundary (operator
 import numpy as np
 
 from ..tracing.tracer import Tracer, top_recorder, value_of, install_complex, ComplexOperand
-from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
+from ..errors import TapegradTypeError, TapegradValueError
 from . import base as _rules, registry as _registry
 from .calls import CallRule, register as _register_rule, call as _call
 
@@ -518,9 +518,11 @@ class CEigvals(CallRule):
 
 def _eigvals(a):
     s = np.shape(value_of(parts(a)[0]))
-    if len(s) != 2 or s[0] != s[1]:
-        raise UnsupportedError(f"np.linalg.eigvals: traced arrays of shape {s}: one square matrix only "
-                               "(batched matrices are not supported yet)")
+    if len(s) < 2 or s[-1] != s[-2]:
+        raise np.linalg.LinAlgError(f"np.linalg.eigvals: last 2 dimensions of the array must be square, "
+                                    f"got shape {s}")
+    if len(s) > 2:    # a stack: the eigenvalues of the eig rule (rules/complex_linalg.py)
+        return np.linalg.eig(a)[0]
     Ap = _pack(a)
     out = _call(CEigvals([np.shape(value_of(Ap))]), Ap) if top_recorder(Ap) else CEigvals([Ap.shape]).fwd(Ap)[0]
     # always complex, also for a real matrix (NumPy gives a real array when every eigenvalue is

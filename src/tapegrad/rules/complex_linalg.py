@@ -25,7 +25,7 @@ from ..tracing.tracer import Tracer, value_of
 from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
 from . import registry as _registry
 from .calls import CallRule, register as _register_rule, call as _call
-from .complex import parts, _pack, _unpack, _mm, _matrix, FUNCTIONS as _COMPLEX_FUNCTIONS, CEigvals
+from .complex import parts, _pack, _unpack, _mm, _matrix, FUNCTIONS as _COMPLEX_FUNCTIONS
 
 
 def _outs(out):
@@ -474,7 +474,7 @@ def _largest(V):
 
 @_register_rule
 class CEig(CallRule):
-    """Eigenvalues w and right eigenvectors V of one (real or complex) n x n matrix,
+    """Eigenvalues w and right eigenvectors V of (real or complex) n x n matrices (..., n, n),
     A V = V diag(w), distinct eigenvalues, V normalized as LAPACK's ?geev does: unit 2-norm and
     the largest component of each column real. With Ah = V^-1 A_dot V and F_ij = 1/(w_j - w_i)
     (0 on the diagonal): w_dot = diag(Ah), and U_dot = V (F o Ah) is the eigenvector tangent with
@@ -490,9 +490,7 @@ class CEig(CallRule):
 
     def __init__(self, in_shapes, out_shapes=None):
         s = _pair_shape("ceig", in_shapes)
-        if len(s) != 3:
-            raise TapegradValueError(f"ceig rule: shape {in_shapes} (one matrix)")
-        super().__init__(in_shapes, [(2, s[1]), s])
+        super().__init__(in_shapes, [s[:-1], s])
 
     def fwd(self, Ap):
         if type(Ap) is Tracer:
@@ -527,12 +525,7 @@ _EigResult = type(np.linalg.eig(np.eye(1)))
 
 
 def _eig(a):
-    s = _shape(a)
-    if len(s) != 2 or s[0] != s[1]:
-        if len(s) < 2 or s[-1] != s[-2]:
-            _square("eig", a)
-        raise UnsupportedError(f"np.linalg.eig: traced arrays of shape {s}: one square matrix only "
-                               "(batched matrices are not supported yet)")
+    _square("eig", a)
     Ap = _pack(a)
     w, V = _apply(CEig([np.shape(value_of(Ap))]), Ap)
     # always complex, also for a real matrix (NumPy returns real arrays when every eigenvalue is
