@@ -91,9 +91,15 @@ def _apply(rule, *ps):
     return _outs(_call(rule, *ps))
 
 
-def _phase_check(name, g, scale):
-    """A loss that depends on the arbitrary phases of the columns has no derivative."""
-    g, scale = np.abs(value_of(g)), np.max(np.abs(value_of(scale)), initial=0.0)
+def _value(z):
+    re, im = parts(z)
+    return value_of(re) + (0.0 if im is None else 1j * value_of(im))
+
+
+def _phase_check(name, g, X):
+    """A loss that depends on the arbitrary phases of the columns has no derivative: g, the
+    imaginary diagonal of X = V^H V_bar, must vanish (relative to the size of X)."""
+    g, scale = np.abs(value_of(g)), np.max(np.abs(_value(X)), initial=0.0)
     if g.size and np.max(g) > 1e-6 * max(scale, 1e-300) and np.max(g) > 1e-12:
         raise TapegradTypeError(
             f"np.linalg.{name}: the loss depends on the phases of the complex {name} vectors, which "
@@ -265,7 +271,7 @@ class CEigh(CallRule):
         inner = _diag_embed(ybars[0])
         if self.vectors:
             VhVb = _mm(_H(V), _unpack(ybars[1]))
-            _phase_check("eigh", np.imag(_diagonal(VhVb)), parts(VhVb)[0])
+            _phase_check("eigh", np.imag(_diagonal(VhVb)), VhVb)
             inner = inner + _gap_inverse(w) * VhVb
         return [_pack(_herm_lower_adjoint(_mm(_mm(V, inner), _H(V))))]
 
@@ -430,7 +436,7 @@ class CSVD(CallRule):
         Ub, sb, Vb = _unpack(ybars[0]), ybars[1], _H(_unpack(ybars[2]))
         F = self._F(s)
         J, K = _mm(_H(U), Ub), _mm(_H(V), Vb)
-        _phase_check("svd", np.imag(_diagonal(J)) + np.imag(_diagonal(K)), parts(J)[0])
+        _phase_check("svd", np.imag(_diagonal(J)) + np.imag(_diagonal(K)), J)
         inner = ((F * (J - _H(J))) * _col(s) + (F * (K - _H(K))) * _row(s) + _diag_embed(sb)
                  + 1j * _diag_embed(np.imag(_diagonal(J)) / s))
         Ab = _mm(_mm(U, inner), _H(V))
@@ -467,8 +473,7 @@ def _csvdvals(x, /):
 def _largest(V):
     """The 0/1 matrix marking, in each column of V, its largest component (the one LAPACK's
     ?geev makes real): a decision on values, constant for the derivatives."""
-    Vv = value_of(parts(V)[0]) + 1j * value_of(parts(V)[1] if parts(V)[1] is not None else 0.0)
-    a = np.abs(Vv)
+    a = np.abs(_value(V))
     return (a == np.max(a, axis=-2, keepdims=True)) & (np.cumsum(a == np.max(a, axis=-2, keepdims=True), axis=-2) == 1)
 
 
