@@ -194,6 +194,11 @@ def test_svd_closed_form_and_errors(rng):
                                    np.conj((U * 3 * s ** 2) @ Vh), rtol=1e-12)
     with pytest.raises(TypeError, match="phases"):
         tg.grad(lambda A: np.sum(np.real(np.linalg.svd(A, full_matrices=False)[0])))(A)
+    with pytest.raises(TypeError, match="phases"):
+        tg.grad(lambda A: np.sum(np.imag(np.linalg.svd(A, full_matrices=False)[2])))(A)
+    # a loss of one factor only, phase-invariant: no false alarm (U_bar = 0 here)
+    f = lambda A: np.sum(np.abs(np.linalg.svd(A, full_matrices=False)[2]) ** 2 * np.arange(3.0))  # noqa: E731
+    tg.check_grads(lambda x, y: f(x + 1j * y), A.real, A.imag, modes=("fwd", "rev"), order=2)
     with pytest.raises(NotImplementedError, match="full_matrices"):
         tg.grad(lambda A: np.sum(np.abs(np.linalg.svd(A)[0])))(A)
 

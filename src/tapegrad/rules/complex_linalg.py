@@ -96,11 +96,14 @@ def _value(z):
     return value_of(re) + (0.0 if im is None else 1j * value_of(im))
 
 
-def _phase_check(name, g, X):
+def _phase_check(name, g, *Xs):
     """A loss that depends on the arbitrary phases of the columns has no derivative: g, the
-    imaginary diagonal of X = V^H V_bar, must vanish (relative to the size of X)."""
-    g, scale = np.abs(value_of(g)), np.max(np.abs(_value(X)), initial=0.0)
-    if g.size and np.max(g) > 1e-6 * max(scale, 1e-300) and np.max(g) > 1e-12:
+    imaginary diagonal of V^H V_bar, must vanish relative to the size of the Xs (V^H V_bar and
+    the cotangents of the values), and above roundoff: nested derivatives can send these rules
+    cotangents that are zero up to rounding (1e-16), whose phase part is rounding too."""
+    g = np.abs(value_of(g))
+    scale = max(np.max(np.abs(_value(X)), initial=0.0) for X in Xs)
+    if g.size and np.max(g) > 1e-6 * scale and np.max(g) > 1e-12:
         raise TapegradTypeError(
             f"np.linalg.{name}: the loss depends on the phases of the complex {name} vectors, which "
             "are arbitrary (each column is defined only up to a factor e^{i phi}), so it has no "
@@ -271,7 +274,7 @@ class CEigh(CallRule):
         inner = _diag_embed(ybars[0])
         if self.vectors:
             VhVb = _mm(_H(V), _unpack(ybars[1]))
-            _phase_check("eigh", np.imag(_diagonal(VhVb)), VhVb)
+            _phase_check("eigh", np.imag(_diagonal(VhVb)), VhVb, ybars[0])
             inner = inner + _gap_inverse(w) * VhVb
         return [_pack(_herm_lower_adjoint(_mm(_mm(V, inner), _H(V))))]
 
@@ -436,7 +439,7 @@ class CSVD(CallRule):
         Ub, sb, Vb = _unpack(ybars[0]), ybars[1], _H(_unpack(ybars[2]))
         F = self._F(s)
         J, K = _mm(_H(U), Ub), _mm(_H(V), Vb)
-        _phase_check("svd", np.imag(_diagonal(J)) + np.imag(_diagonal(K)), J)
+        _phase_check("svd", np.imag(_diagonal(J)) + np.imag(_diagonal(K)), J, K, sb)
         inner = ((F * (J - _H(J))) * _col(s) + (F * (K - _H(K))) * _row(s) + _diag_embed(sb)
                  + 1j * _diag_embed(np.imag(_diagonal(J)) / s))
         Ab = _mm(_mm(U, inner), _H(V))
