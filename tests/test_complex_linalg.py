@@ -288,3 +288,25 @@ def test_complex64_in_complex64_out(rng):
     g = tg.grad(lambda A: np.linalg.slogdet(A)[1])(A)
     assert g.dtype == np.complex64
     np.testing.assert_allclose(g, np.linalg.inv(A.astype(np.complex128)).T, rtol=1e-5)
+
+
+LOSSES = {   # phase-invariant real losses of complex matrices, written once for both NumPys
+    "det": lambda np, A: np.abs(np.linalg.det(A)) ** 2,
+    "eigh": lambda np, A: (np.sum(np.abs(np.linalg.eigh(A + np.conj(A.T))[1]) ** 2 * np.arange(4.0)[:, None])
+                           + np.sum(np.linalg.eigh(A + np.conj(A.T))[0] ** 2)),
+    "svd": lambda np, A: np.sum(np.linalg.svd(A, full_matrices=False)[1] ** 3),
+    "svd_U": lambda np, A: np.sum(np.abs(np.linalg.svd(A[:, :3], full_matrices=False)[0]) ** 2
+                                  * np.arange(3.0) * np.arange(4.0)[:, None]),
+    "eig": lambda np, A: (np.sum(np.abs(np.linalg.eig(A)[1]) ** 2 * np.arange(4.0)[:, None])
+                          + np.real(np.sum(np.linalg.eig(A)[0] ** 2))),
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_gradients_agree_with_autograd(name, rng):
+    # autograd's own complex rules (same convention): an independent implementation
+    autograd = pytest.importorskip("autograd")
+    import autograd.numpy as anp
+    A = cplx(rng, 4, 4)
+    want = autograd.grad(lambda A: LOSSES[name](anp, A))(A)
+    np.testing.assert_allclose(tg.grad(lambda A: LOSSES[name](np, A))(A), want, rtol=1e-10, atol=1e-12)
