@@ -119,6 +119,11 @@ def test_eigvalsh_and_phase_invariant_eigh_losses(shape, rng):
     w, V = np.linalg.eigh(H)
     for UPLO in ("L", "U"):
         check_pair(lambda A: (np.linalg.eigvalsh(A, UPLO=UPLO),), H, (np.linalg.eigvalsh(H, UPLO=UPLO),))
+        # the values are NumPy's, eigenvectors (phases) included
+        out = tg.vjp(lambda x, y: split(*np.linalg.eigh(x + 1j * y, UPLO=UPLO)), H.real, H.imag)[0]
+        np.testing.assert_allclose(out, split(*np.linalg.eigh(H, UPLO=UPLO)), rtol=1e-12, atol=1e-12)
+        g = lambda A: (lambda w, V: (np.abs(V) ** 2 * w[..., None, :],))(*np.linalg.eigh(A, UPLO=UPLO))  # noqa: E731
+        check_pair(g, H, g(H))
     # |V|^2 weighted by w, and V diag(exp(w)) V^H: independent of the phases of the columns
     f = lambda A: (lambda w, V: (np.abs(V) ** 2 * w[..., None, :], (V * np.exp(w)[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2)), w))(*np.linalg.eigh(A))  # noqa: E731
     check_pair(f, H, (np.abs(V) ** 2 * w[..., None, :], (V * np.exp(w)[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2)), w))

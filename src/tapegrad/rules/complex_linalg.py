@@ -237,33 +237,41 @@ class CEigh(CallRule):
     conjugate transposes): with Ah = V^H H(A_dot) V and F_ij = 1 / (w_j - w_i), w_dot = Re diag(Ah),
     V_dot = V (F o Ah) (the phase gauge diag(V^H V_dot) = 0); A_bar = adjoint of H at
     V (diag(w_bar) + F o (V^H V_bar)) V^H. The phase-dependent part of a loss is the imaginary
-    diagonal of V^H V_bar: it must vanish (else a TypeError)."""
+    diagonal of V^H V_bar: it must vanish (else a TypeError). ``uplo`` "U": H reads the upper
+    triangle (H_U(X) = H(X^H)), as NumPy's UPLO="U"."""
 
     name = "ceigh"
 
-    def __init__(self, in_shapes, out_shapes=None, vectors=True):
+    def __init__(self, in_shapes, out_shapes=None, vectors=True, uplo="L"):
         s = _pair_shape("ceigh", in_shapes)
-        super().__init__(in_shapes, [s[1:-1], s] if vectors else [s[1:-1]], vectors=bool(vectors))
-        self.vectors = bool(vectors)
+        uplo = str(uplo)
+        if uplo not in ("L", "U"):
+            raise TapegradValueError(f"ceigh rule: uplo {uplo!r}")
+        super().__init__(in_shapes, [s[1:-1], s] if vectors else [s[1:-1]], vectors=bool(vectors),
+                         uplo=uplo)
+        self.vectors, self.uplo = bool(vectors), uplo
 
     def fwd(self, Ap):
         if type(Ap) is Tracer:
             return _apply(self, Ap)
         A = Ap[0] + 1j * Ap[1]
         if not self.vectors:
-            return [np.linalg.eigvalsh(A)]
-        w, V = np.linalg.eigh(A)
+            return [np.linalg.eigvalsh(A, UPLO=self.uplo)]
+        w, V = np.linalg.eigh(A, UPLO=self.uplo)
         return [w, np.stack([V.real, V.imag])]
 
     def _wv(self, xs, ys):
         if self.vectors:
             return ys[0], _unpack(ys[1])
-        w, V = np.linalg.eigh(_unpack(xs[0]))     # traced when xs are: the vectors rule
+        w, V = np.linalg.eigh(_unpack(xs[0]), UPLO=self.uplo)     # traced when xs are: the vectors rule
         return w, V
+
+    def _herm(self, X):
+        return _herm_lower(X if self.uplo == "L" else _H(X))
 
     def tan(self, xs, ys, xdots):
         w, V = self._wv(xs, ys)
-        Ah = _mm(_mm(_H(V), _herm_lower(_unpack(xdots[0]))), V)
+        Ah = _mm(_mm(_H(V), self._herm(_unpack(xdots[0]))), V)
         wdot = np.real(_diagonal(Ah))
         if not self.vectors:
             return [wdot]
@@ -276,29 +284,30 @@ class CEigh(CallRule):
             VhVb = _mm(_H(V), _unpack(ybars[1]))
             _phase_check("eigh", np.imag(_diagonal(VhVb)), VhVb, ybars[0])
             inner = inner + _gap_inverse(w) * VhVb
-        return [_pack(_herm_lower_adjoint(_mm(_mm(V, inner), _H(V))))]
+        G = _herm_lower_adjoint(_mm(_mm(V, inner), _H(V)))
+        return [_pack(G if self.uplo == "L" else _H(G))]
 
 
 _EighResult = type(np.linalg.eigh(np.eye(1)))
 
 
-def _uplo(a, UPLO):
+def _uplo(UPLO):
     if UPLO not in ("L", "U"):
         raise TapegradValueError("UPLO argument must be 'L' or 'U'")
-    return a if UPLO == "L" else _H(a)     # the Hermitian matrix of the upper triangle of A
+    return UPLO
 
 
 def _ceigh(a, UPLO="L"):
     _square("eigh", a)
-    Ap = _pack(_uplo(a, UPLO))
-    w, V = _apply(CEigh([np.shape(value_of(Ap))]), Ap)
+    Ap = _pack(a)
+    w, V = _apply(CEigh([np.shape(value_of(Ap))], uplo=_uplo(UPLO)), Ap)
     return _EighResult(w, _unpack(V))
 
 
 def _ceigvalsh(a, UPLO="L"):
     _square("eigvalsh", a)
-    Ap = _pack(_uplo(a, UPLO))
-    return _apply(CEigh([np.shape(value_of(Ap))], vectors=False), Ap)[0]
+    Ap = _pack(a)
+    return _apply(CEigh([np.shape(value_of(Ap))], vectors=False, uplo=_uplo(UPLO)), Ap)[0]
 
 
 # ------------------------------------------------------------------ qr
