@@ -20,7 +20,7 @@ fails with a TypeError. Use ``np.logaddexp.reduce(x, axis=...)`` or ``tapegrad.l
 (same signature, including ``b=`` and ``return_sign=``). ``np.array([a, b])`` of traced
 values is traced through that object array (docs/numpy_support.md says where it is not).
 
-``np.linalg.eig`` (complex results) raises a TypeError; ``numpy.fft`` is rules/complex.py.
+``numpy.fft`` and ``np.linalg.eigvals`` are rules/complex.py, ``np.linalg.eig`` rules/complex_linalg.py.
 """
 import math
 import operator
@@ -1198,18 +1198,8 @@ def _cond(x, p=None):
     return _norm(x, p, (-2, -1)) * _norm(np.linalg.inv(x), p, (-2, -1))
 
 
-# ------------------------------------------------------------------ complex: refused clearly
-def _complex_refusal(name):
-    def rule(*a, **kw):
-        raise TapegradTypeError(f"tapegrad is real-valued: {name} would produce complex values from a "
-                        "traced array. Differentiate a real formulation instead (e.g. rfft via "
-                        "explicit cos/sin matrices, eigh for symmetric matrices).")
-    return rule
-
-
 # (np.fft: rules/complex.py)
-for _f in (np.linalg.eig,):    # (np.linalg.eigvals: rules/complex.py)
-    _registry.register(_f, _complex_refusal(f"np.linalg.{_f.__name__}"), "refused", detail="complex")
+# (np.linalg.eigvals: rules/complex.py; np.linalg.eig: rules/complex_linalg.py)
 _registry.register(np.fft.fftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.fftshift(I, axes)),
                   "composition")
 _registry.register(np.fft.ifftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.ifftshift(I, axes)),
@@ -1552,9 +1542,6 @@ def _apply_along_axis(func1d, axis, arr, *args, **kwargs):
 
 # ------------------------------------------------------------------ registration
 from . import linalg  # noqa: E402,F401  (registers the numpy.linalg Python rules)
-
-# functions refused because their values are complex
-COMPLEX = frozenset(f for f, e in _registry.ENTRIES.items() if e.kind == "refused")
 
 
 # ------------------------------------------------------------------ coverage table
