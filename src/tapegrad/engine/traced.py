@@ -184,7 +184,7 @@ class Traced:
         # vjp's pullback sweeps later, over the values computed now: its constants are copied,
         # so a data array changed in place in between cannot pair new constants with old
         # values. Every other tape references large arrays (Recorder.const).
-        rec = self.rec = Recorder(ref_consts=fname != "vjp", capture=fname == "grad")
+        rec = self.rec = Recorder(ref_consts=fname != "vjp", capture=fname == "grad" and CAPTURE)
         with rec:
             tracers = [rec.new(v) for v in vals]
             sub = _tree.unflatten(self.in_tree, tracers)
@@ -394,6 +394,10 @@ class Traced:
             raise TapegradValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
         return sweeps.hvp(self.tape, self.work(), np.ascontiguousarray(V, dtype=np.float64)).copy()
 
+
+# Re-traced gradients start from the values the recording computed (Recorder.keep): a switch
+# for tests and benchmarks (the gradient is the same up to rounding either way)
+CAPTURE = True
 
 # Work buffers of re-traced gradients, kept per thread from call to call: a fresh buffer of
 # megabytes comes from mmap and costs a page fault per 4 kB on every call (for data-heavy
