@@ -588,29 +588,20 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     return val, ok
 
 
-def grad_at_values(Tape t, double[::1] w, const int64_t[::1] redo, double[::1] wb,
+def grad_at_values(Tape t, double[::1] w, const unsigned char[::1] skip, double[::1] wb,
                    double[::1] g):
-    """Gradient of a scalar-output tape whose work buffer w already holds its values (those a
-    recording computed: operators' re-traced grad), except the outputs of the ops in redo
-    (increasing op indices), which are computed here first. Then the reverse sweep alone into
-    wb; g (nin) receives the gradient. Returns the value w[out_off]."""
+    """Gradient of a scalar-output tape whose work buffer w already holds the inputs and the
+    values of the ops with skip[k] set (those a recording computed: operators' re-traced
+    grad): the forward sweep of the other ops, then the reverse sweep into wb; g (nin)
+    receives the gradient. Returns the value w[out_off]."""
     cdef TapeView tv
-    cdef TapeView part
     open_tape(t, &tv)
     if (w.shape[0] < t.nwork or wb.shape[0] < t.nwork or g.shape[0] != t.nin
-            or t.out_n != 1):
-        raise ValueError("grad_at_values: buffer sizes do not match the tape")
-    cdef Py_ssize_t i, k, prev = -1, nr = redo.shape[0]
-    for i in range(nr):
-        k = redo[i]
-        if k <= prev or k >= t.nops:
-            raise ValueError(f"grad_at_values: redo must hold increasing op indices below "
-                             f"{t.nops}, got {k} after {prev}")
-        prev = k
+            or t.out_n != 1 or skip.shape[0] != t.nops):
+        raise ValueError(f"grad_at_values: buffer sizes do not match the tape (work {t.nwork}, "
+                         f"{t.nops} ops, {t.nin} inputs, a scalar output)")
     with nogil:
-        for i in range(nr):
-            part = view_part(&tv, redo[i], redo[i] + 1, 0)
-            forward_sweep(&part, &w[0])
+        forward_sweep_skip(&tv, &w[0], &skip[0] if t.nops else NULL)
         memset(&wb[0], 0, t.nwork * sizeof(double))
         wb[t.out_off] = 1.0
         reverse_sweep(&tv, &w[0], &wb[0])

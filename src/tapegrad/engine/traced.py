@@ -324,16 +324,17 @@ class Traced:
         g = np.empty(self.nin)
         with _Scratch() as scratch:
             w, wb = scratch.buffers(self.tape.nwork)
-            redo = self._captured_work(w)
-            if redo is not None:
-                val = sweeps.grad_at_values(self.tape, w, redo, wb, g)
+            skip = self._captured_work(w)
+            if skip is not None:
+                val = sweeps.grad_at_values(self.tape, w, skip, wb, g)
                 return self._split_leaves(g), val
             val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, w, wb, g)
         return (self._split_leaves(g), val) if ok else None
 
     def _captured_work(self, w):
-        """Fills w with the values of the costly ops the recording computed and returns the
-        other ops' indices (computed again before the reverse sweep), or None: nothing worth it was
+        """Fills w with the inputs and the values of the costly ops the recording computed and
+        returns which ops those are (a uint8 mask: the others are computed again before the
+        reverse sweep), or None: nothing worth it was
         captured, or the compiled gradient has a better path (a fused tail recomputes its
         values in cache). The captured values are the forward sweep's at the recording point
         (the same operations on the same operands: the sweeps run NumPy's own loops for the
@@ -347,22 +348,17 @@ class Traced:
         if not caps:
             return None
         table = t.op_table()
-        outs = table["out"].tolist()
-        ns = table["n"].tolist()
-        redo = []
-        saved = 0
-        for k, (o, m) in enumerate(zip(outs, ns)):
+        skip = np.zeros(t.nops, dtype=np.uint8)
+        for k, (o, m) in enumerate(zip(table["out"].tolist(), table["n"].tolist())):
             v = caps.get(o)
             if v is not None and v.size == m:
                 w[o:o + m] = v.reshape(-1)
-                saved += 1
-            else:
-                redo.append(k)
-        if not saved:
+                skip[k] = 1
+        if not skip.any():
             return None
         if self.nin:
             w[:self.nin] = self.recorded_x
-        return np.array(redo, dtype=np.int64)
+        return skip
 
     def _split_leaves(self, flat):
         return _tree.split(flat, self.in_shapes, self.in_sizes, copy=True)

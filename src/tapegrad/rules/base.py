@@ -435,8 +435,10 @@ def mean(x, axis=None, keepdims=False):
     return unary("divc", s, float(m)) if m else unary("mulc", s, np.nan)   # NumPy: sum / m
 
 
-def gather(x, idx):
-    """x.ravel()[idx] with the shape of idx; a contiguous range is a free alias."""
+def gather(x, idx, value=None):
+    """x.ravel()[idx] with the shape of idx; a contiguous range is a free alias. value: that
+    result when the caller has it already (a transpose: NumPy's copy is faster than fancy
+    indexing)."""
     idx = np.asarray(idx, dtype=np.int64)
     rec = top_recorder(x)
     if rec is None:
@@ -447,9 +449,10 @@ def gather(x, idx):
     if n == 0:
         return rec.new(np.zeros(idx.shape))
     start = int(flat[0])
-    if flat[-1] - start == n - 1 and (n == 1 or np.all(np.diff(flat) == 1)):
+    if flat[-1] - start == n - 1 and (n == 1 or (flat[1] == start + 1
+                                                 and bool(np.all(np.diff(flat) == 1)))):
         return Tracer(rec, x._off + start, v[start:start + n].reshape(idx.shape))
-    t = rec.new(v[flat].reshape(idx.shape))
+    t = rec.new(v[flat].reshape(idx.shape) if value is None else value)
     p0 = rec.tape.add_index(flat)
     rec.op(OPCODES["gather"], 0, t._off, x._off, n=n, p=(p0, x.size), reads=(x._off,))
     return t
@@ -502,7 +505,8 @@ def transpose(x, axes=None):
     axes = tuple(range(nd))[::-1] if axes is None else tuple(a % nd for a in axes)
     if axes == tuple(range(nd)):
         return x
-    return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes))
+    return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes),
+                  np.ascontiguousarray(np.asarray(v, dtype=np.float64).transpose(axes)))
 
 
 def _array_like(s):
@@ -589,7 +593,8 @@ def matmul(a, b):
     shape = tuple(batch) + (M, N)
     val = val.reshape(shape)
     t = rec.new(val)
-    rec.keep(t, val)
+    if K >= 32:          # (a product over a short inner dimension is as cheap to redo as to keep)
+        rec.keep(t, val)
     if val.size:
         flags = (FLAG_A if ops[0][1] else 0) | (FLAG_B if ops[1][1] else 0)
         reads = tuple(o[0] for o in ops if not o[1])
