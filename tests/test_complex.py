@@ -442,3 +442,17 @@ def test_eigvals(rng):
     np.testing.assert_allclose(r.grad(A2), tg.grad(f)(A2), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(A2), r.grad(A2))
     np.testing.assert_allclose(r.hvp(A2, C), tg.hvp(f, (A2,), (C,)), rtol=1e-10, atol=1e-10)
+
+
+def test_abs_at_an_exact_complex_zero_has_a_zero_gradient():
+    # |z| = hypot(Re z, Im z): at (0, 0) its partials are the subgradient 0, as the real abs
+    # takes at 0 (not 0 / 0); exact zeros appear in factorizations (a Cholesky factor's
+    # upper triangle) and padded signals
+    assert tg.grad(lambda z: np.abs(z))(0j) == 0j
+    z = np.array([0j, 3 + 4j, 0j])
+    g = tg.grad(lambda z: np.sum(np.abs(z)))(z)
+    np.testing.assert_allclose(g, [0, (3 - 4j) / 5, 0], atol=1e-15)
+    assert np.all(np.isfinite(tg.grad(lambda x, y: np.hypot(x, y), argnums=(0, 1))(0.0, 0.0)))
+    r = tg.record(lambda x: np.sum(np.hypot(x, 2 * x)), np.zeros(4))
+    assert np.array_equal(r.grad(np.zeros(4)), np.zeros(4))
+    assert np.array_equal(r.hvp(np.zeros(4), np.ones(4)), np.zeros(4))
