@@ -4,6 +4,14 @@
 # the cheap ops (traits.pxd: op_cheap_unary, op_cheap_binary) run lane by lane as contiguous
 # loops; the linear movers are forward_op applied to each lane.
 
+# Lanes at or above LANE_CHUNK_MIN take chunked loops: local derivatives of LANE_CHUNK
+# elements at a time, then one contiguous loop per lane (the per-element loop walks the lanes
+# at stride S, one cache line per lane and element)
+cdef enum:
+    LANE_CHUNK = 256
+cdef Py_ssize_t LANE_CHUNK_MIN = 4
+
+
 cdef int tangent_op(const TapeView* tv, const Op* op, const double* w, double* wd,
                     Py_ssize_t L, Py_ssize_t S) except -1 nogil:
     """yd (L lanes) = the tangent of op's output along the lanes of its operands' tangents."""
@@ -20,6 +28,8 @@ cdef int tangent_op(const TapeView* tv, const Op* op, const double* w, double* w
     cdef double d1, da, db, acc, yv
     cdef double* P
     cdef double* scratch
+    cdef double dch[LANE_CHUNK]
+    cdef Py_ssize_t i0, cn
     if op_cheap_unary(code) and not (fl & FLAG_A_CONST):
         # linear (or nearly) ops: lane by lane, contiguous loops
         if code == OP_DIVC:
@@ -44,6 +54,19 @@ cdef int tangent_op(const TapeView* tv, const Op* op, const double* w, double* w
                 for i in range(n):
                     d1 = un_d1(code, a[i], y[i], op.d)
                     yd[l * S + i] = 0.0 if d1 == 0.0 else d1 * xd[i]
+    elif code <= UN_LAST and not op_zero_derivative(code) and L >= LANE_CHUNK_MIN:
+        # many lanes: the local derivatives of a chunk of elements once, then each lane's chunk
+        # as a contiguous loop (the same numbers as the per-element loop below)
+        i0 = 0
+        while i0 < n:
+            cn = n - i0 if n - i0 < LANE_CHUNK else LANE_CHUNK
+            for i in range(cn):
+                dch[i] = 0.0 if fl & FLAG_A_CONST else un_d1(code, a[i0 + i], y[i0 + i], op.d)
+            for l in range(L):
+                xd = wd + l * S + op.a + i0
+                for i in range(cn):
+                    yd[l * S + i0 + i] = 0.0 if dch[i] == 0.0 else dch[i] * xd[i]
+            i0 += cn
     elif code <= UN_LAST and not op_zero_derivative(code):
         for i in range(n):
             d1 = 0.0 if fl & FLAG_A_CONST else un_d1(code, a[i], y[i], op.d)
@@ -117,6 +140,17 @@ cdef int tangent_op(const TapeView* tv, const Op* op, const double* w, double* w
                             acc += P[j] * wd[l * S + op.a + (i * m + j) * post + kk]
                     yd[l * S + i * post + kk] = acc
         free(scratch)
+    elif code == OP_MATMUL and L > 1 and op.p[0] == 1 and (
+            (op.p[3] == 1 and (fl & FLAG_A_CONST) and not (fl & FLAG_B_CONST))
+            or (op.p[1] == 1 and (fl & FLAG_B_CONST) and not (fl & FLAG_A_CONST))):
+        # a matrix times a vector (A x, x B) with the matrix fixed: all lanes in one product,
+        # the lanes' tangents as the rows of a matrix (row stride S): Yd = Xd A^T, or Xd B
+        if op.p[3] == 1 and (fl & FLAG_A_CONST):
+            gemm_rm(b'N', b'T', <int>L, <int>op.p[1], <int>op.p[2], 1.0, wd + op.b, <int>S,
+                    a, <int>op.p[2], 0.0, yd, <int>S)
+        else:
+            gemm_rm(b'N', b'N', <int>L, <int>op.p[3], <int>op.p[2], 1.0, wd + op.a, <int>S,
+                    b, <int>op.p[3], 0.0, yd, <int>S)
     elif code == OP_MATMUL:
         for l in range(L):
             for bt in range(op.p[0]):
