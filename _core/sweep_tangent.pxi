@@ -168,7 +168,33 @@ cdef int tangent_op(const TapeView* tv, const Op* op, const double* w, double* w
 cdef int tangent_sweep(const TapeView* tv, const double* w, double* wd, Py_ssize_t L,
                        Py_ssize_t S) except -1 nogil:
     """wd holds L lanes of tangents, lane l at wd + l*S; input lanes are set by the caller."""
-    cdef Py_ssize_t k
+    return tangent_sweep_unit(tv, w, wd, L, S, -1)
+
+
+cdef int tangent_sweep_unit(const TapeView* tv, const double* w, double* wd, Py_ssize_t L,
+                            Py_ssize_t S, Py_ssize_t unit) except -1 nogil:
+    """tangent_sweep; unit >= 0: the caller's input lanes are the unit vectors e_(unit + l) (a
+    forward Jacobian), and a fixed matrix times inputs (y = A x[j:j + K]) then has the tangent
+    lanes Yd[l, i] = A[i, unit + l - j] (a copy of A's columns, 0 outside: the product with
+    the identity, exactly) instead of a matrix product over the lanes."""
+    cdef Py_ssize_t k, l, i, c, M, K
+    cdef const Op* op
+    cdef const double* A
     for k in range(tv.nops):
-        tangent_op(tv, &tv.ops[k], w, wd, L, S)
+        op = &tv.ops[k]
+        if (unit >= 0 and op.code == OP_MATMUL and op.p[0] == 1 and op.p[3] == 1
+                and (op.flags & FLAG_A_CONST) and not (op.flags & FLAG_B_CONST)
+                and op.b >= 0 and op.b + op.p[2] <= tv.nin):
+            M = op.p[1]
+            K = op.p[2]
+            A = opnd(w, tv.cv, op.a, op.flags, FLAG_A_CONST)
+            for l in range(L):
+                c = unit + l - op.b
+                if 0 <= c < K:
+                    for i in range(M):
+                        wd[l * S + op.out + i] = A[i * K + c]
+                else:
+                    memset(wd + l * S + op.out, 0, M * sizeof(double))
+            continue
+        tangent_op(tv, op, w, wd, L, S)
     return 0

@@ -376,7 +376,8 @@ class Traced:
     def jac_fwd(self, w=None, wd=None):
         """(nout, nin) Jacobian from one tangent sweep with nin lanes (at work buffer w; wd: an
         (nin, nwork) tangent buffer to reuse)."""
-        wd = sweeps.tangent(self.tape, self.work() if w is None else w, np.eye(self.nin), wd)
+        wd = sweeps.tangent(self.tape, self.work() if w is None else w, np.eye(self.nin), wd,
+                            unit=0)
         return wd[:, self.out_off:self.out_off + self.nout].T.copy()
 
     def jac_rev(self, w=None):

@@ -347,7 +347,7 @@ class Recorded:
         if m == "fwd" and tr.nin > k:       # lanes in chunks: the buffers stay within budget
             J = np.empty((tr.nout, tr.nin))
             for j, E in _unit_chunks(tr.nin, k):
-                wd = sweeps.tangent(tr.tape, w, E)
+                wd = sweeps.tangent(tr.tape, w, E, unit=j)
                 J[:, j:j + len(E)] = wd[:, tr.out_off:tr.out_off + tr.nout].T
         else:
             J = tr.jac_fwd(w, self._jac_buf(tr)) if m == "fwd" else tr.jac_rev(w)
