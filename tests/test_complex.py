@@ -348,13 +348,178 @@ def test_nothing_complex_is_dropped_to_its_real_part(rng):
     np.testing.assert_allclose(g, 10 * np.ones(2), rtol=1e-14)
 
 
-def test_other_operators_refuse_complex_inputs_by_name():
-    with pytest.raises(TypeError, match="argument 0 is complex"):
+def test_hessian_of_complex_inputs_needs_holomorphic():
+    # as JAX: hessian = jacfwd(jacrev), and jacfwd takes complex inputs only when holomorphic
+    with pytest.raises(TypeError, match="argument 0 is complex.*holomorphic=True.*hvp"):
         tg.hessian(lambda z: np.sum(np.abs(z) ** 2))(np.ones(2) * 1j)
-    with pytest.raises(TypeError, match="argument 0 is complex"):
-        tg.jacobian(lambda z: np.abs(z))(np.ones(2) * 1j)
-    with pytest.raises(TypeError, match="argnums"):
-        tg.record(lambda z: np.sum(np.abs(z) ** 2), np.ones(2) * 1j, argnums=0)
+
+
+# ------------------------------------------------------------------ jacobian, hessian, hvp, derivative
+def _fd_jacobian(f, z, h=1e-6):
+    """(J_x, J_y): central differences of f along each real and each imaginary unit direction."""
+    E = np.eye(z.size).reshape((z.size,) + z.shape)
+    Jx = np.stack([_fd_directional(f, z, e, h) for e in E], axis=-1)
+    Jy = np.stack([_fd_directional(f, z, 1j * e, h) for e in E], axis=-1)
+    return Jx.reshape(np.shape(f(z)) + z.shape), Jy.reshape(np.shape(f(z)) + z.shape)
+
+
+def test_jacobian_rev_of_a_real_function_of_complex_inputs(rng):
+    # JAX's jacrev: each row is grad's convention df_i/dx - i df_i/dy
+    f = lambda z: np.abs(np.sin(z) * z[::-1]) ** 2 + np.real(np.fft.fft(z))   # noqa: E731
+    z = cplx(rng, 4)
+    J = tg.jacobian(f, mode="rev")(z)
+    assert J.dtype == np.complex128 and J.shape == (4, 4)
+    Jx, Jy = _fd_jacobian(f, z)
+    np.testing.assert_allclose(J, Jx - 1j * Jy, rtol=1e-7, atol=1e-8)
+    for _ in range(3):      # the change along dz is Re(J dz)
+        dz = cplx(rng, 4)
+        np.testing.assert_allclose(np.real(J @ dz), _fd_directional(f, z, dz), rtol=1e-7, atol=1e-8)
+    np.testing.assert_array_equal(tg.jacobian(f)(z), J)     # auto: rev, the only mode that fits
+    np.testing.assert_array_equal(tg.jacrev(f)(z), J)
+    # closed form: |z|^2 elementwise has the Jacobian diag(2 conj(z)); complex64 stays complex64
+    J2 = tg.jacobian(lambda z: np.abs(z) ** 2)(z.astype(np.complex64))
+    assert J2.dtype == np.complex64
+    np.testing.assert_allclose(J2, np.diag(2 * np.conj(z)), rtol=1e-6)
+    # several arguments, real and complex, and a pytree
+    g = lambda a, d: np.abs(d["z"] * a) ** 2 + d["x"] * np.real(d["z"])   # noqa: E731
+    x = rng.standard_normal(4)
+    Ja, Jd = tg.jacobian(g, argnums=(0, 1))(1.5, {"z": z, "x": x})
+    np.testing.assert_allclose(Ja, 2 * 1.5 * np.abs(z) ** 2, rtol=1e-13)
+    np.testing.assert_allclose(Jd["z"], np.diag(2 * 1.5 ** 2 * np.conj(z) + x), rtol=1e-13)
+    np.testing.assert_allclose(Jd["x"], np.diag(np.real(z)), rtol=1e-13)
+
+
+def test_jacobian_fwd_of_a_complex_function_of_real_inputs(rng):
+    # JAX's jacfwd: the pushforward of each real unit direction; the DFT's Jacobian is its matrix
+    x = rng.standard_normal(5)
+    F = np.fft.fft(np.eye(5), axis=0)
+    np.testing.assert_allclose(tg.jacobian(np.fft.fft, mode="fwd")(x), F, atol=1e-13)
+    np.testing.assert_allclose(tg.jacobian(np.fft.fft)(x), F, atol=1e-13)
+    f = lambda x: np.exp(1j * x) * x[::-1]   # noqa: E731
+    Jx, _ = _fd_jacobian(f, x + 0j)
+    np.testing.assert_allclose(tg.jacfwd(f)(x), Jx, rtol=1e-7, atol=1e-8)
+    assert tg.jacobian(f)(x.astype(np.float32)).dtype == np.complex64
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev", "auto"])
+def test_jacobian_holomorphic_is_the_complex_jacobian(mode, rng):
+    f = lambda z: np.sin(z) * z[::-1] + np.fft.fft(z) ** 2   # noqa: E731
+    z = cplx(rng, 4)
+    J = tg.jacobian(f, mode=mode, holomorphic=True)(z)
+    assert J.dtype == np.complex128
+    Jx, Jy = _fd_jacobian(f, z)
+    np.testing.assert_allclose(J, Jx, rtol=1e-7, atol=1e-8)        # d/dx
+    np.testing.assert_allclose(1j * J, Jy, rtol=1e-7, atol=1e-8)   # d/dy = i f'(z)
+    for _ in range(2):      # holomorphic: the change along any complex dz is J dz
+        dz = cplx(rng, 4)
+        np.testing.assert_allclose(J @ dz, _fd_directional(f, z, dz), rtol=1e-7, atol=1e-8)
+    # closed form, complex64
+    J = tg.jacobian(np.exp, mode=mode, holomorphic=True)(z.astype(np.complex64))
+    assert J.dtype == np.complex64
+    np.testing.assert_allclose(J, np.diag(np.exp(z)), rtol=1e-5, atol=1e-6)
+
+
+def test_jacobian_refuses_what_jax_refuses(rng):
+    z, x = cplx(rng, 3), rng.standard_normal(3)
+    with pytest.raises(TypeError, match="mode='fwd'.*real inputs.*holomorphic=True"):
+        tg.jacobian(np.abs, mode="fwd")(z)
+    with pytest.raises(TypeError, match="returned a complex value.*holomorphic=True"):
+        tg.jacobian(np.sin)(z)
+    with pytest.raises(TypeError, match="returned a complex value.*mode='rev'"):
+        tg.jacobian(np.fft.fft, mode="rev")(x)
+    with pytest.raises(TypeError, match="holomorphic=True.*must be complex"):
+        tg.jacobian(np.sin, holomorphic=True)(x)
+    with pytest.raises(TypeError, match="holomorphic=True.*must return a complex"):
+        tg.jacobian(np.abs, holomorphic=True)(z)
+
+
+def test_hessian_holomorphic_is_the_complex_hessian(rng):
+    z = cplx(rng, 3)
+    # closed forms: sum(z^3) -> diag(6 z); sum(exp(z) * z[::-1]) -> diag(exp(z) z[::-1]) + the
+    # cross terms exp(z_i) at (i, 2 - i) and (2 - i, i)
+    H = tg.hessian(lambda z: np.sum(z ** 3), holomorphic=True)(z)
+    np.testing.assert_allclose(H, np.diag(6 * z), rtol=1e-13, atol=1e-13)
+    H = tg.hessian(lambda z: np.sum(np.exp(z) * z[::-1]), holomorphic=True)(z)
+    want = np.diag(np.exp(z) * z[::-1])
+    for i in range(3):
+        want[i, 2 - i] += np.exp(z[i])
+        want[2 - i, i] += np.exp(z[i])
+    np.testing.assert_allclose(H, want, rtol=1e-12)
+    # against differences of the complex derivative f'(z) = d/dx f (independent of tapegrad)
+    f = lambda z: np.prod(np.tanh(z)) + np.sum(np.fft.fft(z) ** 3)   # noqa: E731
+    H = tg.hessian(f, holomorphic=True)(z)
+    dfx = lambda z: np.array([_fd_directional(f, z, e, 1e-5) for e in np.eye(3)])   # noqa: E731
+    num = np.stack([_fd_directional(dfx, z, e, 1e-4) for e in np.eye(3)], axis=-1)
+    np.testing.assert_allclose(H, num, rtol=1e-5, atol=1e-6)
+    assert tg.hessian(lambda z: np.sum(z ** 3), holomorphic=True)(z.astype(np.complex64)).dtype == np.complex64
+    with pytest.raises(TypeError, match="must return a complex"):
+        tg.hessian(lambda z: np.sum(np.abs(z) ** 2), holomorphic=True)(z)
+    with pytest.raises(TypeError, match="must be complex"):
+        tg.hessian(lambda z: np.sum(z ** 3), holomorphic=True)(np.ones(3))
+
+
+def _fd_mixed(f, z, v, w, h=1e-4):
+    """d^2/ds dt f(z + s v + t w) at 0 by central differences (real and imaginary parts of v, w)."""
+    return (f(z + h * v + h * w) - f(z + h * v - h * w) - f(z - h * v + h * w) + f(z - h * v - h * w)) / (4 * h * h)
+
+
+def test_hvp_of_a_real_function_of_complex_inputs(rng):
+    # hvp is the derivative of the gradient g = df/dx - i df/dy along v; so Re(sum(hvp * w))
+    # is the mixed second derivative of f along v and w
+    f = lambda z: np.sum(np.abs(np.fft.fft(z * np.sin(z))) ** 2) + np.sum(np.angle(z + 3))   # noqa: E731
+    z = cplx(rng, 4)
+    for _ in range(3):
+        v, w = cplx(rng, 4), cplx(rng, 4)
+        hv = tg.hvp(f, (z,), (v,))
+        assert hv.dtype == np.complex128 and hv.shape == z.shape
+        np.testing.assert_allclose(np.real(np.sum(hv * w)), _fd_mixed(f, z, v, w), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(hv, tg.jvp(tg.grad(f), (z,), (v,))[1], rtol=1e-12, atol=1e-12)
+    # closed form: f = sum |z|^2 has g = 2 conj(z), so hvp = 2 conj(v); a real tangent: 2 v
+    v = cplx(rng, 4)
+    np.testing.assert_allclose(tg.hvp(lambda z: np.sum(np.abs(z) ** 2), (z,), (v,)), 2 * np.conj(v), rtol=1e-14)
+    np.testing.assert_allclose(tg.hvp(lambda z: np.sum(np.abs(z) ** 2), (z,), (v.real,)), 2 * v.real, rtol=1e-14)
+    assert tg.hvp(lambda z: np.sum(np.abs(z) ** 4), (z.astype(np.complex64),), (v,)).dtype == np.complex64
+    # a real and a complex primal
+    g = lambda x, z: np.sum(np.abs(z * x) ** 2)   # noqa: E731
+    x = rng.standard_normal(4)
+    hx, hz = tg.hvp(g, (x, z), (np.ones(4), v))
+    np.testing.assert_allclose(hx, 2 * np.abs(z) ** 2 + 4 * x * np.real(z * np.conj(v)), rtol=1e-13)
+    np.testing.assert_allclose(hz, 4 * x * np.conj(z) + 2 * x ** 2 * np.conj(v), rtol=1e-13)
+    with pytest.raises(TypeError, match="returned a complex value"):
+        tg.hvp(lambda z: np.sum(z * z), (z,), (v,))
+    with pytest.raises(TypeError, match="complex tangent for a real primal"):
+        tg.hvp(g, (x, z), (v, v))
+
+
+def test_derivative_with_complex_values():
+    z = 0.3 + 0.8j
+    np.testing.assert_allclose(tg.derivative(np.sin, holomorphic=True)(z), np.cos(z), rtol=1e-14)
+    d = tg.derivative(lambda z: z ** 3 + np.exp(2 * z), holomorphic=True)(z)
+    assert isinstance(d, complex)
+    np.testing.assert_allclose(d, 3 * z ** 2 + 2 * np.exp(2 * z), rtol=1e-14)
+    d = tg.derivative(lambda z: z * z, holomorphic=True)(np.complex64(z))
+    assert type(d) is np.complex64 and abs(d - 2 * z) < 1e-6
+    # a real x with a complex output: the pushforward of 1 (jacfwd's rule)
+    np.testing.assert_allclose(tg.derivative(lambda x: np.exp(1j * x) * x)(0.7),
+                               np.exp(0.7j) * (1 + 0.7j), rtol=1e-14)
+    with pytest.raises(TypeError, match="x is complex.*holomorphic=True"):
+        tg.derivative(np.sin)(z)
+    with pytest.raises(TypeError, match="must return a complex"):
+        tg.derivative(np.abs, holomorphic=True)(z)
+
+
+def test_complex_jacobian_hessian_hvp_nest(rng):
+    # each inside grad over a real parameter a, against central differences in a
+    z, v = cplx(rng, 3), cplx(rng, 3)
+    cases = [
+        lambda a: np.sum(np.real(tg.jacobian(lambda z: np.sin(a * z) * z[::-1], holomorphic=True)(z))),
+        lambda a: np.sum(np.imag(tg.jacobian(lambda z: np.abs(a * z) ** 3, mode="rev")(z))),
+        lambda a: np.real(np.sum(tg.hessian(lambda z: np.sum(np.exp(a * z) * z[::-1]), holomorphic=True)(z))),
+        lambda a: np.real(np.sum(tg.hvp(lambda z: np.sum(np.abs(np.sin(a * z)) ** 2), (z,), (v,)))),
+        lambda a: np.imag(tg.derivative(lambda w: np.sin(a * w), holomorphic=True)(0.5 + 0.2j)),
+    ]
+    for F in cases:
+        np.testing.assert_allclose(tg.grad(F)(1.3), (F(1.3 + 1e-6) - F(1.3 - 1e-6)) / 2e-6, rtol=1e-6, atol=1e-7)
 
 
 # ------------------------------------------------------------------ second order, complex records
