@@ -610,3 +610,195 @@ def test_eigvals(rng):
         tg.hvp(f, (A,), (C,))
     with pytest.raises(TypeError, match="real-valued"):
         tg.grad(lambda A: np.sum(np.abs(np.linalg.eig(A)[0])))(A)
+
+
+# ------------------------------------------------------------------ ComplexRecorded: argnums, batches, bytes
+_C_UNARY = [np.exp, np.sin, np.cos, np.tanh, np.conj, lambda z: z * z, lambda z: z[::-1] * (0.5 - 1j),
+            lambda z: np.fft.fft(z), lambda z: np.fft.ifft(z, norm="ortho"), lambda z: np.sqrt(z + 3),
+            lambda z: z / (np.abs(z) + 1), lambda z: np.cumsum(z) * 0.3, lambda z: np.roll(z, 2)]
+_C_BINARY = [lambda a, b: a * b, lambda a, b: a + 2j * b, lambda a, b: a / (b * b + 2),
+             lambda a, b: a * np.conj(b), lambda a, b: np.exp(1j * np.real(b)) * a]
+
+
+def _random_complex_program(rng, n_ops=6):
+    """f(z, w) of a complex z and a real w: a random chain of complex operations, real loss."""
+    steps = [(int(rng.integers(2)), int(rng.integers(len(_C_UNARY))), int(rng.integers(len(_C_BINARY))))
+             for _ in range(n_ops)]
+
+    def f(z, w):
+        a, b = z, w * (1 + 0.5j)
+        for kind, u, v in steps:
+            a = _C_UNARY[u](a) if kind == 0 else _C_BINARY[v](a, b)
+            a = a / (1 + np.abs(a))          # bounded: no overflow along the chain
+        return np.sum(np.abs(a) ** 2) + np.sum(np.real(a) * w) + np.angle(a[0] + 3)
+    return f
+
+
+def test_recorded_complex_replay_equals_retrace_on_random_programs(rng):
+    for trial in range(6):
+        f = _random_complex_program(rng)
+        r = tg.record(f, cplx(rng, 5), rng.standard_normal(5))
+        for _ in range(2):
+            z, w, vz, vw = cplx(rng, 5), rng.standard_normal(5), cplx(rng, 5), rng.standard_normal(5)
+            np.testing.assert_allclose(r(z, w), f(z, w), rtol=1e-13, atol=1e-13)
+            for a, b in zip(r.grad(z, w), tg.grad(f, argnums=(0, 1))(z, w)):
+                np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+            np.testing.assert_allclose(r.jvp((z, w), (vz, vw))[1], tg.jvp(f, (z, w), (vz, vw))[1],
+                                       rtol=1e-13, atol=1e-13)
+            for a, b in zip(r.hvp((z, w), (vz, vw)), tg.hvp(f, (z, w), (vz, vw))):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        # the gradient itself against central differences along random complex directions
+        z, w = cplx(rng, 5), rng.standard_normal(5)
+        g = r.grad(z, w)[0]
+        for _ in range(2):
+            dz = cplx(rng, 5)
+            np.testing.assert_allclose(np.real(np.sum(g * dz)), _fd_directional(lambda z: f(z, w), z, dz),
+                                       rtol=1e-6, atol=1e-7)
+
+
+def test_recorded_complex_argnums(rng):
+    def f(z, w, d):
+        return np.sum(np.abs(np.fft.fft(z * np.exp(1j * w))) ** 2 * d["s"]) + np.real(np.vdot(d["c"], z))
+    z, w, d = cplx(rng, 4), rng.standard_normal(4), {"s": 1.5, "c": cplx(rng, 4)}
+    for nums in (0, 1, 2, (0, 2), (2, 0)):
+        r = tg.record(f, z, w, d, argnums=nums)
+        assert r.argnums == nums
+        z2, w2, d2 = cplx(rng, 4), rng.standard_normal(4), {"s": 0.7, "c": cplx(rng, 4)}
+        got, want = r.grad(z2, w2, d2), tg.grad(f, argnums=nums)(z2, w2, d2)
+        for a, b in zip(_leaves(got), _leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+    # jvp and hvp take tangents of the argnums arguments only
+    r = tg.record(f, z, w, d, argnums=0)
+    v = cplx(rng, 4)
+    h = lambda z: f(z, w, d)   # noqa: E731
+    np.testing.assert_allclose(r.jvp((z, w, d), v)[1], tg.jvp(h, (z,), (v,))[1], rtol=1e-13)
+    np.testing.assert_allclose(r.hvp((z, w, d), v), tg.hvp(h, (z,), (v,)), rtol=1e-12, atol=1e-12)
+    # closed form: the gradient of Re(vdot(c, z)) = Re(sum(conj(c) z)) with respect to z is conj(c)
+    r = tg.record(lambda z, c: np.real(np.vdot(c, z)), z, d["c"], argnums=0)
+    np.testing.assert_allclose(r.grad(z, d["c"]), np.conj(d["c"]), rtol=1e-15)
+    with pytest.raises(ValueError, match="argnums"):
+        tg.record(f, z, w, d, argnums=3)
+
+
+def _leaves(t):
+    if isinstance(t, dict):
+        return [x for k in sorted(t) for x in _leaves(t[k])]
+    if isinstance(t, (tuple, list)):
+        return [x for e in t for x in _leaves(e)]
+    return [t]
+
+
+def test_recorded_complex_batches_equal_loops_of_replays(rng):
+    def f(z, w):
+        return np.sum(np.abs(np.fft.fft(z * np.sin(w))) ** 2) + np.sum(np.real(z * z) * w)
+    B = 7
+    Z, W, VZ, VW = cplx(rng, B, 5), rng.standard_normal((B, 5)), cplx(rng, B, 5), rng.standard_normal((B, 5))
+    r = tg.record(f, Z[0], W[0])
+    gz, gw = r.grad_batch(Z, W, threads=2)
+    v, (gz2, gw2) = r.value_and_grad_batch(Z, W)
+    vals = r.value_batch(Z, W)
+    out, dot = r.jvp_batch((Z, W), (VZ, VW))
+    hz, hw = r.hvp_batch((Z, W), (VZ, VW))
+    assert gz.dtype == np.complex128 and gz.shape == (B, 5) and np.isrealobj(gw)
+    for i in range(B):
+        a, b = r.grad(Z[i], W[i])
+        np.testing.assert_array_equal(gz[i], a)
+        np.testing.assert_array_equal(gw[i], b)
+        np.testing.assert_array_equal(gz2[i], a)
+        np.testing.assert_array_equal(v[i], r(Z[i], W[i]))
+        np.testing.assert_array_equal(vals[i], r(Z[i], W[i]))
+        np.testing.assert_array_equal(dot[i], r.jvp((Z[i], W[i]), (VZ[i], VW[i]))[1])
+        np.testing.assert_array_equal(hz[i], r.hvp((Z[i], W[i]), (VZ[i], VW[i]))[0])
+        np.testing.assert_allclose(gz[i], tg.grad(f)(Z[i], W[i]), rtol=1e-13, atol=1e-13)
+    # a shared argument (in_axes None), argnums, and a complex output
+    r0 = tg.record(f, Z[0], W[0], argnums=0)
+    g = r0.grad_batch(Z, W[0], in_axes=(0, None))
+    for i in range(B):
+        np.testing.assert_array_equal(g[i], r0.grad(Z[i], W[0]))
+    h = lambda z: np.fft.ifft(z) * z   # noqa: E731
+    rh = tg.record(h, Z[0])
+    vals, (o, d) = rh.value_batch(Z), rh.jvp_batch(Z, VZ)
+    assert vals.dtype == np.complex128
+    for i in range(B):
+        np.testing.assert_array_equal(vals[i], rh(Z[i]))
+        np.testing.assert_array_equal(d[i], rh.jvp(Z[i], VZ[i])[1])
+        np.testing.assert_allclose(vals[i], h(Z[i]), rtol=1e-13)
+    with pytest.raises(TypeError, match="complex value"):
+        rh.grad_batch(Z)
+
+
+def _module_level_complex_loss(z):
+    return np.sum(np.abs(np.fft.fft(z)) ** 3)
+
+
+def test_recorded_complex_bytes_and_pickle_round_trip(rng):
+    def f(z, w):
+        return np.sum(np.abs(np.fft.ifft(z * np.exp(1j * w))) ** 2 * w) + np.real(np.sum(z ** 3))
+    z0, w0 = cplx(rng, 6), rng.standard_normal(6)
+    h = lambda z: np.fft.fft(z) * np.conj(z)   # noqa: E731
+    recs = [tg.record(f, z0, w0), tg.record(f, z0, w0, argnums=0), tg.record(h, z0),
+            tg.record(_module_level_complex_loss, z0)]
+    z, w, v, c = cplx(rng, 6), rng.standard_normal(6), cplx(rng, 6), cplx(rng, 6)
+    for r in recs:
+        for r2 in (tg.load(r.to_bytes()), pickle.loads(pickle.dumps(r)),
+                   type(r).from_bytes(r.to_bytes())):
+            assert type(r2) is tg.operators.recorded.ComplexRecorded and r2.argnums == r.argnums
+            if r is recs[2]:
+                np.testing.assert_array_equal(r2(z), r(z))
+                np.testing.assert_array_equal(r2.vjp(z, c), r.vjp(z, c))
+                np.testing.assert_array_equal(r2.jvp(z, v)[1], r.jvp(z, v)[1])
+                continue
+            args = (z,) if r is recs[3] else (z, w)
+            np.testing.assert_array_equal(r2(*args), r(*args))
+            for a, b in zip(_leaves(r2.grad(*args)), _leaves(r.grad(*args))):
+                np.testing.assert_array_equal(a, b)
+            x = args[0] if len(args) == 1 else args
+            t = v if (r is recs[3] or r.argnums == 0) else (v, w)
+            for a, b in zip(_leaves(r2.hvp(x, t)), _leaves(r.hvp(x, t))):
+                np.testing.assert_array_equal(a, b)
+    # a module-level function pickles with the recording, which can then re-record
+    assert pickle.loads(pickle.dumps(recs[3])).f is _module_level_complex_loss
+    with pytest.raises(ValueError, match="without complex values"):
+        tg.operators.recorded.ComplexRecorded.from_bytes(tg.record(lambda x: np.sum(x ** 2), w0).to_bytes())
+
+
+def test_recorded_complex_guards_rerecord_and_loaded_ones_are_strict(rng):
+    def f(z):
+        if np.abs(z[0]) > 1:
+            return np.sum(np.abs(z) ** 2)
+        return np.sum(np.abs(z) ** 4)
+    big, small = np.array([2.0 + 1j, 0.5j]), np.array([0.1 + 0.2j, 0.5j])
+    r = tg.record(f, big)
+    np.testing.assert_allclose(r.grad(small), 2 * np.abs(small) ** 2 * 2 * np.conj(small), rtol=1e-14)
+    np.testing.assert_allclose(r.grad(big), 2 * np.conj(big), rtol=1e-14)
+    assert r.rerecords == 1
+    loaded = tg.load(tg.record(f, big).to_bytes())
+    with pytest.raises(tg.GuardError):
+        loaded.grad(small)
+    rl = tg.load(tg.record(f, big).to_bytes(), f=f)      # with f: re-records
+    np.testing.assert_allclose(rl.grad(small), 4 * np.abs(small) ** 2 * np.conj(small), rtol=1e-14)
+
+
+def test_recorded_complex_bad_layout_metadata_raises_value_error(rng):
+    from tapegrad._core.tape import Tape
+    r = tg.record(lambda z, w: np.sum(np.abs(z * w) ** 2), cplx(rng, 3), rng.standard_normal(3))
+    for bad in ({"args": [], "out": {}}, {"args": "x", "out": {}},
+                {"args": [{"tree": {"leaf": False}, "complex": [True, True]}] * 2,
+                 "out": {"tree": {"leaf": False}, "complex": [False]}},
+                {"args": [{"tree": {"leaf": False}, "complex": [False]}] * 2,
+                 "out": {"tree": {"leaf": False}, "complex": [False]}},
+                {"args": [{"tree": {"leaf": False}, "complex": [True]}] * 2,
+                 "out": {"tree": {"leaf": False}, "complex": [True]}}):
+        t = Tape.from_bytes(r.to_bytes())
+        t.meta = dict(t.meta, complex=bad)
+        with pytest.raises(ValueError, match="bad metadata"):
+            tg.load(t.to_bytes())
+
+
+def test_compiled_takes_complex_arguments(rng):
+    f = tg.compile(lambda z: np.sum(np.abs(np.fft.fft(z)) ** 2))
+    z = cplx(rng, 8)
+    np.testing.assert_allclose(f.grad(z), 2 * 8 * np.conj(z), rtol=1e-13)     # Parseval
+    np.testing.assert_allclose(f(z), 8 * np.sum(np.abs(z) ** 2), rtol=1e-13)
+    with pytest.raises(TypeError, match="not available for a recording with complex"):
+        f.hessian(z)
