@@ -802,3 +802,63 @@ def test_compiled_takes_complex_arguments(rng):
     np.testing.assert_allclose(f(z), 8 * np.sum(np.abs(z) ** 2), rtol=1e-13)
     with pytest.raises(TypeError, match="not available for a recording with complex"):
         f.hessian(z)
+
+
+# ------------------------------------------------------------------ complex64 in, complex64 out
+def test_complex64_in_complex64_out_everywhere(rng):
+    # computed in float64 (the tape's one dtype) and given back in the input's precision: the
+    # numbers are the complex128 computation at the same (exactly widened) input, rounded
+    z = cplx(rng, 5).astype(np.complex64)
+    Z, c = z.astype(np.complex128), cplx(rng, 5).astype(np.complex64)
+    f = lambda z: np.sum(np.abs(np.fft.fft(z * np.sin(z))) ** 2)   # noqa: E731
+    h = lambda z: np.fft.ifft(z) * z   # noqa: E731
+
+    def same(got, want):
+        assert got.dtype == want.dtype, (got.dtype, want.dtype)
+        np.testing.assert_array_equal(got, want)
+    c64 = lambda a: np.asarray(a).astype(np.complex64)   # noqa: E731
+    same(tg.grad(f)(z), c64(tg.grad(f)(Z)))
+    v, g = tg.value_and_grad(f)(z)
+    same(g, c64(tg.value_and_grad(f)(Z)[1]))
+    assert np.isrealobj(v)
+    same(tg.vjp(h, z)[1](c)[0], c64(tg.vjp(h, Z)[1](c)[0]))
+    same(tg.jvp(h, (z,), (c,))[1], c64(tg.jvp(h, (Z,), (c,))[1]))
+    t = tg.jvp(f, (z,), (c,))[1]                      # a real output's tangent: float32
+    assert np.asarray(t).dtype == np.float32
+    gh = tg.grad(lambda z: np.sum(z ** 3), holomorphic=True)
+    same(gh(z), c64(gh(Z)))
+    np.testing.assert_allclose(gh(z), 3 * Z ** 2, rtol=1e-6)
+    assert type(tg.grad(lambda z: np.abs(z) ** 2)(np.complex64(1 + 2j))) is np.complex64
+    assert type(tg.vjp(lambda z: z * z, np.complex64(1 + 2j))[1](np.complex64(1))[0]) is np.complex64
+    # a real float32 input with a complex cotangent: a float32 gradient; its tangent: complex64
+    x = rng.standard_normal(5).astype(np.float32)
+    assert tg.vjp(np.fft.fft, x)[1](c)[0].dtype == np.float32
+    assert tg.jvp(np.fft.fft, (x,), (x,))[1].dtype == np.complex64
+    # pytrees keep each leaf's dtype
+    g = tg.grad(lambda d: np.sum(np.abs(d["z"]) ** 2) + np.sum(d["x"] ** 2))({"z": z, "x": x})
+    assert g["z"].dtype == np.complex64 and g["x"].dtype == np.float32
+    # recordings follow each call's dtypes (recorded at complex128, replayed at complex64)
+    r, rh = tg.record(f, Z), tg.record(h, Z)
+    same(r.grad(z), c64(r.grad(Z)))
+    same(r.value_and_grad(z)[1], c64(r.value_and_grad(Z)[1]))
+    same(r.hvp(z, c), c64(r.hvp(Z, c)))
+    same(rh.vjp(z, c), c64(rh.vjp(Z, c)))
+    same(rh.jvp(z, c)[1], c64(rh.jvp(Z, c)[1]))
+    same(tg.load(r.to_bytes()).grad(z), c64(r.grad(Z)))
+    np.testing.assert_allclose(r.grad(z), tg.grad(f)(Z), rtol=1e-6)
+    rr = tg.record(np.fft.fft, x)
+    assert rr.jvp(x, x)[1].dtype == np.complex64 and rr.vjp(x, c).dtype == np.float32
+
+
+def test_float32_real_inputs_are_unchanged_by_the_complex_paths(rng):
+    x = rng.standard_normal(4).astype(np.float32)
+    f = lambda x: np.sum(np.abs(np.fft.fft(x)) ** 2)   # noqa: E731  (a complex intermediate)
+    g = tg.grad(f)(x)
+    assert g.dtype == np.float32
+    np.testing.assert_allclose(g, 2 * 4 * x, rtol=1e-6)         # Parseval: f = 4 sum x^2
+    assert tg.jvp(f, (x,), (x,))[1].dtype == np.float32
+    assert tg.hessian(f)(x).dtype == np.float32
+    assert tg.jacobian(lambda x: np.real(np.fft.fft(x)))(x).dtype == np.float32
+    r = tg.record(f, x)
+    assert r.grad(x).dtype == np.float32 and r.hvp(x, x).dtype == np.float32
+    assert type(r(x)) in (float, np.float64)
