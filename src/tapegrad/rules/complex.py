@@ -273,6 +273,10 @@ def complex_ufunc(ufunc, method, inputs, kwargs):
         return ufunc(value_of(ps[0][0]) + 1j * value_of(_im(ps[0])))
     if ufunc in ORDERED:
         _order_refused(ufunc.__name__)()
+    if not any(c in "FDG" for t in ufunc.types for c in t.split("->")[0]):
+        # NumPy defines no complex loop for it (logaddexp, cbrt, fabs, ...): NumPy's own error
+        raise TapegradTypeError(f"ufunc '{ufunc.__name__}' not supported for the input types "
+                                "(complex), as in NumPy: it is defined for real numbers only")
     raise TapegradTypeError(f"np.{ufunc.__name__}: no rule for complex traced values (tapegrad "
                             "never drops an imaginary part silently)")
 
