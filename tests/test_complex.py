@@ -702,6 +702,10 @@ def test_recorded_complex_argnums(rng):
     h = lambda z: f(z, w, d)   # noqa: E731
     np.testing.assert_allclose(r.jvp((z, w, d), v)[1], tg.jvp(h, (z,), (v,))[1], rtol=1e-13)
     np.testing.assert_allclose(r.hvp((z, w, d), v), tg.hvp(h, (z,), (v,)), rtol=1e-12, atol=1e-12)
+    # vjp follows argnums as for real recordings; a complex output's cotangent
+    rv = tg.record(lambda z, w: np.fft.fft(z) * w, z, w, argnums=0)
+    c = cplx(rng, 4)
+    np.testing.assert_allclose(rv.vjp((z, w), c), tg.vjp(lambda z: np.fft.fft(z) * w, z)[1](c)[0], rtol=1e-13)
     # closed form: the gradient of Re(vdot(c, z)) = Re(sum(conj(c) z)) with respect to z is conj(c)
     r = tg.record(lambda z, c: np.real(np.vdot(c, z)), z, d["c"], argnums=0)
     np.testing.assert_allclose(r.grad(z, d["c"]), np.conj(d["c"]), rtol=1e-15)

@@ -933,11 +933,7 @@ class ComplexRecorded:
 
     def vjp(self, x, u):
         rx = self._real_args(self._primals(x), "vjp")
-        g = self._rec.vjp(self._unpack(rx), self._cotangent(u))
-        # a vjp gives every argument's cotangent (argnums does not apply)
-        res = tuple(_api._join(gi, self._arg_masks[i], self._arg_tds[i], _api._grad_leaf)
-                    for i, gi in enumerate((g,) if self.nargs == 1 else g))
-        return res[0] if self.nargs == 1 else res
+        return self._in(self._rec.vjp(self._unpack(rx), self._cotangent(u)))
 
     def jvp(self, x, v):
         rx = self._real_args(self._primals(x), "jvp")
