@@ -450,6 +450,27 @@ def _complex_jacobian(f, args, kwargs, argnums, mode, holomorphic):
     dyn = args[nums[0]] if single else tuple(args[i] for i in nums)
     rdyn, in_mask, in_td = _realify(dyn)
     in_leaves = _tree.flatten(dyn)[0]
+    _check_complex_inputs(in_mask, mode, holomorphic)
+    holder = {}
+
+    def h(rd):
+        o = _out_leaf(f(*_with_dyn(args, nums, single, _join(rd, in_mask, in_td, _cx.make)), **kwargs),
+                      "jacobian")
+        c = holder["c"] = _is_complex_leaf(o)
+        _check_complex_output(c, in_mask, mode, holomorphic)
+        if not c:
+            return o
+        re, im = _split(o)
+        return rules.stack([re, im])
+    m = _complex_jacobian_mode(in_mask, mode, holomorphic)
+    Jr = jacobian(h, 0, m)(rdyn)
+    dtype = _complex_dtype(*in_leaves)
+    out = [_complex_jacobian_block(J, mk, holder["c"], m == "rev", dtype)
+           for J, mk in zip(_pairs(Jr, in_mask), in_mask)]
+    return _tree.unflatten(in_td, out)
+
+
+def _check_complex_inputs(in_mask, mode, holomorphic):
     if holomorphic and not all(in_mask):
         raise TapegradTypeError("jacobian(holomorphic=True): the differentiated inputs must be "
                                 "complex (as in JAX); give z + 0j for a real point")
@@ -457,43 +478,40 @@ def _complex_jacobian(f, args, kwargs, argnums, mode, holomorphic):
         raise TapegradTypeError("jacobian(mode='fwd') takes real inputs (as JAX's jacfwd); for "
                                 "complex inputs pass holomorphic=True (a holomorphic f), use "
                                 "mode='rev' (a real-valued f) or jvp directly")
-    holder = {}
 
-    def h(rd):
-        o = _out_leaf(f(*_with_dyn(args, nums, single, _join(rd, in_mask, in_td, _cx.make)), **kwargs),
-                      "jacobian")
-        c = holder["c"] = _is_complex_leaf(o)
-        if holomorphic and not c:
-            raise TapegradTypeError("jacobian(holomorphic=True): the function must return a "
-                                    "complex value (as in JAX)")
-        if not holomorphic and c and (any(in_mask) or mode == "rev"):
-            raise TapegradTypeError("jacobian: the function returned a complex value; mode='rev' "
-                                    "(as JAX's jacrev) and complex inputs take real-valued "
-                                    "functions: pass holomorphic=True for a holomorphic f, use "
-                                    "mode='fwd' for real inputs, or vjp directly")
+
+def _check_complex_output(c, in_mask, mode, holomorphic):
+    if holomorphic and not c:
+        raise TapegradTypeError("jacobian(holomorphic=True): the function must return a "
+                                "complex value (as in JAX)")
+    if not holomorphic and c and (any(in_mask) or mode == "rev"):
+        raise TapegradTypeError("jacobian: the function returned a complex value; mode='rev' "
+                                "(as JAX's jacrev) and complex inputs take real-valued "
+                                "functions: pass holomorphic=True for a holomorphic f, use "
+                                "mode='fwd' for real inputs, or vjp directly")
+
+
+def _complex_jacobian_mode(in_mask, mode, holomorphic):
+    """The real sweep's mode: auto without holomorphic is the one mode that fits."""
+    if mode == "auto" and not holomorphic:
+        return "rev" if any(in_mask) else "fwd"
+    return mode
+
+
+def _complex_jacobian_block(J, mk, c, rev, dtype):
+    """One input leaf's complex Jacobian from its real blocks: (Jx, Jy) for a complex leaf
+    (else J), each with a leading axis of 2 (the output's re, im) when the output is complex."""
+    if mk:
+        Jx, Jy = J
         if not c:
-            return o
-        re, im = _split(o)
-        return rules.stack([re, im])
-    m = mode if not (mode == "auto" and not holomorphic) else ("rev" if any(in_mask) else "fwd")
-    Jr = jacobian(h, 0, m)(rdyn)
-    c = holder["c"]
-    dtype = _complex_dtype(*in_leaves)
-    rev = m == "rev"
-    out = []
-    for J, mk in zip(_pairs(Jr, in_mask), in_mask):
-        if mk:
-            Jx, Jy = J
-            if not c:
-                J = _grad_leaf(Jx, Jy)
-            elif rev:
-                J = _grad_leaf(Jx[0], Jy[0])
-            else:
-                J = _complex_leaf(Jx[0], Jx[1])
-        elif c:
-            J = _complex_leaf(J[0], J[1])
-        out.append(_cast_complex(J, dtype) if (mk or c) else J)
-    return _tree.unflatten(in_td, out)
+            J = _grad_leaf(Jx, Jy)
+        elif rev:
+            J = _grad_leaf(Jx[0], Jy[0])
+        else:
+            J = _complex_leaf(Jx[0], Jx[1])
+    elif c:
+        J = _complex_leaf(J[0], J[1])
+    return _cast_complex(J, dtype) if (mk or c) else J
 
 
 def _pairs(rtree, mask):

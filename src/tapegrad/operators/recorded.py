@@ -983,14 +983,52 @@ class ComplexRecorded:
                                             in_axes=in_axes, v_axes=v_axes, threads=threads,
                                             budget=budget, strict=strict))
 
+    def jacobian(self, x, mode="auto", holomorphic=False):
+        """The Jacobian by JAX's jacfwd/jacrev rules, as tapegrad.jacobian gives it (rev: a
+        real output's rows df/dx - i df/dy; fwd: real inputs, a complex output;
+        holomorphic=True: the complex Jacobian), from the real recording's Jacobian of the
+        pairs. Shaped out.shape + in.shape for one array argument, else (out.size, in.size)
+        over every argument's leaves in order (complex leaves count their complex entries)."""
+        om, otd = self._holder["out"]
+        if len(om) != 1:
+            raise TapegradTypeError("jacobian: the recorded function must return a single array")
+        masks = [m for ms in self._arg_masks for m in ms]
+        _api._check_complex_inputs(masks, mode, holomorphic)
+        c = om[0]
+        _api._check_complex_output(c, masks, mode, holomorphic)
+        m = _api._complex_jacobian_mode(masks, mode, holomorphic)
+        xs = self._primals(x)
+        rx = self._real_args(xs, "jacobian")
+        rec = self._rec
+        Jr = np.reshape(rec.jacobian(self._unpack(rx), m), (rec.nout, rec.nin))
+        oshape = tuple(rec.out_shapes[0])       # a complex output: (re, im) stacked first
+        lead = ((2,) if c else ()) + oshape
+        Jr = Jr.reshape(lead + (rec.nin,))
+        leaves = _tree.flatten(tuple(xs))[0]
+        dtype = _api._complex_dtype(*leaves)
+        blocks, col, k = [], 0, 0
+        for mk in masks:
+            s = tuple(rec.in_shapes[k])
+            n = int(np.prod(s, dtype=int))
+            cut = lambda a: Jr[..., a:a + n].reshape(lead + s)   # noqa: E731
+            if mk:
+                J, col, k = (cut(col), cut(col + n)), col + 2 * n, k + 2
+            else:
+                J, col, k = cut(col), col + n, k + 1
+            blocks.append(_api._complex_jacobian_block(J, mk, c, m == "rev", dtype))
+        if len(blocks) == 1:
+            return np.asarray(blocks[0])
+        size = int(np.prod(oshape, dtype=int))
+        return np.concatenate([np.reshape(b, (size, -1)) for b in blocks], axis=1)
+
     def _no_real_form(name):
         def f(self, *a, **k):
             raise TapegradTypeError(f"{name}: not available for a recording with complex arguments "
-                                    "or outputs (use jacobian/hessian on the function, or "
-                                    ".recorded, the real recording of the (re, im) pairs)")
+                                    "or outputs (use tapegrad.hessian(f, holomorphic=True) or hvp "
+                                    "on the function, or .recorded, the real recording of the "
+                                    "(re, im) pairs)")
         f.__name__ = name
         return f
-    jacobian = _no_real_form("jacobian")
     hessian = _no_real_form("hessian")
     hessian_batch = _no_real_form("hessian_batch")
     del _no_real_form
