@@ -6,7 +6,8 @@ contractions in the order of ``np.einsum_path``), ``np.sinc``, ``np.sign`` (NumP
 rounding (``np.round``, ``np.around``) partwise, bilinear functions (``np.convolve``,
 ``np.correlate``, ``np.cross``, ``np.linalg.multi_dot``), ``np.polyval``, the shape functions
 ``np.diff``, ``np.pad``, ``np.append``, ``np.split``/``np.array_split``, ``np.var``/``np.std``
-(real results), ``np.average``, and value-only functions (``np.isclose``, ``np.allclose``,
+(real results), ``np.average``, ``np.select``, ``np.linspace``, the nan-reductions (``np.nansum``
+and friends), and value-only functions (``np.isclose``, ``np.allclose``,
 ``np.array_equal``, ``np.count_nonzero``, ``np.zeros_like`` and friends) as constants.
 They are added to ``complex.FUNCTIONS``, which the tracer's complex dispatch consults.
 """
@@ -250,6 +251,52 @@ def _average(a, axis=None, weights=None, returned=False, keepdims=False):
     return (avg, scl) if returned else avg
 
 
+# ---------------------------------------------------------------- select, nan-functions, linspace
+def _select(condlist, choicelist, default=0):
+    # NumPy's first true condition wins: fold the choices from the last
+    out = default
+    for cond, choice in reversed(list(zip(condlist, choicelist))):
+        out = _where(_real_cond(cond, "select"), choice, out)
+    shape = np.broadcast_shapes(*[np.shape(value_of(c)) for c in condlist], *[_shape(v) for v in choicelist])
+    out = out if _cx.is_complex(out) else make(out, None)
+    return out if _shape(out) == shape else _cx._partwise(np.broadcast_to)(out, shape)
+
+
+def _nan_free(a, fill):
+    # NumPy treats a complex number with a NaN part as NaN; the mask is taken on the traced
+    # parts, so a replay recomputes where the NaNs are
+    re, im = parts(a)
+    mask = np.isnan(re) if im is None else (np.isnan(re) | np.isnan(im))
+    return _where(mask, fill, a), mask
+
+
+def _nan_reduce(func, fill):
+    def f(a, *args, **kw):
+        return _cx.complex_function(func, (_nan_free(a, fill)[0],) + args, kw)
+    return f
+
+
+def _nanmean(a, axis=None, dtype=None, out=None, keepdims=False):
+    if out is not None or dtype is not None:
+        raise TapegradTypeError("np.nanmean: out= and dtype= are not supported on complex traced values")
+    z, mask = _nan_free(a, 0.0)
+    n = np.sum(~np.asarray(value_of(mask), dtype=bool), axis=axis, keepdims=keepdims)
+    return _cx.complex_function(np.sum, (z,), {"axis": axis, "keepdims": keepdims}) / (n * 1.0)
+
+
+def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    if dtype is not None and np.dtype(dtype).kind != "c":
+        raise TapegradTypeError(f"np.linspace: dtype={np.dtype(dtype)} would drop the imaginary part "
+                                "of the complex start/stop")
+    (a, b), (c, d) = parts(start), parts(stop)
+    kw = {"num": num, "endpoint": endpoint, "retstep": retstep, "axis": axis}
+    re = np.linspace(a, c, **kw)
+    im = None if b is None and d is None else np.linspace(0.0 if b is None else b, 0.0 if d is None else d, **kw)
+    if not retstep:
+        return make(re, im)
+    return make(re[0], None if im is None else im[0]), make(re[1], None if im is None else im[1])
+
+
 # ---------------------------------------------------------------- constants (values only)
 def _value(x):
     if type(x) is _cx.ComplexTracer:
@@ -286,6 +333,9 @@ _cx.FUNCTIONS.update({
     np.zeros_like: _like(np.zeros_like), np.ones_like: _like(np.ones_like),
     np.empty_like: _like(np.zeros_like), np.full_like: _like(np.full_like),
     np.sort_complex: _cx._order_refused("sort_complex"),
+    np.select: _select, np.linspace: _linspace, np.nanmean: _nanmean,
+    np.nansum: _nan_reduce(np.sum, 0.0), np.nanprod: _nan_reduce(np.prod, 1.0),
+    np.nancumsum: _nan_reduce(np.cumsum, 0.0), np.nancumprod: _nan_reduce(np.cumprod, 1.0),
     # NumPy replaces non-finite real and imaginary parts separately
     np.nan_to_num: lambda x, copy=True, nan=0.0, posinf=None, neginf=None: _cx._partwise(np.nan_to_num)(
         x, nan=nan, posinf=posinf, neginf=neginf),
