@@ -993,3 +993,10 @@ def test_nan_reductions_skip_nans_of_either_part():
     v, g = tg.value_and_grad(lambda z: np.abs(np.nanmean(z)) ** 2)(z)
     np.testing.assert_allclose(v, abs(s / 2) ** 2, rtol=1e-14)
     np.testing.assert_allclose(g, np.where(ok, np.conj(s) / 2, 0), rtol=1e-14)
+
+
+def test_item_of_a_complex_traced_scalar_is_a_guarded_constant():
+    z = np.array([1 + 1j, 2j])
+    with pytest.warns(UserWarning, match="constant"):
+        g = tg.grad(lambda z: np.abs(z[0].item() * z[1]) ** 2)(z)
+    np.testing.assert_allclose(g, [0, 2 * 2 * np.conj(z[1])], rtol=1e-15)   # |1 + 1j|^2 = 2

@@ -664,6 +664,9 @@ class ComplexTracer:
     def __complex__(self):
         return complex(float(self.re), 0.0 if self.im is None else float(self.im))
 
+    def item(self):
+        return complex(self)    # as float() of a real tracer: a guarded constant, with a warning
+
     # arithmetic
     def __neg__(self): return complex_ufunc(np.negative, "__call__", (self,), {})
     def __pos__(self): return self
