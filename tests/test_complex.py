@@ -1000,3 +1000,60 @@ def test_item_of_a_complex_traced_scalar_is_a_guarded_constant():
     with pytest.warns(UserWarning, match="constant"):
         g = tg.grad(lambda z: np.abs(z[0].item() * z[1]) ** 2)(z)
     np.testing.assert_allclose(g, [0, 2 * 2 * np.conj(z[1])], rtol=1e-15)   # |1 + 1j|^2 = 2
+
+
+def test_angle_of_real_values_is_piecewise_constant():
+    x = np.array([1.5, -2.0, 0.0, np.nan, np.inf, -np.inf])
+    out, fn = tg.vjp(np.angle, x)
+    np.testing.assert_array_equal(out, np.angle(x))
+    np.testing.assert_array_equal(fn(np.ones(6))[0], np.zeros(6))
+    f = lambda x: np.sum(np.angle(x, deg=True) * x)   # noqa: E731
+    np.testing.assert_array_equal(tg.grad(f)(np.array([1.0, -2.0])), [0.0, 180.0])
+    r = tg.record(f, np.array([1.0, -2.0]))          # the sign test is traced: replays follow it
+    np.testing.assert_array_equal(r.grad(np.array([-1.0, 2.0])), [180.0, 0.0])
+
+
+def test_check_grads_takes_complex_arguments_and_outputs(rng):
+    # the shipped checker perturbs real and imaginary parts separately and checks the
+    # operators' convention at the boundary (jvp, the Re(c dw) cotangent, df/dx - i df/dy)
+    z, x = cplx(rng, 4), rng.standard_normal(3)
+    tg.check_grads(lambda z: np.fft.fft(z * np.sin(z)), z, modes=("fwd", "rev"), order=2)
+    tg.check_grads(lambda z: np.sum(np.abs(z) ** 3), z, modes=("fwd", "rev"), order=2)
+    tg.check_grads(lambda z, x: np.conj(z[:3]) * np.exp(1j * x), z, x, modes=("fwd", "rev"), order=2)
+    tg.check_grads(np.fft.rfft, x, modes=("fwd", "rev"), order=2)
+    tg.check_grads(lambda z: z * z, 0.5 + 1j, modes=("fwd", "rev"), order=2)
+    # a wrong convention is caught: g * conj(f'(z)) (the conjugated vjp) instead of g f'(z)
+    import tapegrad.checking as checking
+    real_vjp = checking.api.vjp
+
+    def conjugated_vjp(f, *primals):
+        out, fn = real_vjp(f, *primals)
+        return out, lambda c: tuple(np.conj(g) for g in fn(np.conj(c)))
+    checking.api = type("api", (), {"vjp": staticmethod(conjugated_vjp), "jvp": staticmethod(tg.jvp)})
+    try:
+        with pytest.raises(AssertionError, match="rev"):
+            tg.check_grads(lambda z: z * z, z, modes=("rev",), order=1)
+    finally:
+        checking.api = tg.operators.api
+
+
+def test_custom_rules_refuse_complex_traced_arguments(rng):
+    # the rule would be skipped (the body traced instead): an error, not a silent other derivative
+    from tapegrad.autograd.extend import primitive, defvjp
+    sq = primitive(lambda z: z * z)
+    defvjp(sq, lambda ans, z: lambda g: g * 3 * z)
+    with pytest.raises(TypeError, match="complex traced value"):
+        tg.vjp(sq, cplx(rng, 2))
+
+
+def test_complex_scalar_broadcast_against_real_arrays(rng):
+    # the parts broadcast together: (a + ib) + x has an imaginary part of x's shape
+    z, x = 0.6 + 0.3j, rng.standard_normal((3, 2))
+    out, fn = tg.vjp(np.add, z, x)
+    np.testing.assert_allclose(out, z + x, rtol=1e-15)
+    c = cplx(rng, 3, 2)
+    gz, gx = fn(c)
+    np.testing.assert_allclose(gz, np.sum(c), rtol=1e-14)      # sum over the broadcast axes
+    np.testing.assert_allclose(gx, np.real(c), rtol=1e-15)     # a real input: Re of the cotangent
+    for f in (np.add, np.subtract, lambda a, b: b - a, lambda a, b: a * b + b):
+        tg.check_grads(f, z, x, modes=("fwd", "rev"), order=2)

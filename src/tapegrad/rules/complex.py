@@ -60,6 +60,14 @@ def make(re, im):
     if type(re) is not Tracer and type(im) is not Tracer:
         re = np.asarray(re, dtype=np.float64)
         return re + 0j if im is None else re + 1j * np.asarray(im, dtype=np.float64)
+    if im is not None:
+        # the parts broadcast as the complex value does (z + x: the imaginary part of a complex
+        # scalar z is not broadcast by the real addition of the parts)
+        sr, si = np.shape(value_of(re)), np.shape(value_of(im))
+        if sr != si:
+            s = np.broadcast_shapes(sr, si)
+            re = re if sr == s else np.broadcast_to(re, s)
+            im = im if si == s else np.broadcast_to(im, s)
     return ComplexTracer(re, im)
 
 
