@@ -1057,3 +1057,21 @@ def test_complex_scalar_broadcast_against_real_arrays(rng):
     np.testing.assert_allclose(gx, np.real(c), rtol=1e-15)     # a real input: Re of the cotangent
     for f in (np.add, np.subtract, lambda a, b: b - a, lambda a, b: a * b + b):
         tg.check_grads(f, z, x, modes=("fwd", "rev"), order=2)
+
+
+def test_autograd_combo_check_runs_every_combination(rng):
+    from tapegrad.autograd.test_util import combo_check
+    seen = []
+
+    def f(a, b, scale=1.0):
+        seen.append((np.shape(a), np.iscomplexobj(a), np.shape(b), scale))
+        return np.sum(np.abs(a * b) ** 2) * scale
+    combo_check(f, (0, 1), modes=["rev"], order=1)([0.5, 0.6 + 0.3j, rng.standard_normal(2)],
+                                                     [rng.standard_normal(2), 1.5], scale=[1.0, 2.0])
+    combos = {(s, c, t, k) for s, c, t, k in seen}
+    assert {(s, c, t, k) for s, c in (((), False), ((), True), ((2,), False)) for t in ((2,), ())
+            for k in (1.0, 2.0)} <= combos
+    with pytest.raises(AssertionError):     # a wrong derivative is caught at some combination
+        # (the value of sum(a^2), the derivative of a[1]^2 only)
+        combo_check(lambda a: a[1] ** 2 + tg.stop_gradient(a[0] ** 2), 0,
+                    modes=["fwd"], order=1)([np.array([1.0, 2.0])])
