@@ -31,7 +31,7 @@ def _input_value(x, fname, label):
         a = np.asarray(x)
     except ComplexOperand:      # a complex traced value of an enclosing operator
         raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "
-                            "(grad, value_and_grad, vjp and jvp take complex ones)") from None
+                            "(grad, value_and_grad, vjp, jvp, hvp, jacobian and record take complex ones)") from None
     k = a.dtype.kind
     if k == "f" or k in "iu":
         if k == "f" and a.dtype != np.float64:
@@ -44,7 +44,7 @@ def _input_value(x, fname, label):
     if k == "c":
         # grad, value_and_grad, vjp and jvp catch it and take their complex path (operators/api.py)
         raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "
-                            "(grad, value_and_grad, vjp and jvp take complex ones)")
+                            "(grad, value_and_grad, vjp, jvp, hvp, jacobian and record take complex ones)")
     raise TapegradTypeError(f"{fname}: {label()} of type {type(x).__name__} (dtype {a.dtype}) is "
                     "not a real number or array")
 
@@ -209,8 +209,8 @@ class Traced:
             self.out_off = self._assemble_output(out_leaves)
         except ComplexOperand:
             raise ComplexResult(f"{fname}: the function returned a complex value; {fname} takes "
-                                "real-valued functions only (grad, value_and_grad, vjp and jvp take "
-                                "complex ones)") from None
+                                "real-valued functions only (grad, value_and_grad, vjp, jvp, jacobian "
+                                "and record take complex ones)") from None
         rec.finish(self.nin, self.out_off, self.nout)
         self.tape = rec.tape
         self.nested = rec.nested or any(o is not None for o in outer)

@@ -60,6 +60,14 @@ def make(re, im):
     if type(re) is not Tracer and type(im) is not Tracer:
         re = np.asarray(re, dtype=np.float64)
         return re + 0j if im is None else re + 1j * np.asarray(im, dtype=np.float64)
+    if im is not None:
+        # the parts broadcast as the complex value does (z + x: the imaginary part of a complex
+        # scalar z is not broadcast by the real addition of the parts)
+        sr, si = np.shape(value_of(re)), np.shape(value_of(im))
+        if sr != si:
+            s = np.broadcast_shapes(sr, si)
+            re = re if sr == s else np.broadcast_to(re, s)
+            im = im if si == s else np.broadcast_to(im, s)
     return ComplexTracer(re, im)
 
 
@@ -275,6 +283,10 @@ def complex_ufunc(ufunc, method, inputs, kwargs):
         return ufunc(value_of(ps[0][0]) + 1j * value_of(_im(ps[0])))
     if ufunc in ORDERED:
         _order_refused(ufunc.__name__)()
+    if not any(c in "FDG" for t in ufunc.types for c in t.split("->")[0]):
+        # NumPy defines no complex loop for it (logaddexp, cbrt, fabs, ...): NumPy's own error
+        raise TapegradTypeError(f"ufunc '{ufunc.__name__}' not supported for the input types "
+                                "(complex), as in NumPy: it is defined for real numbers only")
     raise TapegradTypeError(f"np.{ufunc.__name__}: no rule for complex traced values (tapegrad "
                             "never drops an imaginary part silently)")
 
@@ -657,6 +669,9 @@ class ComplexTracer:
 
     def __complex__(self):
         return complex(float(self.re), 0.0 if self.im is None else float(self.im))
+
+    def item(self):
+        return complex(self)    # as float() of a real tracer: a guarded constant, with a warning
 
     # arithmetic
     def __neg__(self): return complex_ufunc(np.negative, "__call__", (self,), {})
