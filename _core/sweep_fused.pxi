@@ -283,9 +283,10 @@ cdef inline double* fz_adj(const FusePlan* P, Py_ssize_t j, int r, double* scr, 
 cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
                      bint rev, const int64_t* ipool, const CPool* cv, double* w, double* wb,
                      const double* xin, double* gin, Py_ssize_t nin, double* scr,
-                     Py_ssize_t T) noexcept nogil:
+                     Py_ssize_t T, double* total) noexcept nogil:
     """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
-    2 (K - k0) rows of R = fuse_row(n, T) values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
+    2 (K - k0) rows of R = fuse_row(n, T) values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints);
+    the sum's value goes to total[0].
     Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
     and wb, or the caller's input and gradient arrays); wb must be zero where adjoints are
     added, and wb[ops[K].out] holds the seed. rev = False: the forward alone (the sum's
@@ -313,7 +314,7 @@ cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan*
                            fz_val(P, j, 1, scr, R, &top, w, xin, nin, cv),
                            fz_val(P, j, 2, scr, R, &top, w, xin, nin, cv), scr + 2 * j * R)
         if values and fold_tile(last, tl, t0 + tl == n, ps):
-            w[ops[K].out] = ps[0]
+            total[0] = ps[0]
         if not rev:
             t0 += tl
             continue
@@ -425,13 +426,15 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
         memset(g, 0, nin * sizeof(double))
         zero_outside(wb, nin, t.nwork, t.ops, k0, K)
         wb[t.out_off] = 1.0
-        fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cv, w, wb, x, g, nin, scr, T)
+        fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cv, w, wb, x, g, nin, scr, T,
+                   w + t.ops[K].out)
         free(scr)
         ok[0] = True
         return 0
     if first_pass:
         fuse_plan(t.ops, k0, L, True, &P)
-        fused_tail(t.ops, k0, K, &P, True, False, t.ipool, t.cv, w, wb, w, wb, nin, scr, T)
+        fused_tail(t.ops, k0, K, &P, True, False, t.ipool, t.cv, w, wb, w, wb, nin, scr, T,
+                   w + t.ops[K].out)
     try:
         if npost:
             # without a first pass the sum is not known yet: the post ops that depend on it
@@ -451,7 +454,7 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
         # the sum's value is known after a first pass; otherwise the fold computes it
         fuse_plan(t.ops, k0, L, need_vals and not first_pass, &P)
         fused_tail(t.ops, k0, K, &P, need_vals and not first_pass, True, t.ipool, t.cv, w, wb,
-                   w, wb, nin, scr, T)
+                   w, wb, nin, scr, T, w + t.ops[K].out)
     finally:
         free(scr)
     part = view_part(t, 0, k0, ns)
@@ -777,3 +780,23 @@ cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* 
         t0 += tl
     free(scr)
     return 0
+
+
+# ------------------------------------------------------------------ fused values
+cdef double value_fused(const TapeView* t, const double* x) except? -1 nogil:
+    """f(x) of a tape that is one fused tail read straight from the inputs (hvp_fusable's
+    tapes): the tail's forward tile by tile in a scratch, folded into the sum, the tail's values
+    never written to a work buffer. The same kernels and partial sums as the op-by-op forward
+    sweep with its folded segment: the same number."""
+    cdef Py_ssize_t M = t.fuse_sum, T = FUSE_TILE
+    cdef FusePlan P
+    cdef double total = NAN
+    cdef double* scr = <double*> malloc(2 * M * fuse_row(t.ops[0].n, T) * sizeof(double))
+    if scr == NULL:
+        with gil:
+            raise MemoryError()
+    fuse_plan(t.ops, 0, M, True, &P)
+    fused_tail(t.ops, 0, M, &P, True, False, t.ipool, t.cv, NULL, NULL, x, NULL, t.nin, scr, T,
+               &total)
+    free(scr)
+    return total

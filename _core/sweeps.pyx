@@ -751,14 +751,21 @@ def value_fast(Tape t, object x, object shape, object out_shape):
     open_tape(t, &tv)
     if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray> x) != cnp.NPY_DOUBLE
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> x)
-            or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or x.shape != shape
-            or t.nwork > VALUE_FAST_MAX_WORK):
+            or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or x.shape != shape):
         return None
     cdef Py_ssize_t S = max(t.nwork, 1)
-    cdef double* w = <double*> malloc(S * sizeof(double))
     cdef const double* xp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> x)
     cdef bint ok = False
     cdef cnp.ndarray y
+    cdef double val
+    if out_shape == () and FUSING and tv.fuse_k0 >= 0 and hvp_fusable(&tv):
+        # one elementwise run summed, read from x: its fused forward, no work buffer at all
+        with nogil:
+            val = value_fused(&tv, xp)
+        return val
+    if t.nwork > VALUE_FAST_MAX_WORK:
+        return None
+    cdef double* w = <double*> malloc(S * sizeof(double))
     if w == NULL:
         raise MemoryError()
     try:
