@@ -345,7 +345,7 @@ class Traced:
         if caps is not None:
             rec.captured = None          # (the values are used once: let them go)
         t = self.tape
-        if not caps:
+        if not caps or t.nwork < _CAPTURE_MIN_WORK:
             return None
         table = t.op_table()
         skip = np.zeros(t.nops, dtype=np.uint8)
@@ -395,6 +395,7 @@ class Traced:
 # Re-traced gradients start from the values the recording computed (Recorder.keep): a switch
 # for tests and benchmarks (the gradient is the same up to rounding either way)
 CAPTURE = True
+_CAPTURE_MIN_WORK = 2048        # smaller tapes recompute everything faster than they fill w
 
 # Work buffers of re-traced gradients, kept per thread from call to call: a fresh buffer of
 # megabytes comes from mmap and costs a page fault per 4 kB on every call (for data-heavy
