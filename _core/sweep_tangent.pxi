@@ -177,11 +177,18 @@ cdef int tangent_sweep_unit(const TapeView* tv, const double* w, double* wd, Py_
     forward Jacobian), and a fixed matrix times inputs (y = A x[j:j + K]) then has the tangent
     lanes Yd[l, i] = A[i, unit + l - j] (a copy of A's columns, 0 outside: the product with
     the identity, exactly) instead of a matrix product over the lanes."""
-    cdef Py_ssize_t k, l, i, c, M, K
+    cdef Py_ssize_t k = 0, l, i, c, M, K, s = 0
     cdef const Op* op
     cdef const double* A
-    for k in range(tv.nops):
+    cdef const int64_t* segs = tv.segs
+    while k < tv.nops:
+        if s < tv.nsegs and k == segs[3 * s]:
+            tangent_segment(tv, k, segs[3 * s + 1], segs[3 * s + 2] != 0, w, wd, L, S)
+            k = segs[3 * s + 1]
+            s += 1
+            continue
         op = &tv.ops[k]
+        k += 1
         if (unit >= 0 and op.code == OP_MATMUL and op.p[0] == 1 and op.p[3] == 1
                 and (op.flags & FLAG_A_CONST) and not (op.flags & FLAG_B_CONST)
                 and op.b >= 0 and op.b + op.p[2] <= tv.nin):
@@ -197,4 +204,26 @@ cdef int tangent_sweep_unit(const TapeView* tv, const double* w, double* wd, Py_
                     memset(wd + l * S + op.out, 0, M * sizeof(double))
             continue
         tangent_op(tv, op, w, wd, L, S)
+    return 0
+
+
+cdef int tangent_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint fold,
+                         const double* w, double* wd, Py_ssize_t L,
+                         Py_ssize_t S) except -1 nogil:
+    """The tangents of a tiling segment (sweep_tiling.pxi) tile by tile: every op of the run on
+    one tile of elements before the next tile, so a tile's tangents are still in cache when the
+    next op reads them; a folded sum at the end runs whole afterwards. Each element is computed
+    by the same kernel from the same operands as in the op-by-op sweep (the segment rules of
+    forward_segment): the same bits."""
+    cdef Op top
+    cdef const Op* ops = tv.ops
+    cdef Py_ssize_t j, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
+    while t0 < n:
+        tl = tile_len(t0, n, T)
+        for j in range(k0, ke):
+            tile_op(&ops[j], &top, t0, tl)
+            tangent_op(tv, &top, w, wd, L, S)
+        t0 += tl
+    if fold:
+        tangent_op(tv, &ops[ke], w, wd, L, S)
     return 0
