@@ -30,7 +30,7 @@ import scipy.special as sps
 
 from . import base as R
 from .base import unary, binary, reduce, gather, reshape, transpose, concatenate, matmul, where
-from ..tracing.tracer import Tracer, top_recorder, value_of
+from ..tracing.tracer import Tracer, top_recorder, value_of, _as_float_array
 from .calls import CallRule, register, call
 from . import registry as _registry
 from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
@@ -133,7 +133,7 @@ def _assemble(arrays, fn):
         s = _shape(a)
         i = _ids(s, pos)
         pos += i.size
-        flat.append(reshape(a, (-1,)) if type(a) is Tracer else np.ravel(np.asarray(a, dtype=np.float64)))
+        flat.append(reshape(a, (-1,)) if type(a) is Tracer else np.ravel(_as_float_array(a)))
         return i
     idtree = walk(arrays)
     idx = np.asarray(fn(idtree))
