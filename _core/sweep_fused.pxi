@@ -479,7 +479,8 @@ cdef bint hvp_fusable(const TapeView* t) noexcept nogil:
     """May hvp_fused run this tape (see above)?"""
     cdef Py_ssize_t j, K = t.fuse_sum
     cdef const Op* op
-    if t.fuse_k0 != 0 or K != t.nops - 1 or t.nguard != 0 or t.out_n != 1:
+    cdef double c
+    if t.fuse_k0 != 0 or t.nguard != 0 or t.out_n != 1 or post_scale(t, &c) != c:
         return False
     if K > TILE_MAX_OPS or not inputs_apart(t.ops, 0, K, t.nin):
         return False
@@ -492,6 +493,27 @@ cdef bint hvp_fusable(const TapeView* t) noexcept nogil:
                                   or bkind(op.p[2], op.p[3], op.n) == 2):
             return False
     return True
+
+
+cdef double post_scale(const TapeView* t, double* c) noexcept nogil:
+    """d out / d sum when the ops after the fused tail's sum are a chain of linear unary ops on
+    it (a mean's 1/n, a sign, an offset: their second derivatives vanish, so H = c H_sum);
+    NaN (and c NaN) otherwise. 1 when the sum is the output."""
+    cdef Py_ssize_t k, K = t.fuse_sum
+    cdef const Op* op
+    cdef int64_t prev = t.ops[K].out
+    c[0] = 1.0
+    for k in range(K + 1, t.nops):
+        op = &t.ops[k]
+        if (not op_is_linear_unary(op.code) or (op.flags & FLAG_A_CONST) or op.n != 1
+                or op.a != prev):
+            c[0] = NAN
+            return NAN
+        c[0] *= op_linear_partial(op.code, op.d, 0)
+        prev = op.out
+    if prev != t.out_off:
+        c[0] = NAN
+    return c[0]
 
 
 ctypedef struct HvOpnd:
@@ -773,12 +795,17 @@ cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* 
     if scr == NULL:
         with gil:
             raise MemoryError()
+    cdef double c
+    cdef Py_ssize_t i
     fuse_plan(t.ops, 0, M, True, &P)
     while t0 < n:
         tl = tile_len(t0, n, T)
         hvp_tile(t.ops, M, &P, t.ipool, t.cv, x, V, out, t.nin, NL, scr, R, t0, tl)
         t0 += tl
     free(scr)
+    if post_scale(t, &c) != 1.0:
+        for i in range(NL * t.nin):
+            out[i] *= c
     return 0
 
 
@@ -788,7 +815,7 @@ cdef double value_fused(const TapeView* t, const double* x) except? -1 nogil:
     tapes): the tail's forward tile by tile in a scratch, folded into the sum, the tail's values
     never written to a work buffer. The same kernels and partial sums as the op-by-op forward
     sweep with its folded segment: the same number."""
-    cdef Py_ssize_t M = t.fuse_sum, T = FUSE_TILE
+    cdef Py_ssize_t M = t.fuse_sum, T = FUSE_TILE, k
     cdef FusePlan P
     cdef double total = NAN
     cdef double* scr = <double*> malloc(2 * M * fuse_row(t.ops[0].n, T) * sizeof(double))
@@ -799,4 +826,6 @@ cdef double value_fused(const TapeView* t, const double* x) except? -1 nogil:
     fused_tail(t.ops, 0, M, &P, True, False, t.ipool, t.cv, NULL, NULL, x, NULL, t.nin, scr, T,
                &total)
     free(scr)
+    for k in range(M + 1, t.nops):       # the linear post ops (post_scale), as the sweep runs them
+        total = un_f(t.ops[k].code, total, t.ops[k].d)
     return total
