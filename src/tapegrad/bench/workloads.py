@@ -164,18 +164,22 @@ def mlp_hand(w, d):
     return g
 
 
+def _gmm_unpack(w, d):
+    """The data and the packed parameters (alphas K, means K x p, icf K x p (p + 1) / 2)."""
+    X = d["X"]
+    n, p = X.shape
+    K = d["K"].shape[0]
+    return (X, d["T"], n, p, K, w[:K], w[K:K + K * p].reshape(K, p),
+            w[K + K * p:].reshape(K, p * (p + 1) // 2))
+
+
 def gmm(w, d, np=numpy):
     """ADBench's Gaussian mixture negative log-likelihood (Srajer et al. 2018): K components in d
     dimensions with inverse-covariance factors Q_k = diag(exp(q_k)) + L_k (L_k strictly lower,
     filled column by column from icf[:, d:]), a Wishart prior, n points. The parameters are
     packed as (alphas K, means K d, icf K d (d + 1) / 2). L_k is built by a product with a
     constant 0/1 matrix so the same source runs in every tool (no scatter)."""
-    X, T = d["X"], d["T"]
-    n, p = X.shape
-    K = d["K"].shape[0]
-    alphas = w[:K]
-    means = w[K:K + K * p].reshape(K, p)
-    icf = w[K + K * p:].reshape(K, p * (p + 1) // 2)
+    X, T, n, p, K, alphas, means, icf = _gmm_unpack(w, d)
     qs = icf[:, :p]
     Qdiags = np.exp(qs)
     sum_qs = np.sum(qs, axis=1)
@@ -194,12 +198,7 @@ def gmm(w, d, np=numpy):
 
 
 def gmm_hand(w, d):
-    X, T = d["X"], d["T"]
-    n, p = X.shape
-    K = d["K"].shape[0]
-    alphas = w[:K]
-    means = w[K:K + K * p].reshape(K, p)
-    icf = w[K + K * p:].reshape(K, p * (p + 1) // 2)
+    X, T, n, p, K, alphas, means, icf = _gmm_unpack(w, d)
     Qd = numpy.exp(icf[:, :p])
     Q = (icf[:, p:] @ T).reshape(K, p, p)
     Q[:, numpy.arange(p), numpy.arange(p)] = Qd

@@ -561,11 +561,7 @@ class Recorded:
         return self
 
     def __reduce__(self):
-        f = self.f
-        try:
-            pickle.dumps(f)
-        except Exception:  # lambdas, closures, local functions: replay strictly without f
-            f = None
+        f = _picklable(self.f)
         nums = None if self.argnums is None else (self.argnums[0] if self.argnum_int
                                                   else self.argnums)
         return (_unpickle, (self.to_bytes(), f, self.strict if f is not None else True, nums))
@@ -599,6 +595,16 @@ LANE_BYTES = 1 << 26        # lane buffers of one dense Jacobian/Hessian sweep c
 def _lane_chunk(tr):
     """Lanes per sweep call so that the three (lanes, nwork) buffers fit in LANE_BYTES."""
     return max(1, LANE_BYTES // (24 * max(tr.tape.nwork, 1)))
+
+
+def _picklable(f):
+    """f if it pickles, else None: a lambda, closure or local function is left out and the
+    unpickled recording replays strictly without it."""
+    try:
+        pickle.dumps(f)
+    except Exception:  # noqa: BLE001 (anything pickle raises)
+        return None
+    return f
 
 
 def _unit_chunks(n, k):
@@ -1090,11 +1096,7 @@ class ComplexRecorded:
         return cls._from_recorded(rec, meta, f)
 
     def __reduce__(self):
-        f = self.f
-        try:
-            pickle.dumps(f)
-        except Exception:  # lambdas, closures, local functions: replay strictly without f
-            f = None
+        f = _picklable(self.f)
         return (_unpickle_complex, (self.to_bytes(), f, self.strict if f is not None else True))
 
     def __repr__(self):

@@ -26,6 +26,7 @@ from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
 from . import registry as _registry
 from .calls import CallRule, register as _register_rule, call as _call
 from .complex import parts, _pack, _unpack, _mm, _matrix, FUNCTIONS as _COMPLEX_FUNCTIONS
+from . import linalg as _linalg
 
 
 def _outs(out):
@@ -358,18 +359,7 @@ _QRResult = type(np.linalg.qr(np.eye(1)))
 
 
 def _cqr(a, mode="reduced"):
-    s = _shape(a)
-    if len(s) < 2:
-        raise np.linalg.LinAlgError(f"np.linalg.qr: array must be at least two-dimensional, got shape {s}")
-    m, n = s[-2:]
-    if m < n:
-        raise UnsupportedError("np.linalg.qr of a traced wide complex matrix (m < n): not differentiable "
-                               "in this form; use qr of the conjugate transpose (an LQ factorization)")
-    if mode not in ("reduced", "complete", "r"):
-        raise UnsupportedError(f"np.linalg.qr(mode={mode!r}) on traced complex arrays")
-    if mode == "complete" and m != n:
-        raise UnsupportedError("np.linalg.qr(mode='complete') of a tall traced matrix: the extra "
-                               "columns of Q are not unique; use mode='reduced'")
+    _linalg.qr_check(_shape(a), mode, "complex ")
     Ap = _pack(a)
     Q, R = _apply(CQR([np.shape(value_of(Ap))]), Ap)
     return _unpack(R) if mode == "r" else _QRResult(_unpack(Q), _unpack(R))
