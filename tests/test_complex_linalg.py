@@ -37,6 +37,19 @@ def check_pair(f, z, want, order=2):
     tg.check_grads(F, z.real, z.imag, modes=("fwd", "rev"), order=order)
 
 
+def replay_checks(f, M0, rng, tol, hvp_tol, step=0.1):
+    """A recording of f at M0 replayed at a nearby M: value, gradient and hvp against
+    re-tracing, and a bytes round trip; returns M."""
+    r = tg.record(f, M0)
+    M = M0 + step * rng.standard_normal(M0.shape)
+    D = rng.standard_normal(M0.shape)
+    np.testing.assert_allclose(r(M), f(M), rtol=1e-13)
+    np.testing.assert_allclose(r.grad(M), tg.grad(f)(M), rtol=tol, atol=tol)
+    np.testing.assert_allclose(r.hvp(M, D), tg.hvp(f, (M,), (D,)), rtol=hvp_tol, atol=hvp_tol)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
+    return M
+
+
 def _fd(f, z, dz, h=1e-6):
     return (f(z + h * dz) - f(z - h * dz)) / (2 * h)
 
@@ -74,12 +87,7 @@ def test_det_of_a_real_matrix_made_complex_and_recorded(rng):
     f = lambda M: np.abs(np.linalg.det(M + 1j * N)) + np.real(np.linalg.slogdet(M - 1j * N)[0])  # noqa: E731
     M0 = rng.standard_normal((3, 3)) + 3 * np.eye(3)
     tg.check_grads(f, M0, modes=("fwd", "rev"), order=2)
-    r = tg.record(f, M0)
-    M, V = M0 + 0.1 * rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
-    np.testing.assert_allclose(r(M), f(M), rtol=1e-13)
-    np.testing.assert_allclose(r.grad(M), tg.grad(f)(M), rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(r.hvp(M, V), tg.hvp(f, (M,), (V,)), rtol=1e-11, atol=1e-11)
-    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
+    replay_checks(f, M0, rng, 1e-13, 1e-11)
 
 
 def test_det_of_a_non_square_matrix_raises(rng):
@@ -148,12 +156,7 @@ def test_recorded_hermitian_rules_replay(rng):
         return np.sum(np.real(L * np.conj(L)) * np.arange(9.0).reshape(3, 3)) + np.sum(np.abs(V) ** 2 * w ** 2)
     M0 = rng.standard_normal((3, 3))
     tg.check_grads(f, M0, modes=("fwd", "rev"), order=2)
-    r = tg.record(f, M0)
-    M, D = M0 + 0.1 * rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
-    np.testing.assert_allclose(r(M), f(M), rtol=1e-13)
-    np.testing.assert_allclose(r.grad(M), tg.grad(f)(M), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(r.hvp(M, D), tg.hvp(f, (M,), (D,)), rtol=1e-10, atol=1e-10)
-    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
+    replay_checks(f, M0, rng, 1e-12, 1e-10)
 
 
 # ------------------------------------------------------------------ qr, svd
@@ -278,13 +281,7 @@ def test_recorded_complex_linalg_program_round_trips(rng):
                 + np.sum(s ** 2 + np.abs(U[0]) ** 2) + np.sum(np.abs(V[1]) * np.real(w))
                 + np.sum(np.real(L * np.conj(L))[1:]) + np.sum(np.linalg.eigvalsh(H) ** 0.5)
                 + np.sum(np.abs(np.linalg.eigh(H)[1][0]) ** 2 * np.arange(3.0)))
-    M0 = rng.standard_normal((3, 3))
-    r = tg.record(f, M0)
-    M, D = M0 + 0.05 * rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
-    np.testing.assert_allclose(r(M), f(M), rtol=1e-13)
-    np.testing.assert_allclose(r.grad(M), tg.grad(f)(M), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(r.hvp(M, D), tg.hvp(f, (M,), (D,)), rtol=1e-9, atol=1e-9)
-    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
+    M = replay_checks(f, rng.standard_normal((3, 3)), rng, 1e-12, 1e-9, step=0.05)
     tg.check_grads(f, M, modes=("fwd", "rev"), order=2)
 
 

@@ -188,13 +188,7 @@ class Traced:
         with rec:
             tracers = [rec.new(v) for v in vals]
             sub = _tree.unflatten(self.in_tree, tracers)
-            new_args = list(args)
-            if single:
-                new_args[argnums[0]] = sub
-            else:
-                for i, s in zip(argnums, sub):
-                    new_args[i] = s
-            result = f(*new_args, **kwargs)
+            result = f(*with_dyn(args, argnums, single, sub), **kwargs)
         self.aux = None
         if has_aux:
             if not (isinstance(result, (tuple, list)) and len(result) == 2):
@@ -429,6 +423,18 @@ class _Scratch:
         if self.kept:
             _scratch_local.busy = False
         return False
+
+
+def with_dyn(args, nums, single, dyn):
+    """args with the differentiated ones (positions nums) replaced by dyn (one value if
+    single, else one per position)."""
+    new = list(args)
+    if single:
+        new[nums[0]] = dyn
+    else:
+        for i, d in zip(nums, dyn):
+            new[i] = d
+    return new
 
 
 def _strip(tree):

@@ -6,7 +6,7 @@ import numpy as np
 from ..tracing import pytree as _tree
 from ..tracing.tracer import Tracer
 from ..rules import base as rules, calls as _calls
-from ..engine.traced import Traced, _finish_leaves, cast_leaves
+from ..engine.traced import Traced, _finish_leaves, cast_leaves, with_dyn as _with_dyn
 from ..rules import custom as _custom
 from ..rules import complex as _cx
 from ..errors import TapegradTypeError, TapegradValueError
@@ -14,17 +14,28 @@ from ..tracing.tracer import ComplexResult
 
 
 # ====================================================================== public operators
+def _traced_or_complex(f, args, kwargs, argnums, has_aux, fname, holomorphic, complex_path):
+    """(the real recording, None), or (None, complex_path(holomorphic)) when holomorphic=True or
+    the function takes or returns complex values (docs/complex.md)."""
+    if holomorphic:
+        return None, complex_path(True)
+    try:
+        return Traced(f, args, kwargs, argnums, has_aux, fname), None
+    except ComplexResult:
+        return None, complex_path(False)
+
+
+
 def value_and_grad(f, argnums=0, has_aux=False, holomorphic=False):
     """Returns a function computing (f(*args), gradient of f with respect to args[argnums]).
     The value is float64; the gradient takes the inputs' float dtypes (float32 in, float32 out,
     computed in float64: see grad). Complex inputs: see grad and docs/complex.md."""
     def vg(*args, **kwargs):
-        if holomorphic:
-            return _complex_value_and_grad(f, args, kwargs, argnums, has_aux, True)
-        try:
-            tr = Traced(f, args, kwargs, argnums, has_aux, "grad")
-        except ComplexResult:
-            return _complex_value_and_grad(f, args, kwargs, argnums, has_aux, False)
+        tr, res = _traced_or_complex(f, args, kwargs, argnums, has_aux, "grad", holomorphic,
+                                     lambda h: _complex_value_and_grad(f, args, kwargs, argnums,
+                                                                       has_aux, h))
+        if tr is None:
+            return res
         if tr.nout != 1:
             if not tr.out_shapes:
                 raise TapegradTypeError("grad: the function must return a scalar (size-1) output, got "
@@ -171,12 +182,10 @@ def jacobian(f, argnums=0, mode="auto", holomorphic=False):
         raise TapegradValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
 
     def jac(*args, **kwargs):
-        if holomorphic:
-            return _complex_jacobian(f, args, kwargs, argnums, mode, True)
-        try:
-            tr = Traced(f, args, kwargs, argnums, False, "jacobian")
-        except ComplexResult:
-            return _complex_jacobian(f, args, kwargs, argnums, mode, False)
+        tr, res = _traced_or_complex(f, args, kwargs, argnums, False, "jacobian", holomorphic,
+                                     lambda h: _complex_jacobian(f, args, kwargs, argnums, mode, h))
+        if tr is None:
+            return res
         _single_array_fn(tr, "jacobian")
         m = mode if mode != "auto" else ("fwd" if tr.nin < tr.nout else "rev")
         oshape = tuple(tr.out_shapes[0])
@@ -351,20 +360,28 @@ def _complex_vjp(f, primals, has_aux):
     return (out, vjp_fn, res[2]) if has_aux else (out, vjp_fn)
 
 
-def _complex_jvp(f, primals, tangents):
-    g, rp, (in_mask, in_td), holder = _realified(f, primals, False)
-    t_leaves, t_td = _tree.flatten(tangents)
+def _split_tangents(tangents, in_mask, fname):
+    """The tangent leaves as the real function of the pairs takes them: (re, im) for a complex
+    primal (a real tangent has im 0), as they are for a real one (a complex tangent there is an
+    error)."""
+    t_leaves, _ = _tree.flatten(tangents)
     if len(t_leaves) != len(in_mask):
-        raise TapegradValueError("jvp: the tangents do not have the structure of the primals")
+        raise TapegradValueError(f"{fname}: the tangents do not have the structure of the primals")
     new = []
     for t, m in zip(t_leaves, in_mask):
         if m:
-            new.append(_split(t) if _is_complex_leaf(t) else (t, np.zeros(np.shape(t))))
+            new.append(_split(t) if _is_complex_leaf(t)
+                       else (t, np.zeros(np.shape(rules.value_of(t)))))
         elif _is_complex_leaf(t):
-            raise TapegradTypeError("jvp: a complex tangent for a real primal")
+            raise TapegradTypeError(f"{fname}: a complex tangent for a real primal")
         else:
             new.append(t)
-    out_r, dot_r = _jvp(g, rp, _tree.unflatten(in_td, new))
+    return new
+
+
+def _complex_jvp(f, primals, tangents):
+    g, rp, (in_mask, in_td), holder = _realified(f, primals, False)
+    out_r, dot_r = _jvp(g, rp, _tree.unflatten(in_td, _split_tangents(tangents, in_mask, "jvp")))
     out_mask, out_td = holder["out"]
     return (_join(out_r, out_mask, out_td, _complex_leaf), _join(dot_r, out_mask, out_td, _complex_leaf))
 
@@ -403,16 +420,6 @@ def _complex_value_and_grad(f, args, kwargs, argnums, has_aux, holomorphic):
     if type(val) is np.ndarray and val.ndim == 0:
         val = val[()]
     return ((val, res[2]) if has_aux else val), g
-
-
-def _with_dyn(args, nums, single, dyn):
-    new = list(args)
-    if single:
-        new[nums[0]] = dyn
-    else:
-        for i, d in zip(nums, dyn):
-            new[i] = d
-    return new
 
 
 def _out_leaf(out, fname):
@@ -571,18 +578,7 @@ def _complex_hvp(f, primals, tangents):
             raise TapegradTypeError("hvp: the function returned a complex value; hvp takes "
                                     "real-valued functions")
         return r
-    t_leaves, _ = _tree.flatten(tangents)
-    if len(t_leaves) != len(in_mask):
-        raise TapegradValueError("hvp: the tangents do not have the structure of the primals")
-    new = []
-    for t, m in zip(t_leaves, in_mask):
-        if m:
-            new.append(_split(t) if _is_complex_leaf(t) else (t, np.zeros(np.shape(rules.value_of(t)))))
-        elif _is_complex_leaf(t):
-            raise TapegradTypeError("hvp: a complex tangent for a real primal")
-        else:
-            new.append(t)
-    res = hvp(g2, rp, _tree.unflatten(in_td, new))
+    res = hvp(g2, rp, _tree.unflatten(in_td, _split_tangents(tangents, in_mask, "hvp")))
     res = _join((res,) if len(primals) == 1 else tuple(res), in_mask, in_td, _grad_leaf)
     return res[0] if len(primals) == 1 else res
 
