@@ -395,7 +395,7 @@ _CAPTURE_MIN_WORK = 2048        # smaller tapes recompute everything faster than
 # megabytes comes from mmap and costs a page fault per 4 kB on every call (for data-heavy
 # code that was more than the sweeps themselves). In use by one call at a time: a gradient
 # taken inside a sweep (a callback rule calling tg.grad) gets fresh buffers.
-_SCRATCH_MAX = 1 << 23          # float64 elements (64 MB) per buffer; larger ones are not kept
+_SCRATCH_MAX = 1 << 21          # float64 elements (16 MB) per buffer; larger ones are not kept
 _scratch_local = threading.local()
 
 
