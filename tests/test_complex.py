@@ -1086,3 +1086,33 @@ def test_autograd_combo_check_runs_every_combination(rng):
         # (the value of sum(a^2), the derivative of a[1]^2 only)
         combo_check(lambda a: a[1] ** 2 + tg.stop_gradient(a[0] ** 2), 0,
                     modes=["fwd"], order=1)([np.array([1.0, 2.0])])
+
+
+def test_np_array_of_complex_traced_scalars(rng):
+    # NumPy's conversions of complex traced scalars (np.array of a list, nested, mixed with real
+    # traced scalars and numbers): an object array the complex rules take apart again; the
+    # gradients against central differences along random complex directions
+    z = cplx(rng, 3)
+    fs = [
+        lambda z: np.sum(np.abs(np.array([z[0] * z[1], z[2], 2j])) ** 2),
+        lambda z: np.real(np.sum(np.array([[z[0], 1j], [z[1], z[0] * z[2]]]) @ z[:2])),
+        lambda z: np.sum(np.abs(np.exp(np.array([z[0], 0.5 * z[1]])) * z[1:]) ** 2),
+        lambda z: np.sum(np.abs(np.array([np.real(z[0]), z[1] + 1, 3.0])) ** 2),
+    ]
+    for f in fs:
+        g = tg.grad(f)(z)
+        assert g.shape == z.shape
+        for _ in range(2):
+            dz = cplx(rng, 3)
+            np.testing.assert_allclose(np.real(np.sum(g * dz)), _fd_directional(f, z, dz),
+                                       rtol=1e-6, atol=1e-7)
+    # a real input made complex inside, as a list
+    x = rng.standard_normal(2)
+    h = lambda x: np.sum(np.abs(np.array([x[0] + 1j * x[1], x[1]])) ** 2)  # noqa: E731
+    np.testing.assert_allclose(tg.grad(h)(x), [2 * x[0], 4 * x[1]], rtol=1e-14)
+
+
+def test_scalar_times_complex_constant_stays_0d(rng):
+    x = rng.standard_normal(2)
+    assert np.shape(tg.vjp(lambda x: x[0] * 1j, x)[0]) == ()
+    assert np.shape(tg.vjp(lambda x: (1 + 2j) * x[1] + 1j, x)[0]) == ()

@@ -28,6 +28,8 @@ def _input_value(x, fname, label):
             return x._val.astype(np.float64), x
         x = x._val
     try:
+        if getattr(type(x), "_complex_traced", False):
+            raise ComplexOperand("complex traced")
         a = np.asarray(x)
     except ComplexOperand:      # a complex traced value of an enclosing operator
         raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "

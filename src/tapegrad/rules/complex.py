@@ -38,8 +38,21 @@ def parts(x):
     if type(x) is Tracer:
         return x, None
     if _is_complex_const(x):
-        a = np.asarray(x)
-        return np.ascontiguousarray(a.real, dtype=np.float64), np.ascontiguousarray(a.imag, dtype=np.float64)
+        a = np.asarray(x)     # (np.array, not ascontiguousarray: that makes a 0-d value 1-d)
+        return np.array(a.real, dtype=np.float64), np.array(a.imag, dtype=np.float64)
+    if type(x) is np.ndarray and x.dtype.kind == "O" and any(
+            type(e) is ComplexTracer for e in x.reshape(-1).tolist()):
+        # an object array of complex traced elements (ComplexTracer.__array__) and numbers
+        els = x.reshape(-1).tolist()
+        ps = [(e.re, e.im) if type(e) is ComplexTracer else parts(e) if type(e) is Tracer
+              else (np.array(complex(e).real), np.array(complex(e).imag)) for e in els]
+        re = (_rules.apply_function(np.stack, ([p[0] for p in ps],), {})
+              if any(type(p[0]) is Tracer for p in ps)
+              else np.array([value_of(p[0]) for p in ps], dtype=np.float64))
+        im = _stack_parts([p[1] for p in ps], [p[0] for p in ps])
+        return (_rules.reshape(re, x.shape) if type(re) is Tracer else np.reshape(re, x.shape),
+                None if im is None else (_rules.reshape(im, x.shape) if type(im) is Tracer
+                                         else np.reshape(im, x.shape)))
     if isinstance(x, (list, tuple)) and any(is_complex(e) for e in x):
         ps = [parts(e) for e in x]
         return (_rules.apply_function(np.stack, ([p[0] for p in ps],), {}) if any(type(p[0]) is Tracer for p in ps)
@@ -614,6 +627,7 @@ class ComplexTracer:
 
     __slots__ = ("re", "im")
     __array_priority__ = 2000.0
+    _complex_traced = True      # (what the real machinery checks: tracing/tracer.py)
 
     def __init__(self, re, im):
         self.re, self.im = re, im
@@ -650,7 +664,17 @@ class ComplexTracer:
                                 "the array with np.concatenate / np.stack / np.where")
 
     def __array__(self, dtype=None, copy=None):
-        raise ComplexOperand("a complex traced value cannot be converted to a NumPy array")
+        """As a real tracer's (tracing/tracer.py): an object array of this array's complex traced
+        elements, for NumPy's conversions (np.array of a list of complex traced scalars, ...);
+        the next complex operation that meets it takes it apart again (parts). A numeric dtype
+        would drop the derivative (and a real one the imaginary part): refused."""
+        if dtype is not None and np.dtype(dtype).kind != "O":
+            raise ComplexOperand("a complex traced value cannot be converted to a NumPy array "
+                                 f"of dtype {np.dtype(dtype)}")
+        out = np.empty(self.shape, dtype=object)
+        for idx in np.ndindex(self.shape):
+            out[idx] = self[idx] if idx else self
+        return out
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return complex_ufunc(ufunc, method, inputs, kwargs)
@@ -715,6 +739,15 @@ class ComplexTracer:
         raise TapegradTypeError(f"astype({np.dtype(dtype)}) of a complex traced value would drop its "
                                 "imaginary part; use np.real or np.abs")
     max = min = sort = argmax = argmin = _order_refused("max")
+
+
+# The ufuncs' object loops (an object array of complex traced elements, ComplexTracer.__array__)
+# call a method of each element's name: the complex rules give them.
+for _name in ("exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh", "arcsin",
+              "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "log10", "log2", "log1p",
+              "expm1", "exp2", "square", "reciprocal", "absolute", "negative"):
+    setattr(ComplexTracer, _name, (lambda uf: lambda self: complex_ufunc(uf, "__call__", (self,), {}))(
+        getattr(np, _name)))
 
 
 def _complex_hook(kind, *a):

@@ -395,22 +395,30 @@ class ComplexResult(TapegradTypeError):
     grad, value_and_grad, vjp and jvp catch it and take their complex path (operators/api.py)."""
 
 
+def _holds_complex_tracers(a):
+    """An object array with complex traced elements (np.array of complex traced scalars)?"""
+    return any(getattr(type(e), "_complex_traced", False) for e in a.reshape(-1).tolist())
+
+
 def _as_float_array(x):
     if isinstance(x, np.ndarray):
         if x.dtype == np.float64:
             return x
         if x.dtype.kind in "biuf":
             return x.astype(np.float64)
-        raise (ComplexOperand if x.dtype.kind == "c" else TapegradTypeError)(
+        raise (ComplexOperand if x.dtype.kind == "c" or (
+            x.dtype.kind == "O" and _holds_complex_tracers(x)) else TapegradTypeError)(
             f"tapegrad: cannot use an array of dtype {x.dtype} in a traced operation "
                         "(only real numbers are supported)")
     if isinstance(x, (bool, int, float, np.number, np.bool_)):
         if isinstance(x, (complex, np.complexfloating)):
             raise ComplexOperand("tapegrad: a complex number in a real traced operation")
         return np.asarray(x, dtype=np.float64)
-    if isinstance(x, complex):
+    if isinstance(x, complex) or getattr(type(x), "_complex_traced", False):
         raise ComplexOperand("tapegrad: a complex number in a real traced operation")
     a = np.asarray(x)
+    if a.dtype.kind == "O" and _holds_complex_tracers(a):
+        raise ComplexOperand("tapegrad: a complex traced value in a real traced operation")
     if a.dtype.kind not in "biuf":
         raise TapegradTypeError(f"tapegrad: cannot use {type(x).__name__} (dtype {a.dtype}) in a traced "
                         "operation (only real numbers are supported)")
