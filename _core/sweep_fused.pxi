@@ -473,19 +473,18 @@ cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil
 cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
                     bint rev, const int64_t* ipool, const CPool* cv, double* w, double* wb,
                     const double* xin, double* gin, Py_ssize_t nin, double* scr,
-                    Py_ssize_t T) except -1 nogil:
+                    Py_ssize_t T, int nt) except -1 nogil:
     """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
     2 (K - k0) rows of R = fuse_row(n, T) values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
     Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
     and wb, or the caller's input and gradient arrays); wb must be zero where adjoints are
     added, and wb[ops[K].out] holds the seed. rev = False: the forward alone (the sum's
-    value), P planned with values. Long tails run in chunks over the threads
+    value), P planned with values. Long tails run in chunks over nt threads
     (sweep_threads.pxi)."""
     cdef FuseRun F
     cdef Py_ssize_t j, r, c, L = K - k0, n = ops[k0].n
     cdef bint adj[2 * TILE_MAX_OPS]
     cdef bint par
-    cdef int nt = par_threads()
     cdef int fail = 0
     cdef int* failp = &fail
     cdef double one, s
@@ -648,11 +647,12 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
             raise MemoryError()
     if direct:
         fuse_plan(t.ops, k0, L, values, &P)
-        memset(g, 0, nin * sizeof(double))
+        par_zero(g, nin, t.nthreads)
         zero_outside(wb, nin, t.nwork, t.ops, k0, K)
         wb[t.out_off] = 1.0
         try:
-            fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cv, w, wb, x, g, nin, scr, T)
+            fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cv, w, wb, x, g, nin, scr, T,
+                       t.nthreads)
         finally:
             free(scr)
         ok[0] = True
@@ -660,7 +660,8 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
     try:
         if first_pass:
             fuse_plan(t.ops, k0, L, True, &P)
-            fused_tail(t.ops, k0, K, &P, True, False, t.ipool, t.cv, w, wb, w, wb, nin, scr, T)
+            fused_tail(t.ops, k0, K, &P, True, False, t.ipool, t.cv, w, wb, w, wb, nin, scr, T,
+                       t.nthreads)
         if npost:
             # without a first pass the sum is not known yet: the post ops that depend on it
             # get placeholder values, which no adjoint reads (post_value_free)
@@ -679,7 +680,7 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
         # the sum's value is known after a first pass; otherwise the fold computes it
         fuse_plan(t.ops, k0, L, need_vals and not first_pass, &P)
         fused_tail(t.ops, k0, K, &P, need_vals and not first_pass, True, t.ipool, t.cv, w, wb,
-                   w, wb, nin, scr, T)
+                   w, wb, nin, scr, T, t.nthreads)
     finally:
         free(scr)
     part = view_part(t, 0, k0, ns)
@@ -1018,7 +1019,7 @@ cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* 
     cdef const Op* op
     cdef bint adj[2 * TILE_MAX_OPS]
     cdef bint par
-    cdef int nt = par_threads()
+    cdef int nt = t.nthreads
     cdef int fail = 0
     cdef int* failp = &fail
     cdef double* s2

@@ -119,3 +119,13 @@ cdef inline Py_ssize_t last_tile_start(Py_ssize_t cl, Py_ssize_t T) noexcept nog
     """Where the last tile of a run of cl elements starts (tiles of T, the last T to 2T - 1)."""
     cdef Py_ssize_t s = (cl // T - 1) * T
     return s if s > 0 else 0
+
+
+cdef void par_zero(double* p, Py_ssize_t m, int nt) noexcept nogil:
+    """p[0:m] = 0, split over nt threads when long (a fresh gradient array's first touch)."""
+    cdef Py_ssize_t c, nch = n_chunks(m)
+    if nch == 1 or nt <= 1:
+        memset(p, 0, m * sizeof(double))
+        return
+    for c in prange(nch, num_threads=nt, schedule="static"):
+        memset(p + c * PAR_CHUNK, 0, (chunk_end(c, nch, m) - c * PAR_CHUNK) * sizeof(double))

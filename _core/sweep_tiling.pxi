@@ -120,7 +120,7 @@ cdef int forward_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint 
     chunks over the threads (sweep_threads.pxi)."""
     cdef const Op* ops = tv.ops
     cdef Py_ssize_t c, n = ops[k0].n, ke = k1 - 1 if fold else k1, nch = n_chunks(n)
-    cdef int nt = par_threads()
+    cdef int nt = tv.nthreads
     cdef double one
     cdef double* sums
     if nch == 1:
@@ -224,7 +224,7 @@ cdef int reverse_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint 
     cdef Py_ssize_t nch = n_chunks(n)
     cdef double g = wb[ops[ke].out] if fold else 0.0
     cdef double* ab
-    cdef int nt = par_threads()
+    cdef int nt = tv.nthreads
     if nch > 1 and nt > 1 and segment_apart(ops, k0, ke):
         # no element is added into by two chunks: each chunk's order is the serial one
         for c in prange(nch, num_threads=nt, schedule="dynamic"):

@@ -68,6 +68,7 @@ ctypedef struct TapeView:
     Py_ssize_t out_n
     Py_ssize_t fuse_k0        # first op of the fused gradient tail, -1: none (or fusing off)
     Py_ssize_t fuse_sum
+    int nthreads              # threads for the large sweeps (sweep_threads.pxi); 1: serial
 
 
 cdef inline TapeView view_part(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1,
@@ -464,6 +465,7 @@ cdef int open_tape(Tape t, TapeView* tv) except -1:
     tv.out_n = t.out_n
     tv.fuse_k0 = fused_k0(t)
     tv.fuse_sum = t.fuse_sum
+    tv.nthreads = par_threads()
     return 0
 
 
