@@ -84,6 +84,8 @@ cdef int grad_partials(const TapeView* t, double* w, double* wb, double* P,
 # front). The tail's values and adjoints live in a per-call scratch of two tiles per op, so they
 # never travel to the work buffers: only the tail's external operands (inputs, earlier results)
 # are read and only their adjoints written. The work buffers' tail regions are left untouched.
+# Long tails run chunk by chunk over the threads (FuseRun, fuse_chunk; sweep_threads.pxi says
+# how shifted operands' edge tiles keep the bits independent of the thread count).
 cdef Py_ssize_t FUSE_TILE = 512
 cdef bint FUSING = True
 
@@ -297,7 +299,7 @@ ctypedef struct FuseRun:
     double* sums              # per chunk: the sum's part (values)
     # edge rows: operand r of tail op j has slot[2 j + r] >= 0 when it may add into the
     # elements of a neighbouring chunk; its edge tiles add into a row of hold instead (chunk
-    # c, side 0 its first tile, side 1 its last; lanes rows of R each), -0.0 on entry
+    # c, side 0 its first tile, side 1 its last; lanes rows of R each), set to -0.0 by the tile
     int slot[2 * TILE_MAX_OPS]
     int64_t soff[2 * TILE_MAX_OPS]
     Py_ssize_t nslot, lanes
@@ -362,14 +364,21 @@ cdef bint plan_edges(FuseRun* F, const bint* adj) noexcept nogil:
 
 cdef inline double* edge_rows(const FuseRun* F, Py_ssize_t c, Py_ssize_t lo, Py_ssize_t hi,
                               Py_ssize_t t0, Py_ssize_t tl) noexcept nogil:
-    """The hold rows of the tile [t0, t0 + tl) of chunk c = [lo, hi), NULL: not an edge tile."""
+    """The hold rows of the tile [t0, t0 + tl) of chunk c = [lo, hi), set to -0.0 (NULL: not
+    an edge tile)."""
+    cdef double* h
+    cdef Py_ssize_t i
     if F.nslot == 0:
         return NULL
     if t0 == lo and c > 0:
-        return F.hold + (2 * c) * F.nslot * F.lanes * F.R
-    if t0 + tl == hi and c < F.nch - 1:
-        return F.hold + (2 * c + 1) * F.nslot * F.lanes * F.R
-    return NULL
+        h = F.hold + (2 * c) * F.nslot * F.lanes * F.R
+    elif t0 + tl == hi and c < F.nch - 1:
+        h = F.hold + (2 * c + 1) * F.nslot * F.lanes * F.R
+    else:
+        return NULL
+    for i in range(F.nslot * F.lanes * F.R):
+        h[i] = -0.0
+    return h
 
 
 cdef void merge_edges(const FuseRun* F, double* base_in, double* base_w,
@@ -531,8 +540,6 @@ cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* 
         free(F.hold)
         with gil:
             raise MemoryError()
-    for j in range(2 * F.nch * F.nslot * F.R):
-        F.hold[j] = -0.0
     if par and nt > 1:
         with parallel(num_threads=nt):
             s2 = <double*> malloc(2 * L * F.R * sizeof(double))
@@ -1056,8 +1063,6 @@ cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* 
             if F.hold == NULL:
                 with gil:
                     raise MemoryError()
-            for j in range(2 * F.nch * F.nslot * NL * R):
-                F.hold[j] = -0.0
     if par and nt > 1:
         with parallel(num_threads=nt):
             s2 = <double*> malloc(rs * sizeof(double))

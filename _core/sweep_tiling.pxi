@@ -26,6 +26,10 @@
 #   into one scalar, and shifted external reads whose contributions would change order).
 # Tiles are TILE elements (512: a tile of each of a run of 8 ops fits in L1), the last one takes the remainder (between TILE and 2 TILE - 1), so
 # every tile op has n >= 2 and takes the same code paths as the whole op.
+# Runs of at least 2 PAR_CHUNK elements go chunk by chunk (tiles counted from each chunk's
+# start), the chunks over the threads (sweep_threads.pxi): the forward always (a folded sum is
+# the blocked sum_contiguous), the reverse when no two chunks add into one element
+# (segment_apart), so the values and adjoints stay the op-by-op sweep's.
 cdef Py_ssize_t TILE = 512
 cdef bint TILING = True
 

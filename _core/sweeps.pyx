@@ -14,7 +14,9 @@ scratch (grad_fused); small scalar tapes keep each op's local partials from the 
 (grad_partials). Both give the op-by-op sweeps' values; see their comments for the adjoints.
 
 All buffers belong to the call, never to the tape, so one validated tape can be replayed by
-several threads at once. Operands flagged constant live in the tape's constant buffer and
+several threads at once. Long elementwise runs (tiled segments, the fused tail, the fused H v)
+are also split, in fixed chunks, over an OpenMP team of set_num_threads threads, with the same
+bits for every count (sweep_threads.pxi). Operands flagged constant live in the tape's constant buffer and
 carry no tangent and receive no adjoint.
 
 Layout: every sweep is a driver over a per-op function (forward_op, reverse_op, tangent_op,
