@@ -304,6 +304,9 @@ ctypedef struct FuseRun:
     int64_t soff[2 * TILE_MAX_OPS]
     Py_ssize_t nslot, lanes
     double* hold
+    # zero_in: each chunk clears its own part of gin[0:nin] first (the gradient array of the
+    # direct case: one pass over it fewer than clearing it before the sweep)
+    bint zero_in
 
 
 cdef bint plan_edges(FuseRun* F, const bint* adj) noexcept nogil:
@@ -324,6 +327,7 @@ cdef bint plan_edges(FuseRun* F, const bint* adj) noexcept nogil:
     for j in range(2 * L):
         F.slot[j] = -1
     if 4 * F.T > PAR_CHUNK:
+        F.zero_in = False
         return False
     for j in range(L):
         op = &F.ops[F.k0 + j]
@@ -331,6 +335,7 @@ cdef bint plan_edges(FuseRun* F, const bint* adj) noexcept nogil:
             if not adj[2 * j + r]:
                 continue
             if op.code > UN_LAST and not (op.p[2 * r] == 1 and op.p[2 * r + 1] == n):
+                F.zero_in = False
                 return False          # a broadcast scalar (or another broadcast)
             idx[m] = <int> (2 * j + r)
             off[m] = op.a if r == 0 else op.b
@@ -354,8 +359,16 @@ cdef bint plan_edges(FuseRun* F, const bint* adj) noexcept nogil:
             F.nslot = 0
             for j in range(2 * L):
                 F.slot[j] = -1
+            F.zero_in = False
             return False
-        if ghi[q] > glo[q]:
+    # the chunks may clear the caller's gradient themselves (zero_in, see fuse_chunk) when
+    # every operand read from it lies at an offset in [0, T]; then all of those are held
+    if F.zero_in:
+        for q in range(m):
+            if off[q] < F.nin and not (0 <= off[q] <= F.T):
+                F.zero_in = False
+    for q in range(m):
+        if ghi[q] > glo[q] or (F.zero_in and off[q] < F.nin):
             F.slot[idx[q]] = <int> F.nslot
             F.soff[F.nslot] = off[q]
             F.nslot += 1
@@ -437,6 +450,12 @@ cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil
     cdef double* pb
     cdef const double* last = scr + 2 * (L - 1) * R
     ps[0] = ps[1] = ps[2] = ps[3] = 0.0
+    if F.zero_in:
+        # this chunk's share of the gradient array: no other chunk writes into it before the
+        # edge rows are merged (all operands read from it are held on edge tiles and lie at
+        # offsets in [0, T], so the middle tiles write only into [lo + T, hi))
+        i = 0 if c == 0 else lo
+        memset(F.gin + i, 0, ((nin if c == F.nch - 1 else hi) - i) * sizeof(double))
     t0 = lo
     while t0 < hi:
         tl = tile_len(t0 - lo, hi - lo, T)
@@ -482,7 +501,7 @@ cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil
 cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
                     bint rev, const int64_t* ipool, const CPool* cv, double* w, double* wb,
                     const double* xin, double* gin, Py_ssize_t nin, double* scr,
-                    Py_ssize_t T, int nt) except -1 nogil:
+                    Py_ssize_t T, int nt, bint zero_in=False) except -1 nogil:
     """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
     2 (K - k0) rows of R = fuse_row(n, T) values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
     Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
@@ -520,9 +539,12 @@ cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* 
     F.nslot = 0
     F.lanes = 1
     F.hold = NULL
+    F.zero_in = zero_in and rev and F.nch > 1
     for j in range(2 * TILE_MAX_OPS):
         F.slot[j] = -1
     if F.nch == 1:
+        if zero_in:
+            memset(gin, 0, nin * sizeof(double))
         fuse_scratch_start(&F, scr)
         fuse_chunk(&F, 0, scr)
         if values:
@@ -532,6 +554,8 @@ cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* 
         for r in range(2):
             adj[2 * j + r] = rev and P.run[j] and has_adjoint(&ops[k0 + j], r) and P.src[3 * j + r] < 0
     par = plan_edges(&F, adj)
+    if zero_in and not F.zero_in:
+        par_zero(gin, nin, nt)
     F.sums = <double*> malloc(F.nch * sizeof(double))
     if F.nslot:
         F.hold = <double*> malloc(2 * F.nch * F.nslot * F.R * sizeof(double))
@@ -654,12 +678,12 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
             raise MemoryError()
     if direct:
         fuse_plan(t.ops, k0, L, values, &P)
-        par_zero(g, nin, t.nthreads)
         zero_outside(wb, nin, t.nwork, t.ops, k0, K)
         wb[t.out_off] = 1.0
         try:
+            # (the tail clears g: in its chunks when it can, else before them)
             fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cv, w, wb, x, g, nin, scr, T,
-                       t.nthreads)
+                       t.nthreads, True)
         finally:
             free(scr)
         ok[0] = True
@@ -1047,6 +1071,7 @@ cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* 
     F.lanes = NL
     F.nslot = 0
     F.hold = NULL
+    F.zero_in = False
     for j in range(2 * TILE_MAX_OPS):
         F.slot[j] = -1
     par = False

@@ -247,3 +247,17 @@ def test_environment_variable():
     assert p.returncode == 0 and int(p.stdout) == sweeps.usable_cores(), p.stderr
     p = _import_with("0")
     assert p.returncode != 0 and "TAPEGRAD_NUM_THREADS" in p.stderr
+
+
+@pytest.mark.parametrize("f", [rosen, chain, three_shifts, scalar_param],
+                         ids=lambda f: f.__name__)
+def test_gradient_into_a_dirty_buffer(f):
+    # the chunks clear their own part of the gradient array: every element, whatever it held
+    x = np.random.default_rng(4).uniform(-1.0, 1.5, N_BIG)
+    r = tg.record(f, x)
+    want = r.grad(x)
+    for nt in (1, 2, 3):
+        g = np.full(N_BIG, np.nan)
+        g[::7] = 1e300
+        out = at_threads(nt, lambda: r.grad(x, out=g))
+        assert same_bits(out, want) and same_bits(g, want), (f.__name__, nt)
