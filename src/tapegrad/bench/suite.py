@@ -19,7 +19,7 @@ import numpy
 from . import workloads as W
 from .timing import measure, measure_pair, peak_python_bytes
 from .tools import TOOL_ORDER, TOOL_LABELS, ALL_TOOLS, Tool, Unsupported, TapegradReplay
-from .. import _core
+from .._core import get_num_threads as _tg_get_threads, set_num_threads as _tg_set_threads
 from ..errors import TapegradError
 
 PEERS = ("autograd", "jax", "jax-jit", "torch")
@@ -137,14 +137,14 @@ class _Pinned:
             os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                                                f"intra_op_parallelism_threads={self.n}")
         info["xla_flags"] = os.environ.get("XLA_FLAGS")
-        self._tg_prev = _core.set_num_threads(self.n)
-        info["tapegrad"] = _core.get_num_threads()
+        self._tg_prev = _tg_set_threads(self.n)
+        info["tapegrad"] = _tg_get_threads()
         self.info = info
         return info
 
     def __exit__(self, *exc):
         if self._tg_prev is not None:
-            _core.set_num_threads(self._tg_prev)
+            _tg_set_threads(self._tg_prev)
         if self._ctx is not None:
             self._ctx.__exit__(*exc)
 
