@@ -29,11 +29,16 @@
 #   segments promise the op-by-op sweep's bits, so their reverse runs in parallel only when no
 #   two chunks can add into one element (no shifted or scalar external operand with an
 #   adjoint); otherwise serially.
+# - The gradient array of a fused tail read straight from the inputs is cleared by the chunks
+#   themselves (each its own part, before its first write) when every operand read from it lies
+#   at an offset in [0, T]: then all of those are held on edge tiles and a chunk's other tiles
+#   write only inside its part (FuseRun.zero_in), which saves a pass over the array.
 # - Scratch: each thread allocates its own tile scratch for the parallel loop; results land in
 #   the caller's buffers, so one tape may still be replayed from several Python threads at once
 #   (each call opens its own team).
 # - The count: NUM_THREADS (default 1: no team unless asked, so nothing changes for code that
-#   already runs its own threads or processes), set by TAPEGRAD_NUM_THREADS at import ("auto":
+#   already runs its own threads or processes, and a busy machine, where a team waits for its
+#   slowest thread, costs nothing), set by TAPEGRAD_NUM_THREADS at import ("auto":
 #   the cores this process may use) and by set_num_threads. Both compiled sweeps modules (the
 #   baseline and the AVX2 build) keep their own copy; tapegrad.set_num_threads sets both.
 
