@@ -336,8 +336,8 @@ cdef inline void bin_d1(int code, double a, double b, double y, double m,
         da[0] = b / r
         db[0] = -a / r
     elif code == OP_HYPOT:
-        da[0] = a / y
-        db[0] = b / y
+        da[0] = 0.0 if y == 0.0 else a / y
+        db[0] = 0.0 if y == 0.0 else b / y
     elif code == OP_LOGADDEXP:
         da[0] = exp(a - y)
         db[0] = exp(b - y)
@@ -371,9 +371,9 @@ cdef inline void bin_d2(int code, double a, double b, double y,
         dbb[0] = 2.0 * a * b / r2
     elif code == OP_HYPOT:
         r3 = y * y * y
-        daa[0] = b * b / r3
-        dab[0] = -a * b / r3
-        dbb[0] = a * a / r3
+        daa[0] = 0.0 if y == 0.0 else b * b / r3
+        dab[0] = 0.0 if y == 0.0 else -a * b / r3
+        dbb[0] = 0.0 if y == 0.0 else a * a / r3
     elif code == OP_LOGADDEXP:
         ea = exp(a - y)
         eb = exp(b - y)

@@ -74,7 +74,7 @@ OPCODES = {
     'copy': OP_COPY,
     'call': OP_CALL,
 }
-OPTABLE_FINGERPRINT = '676cf258'
+OPTABLE_FINGERPRINT = '5c071016'
 # (opcode, NumPy ufunc) of the unary and binary ops whose forward uses NumPy's loop
 NUMPY_LOOPS_UNARY = (
     (OP_ABS, np.absolute),  # abs

@@ -141,6 +141,23 @@ cdef void row_op_forward(int code, const double* a, const double* b, double* y, 
 
 cdef int forward_sweep(const TapeView* tv, double* w) except -1 nogil:
     """Values of ops [0, tv.nops) into w (inputs already in w[0:nin])."""
+    return forward_sweep_skip(tv, w, NULL)
+
+
+cdef inline bint all_skipped(const unsigned char* skip, Py_ssize_t k0,
+                             Py_ssize_t k1) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(k0, k1):
+        if not skip[k]:
+            return False
+    return True
+
+
+cdef int forward_sweep_skip(const TapeView* tv, double* w,
+                            const unsigned char* skip) except -1 nogil:
+    """forward_sweep, leaving out the ops with skip[k] set (their outputs already hold their
+    values; skip NULL: none). A tiling segment runs whole unless all its ops are skipped (it
+    then recomputes the skipped ones among them: the same values)."""
     cdef Py_ssize_t k = 0, s = 0, nops = tv.nops, nsegs = tv.nsegs
     cdef const Op* ops = tv.ops
     cdef const Op* op
@@ -149,12 +166,15 @@ cdef int forward_sweep(const TapeView* tv, double* w) except -1 nogil:
     cdef const CPool* cv = tv.cv
     while k < nops:
         if s < nsegs and k == segs[3 * s]:
-            forward_segment(tv, k, segs[3 * s + 1], segs[3 * s + 2] != 0, w)
+            if skip == NULL or not all_skipped(skip, k, segs[3 * s + 1]):
+                forward_segment(tv, k, segs[3 * s + 1], segs[3 * s + 2] != 0, w)
             k = segs[3 * s + 1]
             s += 1
             continue
         op = &ops[k]
         k += 1
+        if skip != NULL and skip[k - 1]:
+            continue
         if op.n == 1 and op.code <= BIN_LAST:
             # scalar code (Python loops of scalar operations): one element, no broadcasting
             if op.code <= UN_LAST:

@@ -501,13 +501,14 @@ cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil
 cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
                     bint rev, const int64_t* ipool, const CPool* cv, double* w, double* wb,
                     const double* xin, double* gin, Py_ssize_t nin, double* scr,
-                    Py_ssize_t T, int nt, bint zero_in=False) except -1 nogil:
+                    Py_ssize_t T, double* total, int nt, bint zero_in=False) except -1 nogil:
     """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
     2 (K - k0) rows of R = fuse_row(n, T) values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
     Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
     and wb, or the caller's input and gradient arrays); wb must be zero where adjoints are
     added, and wb[ops[K].out] holds the seed. rev = False: the forward alone (the sum's
-    value), P planned with values. Long tails run in chunks over nt threads
+    value), P planned with values. The sum's value goes to total[0]. Long tails run in chunks
+    over nt threads
     (sweep_threads.pxi)."""
     cdef FuseRun F
     cdef Py_ssize_t j, r, c, L = K - k0, n = ops[k0].n
@@ -548,7 +549,7 @@ cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* 
         fuse_scratch_start(&F, scr)
         fuse_chunk(&F, 0, scr)
         if values:
-            w[ops[K].out] = one
+            total[0] = one
         return 0
     for j in range(L):
         for r in range(2):
@@ -585,7 +586,7 @@ cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* 
         s = F.sums[0]
         for c in range(1, F.nch):
             s += F.sums[c]
-        w[ops[K].out] = s
+        total[0] = s
     free(F.sums)
     free(F.hold)
     if fail:
@@ -683,7 +684,7 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
         try:
             # (the tail clears g: in its chunks when it can, else before them)
             fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cv, w, wb, x, g, nin, scr, T,
-                       t.nthreads, True)
+                       w + t.ops[K].out, t.nthreads, True)
         finally:
             free(scr)
         ok[0] = True
@@ -692,7 +693,7 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
         if first_pass:
             fuse_plan(t.ops, k0, L, True, &P)
             fused_tail(t.ops, k0, K, &P, True, False, t.ipool, t.cv, w, wb, w, wb, nin, scr, T,
-                       t.nthreads)
+                       w + t.ops[K].out, t.nthreads)
         if npost:
             # without a first pass the sum is not known yet: the post ops that depend on it
             # get placeholder values, which no adjoint reads (post_value_free)
@@ -711,7 +712,7 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
         # the sum's value is known after a first pass; otherwise the fold computes it
         fuse_plan(t.ops, k0, L, need_vals and not first_pass, &P)
         fused_tail(t.ops, k0, K, &P, need_vals and not first_pass, True, t.ipool, t.cv, w, wb,
-                   w, wb, nin, scr, T, t.nthreads)
+                   w, wb, nin, scr, T, w + t.ops[K].out, t.nthreads)
     finally:
         free(scr)
     part = view_part(t, 0, k0, ns)
@@ -736,7 +737,8 @@ cdef bint hvp_fusable(const TapeView* t) noexcept nogil:
     """May hvp_fused run this tape (see above)?"""
     cdef Py_ssize_t j, K = t.fuse_sum
     cdef const Op* op
-    if t.fuse_k0 != 0 or K != t.nops - 1 or t.nguard != 0 or t.out_n != 1:
+    cdef double c
+    if t.fuse_k0 != 0 or t.nguard != 0 or t.out_n != 1 or post_scale(t, &c) != c:
         return False
     if K > TILE_MAX_OPS or not inputs_apart(t.ops, 0, K, t.nin):
         return False
@@ -749,6 +751,27 @@ cdef bint hvp_fusable(const TapeView* t) noexcept nogil:
                                   or bkind(op.p[2], op.p[3], op.n) == 2):
             return False
     return True
+
+
+cdef double post_scale(const TapeView* t, double* c) noexcept nogil:
+    """d out / d sum when the ops after the fused tail's sum are a chain of linear unary ops on
+    it (a mean's 1/n, a sign, an offset: their second derivatives vanish, so H = c H_sum);
+    NaN (and c NaN) otherwise. 1 when the sum is the output."""
+    cdef Py_ssize_t k, K = t.fuse_sum
+    cdef const Op* op
+    cdef int64_t prev = t.ops[K].out
+    c[0] = 1.0
+    for k in range(K + 1, t.nops):
+        op = &t.ops[k]
+        if (not op_is_linear_unary(op.code) or (op.flags & FLAG_A_CONST) or op.n != 1
+                or op.a != prev):
+            c[0] = NAN
+            return NAN
+        c[0] *= op_linear_partial(op.code, op.d, 0)
+        prev = op.out
+    if prev != t.out_off:
+        c[0] = NAN
+    return c[0]
 
 
 ctypedef struct HvOpnd:
@@ -1055,6 +1078,7 @@ cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* 
     cdef int* failp = &fail
     cdef double* s2
     cdef double* scr = NULL
+    cdef double cs
     fuse_plan(t.ops, 0, M, True, &P)
     F.ops = t.ops
     F.P = &P
@@ -1111,4 +1135,31 @@ cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* 
     if fail:
         with gil:
             raise MemoryError()
+    if post_scale(t, &cs) != 1.0:
+        for j in range(NL * t.nin):
+            out[j] *= cs
     return 0
+
+
+# ------------------------------------------------------------------ fused values
+cdef double value_fused(const TapeView* t, const double* x) except? -1 nogil:
+    """f(x) of a tape that is one fused tail read straight from the inputs (hvp_fusable's
+    tapes): the tail's forward tile by tile in a scratch, folded into the sum, the tail's values
+    never written to a work buffer. The same kernels and partial sums as the op-by-op forward
+    sweep with its folded segment: the same number."""
+    cdef Py_ssize_t M = t.fuse_sum, T = FUSE_TILE, k
+    cdef FusePlan P
+    cdef double total = NAN
+    cdef double* scr = <double*> malloc(2 * M * fuse_row(t.ops[0].n, T) * sizeof(double))
+    if scr == NULL:
+        with gil:
+            raise MemoryError()
+    fuse_plan(t.ops, 0, M, True, &P)
+    try:
+        fused_tail(t.ops, 0, M, &P, True, False, t.ipool, t.cv, NULL, NULL, x, NULL, t.nin, scr,
+                   T, &total, t.nthreads)
+    finally:
+        free(scr)
+    for k in range(M + 1, t.nops):       # the linear post ops (post_scale), as the sweep runs them
+        total = un_f(t.ops[k].code, total, t.ops[k].d)
+    return total

@@ -286,3 +286,42 @@ cdef int reverse_sweep(const TapeView* tv, const double* w, double* wb) except -
         reverse_op(tv, &ops[k], w, wb)
         k -= 1
     return 0
+
+
+cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize_t L,
+                       Py_ssize_t S) except -1 nogil:
+    """reverse_sweep for L cotangent lanes at once (lane l at wb + l * S, seeded by the caller:
+    reverse Jacobians), op by op over all lanes. Each lane gets what its own reverse_sweep gives
+    (the same ops in the same order), except that a fixed matrix times a vector (A x, x B: the
+    dense layers of vector functions) takes its lanes as the rows of one matrix product instead
+    of a matrix-vector product per lane (equal up to rounding)."""
+    cdef Py_ssize_t k = tv.nops - 1, s = tv.nsegs - 1, l
+    cdef const int64_t* segs = tv.segs
+    cdef const Op* ops = tv.ops
+    cdef const Op* op
+    cdef int fl
+    while k >= 0:
+        if s >= 0 and k == segs[3 * s + 1] - 1:
+            for l in range(L):
+                reverse_segment(tv, segs[3 * s], segs[3 * s + 1], segs[3 * s + 2] != 0, w,
+                                wb + l * S)
+            k = segs[3 * s] - 1
+            s -= 1
+            continue
+        op = &ops[k]
+        fl = op.flags
+        if op.code == OP_MATMUL and L > 1 and op.p[0] == 1 and op.p[3] == 1 and (
+                fl & FLAG_A_CONST) and not (fl & FLAG_B_CONST):
+            # y = A x: Xb (L x K, rows at stride S) += Yb (L x M) A
+            gemm_rm(b'N', b'N', <int>L, <int>op.p[2], <int>op.p[1], 1.0, wb + op.out, <int>S,
+                    opnd(w, tv.cv, op.a, fl, FLAG_A_CONST), <int>op.p[2], 1.0, wb + op.b, <int>S)
+        elif op.code == OP_MATMUL and L > 1 and op.p[0] == 1 and op.p[1] == 1 and (
+                fl & FLAG_B_CONST) and not (fl & FLAG_A_CONST):
+            # y = x B: Xb (L x K) += Yb (L x N) B^T
+            gemm_rm(b'N', b'T', <int>L, <int>op.p[2], <int>op.p[3], 1.0, wb + op.out, <int>S,
+                    opnd(w, tv.cv, op.b, fl, FLAG_B_CONST), <int>op.p[3], 1.0, wb + op.a, <int>S)
+        else:
+            for l in range(L):
+                reverse_op(tv, op, w, wb + l * S)
+        k -= 1
+    return 0

@@ -142,7 +142,37 @@ cdef int tor_op(const TapeView* tv, const Op* op, const double* w, const double*
 cdef int tor_sweep(const TapeView* tv, const double* w, const double* wd, const double* wb,
                    double* wbd, Py_ssize_t L, Py_ssize_t S) except -1 nogil:
     """wbd (L lanes) += the tangent of the reverse sweep's adjoints along the lanes of wd."""
-    cdef Py_ssize_t k
-    for k in range(tv.nops - 1, -1, -1):
+    cdef Py_ssize_t k = tv.nops - 1, s = tv.nsegs - 1
+    cdef const int64_t* segs = tv.segs
+    while k >= 0:
+        if s >= 0 and k == segs[3 * s + 1] - 1:
+            tor_segment(tv, segs[3 * s], segs[3 * s + 1], segs[3 * s + 2] != 0, w, wd, wb, wbd,
+                        L, S)
+            k = segs[3 * s] - 1
+            s -= 1
+            continue
         tor_op(tv, &tv.ops[k], w, wd, wb, wbd, L, S)
+        k -= 1
+    return 0
+
+
+cdef int tor_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint fold,
+                     const double* w, const double* wd, const double* wb, double* wbd,
+                     Py_ssize_t L, Py_ssize_t S) except -1 nogil:
+    """The tangent-of-reverse of a tiling segment tile by tile (ascending tiles, ops in reverse
+    order within a tile), after a folded sum's whole op: the order reverse_segment keeps, for
+    which the segment rules give the op-by-op sweep's bits (an adjoint tangent of a segment
+    output is final when its op runs; external ones get their contributions in element
+    order)."""
+    cdef Op top
+    cdef const Op* ops = tv.ops
+    cdef Py_ssize_t j, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
+    if fold:
+        tor_op(tv, &ops[ke], w, wd, wb, wbd, L, S)
+    while t0 < n:
+        tl = tile_len(t0, n, T)
+        for j in range(ke - 1, k0 - 1, -1):
+            tile_op(&ops[j], &top, t0, tl)
+            tor_op(tv, &top, w, wd, wb, wbd, L, S)
+        t0 += tl
     return 0

@@ -519,34 +519,47 @@ def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=
     return np.asarray(wb)
 
 
+# lanes of a reverse Jacobian swept together: at most this many bytes of adjoint lanes
+cdef Py_ssize_t JAC_REV_BYTES = 1 << 25
+
+
 def jacobian_rev(Tape t, const double[::1] w, double[:, ::1] J):
-    """J[i] = the gradient of output i: one reverse sweep per output row, all in one call
-    (no Python between rows). J has shape (out_n, nin)."""
+    """J[i] = the gradient of output i: reverse sweeps with one cotangent lane per output row
+    (reverse_lanes, lanes in chunks of at most JAC_REV_BYTES), all in one call (no Python
+    between rows). J has shape (out_n, nin)."""
     cdef TapeView tv
     open_tape(t, &tv)
-    cdef Py_ssize_t S = max(t.nwork, 1), i
+    cdef Py_ssize_t S = max(t.nwork, 1), i, i0 = 0, L, C
     if w.shape[0] < t.nwork or J.shape[0] != t.out_n or J.shape[1] != t.nin:
         raise ValueError(f"jacobian_rev: expected a work buffer of {t.nwork} and J of shape "
                          f"({t.out_n}, {t.nin})")
-    cdef double* wb = <double*> malloc(S * sizeof(double))
+    C = max(1, min(t.out_n, JAC_REV_BYTES // (S * <Py_ssize_t> sizeof(double))))
+    cdef double* wb = <double*> malloc(C * S * sizeof(double))
     if wb == NULL:
         raise MemoryError()
     try:
         with nogil:
-            for i in range(t.out_n):
-                memset(wb, 0, S * sizeof(double))
-                wb[t.out_off + i] = 1.0
-                reverse_sweep(&tv, &w[0], wb)
+            while i0 < t.out_n:
+                L = t.out_n - i0 if t.out_n - i0 < C else C
+                memset(wb, 0, L * S * sizeof(double))
+                for i in range(L):
+                    wb[i * S + t.out_off + i0 + i] = 1.0
+                reverse_lanes(&tv, &w[0], wb, L, S)
                 if t.nin:
-                    memcpy(&J[i, 0], wb, t.nin * sizeof(double))
+                    for i in range(L):
+                        memcpy(&J[i0 + i, 0], wb + i * S, t.nin * sizeof(double))
+                i0 += L
     finally:
         free(wb)
     return np.asarray(J)
 
 
-def tangent(Tape t, const double[::1] w, const double[:, ::1] xd, double[:, ::1] wd=None):
+def tangent(Tape t, const double[::1] w, const double[:, ::1] xd, double[:, ::1] wd=None,
+            Py_ssize_t unit=-1):
     """Tangent sweep with L = xd.shape[0] lanes; returns the (L, nwork) tangent buffer (wd if
-    given: a buffer the caller keeps from call to call)."""
+    given: a buffer the caller keeps from call to call). unit >= 0 says that xd's rows are the
+    unit vectors e_(unit + l) (checked), which lets products with the inputs copy instead of
+    multiply (tangent_sweep_unit)."""
     cdef TapeView tv
     open_tape(t, &tv)
     cdef Py_ssize_t L = xd.shape[0], S = max(t.nwork, 1), l
@@ -556,12 +569,18 @@ def tangent(Tape t, const double[::1] w, const double[:, ::1] xd, double[:, ::1]
         wd = np.empty((L, S))
     elif wd.shape[0] != L or wd.shape[1] != S:
         raise ValueError(f"tangent: the tangent buffer must have shape ({L}, {S})")
+    cdef Py_ssize_t j
     for l in range(L):
         if t.nin:
             memcpy(&wd[l, 0], &xd[l, 0], t.nin * sizeof(double))
+        if unit >= 0:
+            for j in range(t.nin):
+                if xd[l, j] != (1.0 if j == unit + l else 0.0):
+                    raise ValueError(f"tangent: unit={unit} but tangent row {l} is not the "
+                                     f"unit vector e_{unit + l}")
     if L:
         with nogil:
-            tangent_sweep(&tv, &w[0], &wd[0, 0], L, S)
+            tangent_sweep_unit(&tv, &w[0], &wd[0, 0], L, S, unit)
     return np.asarray(wd)
 
 
@@ -615,6 +634,28 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
             if t.nin:
                 memcpy(&g[0], &wb[0], t.nin * sizeof(double))
     return val, ok
+
+
+def grad_at_values(Tape t, double[::1] w, const unsigned char[::1] skip, double[::1] wb,
+                   double[::1] g):
+    """Gradient of a scalar-output tape whose work buffer w already holds the inputs and the
+    values of the ops with skip[k] set (those a recording computed: operators' re-traced
+    grad): the forward sweep of the other ops, then the reverse sweep into wb; g (nin)
+    receives the gradient. Returns the value w[out_off]."""
+    cdef TapeView tv
+    open_tape(t, &tv)
+    if (w.shape[0] < t.nwork or wb.shape[0] < t.nwork or g.shape[0] != t.nin
+            or t.out_n != 1 or skip.shape[0] != t.nops):
+        raise ValueError(f"grad_at_values: buffer sizes do not match the tape (work {t.nwork}, "
+                         f"{t.nops} ops, {t.nin} inputs, a scalar output)")
+    with nogil:
+        forward_sweep_skip(&tv, &w[0], &skip[0] if t.nops else NULL)
+        memset(&wb[0], 0, t.nwork * sizeof(double))
+        wb[t.out_off] = 1.0
+        reverse_sweep(&tv, &w[0], &wb[0])
+        if t.nin:
+            memcpy(&g[0], &wb[0], t.nin * sizeof(double))
+    return w[t.out_off]
 
 
 def hvp(Tape t, const double[::1] w, const double[:, ::1] V, double[:, ::1] wd=None,
@@ -739,14 +780,21 @@ def value_fast(Tape t, object x, object shape, object out_shape):
     open_tape(t, &tv)
     if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray> x) != cnp.NPY_DOUBLE
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> x)
-            or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or x.shape != shape
-            or t.nwork > VALUE_FAST_MAX_WORK):
+            or cnp.PyArray_SIZE(<cnp.ndarray> x) != t.nin or x.shape != shape):
         return None
     cdef Py_ssize_t S = max(t.nwork, 1)
-    cdef double* w = <double*> malloc(S * sizeof(double))
     cdef const double* xp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> x)
     cdef bint ok = False
     cdef cnp.ndarray y
+    cdef double val
+    if out_shape == () and FUSING and tv.fuse_k0 >= 0 and hvp_fusable(&tv):
+        # one elementwise run summed, read from x: its fused forward, no work buffer at all
+        with nogil:
+            val = value_fused(&tv, xp)
+        return val
+    if t.nwork > VALUE_FAST_MAX_WORK:
+        return None
+    cdef double* w = <double*> malloc(S * sizeof(double))
     if w == NULL:
         raise MemoryError()
     try:

@@ -172,3 +172,18 @@ def test_gmm_hand_gradient_matches_central_differences():
     ref = -0.5 * np.sum(X * X) - n * p * 0.5 * np.log(2 * np.pi) + 0.5 * p * K
     prior_const = data["C"][0] + n * p * 0.5 * np.log(2 * np.pi)
     assert W.gmm(flat, data) == pytest.approx(ref + prior_const, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["fft", "eig"])
+def test_complex_hand_gradients_match_central_differences(name):
+    # the FFT and eigenvalue losses (complex intermediates, real in and out): the hand-written
+    # gradients against differences of the plain NumPy functions
+    w = [w for w in W.build(W.QUICK_SIZES, names=[name])][0]
+    f = lambda x: w.fun(x, w.data)  # noqa: E731
+    g = w.hand(w.x0, w.data)
+    rng = np.random.default_rng(2)
+    h = 1e-6
+    for _ in range(4):
+        v = rng.standard_normal(w.x0.size)
+        fd = (f(w.x0 + h * v) - f(w.x0 - h * v)) / (2 * h)
+        assert abs(fd - g @ v) <= 1e-6 * max(1.0, abs(fd))

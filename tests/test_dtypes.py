@@ -83,9 +83,10 @@ def test_booleans_and_complex_are_refused_naming_the_argument():
         tg.grad(lambda a, b: np.sum(b[0]) * a, argnums=1)(1.0, (np.ones(2), np.ones(2, dtype=bool)))
     with pytest.raises(TypeError, match=r"argument 0\['w'\] is boolean"):
         tg.grad(lambda d: np.sum(d["w"] * 2.0))({"v": 1.0, "w": np.ones(2, dtype=bool)})
-    # grad takes complex inputs now (tests/test_complex.py); the other operators name them
+    # grad and jacobian take complex inputs now (tests/test_complex.py); hessian without
+    # holomorphic=True names them
     with pytest.raises(TypeError, match=r"argument 2 is complex"):
-        tg.jacobian(lambda a, b, c: a, argnums=(0, 2))(1.0, 2.0, 1j)
+        tg.hessian(lambda a, b, c: a * np.abs(c) ** 2, argnums=(0, 2))(1.0, 2.0, 1j)
 
 
 def test_recorded_tapes_follow_the_call_dtypes():

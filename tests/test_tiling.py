@@ -29,11 +29,14 @@ def sweep_all(tape, x, tiled, tile=2048):
     rng = np.random.default_rng(7)
     seed = rng.standard_normal(tape.out_n)
     wb = sweeps.reverse(tape, w, seed).copy()
-    out = [w, wb]
+    # the tangent and tangent-of-reverse sweeps tile the same segments (two lanes)
+    V = rng.standard_normal((2, tape.nin))
+    wd = sweeps.tangent(tape, w, V).copy()
+    out = [w, wb, wd]
     if tape.out_n == 1:
         g = np.empty(tape.nin)
         val, ok = sweeps.value_and_grad(tape, x, np.empty(tape.nwork), np.empty(tape.nwork), g)
-        out += [np.array([val]), g]
+        out += [np.array([val]), g, sweeps.hvp(tape, w, V).copy()]
     return out
 
 

@@ -21,6 +21,8 @@ from . import numdiff
 from .rules import calls as _calls  # registers the rules written in Python (linalg)
 from .rules import breadth as rules_numpy  # NumPy/SciPy breadth and numpy.linalg (registers into rules)
 from .rules import complex as _complex  # complex values as pairs of real parts; numpy.fft
+from .rules import complex_linalg as _complex_linalg  # numpy.linalg on complex matrices
+from .rules import complex_funcs as _complex_funcs  # more NumPy functions on complex values
 from .rules import special as _special  # scipy.special ufuncs with parameters (gammainc, jv, ...)
 from .rules import scipy_calls as _scipy_calls  # the rules of tapegrad.scipy (tapes load by rule name)
 from .rules.breadth import logsumexp

@@ -321,7 +321,7 @@ def bench_parser():
                    help="Rosenbrock sizes, e.g. 10,1e3,1e6 (default 10,100,1e3,1e4,1e5,1e6)")
     p.add_argument("--workloads", default=None,
                    help="comma-separated workload families: worked_example, scalar_loop, "
-                        "rosenbrock, logistic, mlp, gmm, hvp, jac_fwd, jac_rev, ode (default: all)")
+                        "rosenbrock, logistic, mlp, gmm, fft, eig, hvp, jac_fwd, jac_rev, ode (default: all)")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds of timing samples per measurement (default 0.25; quick 0.01)")
     p.add_argument("--threads", type=int, default=1,

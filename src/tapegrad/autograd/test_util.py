@@ -2,13 +2,16 @@
 returns a function of fun's arguments that checks fun's derivatives in ``args[argnum]`` against
 central differences (tapegrad's ``check_grads``: jvp, vjp, hvp and the nested orders); it raises
 AssertionError on a mismatch. ``check_vjp(f, x)`` and ``check_jvp(f, x)`` check one mode, first
-order."""
+order. ``combo_check(fun, argnum, modes, order)(*value_lists, **keyword_value_lists)`` runs
+check_grads at every combination of the values listed for each argument and keyword. Complex
+arguments and outputs are checked with the operators' convention (docs/complex.md)."""
 import builtins as _b
+import itertools as _itertools
 
 from ..checking import check_grads as _check
 from ..errors import TapegradValueError
 
-__all__ = ["check_grads", "check_vjp", "check_jvp"]
+__all__ = ["check_grads", "check_vjp", "check_jvp", "combo_check"]
 
 
 def _unary_f(fun, args, kwargs, argnum):
@@ -44,3 +47,16 @@ def check_vjp(f, x):
 def check_jvp(f, x):
     """Forward mode of f at x against central differences (first order)."""
     _check(f, x, modes=("fwd",), order=1)
+
+
+def combo_check(fun, *check_args, **check_kwargs):
+    """autograd's ``combo_check``: the returned function takes, for each argument, a list of
+    values (and for each keyword a list of values) and checks fun at every combination."""
+    checker = check_grads(fun, *check_args, **check_kwargs)
+
+    def run(*value_lists, **keyword_lists):
+        keys = _b.list(keyword_lists)
+        for values in _itertools.product(*value_lists):
+            for kw in _itertools.product(*[keyword_lists[k] for k in keys]):
+                checker(*values, **_b.dict(zip(keys, kw)))
+    return run

@@ -277,8 +277,9 @@ class _TorchNamespace:
     def __init__(self, torch):
         self._t = torch
         self.pi = float(numpy.pi)
-        for name in ("exp", "log", "sin", "cos", "tanh", "sqrt", "einsum"):
+        for name in ("exp", "log", "sin", "cos", "tanh", "sqrt", "einsum", "abs", "real"):
             setattr(self, name, getattr(torch, name))
+        self.fft, self.linalg = torch.fft, torch.linalg
 
     def sum(self, a, axis=None):
         return self._t.sum(a) if axis is None else self._t.sum(a, dim=axis)

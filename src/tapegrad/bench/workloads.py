@@ -5,7 +5,8 @@ tool's array type), ``d`` a dict of data arrays (already converted to the tool's
 ``np`` a NumPy-like namespace (``numpy`` for tapegrad and hand-written NumPy, ``autograd.numpy``,
 ``jax.numpy``, or a thin shim over ``torch``). Only a small shared vocabulary is used (``exp``,
 ``log``, ``sin``, ``cos``, ``tanh``, ``sqrt``, ``sum`` and ``max`` (with ``axis``), ``einsum``,
-``logaddexp``, ``pi``, ``@``, slicing and ``.reshape``) so the same source runs everywhere; tapegrad needs no namespace at all, the default
+``logaddexp``, ``abs``, ``real``, ``fft.fft``/``fft.ifft``, ``linalg.eig``, ``pi``, ``@``, slicing
+and ``.reshape``) so the same source runs everywhere; tapegrad needs no namespace at all, the default
 ``np=numpy`` is enough.
 
 The hand-written derivatives are the "what a careful person would write" baseline of issue 4:
@@ -163,18 +164,22 @@ def mlp_hand(w, d):
     return g
 
 
+def _gmm_unpack(w, d):
+    """The data and the packed parameters (alphas K, means K x p, icf K x p (p + 1) / 2)."""
+    X = d["X"]
+    n, p = X.shape
+    K = d["K"].shape[0]
+    return (X, d["T"], n, p, K, w[:K], w[K:K + K * p].reshape(K, p),
+            w[K + K * p:].reshape(K, p * (p + 1) // 2))
+
+
 def gmm(w, d, np=numpy):
     """ADBench's Gaussian mixture negative log-likelihood (Srajer et al. 2018): K components in d
     dimensions with inverse-covariance factors Q_k = diag(exp(q_k)) + L_k (L_k strictly lower,
     filled column by column from icf[:, d:]), a Wishart prior, n points. The parameters are
     packed as (alphas K, means K d, icf K d (d + 1) / 2). L_k is built by a product with a
     constant 0/1 matrix so the same source runs in every tool (no scatter)."""
-    X, T = d["X"], d["T"]
-    n, p = X.shape
-    K = d["K"].shape[0]
-    alphas = w[:K]
-    means = w[K:K + K * p].reshape(K, p)
-    icf = w[K + K * p:].reshape(K, p * (p + 1) // 2)
+    X, T, n, p, K, alphas, means, icf = _gmm_unpack(w, d)
     qs = icf[:, :p]
     Qdiags = np.exp(qs)
     sum_qs = np.sum(qs, axis=1)
@@ -193,12 +198,7 @@ def gmm(w, d, np=numpy):
 
 
 def gmm_hand(w, d):
-    X, T = d["X"], d["T"]
-    n, p = X.shape
-    K = d["K"].shape[0]
-    alphas = w[:K]
-    means = w[K:K + K * p].reshape(K, p)
-    icf = w[K + K * p:].reshape(K, p * (p + 1) // 2)
+    X, T, n, p, K, alphas, means, icf = _gmm_unpack(w, d)
     Qd = numpy.exp(icf[:, :p])
     Q = (icf[:, p:] @ T).reshape(K, p, p)
     Q[:, numpy.arange(p), numpy.arange(p)] = Qd
@@ -246,6 +246,38 @@ def _gmm_data(n, K, p, seed):
     return {"X": X, "T": T, "K": numpy.zeros(K), "C": numpy.array([C])}, w0
 
 
+def fft_loss(x, d, np=numpy):
+    """A circular convolution by FFTs (complex intermediates of a real function) and its energy."""
+    y = np.fft.ifft(np.fft.fft(x) * np.fft.fft(d["k"]))
+    return np.sum(np.abs(y) ** 2)
+
+
+def fft_loss_hand(x, d):
+    # Parseval: f = |K|^2 . |X|^2 / n for X = fft(x), so grad = 2 Re(ifft(|K|^2 fft(x)))
+    K2 = numpy.abs(numpy.fft.fft(d["k"])) ** 2
+    return 2.0 * numpy.real(numpy.fft.ifft(K2 * numpy.fft.fft(x)))
+
+
+def eig_loss(a, d, np=numpy):
+    """Eigenvalues of a non-symmetric matrix (complex for a real one) in a real loss."""
+    m = d["m"].shape[0]
+    M = a.reshape(m, m)
+    # (autograd has a rule for eig, not eigvals; JAX differentiates eigvals, and eig only with
+    # enable_eigvec_derivs)
+    w = np.linalg.eig(M)[0] if getattr(np, "__name__", "").startswith("autograd") \
+        else np.linalg.eigvals(M)
+    return np.sum(np.abs(w) ** 2) + np.sum(np.real(w) ** 3)
+
+
+def eig_loss_hand(a, d):
+    # dw = diag(V^-1 dA V) for distinct eigenvalues, and dL = Re(c . dw) with
+    # c = 2 conj(w) + 3 Re(w)^2, so the gradient is Re((V diag(c) V^-1)^T)
+    m = d["m"].shape[0]
+    w, V = numpy.linalg.eig(a.reshape(m, m))
+    c = 2.0 * numpy.conj(w) + 3.0 * numpy.real(w) ** 2
+    return numpy.real((V * c) @ numpy.linalg.inv(V)).T.ravel()
+
+
 def vecmap(x, d, np=numpy):
     """A vector function R^n -> R^n for full Jacobians: a dense layer plus an elementwise term."""
     return np.tanh(d["A"] @ x) + np.sin(x) * x
@@ -266,6 +298,8 @@ class Sizes:
     mlp: tuple = (256, 64, 128, 10)        # batch, inputs, hidden, outputs
     hvp_n: tuple = (10_000, 1_000_000)     # Rosenbrock sizes for the Hessian-vector product
     gmm: tuple = (1_000, 25, 10)           # points, components, dimension (ADBench's 1k, K=25, d=10)
+    fft_n: int = 4096                      # signal length of the FFT loss
+    eig_m: int = 50                        # matrix size of the eigenvalue loss
     jac_n: int = 100                       # inputs = outputs of the Jacobian workload
     ode: tuple = (200, 10)                 # logistic problem inside solve_ivp
     threads_n: int = 20_000                # elementwise size of the compute-bound thread tape
@@ -277,7 +311,8 @@ class Sizes:
 
 QUICK_SIZES = Sizes(rosenbrock=(10, 100), logistic=(50, 5), mlp=(16, 4, 8, 3), hvp_n=(20,),
                     jac_n=6, ode=(30, 3), threads_n=200, batch_logistic=(200, 5),
-                    batch_mlp=(100, 4, 6), batch_loop=50, ensemble=(4, 3), gmm=(30, 3, 2))
+                    batch_mlp=(100, 4, 6), batch_loop=50, ensemble=(4, 3), gmm=(30, 3, 2), fft_n=64,
+                    eig_m=6)
 
 
 def _logistic_data(n, dim, seed):
@@ -322,6 +357,14 @@ def build(sizes=None, names=None):
     data, wg = _gmm_data(n, K, p, 4)
     out.append(Workload("gmm", f"gmm n={n} K={K} d={p}", "grad", gmm, wg, data, hand=gmm_hand,
                         n=wg.size))
+    n = int(s.fft_n)
+    out.append(Workload("fft", f"fft loss n={n} (complex)", "grad", fft_loss,
+                        rng.standard_normal(n), {"k": rng.standard_normal(n)}, hand=fft_loss_hand,
+                        n=n))
+    m = int(s.eig_m)
+    out.append(Workload("eig", f"eig loss {m}x{m} (complex)", "grad", eig_loss,
+                        rng.standard_normal(m * m), {"m": numpy.zeros(m)}, hand=eig_loss_hand,
+                        n=m * m))
     hvp_sizes = (s.hvp_n,) if numpy.ndim(s.hvp_n) == 0 else s.hvp_n
     for n in hvp_sizes:
         n = int(n)

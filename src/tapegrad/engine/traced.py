@@ -8,6 +8,7 @@ NumPy operations on those tracers by the reference sweep (``reference.py``), so 
 recording captures the derivative computation itself and can differentiate it again.
 """
 import math
+import threading
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def _input_value(x, fname, label):
         a = np.asarray(x)
     except ComplexOperand:      # a complex traced value of an enclosing operator
         raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "
-                            "(grad, value_and_grad, vjp and jvp take complex ones)") from None
+                            "(grad, value_and_grad, vjp, jvp, hvp, jacobian and record take complex ones)") from None
     k = a.dtype.kind
     if k == "f" or k in "iu":
         if k == "f" and a.dtype != np.float64:
@@ -43,7 +44,7 @@ def _input_value(x, fname, label):
     if k == "c":
         # grad, value_and_grad, vjp and jvp catch it and take their complex path (operators/api.py)
         raise ComplexResult(f"{fname}: {label()} is complex; {fname} takes real inputs only "
-                            "(grad, value_and_grad, vjp and jvp take complex ones)")
+                            "(grad, value_and_grad, vjp, jvp, hvp, jacobian and record take complex ones)")
     raise TapegradTypeError(f"{fname}: {label()} of type {type(x).__name__} (dtype {a.dtype}) is "
                     "not a real number or array")
 
@@ -183,17 +184,11 @@ class Traced:
         # vjp's pullback sweeps later, over the values computed now: its constants are copied,
         # so a data array changed in place in between cannot pair new constants with old
         # values. Every other tape references large arrays (Recorder.const).
-        rec = self.rec = Recorder(ref_consts=fname != "vjp")
+        rec = self.rec = Recorder(ref_consts=fname != "vjp", capture=fname == "grad" and CAPTURE)
         with rec:
             tracers = [rec.new(v) for v in vals]
             sub = _tree.unflatten(self.in_tree, tracers)
-            new_args = list(args)
-            if single:
-                new_args[argnums[0]] = sub
-            else:
-                for i, s in zip(argnums, sub):
-                    new_args[i] = s
-            result = f(*new_args, **kwargs)
+            result = f(*with_dyn(args, argnums, single, sub), **kwargs)
         self.aux = None
         if has_aux:
             if not (isinstance(result, (tuple, list)) and len(result) == 2):
@@ -208,8 +203,8 @@ class Traced:
             self.out_off = self._assemble_output(out_leaves)
         except ComplexOperand:
             raise ComplexResult(f"{fname}: the function returned a complex value; {fname} takes "
-                                "real-valued functions only (grad, value_and_grad, vjp and jvp take "
-                                "complex ones)") from None
+                                "real-valued functions only (grad, value_and_grad, vjp, jvp, jacobian "
+                                "and record take complex ones)") from None
         rec.finish(self.nin, self.out_off, self.nout)
         self.tape = rec.tape
         self.nested = rec.nested or any(o is not None for o in outer)
@@ -320,10 +315,44 @@ class Traced:
         the sweep touches are ever written), or None: nested, or a guard did not hold."""
         if self.nested or self.nout != 1:
             return None
-        n = max(self.tape.nwork, 1)
         g = np.empty(self.nin)
-        val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, np.empty(n), np.empty(n), g)
+        with _Scratch() as scratch:
+            w, wb = scratch.buffers(self.tape.nwork)
+            skip = self._captured_work(w)
+            if skip is not None:
+                val = sweeps.grad_at_values(self.tape, w, skip, wb, g)
+                return self._split_leaves(g), val
+            val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, w, wb, g)
         return (self._split_leaves(g), val) if ok else None
+
+    def _captured_work(self, w):
+        """Fills w with the inputs and the values of the costly ops the recording computed and
+        returns which ops those are (a uint8 mask: the others are computed again before the
+        reverse sweep), or None: nothing worth it was
+        captured, or the compiled gradient has a better path (a fused tail recomputes its
+        values in cache). The captured values are the forward sweep's at the recording point
+        (the same operations on the same operands: the sweeps run NumPy's own loops for the
+        transcendental functions and BLAS for products; where a kernel differs, they agree to
+        rounding), so the gradient is the one a replay gives there."""
+        rec = self.rec
+        caps = rec.captured if rec is not None else None
+        if caps is not None:
+            rec.captured = None          # (the values are used once: let them go)
+        t = self.tape
+        if not caps or t.nwork < _CAPTURE_MIN_WORK:
+            return None
+        table = t.op_table()
+        skip = np.zeros(t.nops, dtype=np.uint8)
+        for k, (o, m) in enumerate(zip(table["out"].tolist(), table["n"].tolist())):
+            v = caps.get(o)
+            if v is not None and v.size == m:
+                w[o:o + m] = v.reshape(-1)
+                skip[k] = 1
+        if not skip.any():
+            return None
+        if self.nin:
+            w[:self.nin] = self.recorded_x
+        return skip
 
     def _split_leaves(self, flat):
         return _tree.split(flat, self.in_shapes, self.in_sizes, copy=True)
@@ -341,7 +370,8 @@ class Traced:
     def jac_fwd(self, w=None, wd=None):
         """(nout, nin) Jacobian from one tangent sweep with nin lanes (at work buffer w; wd: an
         (nin, nwork) tangent buffer to reuse)."""
-        wd = sweeps.tangent(self.tape, self.work() if w is None else w, np.eye(self.nin), wd)
+        wd = sweeps.tangent(self.tape, self.work() if w is None else w, np.eye(self.nin), wd,
+                            unit=0)
         return wd[:, self.out_off:self.out_off + self.nout].T.copy()
 
     def jac_rev(self, w=None):
@@ -354,6 +384,57 @@ class Traced:
         if self.nout != 1:
             raise TapegradValueError(f"hvp: the function must return a scalar, got shape {self.out_shapes[0]}")
         return sweeps.hvp(self.tape, self.work(), np.ascontiguousarray(V, dtype=np.float64)).copy()
+
+
+# Re-traced gradients start from the values the recording computed (Recorder.keep): a switch
+# for tests and benchmarks (the gradient is the same up to rounding either way)
+CAPTURE = True
+_CAPTURE_MIN_WORK = 2048        # smaller tapes recompute everything faster than they fill w
+
+# Work buffers of re-traced gradients, kept per thread from call to call: a fresh buffer of
+# megabytes comes from mmap and costs a page fault per 4 kB on every call (for data-heavy
+# code that was more than the sweeps themselves). In use by one call at a time: a gradient
+# taken inside a sweep (a callback rule calling tg.grad) gets fresh buffers.
+_SCRATCH_MAX = 1 << 21          # float64 elements (16 MB) per buffer; larger ones are not kept
+_scratch_local = threading.local()
+
+
+class _Scratch:
+    """Two kept work buffers (values, adjoints) for one compiled gradient call."""
+
+    def __enter__(self):
+        loc = _scratch_local
+        self.kept = not getattr(loc, "busy", False)
+        if self.kept:
+            loc.busy = True
+        return self
+
+    def buffers(self, n):
+        n = max(n, 1)
+        if not self.kept or n > _SCRATCH_MAX:
+            return np.empty(n), np.empty(n)
+        loc = _scratch_local
+        bufs = getattr(loc, "bufs", None)
+        if bufs is None or bufs[0].size < n:
+            bufs = loc.bufs = (np.empty(n), np.empty(n))
+        return bufs[0][:n], bufs[1][:n]
+
+    def __exit__(self, *exc):
+        if self.kept:
+            _scratch_local.busy = False
+        return False
+
+
+def with_dyn(args, nums, single, dyn):
+    """args with the differentiated ones (positions nums) replaced by dyn (one value if
+    single, else one per position)."""
+    new = list(args)
+    if single:
+        new[nums[0]] = dyn
+    else:
+        for i, d in zip(nums, dyn):
+            new[i] = d
+    return new
 
 
 def _strip(tree):

@@ -6,7 +6,7 @@ import numpy as np
 from ..tracing import pytree as _tree
 from ..tracing.tracer import Tracer
 from ..rules import base as rules, calls as _calls
-from ..engine.traced import Traced, _finish_leaves, cast_leaves
+from ..engine.traced import Traced, _finish_leaves, cast_leaves, with_dyn as _with_dyn
 from ..rules import custom as _custom
 from ..rules import complex as _cx
 from ..errors import TapegradTypeError, TapegradValueError
@@ -14,17 +14,28 @@ from ..tracing.tracer import ComplexResult
 
 
 # ====================================================================== public operators
+def _traced_or_complex(f, args, kwargs, argnums, has_aux, fname, holomorphic, complex_path):
+    """(the real recording, None), or (None, complex_path(holomorphic)) when holomorphic=True or
+    the function takes or returns complex values (docs/complex.md)."""
+    if holomorphic:
+        return None, complex_path(True)
+    try:
+        return Traced(f, args, kwargs, argnums, has_aux, fname), None
+    except ComplexResult:
+        return None, complex_path(False)
+
+
+
 def value_and_grad(f, argnums=0, has_aux=False, holomorphic=False):
     """Returns a function computing (f(*args), gradient of f with respect to args[argnums]).
     The value is float64; the gradient takes the inputs' float dtypes (float32 in, float32 out,
     computed in float64: see grad). Complex inputs: see grad and docs/complex.md."""
     def vg(*args, **kwargs):
-        if holomorphic:
-            return _complex_value_and_grad(f, args, kwargs, argnums, has_aux, True)
-        try:
-            tr = Traced(f, args, kwargs, argnums, has_aux, "grad")
-        except ComplexResult:
-            return _complex_value_and_grad(f, args, kwargs, argnums, has_aux, False)
+        tr, res = _traced_or_complex(f, args, kwargs, argnums, has_aux, "grad", holomorphic,
+                                     lambda h: _complex_value_and_grad(f, args, kwargs, argnums,
+                                                                       has_aux, h))
+        if tr is None:
+            return res
         if tr.nout != 1:
             if not tr.out_shapes:
                 raise TapegradTypeError("grad: the function must return a scalar (size-1) output, got "
@@ -65,8 +76,8 @@ def grad(f, argnums=0, has_aux=False, holomorphic=False):
     Complex inputs (autograd's and JAX's convention, docs/complex.md): for real f of complex
     z = x + iy the gradient is df/dx - i df/dy (complex64 in, complex64 out). A complex-valued
     f raises a TypeError unless holomorphic=True, which gives the complex derivative f'(z).
-    grad, value_and_grad, vjp and jvp take complex inputs; the other operators and recorded
-    tapes take real inputs (complex values inside a real function work everywhere).
+    jacobian, hessian, hvp and derivative take complex inputs by JAX's rules (see each), and
+    ``record`` gives a ``ComplexRecorded`` for complex arguments or outputs.
     """
     vg = value_and_grad(f, argnums, has_aux, holomorphic)
 
@@ -127,11 +138,15 @@ def hvp(f, primals, tangents):
     """Hessian-vector product H v of scalar f, by forward-over-reverse on one tape.
 
     Returns H v shaped like the (single) primal, or a tuple for several primals, in the
-    primals' float dtypes (see grad).
+    primals' float dtypes (see grad). A complex primal z = x + iy (real f): the derivative of
+    the gradient df/dx - i df/dy along the complex tangent, as jvp(grad(f)) gives it.
     """
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TapegradTypeError("hvp: primals and tangents must be tuples (one entry per argument)")
-    tr = Traced(f, tuple(primals), None, None, False, "hvp")
+    try:
+        tr = Traced(f, tuple(primals), None, None, False, "hvp")
+    except ComplexResult:
+        return _complex_hvp(f, tuple(primals), tuple(tangents))
     tans = tr.flat_in(tuple(tangents), "hvp tangents")
     if tr.nested or any(type(t) is Tracer and t._rec.active for t in tans):
         # inside another operator: differentiate the gradient along the tangents
@@ -150,18 +165,27 @@ def _single_array_fn(tr, fname):
         raise TapegradTypeError(f"{fname}: the function must return a single array")
 
 
-def jacobian(f, argnums=0, mode="auto"):
+def jacobian(f, argnums=0, mode="auto", holomorphic=False):
     """Jacobian of f with respect to args[argnums]: shape out.shape + in.shape.
 
     mode="fwd": one tangent sweep with one lane per input; "rev": one reverse sweep per output;
     "auto" picks forward when there are fewer inputs than outputs. The dtype is NumPy's
     promotion of the inputs' (float32 for float32 inputs; computed in float64: see grad).
+
+    Complex values (JAX's jacfwd/jacrev rules, docs/complex.md): "rev" takes complex inputs of
+    a real-valued f (each row is grad's df/dx - i df/dy); "fwd" takes real inputs of a
+    complex-valued f (the pushforward of each real unit direction); holomorphic=True (complex
+    inputs and a complex output) gives the complex Jacobian df_i/dz_j of a holomorphic f in
+    either mode. Anything else raises a TypeError that says which of them fits.
     """
     if mode not in ("auto", "fwd", "rev"):
         raise TapegradValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
 
     def jac(*args, **kwargs):
-        tr = Traced(f, args, kwargs, argnums, False, "jacobian")
+        tr, res = _traced_or_complex(f, args, kwargs, argnums, False, "jacobian", holomorphic,
+                                     lambda h: _complex_jacobian(f, args, kwargs, argnums, mode, h))
+        if tr is None:
+            return res
         _single_array_fn(tr, "jacobian")
         m = mode if mode != "auto" else ("fwd" if tr.nin < tr.nout else "rev")
         oshape = tuple(tr.out_shapes[0])
@@ -183,15 +207,29 @@ def jacobian(f, argnums=0, mode="auto"):
     return jac
 
 
-jacfwd = lambda f, argnums=0: jacobian(f, argnums, "fwd")  # noqa: E731
-jacrev = lambda f, argnums=0: jacobian(f, argnums, "rev")  # noqa: E731
+jacfwd = lambda f, argnums=0, holomorphic=False: jacobian(f, argnums, "fwd", holomorphic)  # noqa: E731
+jacrev = lambda f, argnums=0, holomorphic=False: jacobian(f, argnums, "rev", holomorphic)  # noqa: E731
 
 
-def hessian(f, argnums=0):
+def hessian(f, argnums=0, holomorphic=False):
     """Dense Hessian of scalar f, from lane-batched Hessian-vector products (one sweep pair),
-    in the input's float dtype (see grad)."""
+    in the input's float dtype (see grad).
+
+    Complex inputs need holomorphic=True, as in JAX (hessian = jacfwd(jacrev), and jacfwd
+    takes complex inputs only for a holomorphic f): then f is complex-valued and holomorphic
+    and the result is its complex Hessian d^2 f / dz_i dz_j. For a real f of complex z use
+    hvp (the derivative of the gradient df/dx - i df/dy along v), or the Hessian of the real
+    function (x, y) -> f(x + iy)."""
     def hess(*args, **kwargs):
-        tr = Traced(f, args, kwargs, argnums, False, "hessian")
+        if holomorphic:
+            return _complex_hessian(f, args, kwargs, argnums)
+        try:
+            tr = Traced(f, args, kwargs, argnums, False, "hessian")
+        except ComplexResult as e:
+            raise TapegradTypeError(
+                f"{str(e).split(';')[0]}; hessian takes complex inputs only with holomorphic=True (a holomorphic, "
+                "complex-valued f, as in JAX); for a real f of complex z use hvp, or the Hessian "
+                "of the real function (x, y) -> f(x + iy)") from None
         if tr.nested:
             return jacobian(grad(f, argnums), argnums, "rev")(*args, **kwargs)
         if tr.nout != 1:
@@ -205,10 +243,19 @@ def hessian(f, argnums=0):
     return hess
 
 
-def derivative(f):
-    """df/dx for scalar-to-scalar f, by one dual-number (tangent) sweep."""
+def derivative(f, holomorphic=False):
+    """df/dx for scalar-to-scalar f, by one dual-number (tangent) sweep.
+
+    Complex values follow jacfwd's rules (docs/complex.md): a real x with a complex output
+    gives the complex df/dx; a complex x needs holomorphic=True (and a complex output) and
+    gives f'(z)."""
     def d(x, *args, **kwargs):
-        tr = Traced(f, (x,) + args, kwargs, 0, False, "derivative")
+        if holomorphic:
+            return _complex_derivative(f, x, args, kwargs, True)
+        try:
+            tr = Traced(f, (x,) + args, kwargs, 0, False, "derivative")
+        except ComplexResult:
+            return _complex_derivative(f, x, args, kwargs, False)
         if tr.nin != 1 or tr.nout != 1:
             raise TapegradTypeError("derivative: f must map a scalar to a scalar; use jacobian otherwise")
         r = _finish_leaves(tr.pushforward([np.ones(tr.in_shapes[0])]))[0]
@@ -313,20 +360,28 @@ def _complex_vjp(f, primals, has_aux):
     return (out, vjp_fn, res[2]) if has_aux else (out, vjp_fn)
 
 
-def _complex_jvp(f, primals, tangents):
-    g, rp, (in_mask, in_td), holder = _realified(f, primals, False)
-    t_leaves, t_td = _tree.flatten(tangents)
+def _split_tangents(tangents, in_mask, fname):
+    """The tangent leaves as the real function of the pairs takes them: (re, im) for a complex
+    primal (a real tangent has im 0), as they are for a real one (a complex tangent there is an
+    error)."""
+    t_leaves, _ = _tree.flatten(tangents)
     if len(t_leaves) != len(in_mask):
-        raise TapegradValueError("jvp: the tangents do not have the structure of the primals")
+        raise TapegradValueError(f"{fname}: the tangents do not have the structure of the primals")
     new = []
     for t, m in zip(t_leaves, in_mask):
         if m:
-            new.append(_split(t) if _is_complex_leaf(t) else (t, np.zeros(np.shape(t))))
+            new.append(_split(t) if _is_complex_leaf(t)
+                       else (t, np.zeros(np.shape(rules.value_of(t)))))
         elif _is_complex_leaf(t):
-            raise TapegradTypeError("jvp: a complex tangent for a real primal")
+            raise TapegradTypeError(f"{fname}: a complex tangent for a real primal")
         else:
             new.append(t)
-    out_r, dot_r = _jvp(g, rp, _tree.unflatten(in_td, new))
+    return new
+
+
+def _complex_jvp(f, primals, tangents):
+    g, rp, (in_mask, in_td), holder = _realified(f, primals, False)
+    out_r, dot_r = _jvp(g, rp, _tree.unflatten(in_td, _split_tangents(tangents, in_mask, "jvp")))
     out_mask, out_td = holder["out"]
     return (_join(out_r, out_mask, out_td, _complex_leaf), _join(dot_r, out_mask, out_td, _complex_leaf))
 
@@ -365,6 +420,197 @@ def _complex_value_and_grad(f, args, kwargs, argnums, has_aux, holomorphic):
     if type(val) is np.ndarray and val.ndim == 0:
         val = val[()]
     return ((val, res[2]) if has_aux else val), g
+
+
+def _out_leaf(out, fname):
+    leaves, _ = _tree.flatten(out)
+    if len(leaves) != 1:
+        raise TapegradTypeError(f"{fname}: the function must return a single array")
+    return leaves[0]
+
+
+def _complex_dtype(*leaves):
+    """complex64 when every (complex or real) leaf is complex64 or float32, else complex128."""
+    ds = [l.dtype for l in leaves if isinstance(l, (np.ndarray, np.generic))]
+    if ds and all(d in (np.complex64, np.float32) for d in ds) and len(ds) == len(leaves):
+        return np.complex64
+    return np.complex128
+
+
+def _cast_complex(J, dtype):
+    if type(J) is np.ndarray and J.dtype != dtype:
+        return J.astype(dtype)
+    return J
+
+
+def _complex_jacobian(f, args, kwargs, argnums, mode, holomorphic):
+    """jacobian with complex inputs or output (JAX's jacfwd/jacrev rules). f is differentiated
+    as the real function of the (re, im) pairs of its complex inputs, its complex output
+    stacked as (re, im); with Jr that real Jacobian, Jx and Jy its blocks for x and y of z:
+    - rev, real output: each row is grad's df/dx - i df/dy, so J = Jx - i Jy;
+    - fwd, real inputs, complex output w = u + iv: the pushforward of each unit direction,
+      J = du/dx + i dv/dx;
+    - holomorphic=True: the complex Jacobian f'(z) = du/dx + i dv/dx (fwd), which by the
+      Cauchy-Riemann equations (dv/dx = -du/dy) is also du/dx - i du/dy (rev: the rows of
+      the non-conjugated vjp)."""
+    nums, single = _argnums(argnums, len(args), "jacobian")
+    dyn = args[nums[0]] if single else tuple(args[i] for i in nums)
+    rdyn, in_mask, in_td = _realify(dyn)
+    in_leaves = _tree.flatten(dyn)[0]
+    _check_complex_inputs(in_mask, mode, holomorphic)
+    holder = {}
+
+    def h(rd):
+        o = _out_leaf(f(*_with_dyn(args, nums, single, _join(rd, in_mask, in_td, _cx.make)), **kwargs),
+                      "jacobian")
+        c = holder["c"] = _is_complex_leaf(o)
+        _check_complex_output(c, in_mask, mode, holomorphic)
+        if not c:
+            return o
+        re, im = _split(o)
+        return rules.stack([re, im])
+    m = _complex_jacobian_mode(in_mask, mode, holomorphic)
+    Jr = jacobian(h, 0, m)(rdyn)
+    dtype = _complex_dtype(*in_leaves)
+    out = [_complex_jacobian_block(J, mk, holder["c"], m == "rev", dtype)
+           for J, mk in zip(_pairs(Jr, in_mask), in_mask)]
+    return _tree.unflatten(in_td, out)
+
+
+def _check_complex_inputs(in_mask, mode, holomorphic):
+    if holomorphic and not all(in_mask):
+        raise TapegradTypeError("jacobian(holomorphic=True): the differentiated inputs must be "
+                                "complex (as in JAX); give z + 0j for a real point")
+    if not holomorphic and any(in_mask) and mode == "fwd":
+        raise TapegradTypeError("jacobian(mode='fwd') takes real inputs (as JAX's jacfwd); for "
+                                "complex inputs pass holomorphic=True (a holomorphic f), use "
+                                "mode='rev' (a real-valued f) or jvp directly")
+
+
+def _check_complex_output(c, in_mask, mode, holomorphic):
+    if holomorphic and not c:
+        raise TapegradTypeError("jacobian(holomorphic=True): the function must return a "
+                                "complex value (as in JAX)")
+    if not holomorphic and c and (any(in_mask) or mode == "rev"):
+        raise TapegradTypeError("jacobian: the function returned a complex value; mode='rev' "
+                                "(as JAX's jacrev) and complex inputs take real-valued "
+                                "functions: pass holomorphic=True for a holomorphic f, use "
+                                "mode='fwd' for real inputs, or vjp directly")
+
+
+def _complex_jacobian_mode(in_mask, mode, holomorphic):
+    """The real sweep's mode: auto without holomorphic is the one mode that fits."""
+    if mode == "auto" and not holomorphic:
+        return "rev" if any(in_mask) else "fwd"
+    return mode
+
+
+def _complex_jacobian_block(J, mk, c, rev, dtype):
+    """One input leaf's complex Jacobian from its real blocks: (Jx, Jy) for a complex leaf
+    (else J), each with a leading axis of 2 (the output's re, im) when the output is complex."""
+    if mk:
+        Jx, Jy = J
+        if not c:
+            J = _grad_leaf(Jx, Jy)
+        elif rev:
+            J = _grad_leaf(Jx[0], Jy[0])
+        else:
+            J = _complex_leaf(Jx[0], Jx[1])
+    elif c:
+        J = _complex_leaf(J[0], J[1])
+    return _cast_complex(J, dtype) if (mk or c) else J
+
+
+def _pairs(rtree, mask):
+    """The leaves of a realified tree, a complex leaf's two parts as one (re, im) entry."""
+    leaves, _ = _tree.flatten(rtree)
+    it, out = iter(leaves), []
+    for m in mask:
+        out.append((next(it), next(it)) if m else next(it))
+    return out
+
+
+def _complex_hessian(f, args, kwargs, argnums):
+    """The complex Hessian d^2 f / dz_i dz_j of a holomorphic f = u + iv of one complex array
+    z = x + iy. f'' = d/dx (du/dx - i du/dy) (the Cauchy-Riemann equations), so with H the
+    real Hessian of u over (x, y), column j of f'' is the x rows minus i the y rows of
+    H (e_j, 0): n hvp lanes on one tape. Inside another operator: jacfwd(jacrev), as JAX."""
+    nums, single = _argnums(argnums, len(args), "hessian")
+    if not single:
+        raise TapegradTypeError("hessian: differentiate with respect to a single array argument")
+    z = args[nums[0]]
+    if not _is_complex_leaf(z):
+        raise TapegradTypeError("hessian(holomorphic=True): the differentiated input must be "
+                                "complex (as in JAX); give z + 0j for a real point")
+    re, im = _split(z)
+    if type(re) is Tracer or type(im) is Tracer:
+        return jacobian(grad(f, argnums, holomorphic=True), argnums, "fwd", True)(*args, **kwargs)
+    s = np.shape(re)
+
+    def h(p):
+        o = _out_leaf(f(*_with_dyn(args, nums, True, _cx.make(p[0], p[1])), **kwargs), "hessian")
+        if not _is_complex_leaf(o):
+            raise TapegradTypeError("hessian(holomorphic=True): the function must return a "
+                                    "complex value (as in JAX)")
+        return _split(o)[0]
+    tr = Traced(h, (np.stack([np.asarray(re, dtype=np.float64), np.asarray(im, dtype=np.float64)]),),
+                None, 0, False, "hessian")
+    if tr.nested:
+        return jacobian(grad(f, argnums, holomorphic=True), argnums, "fwd", True)(*args, **kwargs)
+    if tr.nout != 1:
+        raise TapegradTypeError("hessian: the function must return a scalar")
+    n = tr.nin // 2
+    V = np.zeros((n, 2 * n))
+    V[np.arange(n), np.arange(n)] = 1.0
+    HV = tr.hvp_lanes(V)            # lane j: H (e_j, 0) = (d^2u/dx dx_j, d^2u/dy dx_j)
+    H = (HV[:, :n] - 1j * HV[:, n:]).T.reshape(s + s).copy()
+    return H.astype(_complex_dtype(z))
+
+
+def _complex_hvp(f, primals, tangents):
+    """hvp of a real f with complex primals: the real hvp of the function of the (re, im)
+    pairs along the pairs of the tangents, read back as df/dx - i df/dy is (docs/complex.md)."""
+    g, rp, (in_mask, in_td), holder = _realified(f, primals, False)
+
+    def g2(*a):
+        r = g(*a)
+        if any(holder["out"][0]):
+            raise TapegradTypeError("hvp: the function returned a complex value; hvp takes "
+                                    "real-valued functions")
+        return r
+    res = hvp(g2, rp, _tree.unflatten(in_td, _split_tangents(tangents, in_mask, "hvp")))
+    res = _join((res,) if len(primals) == 1 else tuple(res), in_mask, in_td, _grad_leaf)
+    return res[0] if len(primals) == 1 else res
+
+
+def _complex_derivative(f, x, args, kwargs, holomorphic):
+    """derivative with a complex x or output, by the pushforward along 1 (jacfwd's rules)."""
+    cx = _is_complex_leaf(x)
+    if cx and not holomorphic:
+        raise TapegradTypeError("derivative: x is complex; derivative (forward mode, as JAX's "
+                                "jacfwd) takes a complex x only with holomorphic=True (a "
+                                "holomorphic f); use jvp for the change along a direction")
+    if holomorphic and not cx:
+        raise TapegradTypeError("derivative(holomorphic=True): x must be complex (as in JAX); "
+                                "give z + 0j for a real point")
+    if np.size(rules.value_of(_split(x)[0]) if cx else rules.value_of(x)) != 1:
+        raise TapegradTypeError("derivative: f must map a scalar to a scalar; use jacobian otherwise")
+    out, t = jvp(lambda z: f(z, *args, **kwargs), (x,), (np.ones(np.shape(rules.value_of(
+        _split(x)[0] if cx else x))),))
+    o = _out_leaf(out, "derivative")
+    if holomorphic and not _is_complex_leaf(o):
+        raise TapegradTypeError("derivative(holomorphic=True): the function must return a "
+                                "complex value (as in JAX)")
+    if np.size(o.re if type(o) is _cx.ComplexTracer else rules.value_of(o)) != 1:
+        raise TapegradTypeError("derivative: f must map a scalar to a scalar; use jacobian otherwise")
+    t = _tree.flatten(t)[0][0]
+    if type(t) in (Tracer, _cx.ComplexTracer):
+        return t
+    dt = _complex_dtype(x) if isinstance(x, (np.ndarray, np.generic)) else np.complex128
+    if not _is_complex_leaf(t):
+        return t
+    t = np.asarray(t).reshape(())
+    return complex(t) if not isinstance(x, (np.ndarray, np.generic)) else dt(t)
 
 
 from ..engine.traced import _argnums  # noqa: E402

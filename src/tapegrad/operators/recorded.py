@@ -88,6 +88,8 @@ class Recorded:
         self._local = threading.local()
         self.rerecords = 0
         self.argnums, self.argnum_int = None, False
+        # a ComplexRecorded around this recording: which leaves are complex (to_bytes keeps it)
+        self._complex_meta = None
 
     # ------------------------------------------------------------------ inputs
     def _flat(self, args, what="record"):
@@ -347,7 +349,7 @@ class Recorded:
         if m == "fwd" and tr.nin > k:       # lanes in chunks: the buffers stay within budget
             J = np.empty((tr.nout, tr.nin))
             for j, E in _unit_chunks(tr.nin, k):
-                wd = sweeps.tangent(tr.tape, w, E)
+                wd = sweeps.tangent(tr.tape, w, E, unit=j)
                 J[:, j:j + len(E)] = wd[:, tr.out_off:tr.out_off + tr.nout].T
         else:
             J = tr.jac_fwd(w, self._jac_buf(tr)) if m == "fwd" else tr.jac_rev(w)
@@ -511,6 +513,8 @@ class Recorded:
             "argnums": (None if self.argnums is None
                         else self.argnums[0] if self.argnum_int else list(self.argnums)),
         }
+        if self._complex_meta is not None:
+            tr.tape.meta["complex"] = self._complex_meta()
         return tr.tape.to_bytes()
 
     def to_bytes(self):
@@ -557,11 +561,7 @@ class Recorded:
         return self
 
     def __reduce__(self):
-        f = self.f
-        try:
-            pickle.dumps(f)
-        except Exception:  # lambdas, closures, local functions: replay strictly without f
-            f = None
+        f = _picklable(self.f)
         nums = None if self.argnums is None else (self.argnums[0] if self.argnum_int
                                                   else self.argnums)
         return (_unpickle, (self.to_bytes(), f, self.strict if f is not None else True, nums))
@@ -597,6 +597,16 @@ def _lane_chunk(tr):
     return max(1, LANE_BYTES // (24 * max(tr.tape.nwork, 1)))
 
 
+def _picklable(f):
+    """f if it pickles, else None: a lambda, closure or local function is left out and the
+    unpickled recording replays strictly without it."""
+    try:
+        pickle.dumps(f)
+    except Exception:  # noqa: BLE001 (anything pickle raises)
+        return None
+    return f
+
+
 def _unit_chunks(n, k):
     """(j, rows j..j+k of the n x n identity) for j = 0, k, 2k, ..."""
     for j in range(0, n, k):
@@ -625,8 +635,15 @@ def _unpickle(data, f, strict, argnums=None):
 
 
 def load(data, f=None, strict=None, max_work=None):
-    """A replayable ``Recorded`` from ``Recorded.to_bytes()`` output (see ``Recorded.from_bytes``)."""
-    return Recorded.from_bytes(data, f=f, strict=strict, max_work=max_work)
+    """A replayable ``Recorded`` from ``Recorded.to_bytes()`` output (see ``Recorded.from_bytes``);
+    a ``ComplexRecorded`` for a recording with complex arguments or outputs."""
+    rec = Recorded.from_bytes(data, f=None if f is None else _placeholder, strict=strict,
+                              max_work=max_work)
+    meta = rec.tape.meta.get("complex")
+    if meta is not None:
+        return ComplexRecorded._from_recorded(rec, meta, f)
+    rec.f = f
+    return rec
 
 
 # ---------------------------------------------------------------------- metadata (JSON)
@@ -773,48 +790,78 @@ def record(f, *example_args, strict=False, argnums=None):
     try:
         return Recorded(f, *example_args, strict=strict, argnums=argnums)
     except ComplexResult:
-        if argnums is not None:
-            raise TapegradTypeError("record: argnums is not supported with complex arguments or "
-                                    "outputs yet") from None
-        return ComplexRecorded(f, example_args, strict)
+        return ComplexRecorded(f, example_args, strict, argnums)
 
 
 class ComplexRecorded:
     """A recording of f with complex arguments or outputs (docs/complex.md): f is recorded on
     the (re, im) pairs of its complex leaves, a real tape replayed by ``Recorded``; the methods
     apply the operators' convention (grad = df/dx - i df/dy, the non-conjugated vjp, the
-    pushforward jvp). Calls give complex values where the recording had them (a real number
-    is taken as complex with zero imaginary part there)."""
+    pushforward jvp, hvp the derivative of the gradient). Calls give complex values where the
+    recording had them (a real number is taken as complex with zero imaginary part there).
 
-    def __init__(self, f, example_args, strict=False):
+    The argument positions are those of f (a complex leaf becomes a pair inside its argument),
+    so ``argnums``, the batched replays (``in_axes`` one entry per argument) and guards are the
+    real ``Recorded``'s; ``to_bytes`` adds which leaves are complex to the tapes' metadata and
+    ``tg.load`` gives a ``ComplexRecorded`` back."""
+
+    def __init__(self, f, example_args, strict=False, argnums=None):
         self.nargs = len(example_args)
-        rp, self._in_mask, self._in_td = _api._realify(tuple(example_args))
-        holder = self._holder = {}
-        mask, td = self._in_mask, self._in_td
-
-        def g(*rargs):
-            res = f(*_api._join(rargs, mask, td, _api._cx.make))
-            leaves, otd = _tree.flatten(res)
-            m = [_api._is_complex_leaf(l) for l in leaves]
-            holder["out"] = (m, otd)
-            return _tree.unflatten(otd, [_api._split(l) if c else l for l, c in zip(leaves, m)])
-        self._rec = Recorded(g, *rp, strict=strict)
+        rargs, self._arg_masks, self._arg_tds = [], [], []
+        for a in example_args:
+            r, m, td = _api._realify(a)
+            rargs.append(r)
+            self._arg_masks.append(m)
+            self._arg_tds.append(td)
+        self._holder = {}
+        self.f = f
+        self._rec = Recorded(self._realified(f), *rargs, strict=strict, argnums=argnums)
+        self._rec._complex_meta = self._meta
         self.recorded = self._rec
 
-    def _real_args(self, args, what):
-        leaves, td = _tree.flatten(tuple(args))
-        if td != self._in_td:
-            raise TapegradValueError(f"{what}: the arguments do not have the recorded structure")
+    def _realified(self, f):
+        """f as a real function of the realified arguments, its complex outputs as pairs."""
+        holder, masks, tds = self._holder, self._arg_masks, self._arg_tds
+
+        def g(*rargs):
+            res = f(*[_api._join(r, m, td, _api._cx.make) for r, m, td in zip(rargs, masks, tds)])
+            leaves, otd = _tree.flatten(res)
+            om = [_api._is_complex_leaf(l) for l in leaves]
+            holder["out"] = (om, otd)
+            return _tree.unflatten(otd, [_api._split(l) if c else l for l, c in zip(leaves, om)])
+        g.__name__ = getattr(f, "__name__", "f")
+        return g
+
+    # ------------------------------------------------------------------ the boundary
+    def _real_arg(self, a, i, what):
+        leaves, td = _tree.flatten(a)
+        if td != self._arg_tds[i]:
+            raise TapegradValueError(f"{what}: argument {i} does not have the recorded structure")
         new = []
-        for l, m in zip(leaves, self._in_mask):
+        for l, m in zip(leaves, self._arg_masks[i]):
             if m:
                 new.append(_api._split(l) if _api._is_complex_leaf(l) else (l, np.zeros(np.shape(l))))
             elif _api._is_complex_leaf(l):
                 raise TapegradTypeError(f"{what}: a complex value where the recording had a real one "
-                                        "(record again with a complex example)")
+                                        f"(argument {i}; record again with a complex example)")
             else:
                 new.append(l)
-        return tuple(_tree.unflatten(td, new))
+        return _tree.unflatten(td, new)
+
+    def _real_args(self, args, what, nums=None):
+        """The realified arguments nums (default: all)."""
+        nums = range(self.nargs) if nums is None else nums
+        if len(args) != len(nums):
+            raise TapegradTypeError(f"{what}: expected {len(nums)} argument(s), got {len(args)}")
+        return tuple(self._real_arg(a, i, what) for a, i in zip(args, nums))
+
+    def _diff_nums(self):
+        r = self._rec
+        return tuple(range(self.nargs)) if r.argnums is None else r.argnums
+
+    def _single(self):
+        r = self._rec
+        return r.argnum_int if r.argnums is not None else self.nargs == 1
 
     def _primals(self, x):
         return (x,) if self.nargs == 1 else tuple(x)
@@ -822,33 +869,31 @@ class ComplexRecorded:
     def _unpack(self, rx):
         return rx[0] if self.nargs == 1 else rx
 
+    def _tangents(self, v, what):
+        """Realified tangents of the differentiated arguments, as the real replay takes them."""
+        nums = self._diff_nums()
+        vs = (v,) if self._single() else tuple(v)
+        rv = self._real_args(vs, what, nums)
+        return rv[0] if self._single() else rv
+
     def _out(self, out_r):
         m, td = self._holder["out"]
         return _api._join(out_r, m, td, _api._complex_leaf)
 
     def _in(self, g_r):
-        g = _api._join((g_r,) if self.nargs == 1 else tuple(g_r), self._in_mask, self._in_td,
-                       _api._grad_leaf)
-        return g[0] if self.nargs == 1 else g
+        """Derivatives of the differentiated arguments back from pairs (df/dx - i df/dy)."""
+        nums = self._diff_nums()
+        gs = (g_r,) if self._single() else tuple(g_r)
+        res = tuple(_api._join(g, self._arg_masks[i], self._arg_tds[i], _api._grad_leaf)
+                    for g, i in zip(gs, nums))
+        return res[0] if self._single() else res
 
     def _real_output(self, what):
         if any(self._holder["out"][0]):
             raise TapegradTypeError(f"{what}: the recorded function returns a complex value; {what} "
                                     "takes real-valued functions (use vjp)")
 
-    def __call__(self, *args):
-        return self._out(self._rec(*self._real_args(args, "call")))
-
-    def value_and_grad(self, *args):
-        self._real_output("grad")
-        v, g = self._rec.value_and_grad(*self._real_args(args, "grad"))
-        return v, self._in(g)
-
-    def grad(self, *args):
-        self._real_output("grad")
-        return self._in(self._rec.grad(*self._real_args(args, "grad")))
-
-    def vjp(self, x, u):
+    def _cotangent(self, u):
         m, td = self._holder["out"]
         leaves, _ = _tree.flatten(u)
         if len(leaves) != len(m):
@@ -862,21 +907,249 @@ class ComplexRecorded:
                 raise TapegradTypeError("vjp: a complex cotangent for a real output")
             else:
                 ct.append(c)
+        return _tree.unflatten(td, ct)
+
+    # ------------------------------------------------------------------ replay
+    @property
+    def argnums(self):
+        r = self._rec
+        return None if r.argnums is None else (r.argnums[0] if r.argnum_int else r.argnums)
+
+    @property
+    def strict(self):
+        return self._rec.strict
+
+    @property
+    def tape(self):
+        return self._rec.tape
+
+    @property
+    def rerecords(self):
+        return self._rec.rerecords
+
+    def info(self):
+        return self._rec.info()
+
+    def __call__(self, *args):
+        return self._out(self._rec(*self._real_args(args, "call")))
+
+    def value_and_grad(self, *args, out=None):
+        self._real_output("grad")
+        if out is not None:
+            raise TapegradValueError("grad: out= is not available for complex recordings")
+        v, g = self._rec.value_and_grad(*self._real_args(args, "grad"))
+        return v, self._in(g)
+
+    def grad(self, *args, out=None):
+        return self.value_and_grad(*args, out=out)[1]
+
+    def vjp(self, x, u):
         rx = self._real_args(self._primals(x), "vjp")
-        return self._in(self._rec.vjp(self._unpack(rx), _tree.unflatten(td, ct)))
+        return self._in(self._rec.vjp(self._unpack(rx), self._cotangent(u)))
 
     def jvp(self, x, v):
         rx = self._real_args(self._primals(x), "jvp")
-        rv = self._real_args(self._primals(v), "jvp tangent")
-        out, dot = self._rec.jvp(self._unpack(rx), self._unpack(rv))
+        out, dot = self._rec.jvp(self._unpack(rx), self._tangents(v, "jvp tangent"))
         return self._out(out), self._out(dot)
 
     def hvp(self, x, v):
         """The derivative of the gradient (df/dx - i df/dy) along v."""
         self._real_output("hvp")
         rx = self._real_args(self._primals(x), "hvp")
-        rv = self._real_args(self._primals(v), "hvp tangent")
-        return self._in(self._rec.hvp(self._unpack(rx), self._unpack(rv)))
+        return self._in(self._rec.hvp(self._unpack(rx), self._tangents(v, "hvp tangent")))
+
+    # ------------------------------------------------------------------ batched replay
+    # As Recorded's (in_axes: one entry per argument, for all its leaves; the pairs of a
+    # complex leaf share it). Results equal a loop of one-point replays bit for bit.
+    def value_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
+        """f at every point: the output pytree with a leading batch axis."""
+        return self._out(self._rec.value_batch(*self._real_args(args, "value_batch"), in_axes=in_axes,
+                                               threads=threads, budget=budget, strict=strict))
+
+    def grad_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
+        """The gradient (df/dx - i df/dy) at every point, each leaf (B,) + shape."""
+        self._real_output("grad_batch")
+        return self._in(self._rec.grad_batch(*self._real_args(args, "grad_batch"), in_axes=in_axes,
+                                             threads=threads, budget=budget, strict=strict))
+
+    def value_and_grad_batch(self, *args, in_axes=0, threads=None, budget=None, strict=None):
+        self._real_output("value_and_grad_batch")
+        v, g = self._rec.value_and_grad_batch(*self._real_args(args, "value_and_grad_batch"),
+                                              in_axes=in_axes, threads=threads, budget=budget,
+                                              strict=strict)
+        return v, self._in(g)
+
+    def jvp_batch(self, x, v, in_axes=0, v_axes=0, threads=None, budget=None, strict=None):
+        """(f(x_i), J(x_i) v_i) at every point, as jvp takes x and v."""
+        rx = self._real_args(self._primals(x), "jvp_batch")
+        out, dot = self._rec.jvp_batch(self._unpack(rx), self._tangents(v, "jvp_batch tangent"),
+                                       in_axes=in_axes, v_axes=v_axes, threads=threads,
+                                       budget=budget, strict=strict)
+        return self._out(out), self._out(dot)
+
+    def hvp_batch(self, x, v, in_axes=0, v_axes=0, threads=None, budget=None, strict=None):
+        """The hvp (the derivative of df/dx - i df/dy along v_i) at every point."""
+        self._real_output("hvp_batch")
+        rx = self._real_args(self._primals(x), "hvp_batch")
+        return self._in(self._rec.hvp_batch(self._unpack(rx), self._tangents(v, "hvp_batch tangent"),
+                                            in_axes=in_axes, v_axes=v_axes, threads=threads,
+                                            budget=budget, strict=strict))
+
+    def jacobian(self, x, mode="auto", holomorphic=False):
+        """The Jacobian by JAX's jacfwd/jacrev rules, as tapegrad.jacobian gives it (rev: a
+        real output's rows df/dx - i df/dy; fwd: real inputs, a complex output;
+        holomorphic=True: the complex Jacobian), from the real recording's Jacobian of the
+        pairs. Shaped out.shape + in.shape for one array argument, else (out.size, in.size)
+        over every argument's leaves in order (complex leaves count their complex entries)."""
+        om, otd = self._holder["out"]
+        if len(om) != 1:
+            raise TapegradTypeError("jacobian: the recorded function must return a single array")
+        masks = [m for ms in self._arg_masks for m in ms]
+        _api._check_complex_inputs(masks, mode, holomorphic)
+        c = om[0]
+        _api._check_complex_output(c, masks, mode, holomorphic)
+        m = _api._complex_jacobian_mode(masks, mode, holomorphic)
+        xs = self._primals(x)
+        rx = self._real_args(xs, "jacobian")
+        rec = self._rec
+        Jr = np.reshape(rec.jacobian(self._unpack(rx), m), (rec.nout, rec.nin))
+        oshape = tuple(rec.out_shapes[0])       # a complex output: (re, im) stacked first
+        lead = ((2,) if c else ()) + oshape
+        Jr = Jr.reshape(lead + (rec.nin,))
+        leaves = _tree.flatten(tuple(xs))[0]
+        dtype = _api._complex_dtype(*leaves)
+        blocks, col, k = [], 0, 0
+        for mk in masks:
+            s = tuple(rec.in_shapes[k])
+            n = int(np.prod(s, dtype=int))
+            cut = lambda a: Jr[..., a:a + n].reshape(lead + s)   # noqa: E731
+            if mk:
+                J, col, k = (cut(col), cut(col + n)), col + 2 * n, k + 2
+            else:
+                J, col, k = cut(col), col + n, k + 1
+            blocks.append(_api._complex_jacobian_block(J, mk, c, m == "rev", dtype))
+        if len(blocks) == 1:
+            return np.asarray(blocks[0])
+        size = int(np.prod(oshape, dtype=int))
+        return np.concatenate([np.reshape(b, (size, -1)) for b in blocks], axis=1)
+
+    def _no_real_form(name):
+        def f(self, *a, **k):
+            raise TapegradTypeError(f"{name}: not available for a recording with complex arguments "
+                                    "or outputs (use tapegrad.hessian(f, holomorphic=True) or hvp "
+                                    "on the function, or .recorded, the real recording of the "
+                                    "(re, im) pairs)")
+        f.__name__ = name
+        return f
+    hessian = _no_real_form("hessian")
+    hessian_batch = _no_real_form("hessian_batch")
+    del _no_real_form
+
+    # ------------------------------------------------------------------ serialization
+    def _meta(self):
+        """What a load needs besides the real recording: which leaves are complex."""
+        om, otd = self._holder["out"]
+        return {"args": [{"tree": _tree_to_json(td), "complex": [bool(b) for b in m]}
+                         for m, td in zip(self._arg_masks, self._arg_tds)],
+                "out": {"tree": _tree_to_json(otd), "complex": [bool(b) for b in om]}}
+
+    def to_bytes(self):
+        """The real recording's bytes (every variant), whose metadata says which leaves of
+        the arguments and outputs are complex; ``tg.load`` gives a ``ComplexRecorded``."""
+        return self._rec.to_bytes()
+
+    @classmethod
+    def _from_recorded(cls, rec, meta, f=None):
+        """A ComplexRecorded around a loaded real recording, its metadata checked against it."""
+        if not isinstance(meta, dict) or set(meta) != {"args", "out"} or not isinstance(meta["args"], list):
+            _bad("complex layout")
+        if len(meta["args"]) != rec.nargs:
+            _bad("complex layout: number of arguments")
+        self = cls.__new__(cls)
+        self.nargs, self._arg_masks, self._arg_tds, self._holder = rec.nargs, [], [], {}
+        for j, r in zip(meta["args"], rec.in_tree[1]):
+            td, m = _complex_layout(j)
+            if not _same_shape(_realified_td(td, m), r):
+                _bad("complex layout differs from the recorded inputs")
+            self._arg_masks.append(m)
+            self._arg_tds.append(td)
+        otd, om = _complex_layout(meta["out"])
+        if any(not _same_shape(_realified_td(otd, om), v.out_tree) for v in rec.variants):
+            _bad("complex layout differs from the recorded outputs")
+        self._holder["out"] = (om, otd)
+        self.f = f
+        if f is not None:
+            rec.f = self._realified(f)
+        self._rec = self.recorded = rec
+        rec._complex_meta = self._meta
+        return self
+
+    @classmethod
+    def from_bytes(cls, data, f=None, strict=None, max_work=None):
+        """A ``ComplexRecorded`` from ``to_bytes()`` output (see ``Recorded.from_bytes``)."""
+        rec = Recorded.from_bytes(data, f=None if f is None else _placeholder, strict=strict,
+                                  max_work=max_work)
+        meta = rec.tape.meta.get("complex")
+        if meta is None:
+            raise TapegradValueError("ComplexRecorded.from_bytes: a recording without complex "
+                                     "values; use tg.load")
+        return cls._from_recorded(rec, meta, f)
+
+    def __reduce__(self):
+        f = _picklable(self.f)
+        return (_unpickle_complex, (self.to_bytes(), f, self.strict if f is not None else True))
+
+    def __repr__(self):
+        i = self.info()
+        return (f"<ComplexRecorded {getattr(self.f, '__name__', 'f')}: {i['ops']} ops on the "
+                f"(re, im) pairs, {i['work_slots']} slots>")
+
+
+def _placeholder(*args):
+    raise RuntimeError("re-recording needs the complex function")      # replaced at once
+
+
+def _unpickle_complex(data, f, strict):
+    return ComplexRecorded.from_bytes(data, f=f, strict=strict)
+
+
+def _complex_layout(j):
+    if not isinstance(j, dict) or set(j) != {"tree", "complex"} or not isinstance(j["complex"], list) \
+            or any(type(b) is not bool for b in j["complex"]):
+        _bad("complex layout")
+    td, n = _tree_from_json(j["tree"])
+    if n != len(j["complex"]):
+        _bad("complex layout: mask length")
+    return td, list(j["complex"])
+
+
+def _realified_td(td, mask):
+    """The treedef of a tree with its complex leaves (mask) as (re, im) pairs."""
+    it = iter(mask)
+
+    def walk(t):
+        if isinstance(t, _tree.Leaf):
+            return ("tuple", [t, t]) if next(it) else t
+        if t[0] in ("tuple", "list"):
+            return (t[0], [walk(c) for c in t[1]])
+        if t[0] == "dict":
+            return ("dict", t[1], [walk(c) for c in t[2]])
+        return t
+    return walk(td)
+
+
+def _same_shape(a, b):
+    """Equal treedefs up to the Leaf scalar flags (a pair's parts may be Python floats)."""
+    if isinstance(a, _tree.Leaf) or isinstance(b, _tree.Leaf):
+        return isinstance(a, _tree.Leaf) and isinstance(b, _tree.Leaf)
+    if a[0] != b[0] or len(a) != len(b):
+        return False
+    if a[0] in ("tuple", "list"):
+        return len(a[1]) == len(b[1]) and all(_same_shape(x, y) for x, y in zip(a[1], b[1]))
+    if a[0] == "dict":
+        return list(a[1]) == list(b[1]) and len(a[2]) == len(b[2]) and all(
+            _same_shape(x, y) for x, y in zip(a[2], b[2]))
+    return True
 
 
 class Compiled:
@@ -901,8 +1174,8 @@ class Compiled:
             with self._lock:
                 r = self._cache.get(key)
                 if r is None:
-                    r = self._cache[key] = Recorded(self.f, *args, strict=self.strict,
-                                                    argnums=self.argnums)
+                    r = self._cache[key] = record(self.f, *args, strict=self.strict,
+                                                  argnums=self.argnums)
         return r
 
     def __call__(self, *args):

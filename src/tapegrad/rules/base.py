@@ -147,7 +147,10 @@ def unary(name, x, d=0.0):
             return rec.emit_unary(y, OPCODES[name], off, d)
     y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
     if y.size and type(y) is np.ndarray:
-        return rec.emit_unary(y, OPCODES[name], off, float(d))
+        t = rec.emit_unary(y, OPCODES[name], off, float(d))
+        if rec.captured is not None and name in _COSTLY:
+            rec.keep(t, y)
+        return t
     t = rec.new(y)
     if y.size:
         rec.op(OPCODES[name], 0, t._off, off, n=y.size, d=float(d), reads=(off,))
@@ -216,6 +219,13 @@ def broadcast_to(x, shape):
 
 
 _F64 = np.dtype(np.float64)   # builtin dtypes are singletons: compared with ``is``, cheaply
+# Elementwise ops whose value costs much more than a copy (a transcendental function per
+# element): a re-traced gradient keeps their recorded values (Recorder.keep) instead of
+# computing them again; matmul keeps its value too.
+_COSTLY = frozenset(("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos",
+                     "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "arcsinh",
+                     "arccosh", "arctanh", "expit", "logit", "erf", "erfc", "softplus", "cbrt",
+                     "powc", "rpowc", "power", "logaddexp", "arctan2", "hypot"))
 _EXACT_INT = 2 ** 53
 
 
@@ -270,7 +280,10 @@ def binary(name, x, y):
                 val = np.asarray(_BINARY_VALUE[name](xv, yv))
                 if name not in _COMPARISONS and val.dtype is not _F64:
                     val = val.astype(np.float64)
-            return rec.emit_binary(val, OPCODES[name], x._off, y._off)
+            t = rec.emit_binary(val, OPCODES[name], x._off, y._off)
+            if rec.captured is not None and name in _COSTLY:
+                rec.keep(t, val)
+            return t
     rec = top_recorder(x, y)
     if rec is None:
         return _BINARY_VALUE[name](value_of(x), value_of(y))
@@ -291,6 +304,16 @@ def binary(name, x, y):
             return reshape(t, out_shape) if t.shape != out_shape else t
     val = _BINARY_VALUE[name](xv, yv)
     val = val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
+    n = val.size
+    if rec.captured is not None and name in _COSTLY:
+        t = binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
+        rec.keep(t, val)
+        return t
+    return binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
+
+
+def binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape):
+    """Record the binary op with value val (binary's general path, broadcasting)."""
     n = val.size
     if n == 0:
         return rec.new(val)
@@ -412,8 +435,10 @@ def mean(x, axis=None, keepdims=False):
     return unary("divc", s, float(m)) if m else unary("mulc", s, np.nan)   # NumPy: sum / m
 
 
-def gather(x, idx):
-    """x.ravel()[idx] with the shape of idx; a contiguous range is a free alias."""
+def gather(x, idx, value=None):
+    """x.ravel()[idx] with the shape of idx; a contiguous range is a free alias. value: that
+    result when the caller has it already (a transpose: NumPy's copy is faster than fancy
+    indexing)."""
     idx = np.asarray(idx, dtype=np.int64)
     rec = top_recorder(x)
     if rec is None:
@@ -424,9 +449,10 @@ def gather(x, idx):
     if n == 0:
         return rec.new(np.zeros(idx.shape))
     start = int(flat[0])
-    if flat[-1] - start == n - 1 and (n == 1 or np.all(np.diff(flat) == 1)):
+    if flat[-1] - start == n - 1 and (n == 1 or (flat[1] == start + 1
+                                                 and bool(np.all(np.diff(flat) == 1)))):
         return Tracer(rec, x._off + start, v[start:start + n].reshape(idx.shape))
-    t = rec.new(v[flat].reshape(idx.shape))
+    t = rec.new(v[flat].reshape(idx.shape) if value is None else value)
     p0 = rec.tape.add_index(flat)
     rec.op(OPCODES["gather"], 0, t._off, x._off, n=n, p=(p0, x.size), reads=(x._off,))
     return t
@@ -479,7 +505,8 @@ def transpose(x, axes=None):
     axes = tuple(range(nd))[::-1] if axes is None else tuple(a % nd for a in axes)
     if axes == tuple(range(nd)):
         return x
-    return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes))
+    return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes),
+                  np.ascontiguousarray(np.asarray(v, dtype=np.float64).transpose(axes)))
 
 
 def _array_like(s):
@@ -562,10 +589,12 @@ def matmul(a, b):
         o, c, v = rec.operand(x)
         stride = rows * cols if _prod(s[:-2]) == nb and nb > 1 else 0
         ops.append((o, c, v, stride))
-    val = np.matmul(ops[0][2], ops[1][2]).astype(np.float64)
+    val = np.matmul(ops[0][2], ops[1][2]).astype(np.float64, copy=False)
     shape = tuple(batch) + (M, N)
     val = val.reshape(shape)
     t = rec.new(val)
+    if K >= 32:          # (a product over a short inner dimension is as cheap to redo as to keep)
+        rec.keep(t, val)
     if val.size:
         flags = (FLAG_A if ops[0][1] else 0) | (FLAG_B if ops[1][1] else 0)
         reads = tuple(o[0] for o in ops if not o[1])
@@ -633,6 +662,9 @@ def getitem(x, key):
                     return Tracer(rec, x._off + start, float(v[start]))   # (NumPy: a copy)
                 return _view(rec, x, Tracer(rec, x._off + start,
                                             v.reshape(-1)[start:start + inner].reshape(shape[1:])))
+    t = _basic_view(rec, x, v, key)
+    if t is not None:
+        return t
     idx = np.arange(x.size).reshape(x.shape)[_plain_key(key)]
     t = gather(x, idx)
     # NumPy's basic indexing (integers, slices, Ellipsis, None) gives a view unless the result
@@ -642,6 +674,32 @@ def getitem(x, key):
             for k in (key if isinstance(key, tuple) else (key,))):
         _view(rec, x, t)
     return t
+
+
+_BASIC = (int, slice, type(None), type(Ellipsis))
+
+
+def _basic_view(rec, x, v, key):
+    """x[key] for basic indexing (integers, slices, None, Ellipsis) whose result NumPy gives as
+    a C-contiguous view of x (x[a:b], X[i:j], X[2:4, :], ...): a free alias of those slots,
+    found in O(1) from where NumPy's own view starts, instead of building an index array of
+    x's size. None: not such a key or result (the general path decides)."""
+    if type(key) is tuple:
+        for k in key:
+            if type(k) not in _BASIC:
+                return None
+    elif type(key) not in _BASIC:
+        return None
+    if not v.flags.c_contiguous:
+        return None
+    r = v[key]
+    if type(r) is not np.ndarray or r.ndim == 0 or r.size == 0 or not r.flags.c_contiguous:
+        return None
+    start, rem = divmod(r.__array_interface__["data"][0] - v.__array_interface__["data"][0],
+                        v.itemsize)
+    if rem or not 0 <= start <= v.size - r.size:      # (not a view of v: never for basic keys)
+        return None
+    return _view(rec, x, Tracer(rec, x._off + start, r))
 
 
 def _plain_key(key):

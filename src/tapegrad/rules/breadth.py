@@ -20,7 +20,7 @@ fails with a TypeError. Use ``np.logaddexp.reduce(x, axis=...)`` or ``tapegrad.l
 (same signature, including ``b=`` and ``return_sign=``). ``np.array([a, b])`` of traced
 values is traced through that object array (docs/numpy_support.md says where it is not).
 
-``np.linalg.eig`` (complex results) raises a TypeError; ``numpy.fft`` is rules/complex.py.
+``numpy.fft`` and ``np.linalg.eigvals`` are rules/complex.py, ``np.linalg.eig`` rules/complex_linalg.py.
 """
 import math
 import operator
@@ -30,7 +30,7 @@ import scipy.special as sps
 
 from . import base as R
 from .base import unary, binary, reduce, gather, reshape, transpose, concatenate, matmul, where
-from ..tracing.tracer import Tracer, top_recorder, value_of
+from ..tracing.tracer import Tracer, top_recorder, value_of, _as_float_array
 from .calls import CallRule, register, call
 from . import registry as _registry
 from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
@@ -133,7 +133,7 @@ def _assemble(arrays, fn):
         s = _shape(a)
         i = _ids(s, pos)
         pos += i.size
-        flat.append(reshape(a, (-1,)) if type(a) is Tracer else np.ravel(np.asarray(a, dtype=np.float64)))
+        flat.append(reshape(a, (-1,)) if type(a) is Tracer else np.ravel(_as_float_array(a)))
         return i
     idtree = walk(arrays)
     idx = np.asarray(fn(idtree))
@@ -237,6 +237,15 @@ def _real(x, *a, **kw):
 @defn(np.imag, constant=True)
 def _imag(x):
     return np.zeros(_shape(x))
+
+
+@defn(np.angle)
+def _angle(z, deg=False):
+    # a real x: NumPy's arctan2(0, x), 0 for x >= 0, pi for x < 0, NaN for NaN; piecewise
+    # constant (derivative 0), chosen by traced tests so that a replay recomputes it (NumPy
+    # gives pi at x = -0.0; the traced signbit is x < 0, so 0 here)
+    a = np.where(np.isnan(z), np.nan, np.where(np.signbit(z), np.pi, 0.0))
+    return a * (180.0 / np.pi) if deg else a
 
 
 for _f in (np.iscomplexobj, np.isrealobj):
@@ -1198,18 +1207,8 @@ def _cond(x, p=None):
     return _norm(x, p, (-2, -1)) * _norm(np.linalg.inv(x), p, (-2, -1))
 
 
-# ------------------------------------------------------------------ complex: refused clearly
-def _complex_refusal(name):
-    def rule(*a, **kw):
-        raise TapegradTypeError(f"tapegrad is real-valued: {name} would produce complex values from a "
-                        "traced array. Differentiate a real formulation instead (e.g. rfft via "
-                        "explicit cos/sin matrices, eigh for symmetric matrices).")
-    return rule
-
-
 # (np.fft: rules/complex.py)
-for _f in (np.linalg.eig,):    # (np.linalg.eigvals: rules/complex.py)
-    _registry.register(_f, _complex_refusal(f"np.linalg.{_f.__name__}"), "refused", detail="complex")
+# (np.linalg.eigvals: rules/complex.py; np.linalg.eig: rules/complex_linalg.py)
 _registry.register(np.fft.fftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.fftshift(I, axes)),
                   "composition")
 _registry.register(np.fft.ifftshift, lambda x, axes=None: _by_index(x, lambda I: np.fft.ifftshift(I, axes)),
@@ -1552,9 +1551,6 @@ def _apply_along_axis(func1d, axis, arr, *args, **kwargs):
 
 # ------------------------------------------------------------------ registration
 from . import linalg  # noqa: E402,F401  (registers the numpy.linalg Python rules)
-
-# functions refused because their values are complex
-COMPLEX = frozenset(f for f, e in _registry.ENTRIES.items() if e.kind == "refused")
 
 
 # ------------------------------------------------------------------ coverage table

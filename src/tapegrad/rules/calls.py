@@ -134,6 +134,7 @@ def call(rule, *inputs, value=None):
         value = rule.forward(*[v for _, _, v in ops])
     y = np.asarray(value, dtype=np.float64).reshape(-1)
     t = rec.new(y)
+    rec.keep(t, y)       # a Python rule's value: kept for a re-traced gradient (Recorder.keep)
     if y.size:
         idx = rec.tape.add_callback(rule)
         flags = 0

@@ -14,7 +14,7 @@ operators (grad = df/dx - i df/dy) is applied at the operator boundary (operator
 import numpy as np
 
 from ..tracing.tracer import Tracer, top_recorder, value_of, install_complex, ComplexOperand
-from ..errors import TapegradTypeError, TapegradValueError, UnsupportedError
+from ..errors import TapegradTypeError, TapegradValueError
 from . import base as _rules, registry as _registry
 from .calls import CallRule, register as _register_rule, call as _call
 
@@ -60,6 +60,14 @@ def make(re, im):
     if type(re) is not Tracer and type(im) is not Tracer:
         re = np.asarray(re, dtype=np.float64)
         return re + 0j if im is None else re + 1j * np.asarray(im, dtype=np.float64)
+    if im is not None:
+        # the parts broadcast as the complex value does (z + x: the imaginary part of a complex
+        # scalar z is not broadcast by the real addition of the parts)
+        sr, si = np.shape(value_of(re)), np.shape(value_of(im))
+        if sr != si:
+            s = np.broadcast_shapes(sr, si)
+            re = re if sr == s else np.broadcast_to(re, s)
+            im = im if si == s else np.broadcast_to(im, s)
     return ComplexTracer(re, im)
 
 
@@ -259,6 +267,8 @@ def complex_ufunc(ufunc, method, inputs, kwargs):
         raise TapegradTypeError(f"np.{ufunc.__name__}.{method}: not supported on complex traced values")
     if kwargs.get("out") is not None:
         raise TapegradTypeError(f"np.{ufunc.__name__}: out= would write a traced value into an array")
+    if ufunc is np.matmul:     # an ndarray @ a ComplexTracer reaches here as the ufunc
+        return complex_function(np.matmul, inputs, {})
     ps = [parts(x) for x in inputs]
     if ufunc in UNARY and len(ps) == 1:
         return _wrap(UNARY[ufunc](ps[0]))
@@ -273,6 +283,10 @@ def complex_ufunc(ufunc, method, inputs, kwargs):
         return ufunc(value_of(ps[0][0]) + 1j * value_of(_im(ps[0])))
     if ufunc in ORDERED:
         _order_refused(ufunc.__name__)()
+    if not any(c in "FDG" for t in ufunc.types for c in t.split("->")[0]):
+        # NumPy defines no complex loop for it (logaddexp, cbrt, fabs, ...): NumPy's own error
+        raise TapegradTypeError(f"ufunc '{ufunc.__name__}' not supported for the input types "
+                                "(complex), as in NumPy: it is defined for real numbers only")
     raise TapegradTypeError(f"np.{ufunc.__name__}: no rule for complex traced values (tapegrad "
                             "never drops an imaginary part silently)")
 
@@ -475,11 +489,11 @@ class CEigvals(CallRule):
     """Eigenvalues w of one (complex or real) n x n matrix A = V diag(w) V^-1, on packed pairs.
     Tangent w_dot = diag(V^-1 A_dot V); adjoint A_bar = V^-H diag(w_bar) V^H (the first-order
     eigenvalue perturbation; Giles 2008, sec. 3.1; Boeddeker et al. 2017 for the complex case).
-    Distinct eigenvalues only (the derivative does not exist at a repeated one). First order:
-    second derivatives would need the eigenvectors' derivatives (not done yet)."""
+    Distinct eigenvalues only (the derivative does not exist at a repeated one). The eigenvectors
+    come from np.linalg.eig, traced when the pair is (rules/complex_linalg.py: CEig), so the
+    tangent of the adjoint (hvp) and nested derivatives are traced too."""
 
     name = "ceigvals"
-    hvp_mode = "no (first order only)"
 
     def __init__(self, in_shapes, out_shapes=None):
         sa = tuple(int(k) for k in in_shapes[0])
@@ -493,38 +507,34 @@ class CEigvals(CallRule):
         w = np.linalg.eigvals(_matrix(Ap))
         return [np.stack([w.real, w.imag])]
 
-    def _vectors(self, xs, ys, what):
-        if any(type(x) is Tracer for x in list(xs) + list(ys)):
-            raise UnsupportedError(f"np.linalg.eigvals: {what} of second order (or nested) are not "
-                                   "supported yet")
-        w = ys[0][0] + 1j * ys[0][1]
-        w2, V = np.linalg.eig(_matrix(xs[0]))
+    def _vectors(self, xs, ys):
+        w = value_of(ys[0][0]) + 1j * value_of(ys[0][1])
+        if type(xs[0]) is Tracer:
+            w2, V = np.linalg.eig(_unpack(xs[0]))          # traced: the eig rule
+            w2 = w2.value
+        else:
+            w2, V = np.linalg.eig(_matrix(xs[0]))
         # the eigenvalues of the recording's order
         V = V[:, [int(np.argmin(np.abs(w2 - x))) for x in w]]
         return V, np.linalg.inv(V)
 
     def tan(self, xs, ys, xdots):
-        V, Vi = self._vectors(xs, ys, "derivatives")
-        d = xdots[0][0] + 1j * xdots[0][1]
-        wd = np.sum(_cmm(Vi, d) * V.T, axis=1)      # diag(V^-1 A_dot V)
-        return [np.stack([wd.real, wd.imag])]
+        V, Vi = self._vectors(xs, ys)
+        wd = np.sum(_mm(Vi, _unpack(xdots[0])) * V.T, axis=1)      # diag(V^-1 A_dot V)
+        return [_pack(wd)]
 
     def bwd(self, xs, ys, ybars):
-        V, Vi = self._vectors(xs, ys, "derivatives")
-        g = ybars[0][0] + 1j * ybars[0][1]
-        Ab = _cmm(Vi.conj().T * g, V.conj().T)
-        return [np.stack([Ab.real, Ab.imag])]
-
-    def tor(self, xs, y, xdots, ybar, ybardot):
-        raise UnsupportedError("np.linalg.eigvals: second derivatives (hvp, forward over reverse) are "
-                               "not supported yet")
+        V, Vi = self._vectors(xs, ys)
+        return [_pack(_mm(np.conj(Vi).T * _unpack(ybars[0]), np.conj(V).T))]
 
 
 def _eigvals(a):
     s = np.shape(value_of(parts(a)[0]))
-    if len(s) != 2 or s[0] != s[1]:
-        raise UnsupportedError(f"np.linalg.eigvals: traced arrays of shape {s}: one square matrix only "
-                               "(batched matrices are not supported yet)")
+    if len(s) < 2 or s[-1] != s[-2]:
+        raise np.linalg.LinAlgError(f"np.linalg.eigvals: last 2 dimensions of the array must be square, "
+                                    f"got shape {s}")
+    if len(s) > 2:    # a stack: the eigenvalues of the eig rule (rules/complex_linalg.py)
+        return np.linalg.eig(a)[0]
     Ap = _pack(a)
     out = _call(CEigvals([np.shape(value_of(Ap))]), Ap) if top_recorder(Ap) else CEigvals([Ap.shape]).fwd(Ap)[0]
     # always complex, also for a real matrix (NumPy gives a real array when every eigenvalue is
@@ -659,6 +669,9 @@ class ComplexTracer:
 
     def __complex__(self):
         return complex(float(self.re), 0.0 if self.im is None else float(self.im))
+
+    def item(self):
+        return complex(self)    # as float() of a real tracer: a guarded constant, with a warning
 
     # arithmetic
     def __neg__(self): return complex_ufunc(np.negative, "__call__", (self,), {})

@@ -378,6 +378,11 @@ def _apply(spec, args, kwargs):
         if k in spec.nondiff_argnums:
             leaves_per_arg.append((td, leaves, [False] * len(leaves)))
             continue
+        if any(type(v).__name__ == "ComplexTracer" for v in leaves):
+            # its rule would be skipped (the body traced instead): never silently
+            raise TapegradTypeError(f"{spec.kind} function {spec.fname}: argument {k} is a complex "
+                                    "traced value; rules of custom functions take real arguments "
+                                    "only (not supported yet for complex ones)")
         mask = [type(v) is Tracer for v in leaves]
         leaves_per_arg.append((td, leaves, mask))
         traced.extend(v for v, m in zip(leaves, mask) if m)

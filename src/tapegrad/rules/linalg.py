@@ -424,19 +424,26 @@ class QR(CallRule):
 _QRResult = type(np.linalg.qr(np.eye(1)))
 
 
-def _qr(a, mode="reduced"):
-    s = _shape(a)
+def qr_check(s, mode, what=""):
+    """The shapes and modes the qr rules differentiate (what: "complex " for complex ones)."""
     if len(s) < 2:
-        raise np.linalg.LinAlgError("qr: array must be at least two-dimensional")
+        raise np.linalg.LinAlgError(f"np.linalg.qr: array must be at least two-dimensional, got "
+                                    f"shape {s}")
     m, n = s[-2:]
     if m < n:
-        raise UnsupportedError("np.linalg.qr of a traced wide matrix (m < n): not differentiable "
-                                  "in this form; use qr of the transpose (an LQ factorization)")
+        raise UnsupportedError(f"np.linalg.qr of a traced wide {what}matrix (m < n): not "
+                               "differentiable in this form; use qr of the "
+                               f"{'conjugate ' if what else ''}transpose (an LQ factorization)")
     if mode not in ("reduced", "complete", "r"):
-        raise UnsupportedError(f"np.linalg.qr(mode={mode!r}) on traced arrays")
+        raise UnsupportedError(f"np.linalg.qr(mode={mode!r}) on traced {what}arrays")
     if mode == "complete" and m != n:
         raise UnsupportedError("np.linalg.qr(mode='complete') of a tall traced matrix: the extra "
-                                  "columns of Q are not unique; use mode='reduced'")
+                               "columns of Q are not unique; use mode='reduced'")
+
+
+def _qr(a, mode="reduced"):
+    s = _shape(a)
+    qr_check(s, mode)
     Q, R = call(QR([s]), a)
     return R if mode == "r" else _QRResult(Q, R)
 

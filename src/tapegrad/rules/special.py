@@ -20,7 +20,7 @@ import numpy as np
 import scipy.special as sps
 from scipy.special import _ufuncs as _spu
 
-from . import breadth as _breadth  # noqa: F401  (registers first: its COMPLEX set is the refusals before ours)
+from . import breadth as _breadth  # noqa: F401  (registers first)
 from .calls import CallRule, register, call
 from . import base as _rules, registry
 from ..tracing.tracer import Tracer, top_recorder, value_of

@@ -60,8 +60,14 @@ _EXT_BASE = 1 << 60     # offsets of referenced arrays start here (tape.pxd: TG_
 class Recorder:
     """Builds one Tape while a function runs on tracers."""
 
-    def __init__(self, ref_consts=True):
+    def __init__(self, ref_consts=True, capture=False):
         self.tape = Tape()
+        # capture: the values of the costly ops (products, transcendental functions) as the
+        # rules compute them, {output offset: value}, so that a re-traced gradient sweeps
+        # forward only through the cheap ops before its reverse sweep (Traced.compiled_grad).
+        # Only costly values are held: keeping every intermediate alive would cost more in
+        # fresh memory than recomputing cheap ops does.
+        self.captured = {} if capture else None
         # Arrays of REF_MIN or more float64 elements (closed over by f, or data arguments) are
         # referenced by the tape, not copied into it (Tape.add_const_ref): the sweeps read
         # their contents when they run. See const() for what that means for mutation.
@@ -235,6 +241,11 @@ class Recorder:
     # shapes scalar-heavy code records most. value is an ndarray, or a Python float for a 0-d
     # result (see Tracer). Integer parameters are passed positionally: add_op(*p) alone cost
     # ~0.1 us. Nothing else is recorded (see __init__): these run once per traced operation.
+    def keep(self, t, value):
+        """Capture the value of the allocation of tracer t (see __init__)."""
+        if self.captured is not None and type(value) is np.ndarray:
+            self.captured[t._off] = value
+
     def emit_unary(self, value, code, a, d):
         """y = g(x[a]; d) elementwise."""
         n = 1 if type(value) is float else value.size

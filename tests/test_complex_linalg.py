@@ -1,0 +1,314 @@
+"""numpy.linalg on complex matrices (rules/complex_linalg.py; docs/complex.md).
+
+Each rule runs through ``check_grads`` (fwd and rev, order 2) of its real-pair form
+F(x, y) = (Re f(x + iy), Im f(x + iy)), so real and imaginary parts are perturbed separately by
+central differences; values are compared with NumPy's own; closed forms and the operators'
+convention (grad = df/dx - i df/dy) are checked against independent formulas. Factors with
+arbitrary phases (eigh, svd) are checked through phase-invariant losses.
+"""
+import numpy as np
+import pytest
+
+import tapegrad as tg
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(11)
+
+
+def cplx(rng, *shape, scale=1.0):
+    return scale * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+
+
+def split(*zs):
+    """Real and imaginary parts of the outputs, stacked (a real function of the pair)."""
+    return np.concatenate([np.ravel(np.real(z)) for z in zs] + [np.ravel(np.imag(z)) for z in zs])
+
+
+def pair_form(f):
+    return lambda x, y: split(*f(x + 1j * y))
+
+
+def check_pair(f, z, want, order=2):
+    """f(z) returns a tuple of arrays; compare with NumPy's want, then check the derivatives."""
+    F = pair_form(f)
+    np.testing.assert_allclose(tg.vjp(F, z.real, z.imag)[0], split(*want), rtol=1e-12, atol=1e-12)
+    tg.check_grads(F, z.real, z.imag, modes=("fwd", "rev"), order=order)
+
+
+def replay_checks(f, M0, rng, tol, hvp_tol, step=0.1):
+    """A recording of f at M0 replayed at a nearby M: value, gradient and hvp against
+    re-tracing, and a bytes round trip; returns M."""
+    r = tg.record(f, M0)
+    M = M0 + step * rng.standard_normal(M0.shape)
+    D = rng.standard_normal(M0.shape)
+    np.testing.assert_allclose(r(M), f(M), rtol=1e-13)
+    np.testing.assert_allclose(r.grad(M), tg.grad(f)(M), rtol=tol, atol=tol)
+    np.testing.assert_allclose(r.hvp(M, D), tg.hvp(f, (M,), (D,)), rtol=hvp_tol, atol=hvp_tol)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(M), r.grad(M))
+    return M
+
+
+def _fd(f, z, dz, h=1e-6):
+    return (f(z + h * dz) - f(z - h * dz)) / (2 * h)
+
+
+# ------------------------------------------------------------------ det, slogdet
+@pytest.mark.parametrize("shape", [(3, 3), (2, 3, 3), (1, 1)])
+def test_det_and_slogdet(shape, rng):
+    A = cplx(rng, *shape)
+    check_pair(lambda A: (np.linalg.det(A),), A, (np.linalg.det(A),))
+    s, la = np.linalg.slogdet(A)
+    check_pair(lambda A: tuple(np.linalg.slogdet(A)), A, (s, la))
+    out = tg.vjp(lambda x, y: np.linalg.slogdet(x + 1j * y)[1], A.real, A.imag)[0]
+    assert np.isrealobj(out)
+
+
+def test_det_closed_forms(rng):
+    A = cplx(rng, 4, 4)
+    # d log|det A| = Re tr(A^-1 dA): the gradient (df/dx - i df/dy) is A^-T
+    np.testing.assert_allclose(tg.grad(lambda A: np.linalg.slogdet(A)[1])(A), np.linalg.inv(A).T, rtol=1e-12)
+    # det is holomorphic with derivative det(A) A^-T (the cofactor matrix)
+    np.testing.assert_allclose(tg.grad(np.linalg.det, holomorphic=True)(A),
+                               np.linalg.det(A) * np.linalg.inv(A).T, rtol=1e-12)
+    # the phase of det: d arg det = Im tr(A^-1 dA), along random complex directions
+    f = lambda A: np.angle(np.linalg.slogdet(A)[0])   # noqa: E731
+    g = tg.grad(f)(A)
+    for _ in range(3):
+        dA = cplx(rng, 4, 4)
+        np.testing.assert_allclose(np.real(np.sum(g * dA)), _fd(f, A, dA), rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(np.real(np.sum(g * dA)), np.imag(np.trace(np.linalg.solve(A, dA))), rtol=1e-12)
+
+
+def test_det_of_a_real_matrix_made_complex_and_recorded(rng):
+    # a real argument: a real gradient; the recording replays and round-trips
+    N = rng.standard_normal((3, 3))
+    f = lambda M: np.abs(np.linalg.det(M + 1j * N)) + np.real(np.linalg.slogdet(M - 1j * N)[0])  # noqa: E731
+    M0 = rng.standard_normal((3, 3)) + 3 * np.eye(3)
+    tg.check_grads(f, M0, modes=("fwd", "rev"), order=2)
+    replay_checks(f, M0, rng, 1e-13, 1e-11)
+
+
+def test_det_of_a_non_square_matrix_raises(rng):
+    A = cplx(rng, 2, 3)
+    with pytest.raises(np.linalg.LinAlgError, match="det.*square"):
+        tg.grad(lambda A: np.abs(np.linalg.det(A)))(A)
+
+
+# ------------------------------------------------------------------ cholesky, eigh (Hermitian)
+def hpd(rng, *shape):
+    """A Hermitian positive definite matrix (or a stack of them) with distinct eigenvalues."""
+    B = cplx(rng, *shape)
+    return B @ np.conj(np.swapaxes(B, -1, -2)) + np.eye(shape[-1])
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 3, 3)])
+def test_cholesky(shape, rng):
+    # finite differences perturb every entry: the rule must see only what LAPACK reads (the
+    # lower triangle and the real part of the diagonal)
+    H = hpd(rng, *shape)
+    check_pair(lambda A: (np.linalg.cholesky(A),), H, (np.linalg.cholesky(H),))
+    check_pair(lambda A: (np.linalg.cholesky(A, upper=True),), H, (np.linalg.cholesky(H, upper=True),))
+
+
+def test_cholesky_log_det_closed_form(rng):
+    # 2 sum log Re diag(L) = log det(B B^H + I), whose gradient in B is 2 (B B^H + I)^-T conj(B)
+    B = cplx(rng, 4, 4)
+    f = lambda B: 2 * np.sum(np.log(np.real(np.diagonal(np.linalg.cholesky(B @ np.conj(B.T) + np.eye(4))))))  # noqa: E731
+    H = B @ np.conj(B.T) + np.eye(4)
+    np.testing.assert_allclose(f(B), np.linalg.slogdet(H)[1], rtol=1e-13)
+    np.testing.assert_allclose(tg.grad(f)(B), 2 * np.linalg.inv(H).T @ np.conj(B), rtol=1e-11)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 3, 3)])
+def test_eigvalsh_and_phase_invariant_eigh_losses(shape, rng):
+    H = hpd(rng, *shape)
+    w, V = np.linalg.eigh(H)
+    for UPLO in ("L", "U"):
+        check_pair(lambda A: (np.linalg.eigvalsh(A, UPLO=UPLO),), H, (np.linalg.eigvalsh(H, UPLO=UPLO),))
+        # the values are NumPy's, eigenvectors (phases) included
+        out = tg.vjp(lambda x, y: split(*np.linalg.eigh(x + 1j * y, UPLO=UPLO)), H.real, H.imag)[0]
+        np.testing.assert_allclose(out, split(*np.linalg.eigh(H, UPLO=UPLO)), rtol=1e-12, atol=1e-12)
+        g = lambda A: (lambda w, V: (np.abs(V) ** 2 * w[..., None, :],))(*np.linalg.eigh(A, UPLO=UPLO))  # noqa: E731
+        check_pair(g, H, g(H))
+    # |V|^2 weighted by w, and V diag(exp(w)) V^H: independent of the phases of the columns
+    f = lambda A: (lambda w, V: (np.abs(V) ** 2 * w[..., None, :], (V * np.exp(w)[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2)), w))(*np.linalg.eigh(A))  # noqa: E731
+    check_pair(f, H, (np.abs(V) ** 2 * w[..., None, :], (V * np.exp(w)[..., None, :]) @ np.conj(np.swapaxes(V, -1, -2)), w))
+
+
+def test_eigh_closed_form_and_phase_dependent_loss(rng):
+    # w_k of B + B^H: d w_k = 2 Re(v_k^H dB v_k), so the gradient is 2 conj(v_k) v_k^T
+    B = cplx(rng, 4, 4)
+    w, V = np.linalg.eigh(B + np.conj(B.T))
+    g = tg.grad(lambda B: np.linalg.eigh(B + np.conj(B.T))[0][2])(B)
+    np.testing.assert_allclose(g, 2 * np.outer(np.conj(V[:, 2]), V[:, 2]), atol=1e-12)
+    with pytest.raises(TypeError, match="phases"):
+        tg.grad(lambda B: np.sum(np.real(np.linalg.eigh(B + np.conj(B.T))[1])))(B)
+
+
+def test_recorded_hermitian_rules_replay(rng):
+    N = rng.standard_normal((3, 3))
+    def f(M):
+        H = M @ M.T + 1j * (N - N.T) + 3 * np.eye(3)
+        w, V = np.linalg.eigh(H)
+        L = np.linalg.cholesky(H)     # (|L|^2 as L conj(L): abs has no derivative at L's zeros)
+        return np.sum(np.real(L * np.conj(L)) * np.arange(9.0).reshape(3, 3)) + np.sum(np.abs(V) ** 2 * w ** 2)
+    M0 = rng.standard_normal((3, 3))
+    tg.check_grads(f, M0, modes=("fwd", "rev"), order=2)
+    replay_checks(f, M0, rng, 1e-12, 1e-10)
+
+
+# ------------------------------------------------------------------ qr, svd
+@pytest.mark.parametrize("shape", [(4, 3), (3, 3), (2, 4, 2)])
+def test_qr(shape, rng):
+    # LAPACK's R has a real diagonal: Q and R are unique, their derivatives checked directly
+    A = cplx(rng, *shape)
+    Q, R = np.linalg.qr(A)
+    check_pair(lambda A: tuple(np.linalg.qr(A)), A, (Q, R))
+    check_pair(lambda A: (np.linalg.qr(A, mode="r"),), A, (R,))
+
+
+def test_qr_modes_and_wide_matrices(rng):
+    A = cplx(rng, 3, 3)
+    check_pair(lambda A: tuple(np.linalg.qr(A, mode="complete")), A, tuple(np.linalg.qr(A, mode="complete")))
+    with pytest.raises(NotImplementedError, match="wide"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.qr(A)[1])))(cplx(rng, 2, 3))
+    with pytest.raises(NotImplementedError, match="complete"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.qr(A, mode="complete")[1])))(cplx(rng, 3, 2))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 3), (3, 5), (2, 4, 3)])
+def test_svd_values_and_phase_invariant_losses(shape, rng):
+    A = cplx(rng, *shape)
+    U, s, Vh = np.linalg.svd(A, full_matrices=False)
+    check_pair(lambda A: (np.linalg.svd(A, compute_uv=False),), A, (s,))
+
+    def f(A):
+        U, s, Vh = np.linalg.svd(A, full_matrices=False)
+        return np.abs(U) ** 2, s, (U * np.sin(s)[..., None, :]) @ Vh, np.abs(Vh) ** 2 * s[..., :, None]
+    check_pair(f, A, (np.abs(U) ** 2, s, (U * np.sin(s)[..., None, :]) @ Vh, np.abs(Vh) ** 2 * s[..., :, None]))
+
+
+def test_svd_closed_form_and_errors(rng):
+    A = cplx(rng, 4, 3)
+    U, s, Vh = np.linalg.svd(A, full_matrices=False)
+    # d sum(s) = Re tr(V U^H dA): the gradient of the nuclear norm is conj(U V^H)
+    np.testing.assert_allclose(tg.grad(lambda A: np.sum(np.linalg.svd(A, compute_uv=False)))(A),
+                               np.conj(U @ Vh), rtol=1e-12)
+    if hasattr(np.linalg, "svdvals"):
+        # sum(s^3): the gradient is conj(U diag(3 s^2) V^H)
+        np.testing.assert_allclose(tg.grad(lambda A: np.sum(np.linalg.svdvals(A) ** 3))(A),
+                                   np.conj((U * 3 * s ** 2) @ Vh), rtol=1e-12)
+    with pytest.raises(TypeError, match="phases"):
+        tg.grad(lambda A: np.sum(np.real(np.linalg.svd(A, full_matrices=False)[0])))(A)
+    with pytest.raises(TypeError, match="phases"):
+        tg.grad(lambda A: np.sum(np.imag(np.linalg.svd(A, full_matrices=False)[2])))(A)
+    # a loss of one factor only, phase-invariant: no false alarm (U_bar = 0 here)
+    f = lambda A: np.sum(np.abs(np.linalg.svd(A, full_matrices=False)[2]) ** 2 * np.arange(3.0))  # noqa: E731
+    tg.check_grads(lambda x, y: f(x + 1j * y), A.real, A.imag, modes=("fwd", "rev"), order=2)
+    with pytest.raises(NotImplementedError, match="full_matrices"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.svd(A)[0])))(A)
+
+
+# ------------------------------------------------------------------ eig (non-symmetric)
+def test_eig_of_a_complex_matrix_follows_lapacks_normalization(rng):
+    # ?geev: unit 2-norm, largest component of each column real and positive; the rule is the
+    # derivative of exactly that, so w and V themselves are checked against differences
+    A = cplx(rng, 4, 4)
+    w, V = np.linalg.eig(A)
+    check_pair(lambda A: tuple(np.linalg.eig(A)), A, (w, V))
+    # |V|^2 sums to 1 in every column: zero gradient (the normalization term of the rule)
+    np.testing.assert_allclose(tg.grad(lambda A: np.sum(np.abs(np.linalg.eig(A)[1]) ** 2))(A), 0, atol=1e-12)
+
+
+def test_eig_of_a_real_matrix_phase_invariant_losses(rng):
+    # dgeev's eigenvectors of a real matrix have arbitrary signs (they flip between nearby
+    # matrices), so only phase-invariant losses are compared with differences
+    R = rng.standard_normal((4, 4))
+    w, V = np.linalg.eig(R)
+    assert np.any(np.imag(w) != 0)        # a complex pair and real eigenvalues
+
+    def f(R):
+        w, V = np.linalg.eig(R)
+        return split(w, np.abs(V) ** 2 * np.exp(w), (V * np.sin(w)) @ np.linalg.inv(V))
+    np.testing.assert_allclose(tg.vjp(f, R)[0], split(w, np.abs(V) ** 2 * np.exp(w), (V * np.sin(w)) @ np.linalg.inv(V)),
+                               rtol=1e-12, atol=1e-12)
+    tg.check_grads(f, R, modes=("fwd", "rev"), order=2)
+    # V diag(w) V^-1 is R itself: its derivative is the identity map
+    _, t = tg.jvp(lambda R: (lambda w, V: np.real((V * w) @ np.linalg.inv(V)))(*np.linalg.eig(R)), (R,), (V.real,))
+    np.testing.assert_allclose(t, V.real, atol=1e-12)
+
+
+def test_eig_recorded_and_errors(rng):
+    def f(A):
+        w, V = np.linalg.eig(A + 0.5j * A.T)
+        return np.sum(np.abs(V[0]) ** 2 * np.real(w)) + np.sum(np.abs(w) ** 2)
+    A0 = rng.standard_normal((3, 3))
+    r = tg.record(f, A0)
+    A, D = A0 + 0.01 * rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    np.testing.assert_allclose(r(A), f(A), rtol=1e-13)
+    np.testing.assert_allclose(r.grad(A), tg.grad(f)(A), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(r.hvp(A, D), tg.hvp(f, (A,), (D,)), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(A), r.grad(A))
+    with pytest.raises(np.linalg.LinAlgError, match="square"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.eig(A)[0])))(rng.standard_normal((2, 3)))
+
+
+def test_eig_and_eigvals_of_stacks(rng):
+    A = cplx(rng, 2, 3, 3)
+    w, V = np.linalg.eig(A)
+    check_pair(lambda A: tuple(np.linalg.eig(A)), A, (w, V))
+    check_pair(lambda A: (np.linalg.eigvals(A),), A, (w,))
+    R = rng.standard_normal((2, 3, 3))
+    f = lambda R: split(np.linalg.eigvals(R))   # noqa: E731
+    np.testing.assert_allclose(tg.vjp(f, R)[0], split(np.linalg.eigvals(R) + 0j), rtol=1e-12, atol=1e-12)
+    tg.check_grads(f, R, modes=("fwd", "rev"), order=2)
+
+
+def test_recorded_complex_linalg_program_round_trips(rng):
+    # every rule of the module on one tape: replay == retrace, and the bytes reload the rules by name
+    N = rng.standard_normal((3, 3))
+
+    def f(M):
+        A = M + 1j * N
+        H = A @ np.conj(A.T) + np.eye(3)
+        Q, R = np.linalg.qr(A)
+        U, s, Vh = np.linalg.svd(A)
+        w, V = np.linalg.eig(A)
+        L = np.linalg.cholesky(H)
+        return (np.abs(np.linalg.det(A)) + np.real(np.linalg.slogdet(A)[0]) + np.sum(np.real(Q * R))
+                + np.sum(s ** 2 + np.abs(U[0]) ** 2) + np.sum(np.abs(V[1]) * np.real(w))
+                + np.sum(np.real(L * np.conj(L))[1:]) + np.sum(np.linalg.eigvalsh(H) ** 0.5)
+                + np.sum(np.abs(np.linalg.eigh(H)[1][0]) ** 2 * np.arange(3.0)))
+    M = replay_checks(f, rng.standard_normal((3, 3)), rng, 1e-12, 1e-9, step=0.05)
+    tg.check_grads(f, M, modes=("fwd", "rev"), order=2)
+
+
+def test_complex64_in_complex64_out(rng):
+    A = cplx(rng, 3, 3).astype(np.complex64)
+    g = tg.grad(lambda A: np.linalg.slogdet(A)[1])(A)
+    assert g.dtype == np.complex64
+    np.testing.assert_allclose(g, np.linalg.inv(A.astype(np.complex128)).T, rtol=1e-5)
+
+
+LOSSES = {   # phase-invariant real losses of complex matrices, written once for both NumPys
+    "det": lambda np, A: np.abs(np.linalg.det(A)) ** 2,
+    "eigh": lambda np, A: (np.sum(np.abs(np.linalg.eigh(A + np.conj(A.T))[1]) ** 2 * np.arange(4.0)[:, None])
+                           + np.sum(np.linalg.eigh(A + np.conj(A.T))[0] ** 2)),
+    "svd": lambda np, A: np.sum(np.linalg.svd(A, full_matrices=False)[1] ** 3),
+    "svd_U": lambda np, A: np.sum(np.abs(np.linalg.svd(A[:, :3], full_matrices=False)[0]) ** 2
+                                  * np.arange(3.0) * np.arange(4.0)[:, None]),
+    "eig": lambda np, A: (np.sum(np.abs(np.linalg.eig(A)[1]) ** 2 * np.arange(4.0)[:, None])
+                          + np.real(np.sum(np.linalg.eig(A)[0] ** 2))),
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_gradients_agree_with_autograd(name, rng):
+    # autograd's own complex rules (same convention): an independent implementation
+    autograd = pytest.importorskip("autograd")
+    import autograd.numpy as anp
+    A = cplx(rng, 4, 4)
+    want = autograd.grad(lambda A: LOSSES[name](anp, A))(A)
+    np.testing.assert_allclose(tg.grad(lambda A: LOSSES[name](np, A))(A), want, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,63 @@
+"""Full Jacobians of recordings: the reverse one sweeps all output lanes at once
+(sweeps.reverse_lanes, a fixed matrix times a vector as one product over the lanes), the forward
+one knows its input lanes are unit vectors (a fixed matrix times the inputs copies its columns).
+Checked against finite differences, each other, per-row vjp / per-column jvp, in lane chunks."""
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad import numdiff
+from tapegrad._core import sweeps
+
+
+def layers(A, B, c):
+    def f(x):
+        h = np.tanh(A @ x + c)                    # A x: matrix times the inputs
+        return np.sin(h @ B) * (x[:B.shape[1]] + 1.0) + np.sum(x * x)   # x B, a broadcast sum
+    return f
+
+
+@pytest.mark.parametrize("n", [7, 60])
+def test_jacobians_agree_with_differences_and_rows(n):
+    rng = np.random.default_rng(n)
+    A = rng.standard_normal((n + 3, n)) / np.sqrt(n)
+    B = rng.standard_normal((n + 3, n - 2)) / np.sqrt(n)
+    f = layers(A, B, rng.standard_normal(n + 3))
+    x = rng.standard_normal(n)
+    r = tg.record(f, x)
+    Jr, Jf = r.jacobian(x, mode="rev"), r.jacobian(x, mode="fwd")
+    fd = numdiff.jacobian(f, x).value
+    np.testing.assert_allclose(Jr, fd, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(Jf, Jr, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(tg.jacobian(f, mode="rev")(x), Jr, rtol=1e-13, atol=1e-14)
+    m = Jr.shape[0]
+    for i in (0, m // 2, m - 1):                  # rows: one vjp each; columns: one jvp each
+        np.testing.assert_allclose(r.vjp(x, np.eye(m)[i]), Jr[i], rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(r.jvp(x, np.eye(n)[i % n])[1], Jf[:, i % n], rtol=1e-13,
+                                   atol=1e-14)
+
+
+def test_lane_chunks_give_the_same_jacobian(monkeypatch):
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((50, 40)) / 7
+    f = lambda x: np.tanh(A @ x) * x[:1] + np.exp(-x[:50:1].sum())  # noqa: E731
+    x = rng.standard_normal(40)
+    r = tg.record(f, x)
+    J = r.jacobian(x, mode="rev")
+    import tapegrad.operators.recorded as R
+    monkeypatch.setattr(R, "_lane_chunk", lambda tr: 3)     # forward lanes in chunks of 3
+    np.testing.assert_allclose(r.jacobian(x, mode="fwd"), J, rtol=1e-13, atol=1e-14)
+
+
+def test_unit_seed_is_checked():
+    A = np.arange(12.0).reshape(3, 4)
+    r = tg.record(lambda x: A @ x, np.ones(4))
+    t = r.tape
+    w = sweeps.forward(t, np.ones(4))
+    E = np.eye(4)
+    np.testing.assert_array_equal(sweeps.tangent(t, w, E, unit=0)[:, t.out_off:t.out_off + 3],
+                                  A.T)
+    with pytest.raises(ValueError, match="unit vector"):
+        sweeps.tangent(t, w, E[::-1].copy(), unit=0)
+    with pytest.raises(ValueError, match="unit vector"):
+        sweeps.tangent(t, w, E[1:], unit=0)
