@@ -4,11 +4,15 @@ Cython resolves .pxd files by full module name (tapegrad/_core/x.pxd), while the
 in a root _core/ folder. We expose _core as build/include/tapegrad/_core (a symlink, or a copy
 where links are not allowed) and put build/include on the include path.
 TAPEGRAD_DEBUG=1 turns bounds checks, wraparound checks and assertions back on.
+OpenMP (the threaded sweeps, _core/sweep_threads.pxi) is used when the compiler accepts
+-fopenmp (checked by compiling a small program); TAPEGRAD_OPENMP=0 builds without it, and the
+sweeps then run serially.
 """
 import os
 import platform
 import shutil
 import sysconfig
+import tempfile
 import zlib
 
 import numpy as np
@@ -51,14 +55,46 @@ else:
 cflags += os.environ.get("TAPEGRAD_CFLAGS", "").split()
 ldflags = os.environ.get("TAPEGRAD_LDFLAGS", "").split()
 
+
+def _openmp_flags():
+    """-fopenmp when the C compiler builds and links an OpenMP program with it, else none."""
+    if os.environ.get("TAPEGRAD_OPENMP", "1") in ("0", "off", "no", "false"):
+        return []
+    if sysconfig.get_platform().startswith("win"):
+        return []
+    try:
+        from setuptools._distutils import ccompiler, sysconfig as dsys
+    except ImportError:
+        return []
+    tmp = tempfile.mkdtemp(prefix="tapegrad-omp-")
+    try:
+        src = os.path.join(tmp, "omp.c")
+        with open(src, "w") as fh:
+            fh.write("#include <omp.h>\nint main(void) { int s = 0;\n"
+                     "#pragma omp parallel for reduction(+:s)\n"
+                     "for (int i = 0; i < 4; i++) s += omp_get_thread_num() >= 0;\n"
+                     "return s == 4 ? 0 : 1; }\n")
+        cc = ccompiler.new_compiler()
+        dsys.customize_compiler(cc)
+        objs = cc.compile([src], output_dir=tmp, extra_postargs=["-fopenmp"])
+        cc.link_executable(objs, os.path.join(tmp, "omp"), extra_postargs=["-fopenmp"])
+    except Exception:          # no compiler support (e.g. Apple clang without libomp)
+        return []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ["-fopenmp"]
+
+
+OPENMP = _openmp_flags()
+
 extensions = [
     Extension(
         "tapegrad._core." + name,
         [os.path.join("_core", name + ".pyx")],
         include_dirs=[np.get_include()],
         define_macros=macros,
-        extra_compile_args=cflags,
-        extra_link_args=ldflags,
+        extra_compile_args=cflags + (OPENMP if name == "sweeps" else []),
+        extra_link_args=ldflags + (OPENMP if name == "sweeps" else []),
     )
     for name in ("tape", "sweeps")
 ]
@@ -73,14 +109,14 @@ if (not DEBUG and platform.machine().lower() in ("x86_64", "amd64")
         [os.path.join("_core", "sweeps_avx2.pyx")],
         include_dirs=[np.get_include()],
         define_macros=macros,
-        extra_compile_args=cflags + ["-mavx2"],
-        extra_link_args=ldflags,
+        extra_compile_args=cflags + ["-mavx2"] + OPENMP,
+        extra_link_args=ldflags + OPENMP,
     ))
 
 # Cython's and setuptools' up-to-date checks ignore directives and flags: a release .so newer
 # than the debug C files would be reused by a debug build. Each build mode (and flag set) gets
 # its own build folders, so switching modes never reuses the other mode's objects.
-FLAVOR = MODE + ("-%08x" % zlib.crc32(" ".join(cflags + ldflags).encode())
+FLAVOR = MODE + ("-omp" if OPENMP else "") + ("-%08x" % zlib.crc32(" ".join(cflags + ldflags).encode())
                  if os.environ.get("TAPEGRAD_CFLAGS") or ldflags else "")
 
 setup(

@@ -150,6 +150,7 @@ def batch_replay(Tape t, int kind, const double[::1] xbase, const double[:, ::1]
     several threads)."""
     cdef TapeView tv
     open_tape(t, &tv)
+    tv.nthreads = 1       # the points are split over the caller's threads already
     cdef Py_ssize_t B = ok.shape[0], S = max(t.nwork, 1), i, nout = t.out_n, nin = t.nin
     cdef Py_ssize_t ny = 0, nd = 0, d_n = 0
     cdef bint tangents = kind == BATCH_JVP or kind == BATCH_HVP

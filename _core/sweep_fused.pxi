@@ -84,6 +84,8 @@ cdef int grad_partials(const TapeView* t, double* w, double* wb, double* P,
 # front). The tail's values and adjoints live in a per-call scratch of two tiles per op, so they
 # never travel to the work buffers: only the tail's external operands (inputs, earlier results)
 # are read and only their adjoints written. The work buffers' tail regions are left untouched.
+# Long tails run chunk by chunk over the threads (FuseRun, fuse_chunk; sweep_threads.pxi says
+# how shifted operands' edge tiles keep the bits independent of the thread count).
 cdef Py_ssize_t FUSE_TILE = 512
 cdef bint FUSING = True
 
@@ -280,42 +282,192 @@ cdef inline double* fz_adj(const FusePlan* P, Py_ssize_t j, int r, double* scr, 
     return (gin if off < nin else wb) + off
 
 
-cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
-                     bint rev, const int64_t* ipool, const CPool* cv, double* w, double* wb,
-                     const double* xin, double* gin, Py_ssize_t nin, double* scr,
-                     Py_ssize_t T, double* total) noexcept nogil:
-    """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
-    2 (K - k0) rows of R = fuse_row(n, T) values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints);
-    the sum's value goes to total[0].
-    Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
-    and wb, or the caller's input and gradient arrays); wb must be zero where adjoints are
-    added, and wb[ops[K].out] holds the seed. rev = False: the forward alone (the sum's
-    value), P planned with values."""
-    cdef Op top
-    cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, L = K - k0, R = fuse_row(n, T)
-    cdef double ps[4]
-    cdef double g = wb[ops[K].out] if rev else 0.0, c
+ctypedef struct FuseRun:
+    # one call of a fused sweep (the gradient tail or H v), shared by the threads: the tail
+    # ops [k0, K) of n elements, in chunks (sweep_threads.pxi), tiles of T, scratch rows of R
+    const Op* ops
+    const FusePlan* P
+    const int64_t* ipool
+    const CPool* cv
+    Py_ssize_t k0, K, n, nch, T, R, nin
+    bint values, rev
+    double* w
+    double* wb
+    const double* xin
+    double* gin
+    double g                  # the sum's adjoint (rev)
+    double* sums              # per chunk: the sum's part (values)
+    # edge rows: operand r of tail op j has slot[2 j + r] >= 0 when it may add into the
+    # elements of a neighbouring chunk; its edge tiles add into a row of hold instead (chunk
+    # c, side 0 its first tile, side 1 its last; lanes rows of R each), set to -0.0 by the tile
+    int slot[2 * TILE_MAX_OPS]
+    int64_t soff[2 * TILE_MAX_OPS]
+    Py_ssize_t nslot, lanes
+    double* hold
+    # zero_in: each chunk clears its own part of gin[0:nin] first (the gradient array of the
+    # direct case: one pass over it fewer than clearing it before the sweep)
+    bint zero_in
+
+
+cdef bint plan_edges(FuseRun* F, const bint* adj) noexcept nogil:
+    """The edge slots of F's tail (adj[2 j + r]: operand r of tail op j adds into an external
+    adjoint) and whether its chunks may run in parallel: no scalar operand with an adjoint
+    (its adjoint sums over every chunk), shifts within a group of overlapping operand regions
+    at most one tile, and chunks of at least 4 tiles. Slots: the operands of groups with a
+    shift (set only when the chunks may run in parallel)."""
+    cdef Py_ssize_t j, q, q2, m = 0, n = F.n, L = F.K - F.k0
+    cdef int r
+    cdef int idx[2 * TILE_MAX_OPS]
+    cdef int64_t off[2 * TILE_MAX_OPS]
+    cdef int64_t glo[2 * TILE_MAX_OPS]
+    cdef int64_t ghi[2 * TILE_MAX_OPS]
+    cdef const Op* op
+    cdef bint changed
+    F.nslot = 0
+    for j in range(2 * L):
+        F.slot[j] = -1
+    if 4 * F.T > PAR_CHUNK:
+        F.zero_in = False
+        return False
+    for j in range(L):
+        op = &F.ops[F.k0 + j]
+        for r in range(2):
+            if not adj[2 * j + r]:
+                continue
+            if op.code > UN_LAST and not (op.p[2 * r] == 1 and op.p[2 * r + 1] == n):
+                F.zero_in = False
+                return False          # a broadcast scalar (or another broadcast)
+            idx[m] = <int> (2 * j + r)
+            off[m] = op.a if r == 0 else op.b
+            glo[m] = ghi[m] = off[m]
+            m += 1
+    # each operand's group: the offsets of the regions chained to it by overlaps
+    changed = True
+    while changed:
+        changed = False
+        for q in range(m):
+            for q2 in range(m):
+                if off[q2] < off[q] + n and off[q] < off[q2] + n:
+                    if glo[q2] < glo[q]:
+                        glo[q] = glo[q2]
+                        changed = True
+                    if ghi[q2] > ghi[q]:
+                        ghi[q] = ghi[q2]
+                        changed = True
+    for q in range(m):
+        if ghi[q] - glo[q] > F.T:
+            F.nslot = 0
+            for j in range(2 * L):
+                F.slot[j] = -1
+            F.zero_in = False
+            return False
+    # the chunks may clear the caller's gradient themselves (zero_in, see fuse_chunk) when
+    # every operand read from it lies at an offset in [0, T]; then all of those are held
+    if F.zero_in:
+        for q in range(m):
+            if off[q] < F.nin and not (0 <= off[q] <= F.T):
+                F.zero_in = False
+    for q in range(m):
+        if ghi[q] > glo[q] or (F.zero_in and off[q] < F.nin):
+            F.slot[idx[q]] = <int> F.nslot
+            F.soff[F.nslot] = off[q]
+            F.nslot += 1
+    return True
+
+
+cdef inline double* edge_rows(const FuseRun* F, Py_ssize_t c, Py_ssize_t lo, Py_ssize_t hi,
+                              Py_ssize_t t0, Py_ssize_t tl) noexcept nogil:
+    """The hold rows of the tile [t0, t0 + tl) of chunk c = [lo, hi), set to -0.0 (NULL: not
+    an edge tile)."""
+    cdef double* h
+    cdef Py_ssize_t i
+    if F.nslot == 0:
+        return NULL
+    if t0 == lo and c > 0:
+        h = F.hold + (2 * c) * F.nslot * F.lanes * F.R
+    elif t0 + tl == hi and c < F.nch - 1:
+        h = F.hold + (2 * c + 1) * F.nslot * F.lanes * F.R
+    else:
+        return NULL
+    for i in range(F.nslot * F.lanes * F.R):
+        h[i] = -0.0
+    return h
+
+
+cdef void merge_edges(const FuseRun* F, double* base_in, double* base_w,
+                      Py_ssize_t lstride) noexcept nogil:
+    """Adds the hold rows into the adjoints (operands below nin into base_in, others into
+    base_w; lane l at + l lstride) in a fixed order: chunk, first tile then last, op (last
+    first), operand."""
+    cdef Py_ssize_t c, side, j, r, s, l, i, lo, hi, t0, tl, L = F.K - F.k0
+    cdef double* row
+    cdef double* dst
+    for c in range(F.nch):
+        lo = c * PAR_CHUNK
+        hi = chunk_end(c, F.nch, F.n)
+        for side in range(2):
+            if (side == 0 and c == 0) or (side == 1 and c == F.nch - 1):
+                continue
+            t0 = lo if side == 0 else lo + last_tile_start(hi - lo, F.T)
+            tl = tile_len(t0 - lo, hi - lo, F.T)
+            for j in range(L - 1, -1, -1):
+                for r in range(2):
+                    s = F.slot[2 * j + r]
+                    if s < 0:
+                        continue
+                    for l in range(F.lanes):
+                        row = F.hold + (((2 * c + side) * F.nslot + s) * F.lanes + l) * F.R
+                        dst = (base_in if F.soff[s] < F.nin else base_w) + F.soff[s] + t0 + l * lstride
+                        for i in range(tl):
+                            dst[i] += row[i]
+
+
+cdef void fuse_scratch_start(const FuseRun* F, double* scr) noexcept nogil:
+    """A scratch's uniform adjoint rows: one number for the whole sweep."""
+    cdef Py_ssize_t i, j, L = F.K - F.k0
+    cdef double c
     cdef double* v
+    for j in range(L):
+        if F.rev and F.P.uni[j] and F.P.run[j]:
+            v = scr + (2 * j + 1) * F.R
+            c = F.P.u[j] * F.g
+            for i in range(F.R):
+                v[i] = c
+
+
+cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil:
+    """Forward and reverse of the tail on chunk c (all of it when there is one chunk)."""
+    cdef Op top
+    cdef const FusePlan* P = F.P
+    cdef const Op* ops = F.ops
+    cdef Py_ssize_t i, j, k0 = F.k0, L = F.K - F.k0, R = F.R, T = F.T, nin = F.nin
+    cdef Py_ssize_t lo = c * PAR_CHUNK, hi = chunk_end(c, F.nch, F.n), t0, tl
+    cdef double ps[4]
+    cdef double g = F.g, cc
+    cdef double* v
+    cdef double* hrows
+    cdef double* pa
+    cdef double* pb
     cdef const double* last = scr + 2 * (L - 1) * R
     ps[0] = ps[1] = ps[2] = ps[3] = 0.0
-    # uniform adjoints are rows of one number for the whole sweep
-    for j in range(L):
-        if rev and P.uni[j] and P.run[j]:
-            v = scr + (2 * j + 1) * R
-            c = P.u[j] * g
-            for i in range(R):
-                v[i] = c
-    while t0 < n:
-        tl = tile_len(t0, n, T)
+    if F.zero_in:
+        # this chunk's share of the gradient array: no other chunk writes into it before the
+        # edge rows are merged (all operands read from it are held on edge tiles and lie at
+        # offsets in [0, T], so the middle tiles write only into [lo + T, hi))
+        i = 0 if c == 0 else lo
+        memset(F.gin + i, 0, ((nin if c == F.nch - 1 else hi) - i) * sizeof(double))
+    t0 = lo
+    while t0 < hi:
+        tl = tile_len(t0 - lo, hi - lo, T)
         for j in range(L):
             if P.need[j]:
                 tile_op(&ops[k0 + j], &top, t0, tl)
-                forward_op(&top, ipool, fz_val(P, j, 0, scr, R, &top, w, xin, nin, cv),
-                           fz_val(P, j, 1, scr, R, &top, w, xin, nin, cv),
-                           fz_val(P, j, 2, scr, R, &top, w, xin, nin, cv), scr + 2 * j * R)
-        if values and fold_tile(last, tl, t0 + tl == n, ps):
-            total[0] = ps[0]
-        if not rev:
+                forward_op(&top, F.ipool, fz_val(P, j, 0, scr, R, &top, F.w, F.xin, nin, F.cv),
+                           fz_val(P, j, 1, scr, R, &top, F.w, F.xin, nin, F.cv),
+                           fz_val(P, j, 2, scr, R, &top, F.w, F.xin, nin, F.cv), scr + 2 * j * R)
+        if F.values and fold_tile(last, tl, t0 + tl == hi, ps):
+            F.sums[c] = ps[0]
+        if not F.rev:
             t0 += tl
             continue
         # reverse on the same tile; row adjoints start at their uniform part
@@ -325,18 +477,122 @@ cdef void fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan*
                 if P.init[j] == 0.0:
                     memset(v, 0, tl * sizeof(double))
                 else:
-                    c = P.init[j] * g
+                    cc = P.init[j] * g
                     for i in range(tl):
-                        v[i] = c
+                        v[i] = cc
+        hrows = edge_rows(F, c, lo, hi, t0, tl)
         for j in range(L - 1, -1, -1):
             if P.run[j]:
                 tile_op(&ops[k0 + j], &top, t0, tl)
-                reverse_elem(&top, fz_val(P, j, 0, scr, R, &top, w, xin, nin, cv),
-                             fz_val(P, j, 1, scr, R, &top, w, xin, nin, cv),
-                             fz_val(P, j, 2, scr, R, &top, w, xin, nin, cv), scr + 2 * j * R,
-                             scr + (2 * j + 1) * R, fz_adj(P, j, 0, scr, R, &top, wb, gin, nin),
-                             fz_adj(P, j, 1, scr, R, &top, wb, gin, nin))
+                pa = fz_adj(P, j, 0, scr, R, &top, F.wb, F.gin, nin)
+                pb = fz_adj(P, j, 1, scr, R, &top, F.wb, F.gin, nin)
+                if hrows != NULL:
+                    if F.slot[2 * j] >= 0:
+                        pa = hrows + F.slot[2 * j] * R
+                    if F.slot[2 * j + 1] >= 0:
+                        pb = hrows + F.slot[2 * j + 1] * R
+                reverse_elem(&top, fz_val(P, j, 0, scr, R, &top, F.w, F.xin, nin, F.cv),
+                             fz_val(P, j, 1, scr, R, &top, F.w, F.xin, nin, F.cv),
+                             fz_val(P, j, 2, scr, R, &top, F.w, F.xin, nin, F.cv), scr + 2 * j * R,
+                             scr + (2 * j + 1) * R, pa, pb)
         t0 += tl
+
+
+cdef int fused_tail(const Op* ops, Py_ssize_t k0, Py_ssize_t K, const FusePlan* P, bint values,
+                    bint rev, const int64_t* ipool, const CPool* cv, double* w, double* wb,
+                    const double* xin, double* gin, Py_ssize_t nin, double* scr,
+                    Py_ssize_t T, double* total, int nt, bint zero_in=False) except -1 nogil:
+    """Forward and reverse of the tail [k0, K) and its folded sum K (see above). scr holds
+    2 (K - k0) rows of R = fuse_row(n, T) values (row 2 j: values of op k0 + j, row 2 j + 1: adjoints).
+    Operands in [0, nin) are read from xin and their adjoints added to gin (the caller passes w
+    and wb, or the caller's input and gradient arrays); wb must be zero where adjoints are
+    added, and wb[ops[K].out] holds the seed. rev = False: the forward alone (the sum's
+    value), P planned with values. The sum's value goes to total[0]. Long tails run in chunks
+    over nt threads
+    (sweep_threads.pxi)."""
+    cdef FuseRun F
+    cdef Py_ssize_t j, r, c, L = K - k0, n = ops[k0].n
+    cdef bint adj[2 * TILE_MAX_OPS]
+    cdef bint par
+    cdef int fail = 0
+    cdef int* failp = &fail
+    cdef double one, s
+    cdef double* s2
+    F.ops = ops
+    F.P = P
+    F.ipool = ipool
+    F.cv = cv
+    F.k0 = k0
+    F.K = K
+    F.n = n
+    F.nch = n_chunks(n)
+    F.T = T
+    F.R = fuse_row(n, T)
+    F.nin = nin
+    F.values = values
+    F.rev = rev
+    F.w = w
+    F.wb = wb
+    F.xin = xin
+    F.gin = gin
+    F.g = wb[ops[K].out] if rev else 0.0
+    F.sums = &one
+    F.nslot = 0
+    F.lanes = 1
+    F.hold = NULL
+    F.zero_in = zero_in and rev and F.nch > 1
+    for j in range(2 * TILE_MAX_OPS):
+        F.slot[j] = -1
+    if F.nch == 1:
+        if zero_in:
+            memset(gin, 0, nin * sizeof(double))
+        fuse_scratch_start(&F, scr)
+        fuse_chunk(&F, 0, scr)
+        if values:
+            total[0] = one
+        return 0
+    for j in range(L):
+        for r in range(2):
+            adj[2 * j + r] = rev and P.run[j] and has_adjoint(&ops[k0 + j], r) and P.src[3 * j + r] < 0
+    par = plan_edges(&F, adj)
+    if zero_in and not F.zero_in:
+        par_zero(gin, nin, nt)
+    F.sums = <double*> malloc(F.nch * sizeof(double))
+    if F.nslot:
+        F.hold = <double*> malloc(2 * F.nch * F.nslot * F.R * sizeof(double))
+    if F.sums == NULL or (F.nslot and F.hold == NULL):
+        free(F.sums)
+        free(F.hold)
+        with gil:
+            raise MemoryError()
+    if par and nt > 1:
+        with parallel(num_threads=nt):
+            s2 = <double*> malloc(2 * L * F.R * sizeof(double))
+            if s2 == NULL:
+                failp[0] = 1
+            else:
+                fuse_scratch_start(&F, s2)
+            for c in prange(F.nch, schedule="dynamic"):
+                if s2 != NULL:
+                    fuse_chunk(&F, c, s2)
+            free(s2)
+    else:
+        fuse_scratch_start(&F, scr)
+        for c in range(F.nch):
+            fuse_chunk(&F, c, scr)
+    if F.nslot and not fail:
+        merge_edges(&F, gin, wb, 0)
+    if values:
+        s = F.sums[0]
+        for c in range(1, F.nch):
+            s += F.sums[c]
+        total[0] = s
+    free(F.sums)
+    free(F.hold)
+    if fail:
+        with gil:
+            raise MemoryError()
+    return 0
 
 
 cdef bint inputs_apart(const Op* ops, Py_ssize_t k0, Py_ssize_t K, Py_ssize_t nin) noexcept nogil:
@@ -423,19 +679,21 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
             raise MemoryError()
     if direct:
         fuse_plan(t.ops, k0, L, values, &P)
-        memset(g, 0, nin * sizeof(double))
         zero_outside(wb, nin, t.nwork, t.ops, k0, K)
         wb[t.out_off] = 1.0
-        fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cv, w, wb, x, g, nin, scr, T,
-                   w + t.ops[K].out)
-        free(scr)
+        try:
+            # (the tail clears g: in its chunks when it can, else before them)
+            fused_tail(t.ops, k0, K, &P, values, True, t.ipool, t.cv, w, wb, x, g, nin, scr, T,
+                       w + t.ops[K].out, t.nthreads, True)
+        finally:
+            free(scr)
         ok[0] = True
         return 0
-    if first_pass:
-        fuse_plan(t.ops, k0, L, True, &P)
-        fused_tail(t.ops, k0, K, &P, True, False, t.ipool, t.cv, w, wb, w, wb, nin, scr, T,
-                   w + t.ops[K].out)
     try:
+        if first_pass:
+            fuse_plan(t.ops, k0, L, True, &P)
+            fused_tail(t.ops, k0, K, &P, True, False, t.ipool, t.cv, w, wb, w, wb, nin, scr, T,
+                       w + t.ops[K].out, t.nthreads)
         if npost:
             # without a first pass the sum is not known yet: the post ops that depend on it
             # get placeholder values, which no adjoint reads (post_value_free)
@@ -454,7 +712,7 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
         # the sum's value is known after a first pass; otherwise the fold computes it
         fuse_plan(t.ops, k0, L, need_vals and not first_pass, &P)
         fused_tail(t.ops, k0, K, &P, need_vals and not first_pass, True, t.ipool, t.cv, w, wb,
-                   w, wb, nin, scr, T, w + t.ops[K].out)
+                   w, wb, nin, scr, T, w + t.ops[K].out, t.nthreads)
     finally:
         free(scr)
     part = view_part(t, 0, k0, ns)
@@ -525,6 +783,7 @@ ctypedef struct HvOpnd:
     double* bt
     double* b
     Py_ssize_t lstride
+    Py_ssize_t btstride       # the lane stride of bt (lstride but in an edge tile's hold row)
     Py_ssize_t s
     bint live             # has a derivative (not a constant)
 
@@ -532,7 +791,7 @@ ctypedef struct HvOpnd:
 cdef inline void hv_opnd(HvOpnd* o, const FusePlan* P, Py_ssize_t j, int r, const Op* top,
                          double* scr, Py_ssize_t R, Py_ssize_t NL, const double* x,
                          const double* V, double* out, Py_ssize_t nin,
-                         const CPool* cv) noexcept nogil:
+                         const CPool* cv, const int* slot, double* hrows) noexcept nogil:
     cdef int i = P.src[3 * j + r]
     cdef int64_t off = top.a if r == 0 else (top.b if r == 1 else top.c)
     cdef int bit = FLAG_A_CONST if r == 0 else (FLAG_B_CONST if r == 1 else FLAG_C_CONST)
@@ -545,6 +804,7 @@ cdef inline void hv_opnd(HvOpnd* o, const FusePlan* P, Py_ssize_t j, int r, cons
     o.bt = NULL
     o.b = NULL
     o.lstride = 0
+    o.btstride = 0
     if i >= 0:
         base = scr + (2 + 2 * NL) * i * R
         o.v = base
@@ -552,6 +812,7 @@ cdef inline void hv_opnd(HvOpnd* o, const FusePlan* P, Py_ssize_t j, int r, cons
         o.t = base + 2 * R
         o.bt = base + (2 + NL) * R
         o.lstride = R
+        o.btstride = R
         o.live = True
     elif top.flags & bit:
         o.v = cpool_at(cv, off)
@@ -560,7 +821,12 @@ cdef inline void hv_opnd(HvOpnd* o, const FusePlan* P, Py_ssize_t j, int r, cons
         o.t = V + off
         o.bt = out + off
         o.lstride = nin
+        o.btstride = nin
         o.live = True
+        if hrows != NULL and r < 2 and slot[2 * j + r] >= 0:
+            # an edge tile's shifted operand: its adjoint tangents go to a hold row
+            o.bt = hrows + slot[2 * j + r] * NL * R
+            o.btstride = R
 
 
 cdef inline bint hv_tangent_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
@@ -645,7 +911,7 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
                     ab[i] += d * ybar[i]
         for l in range(NL):
             ybd = y + (2 + NL + l) * R
-            abd = A.bt + l * A.lstride
+            abd = A.bt + l * A.btstride
             if code == OP_SQUARE:
                 at = A.t + l * A.lstride
                 for i in range(tl):
@@ -674,8 +940,8 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
                 bb[i] += d * ybar[i]
     for l in range(NL):
         ybd = y + (2 + NL + l) * R
-        abd = A.bt + l * A.lstride
-        bbd = B.bt + l * B.lstride
+        abd = A.bt + l * A.btstride
+        bbd = B.bt + l * B.btstride
         if code == OP_MUL:
             at = A.t + l * A.lstride
             bt = B.t + l * B.lstride
@@ -694,8 +960,9 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
 cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t* ipool,
                    const CPool* cv, const double* x, const double* V, double* out,
                    Py_ssize_t nin, Py_ssize_t NL, double* scr, Py_ssize_t R, Py_ssize_t t0,
-                   Py_ssize_t tl) noexcept nogil:
-    """One tile of the fused H v (ops [0, M) the tail, summed by op M)."""
+                   Py_ssize_t tl, const int* slot, double* hrows) noexcept nogil:
+    """One tile of the fused H v (ops [0, M) the tail, summed by op M); hrows: an edge tile's
+    hold rows (see FuseRun), else NULL."""
     cdef Op top
     cdef HvOpnd A, B, C
     cdef Py_ssize_t j, i, l, ia, ib, rs = (2 + 2 * NL) * R
@@ -708,9 +975,9 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
     for j in range(M):
         tile_op(&ops[j], &top, t0, tl)
         code = top.code
-        hv_opnd(&A, P, j, 0, &top, scr, R, NL, x, V, out, nin, cv)
-        hv_opnd(&B, P, j, 1, &top, scr, R, NL, x, V, out, nin, cv)
-        hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv)
+        hv_opnd(&A, P, j, 0, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
+        hv_opnd(&B, P, j, 1, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
+        hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
         y = scr + rs * j
         forward_op(&top, ipool, A.v, B.v, C.v, y)
         # adjoints start at zero, the summed op's at the sum's seed 1
@@ -746,9 +1013,9 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
         code = top.code
         if op_zero_derivative(code):
             continue
-        hv_opnd(&A, P, j, 0, &top, scr, R, NL, x, V, out, nin, cv)
-        hv_opnd(&B, P, j, 1, &top, scr, R, NL, x, V, out, nin, cv)
-        hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv)
+        hv_opnd(&A, P, j, 0, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
+        hv_opnd(&B, P, j, 1, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
+        hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
         y = scr + rs * j
         ybar = y + R
         if hv_reverse_cheap(code, &top, &A, &B, y, ybar, R, NL, tl):
@@ -762,7 +1029,7 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
                 if A.b != NULL:
                     A.b[i] += d1 * ybar[i]
                 for l in range(NL):
-                    A.bt[l * A.lstride + i] += (d1 * y[(2 + NL + l) * R + i]
+                    A.bt[l * A.btstride + i] += (d1 * y[(2 + NL + l) * R + i]
                                                 + d2 * A.t[l * A.lstride + i])
             continue
         for i in range(tl):
@@ -780,32 +1047,97 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
                 ta = A.t[l * A.lstride + ia] if A.live else 0.0
                 tb = B.t[l * B.lstride + ib] if B.live else 0.0
                 if A.live:
-                    A.bt[l * A.lstride + ia] += da * ybd + yb * (daa * ta + dab * tb)
+                    A.bt[l * A.btstride + ia] += da * ybd + yb * (daa * ta + dab * tb)
                 if B.live:
-                    B.bt[l * B.lstride + ib] += db * ybd + yb * (dab * ta + dbb * tb)
+                    B.bt[l * B.btstride + ib] += db * ybd + yb * (dab * ta + dbb * tb)
+
+
+cdef void hvp_chunk(const FuseRun* F, Py_ssize_t c, const double* V, double* out,
+                    double* scr) noexcept nogil:
+    cdef Py_ssize_t lo = c * PAR_CHUNK, hi = chunk_end(c, F.nch, F.n), t0 = lo, tl
+    while t0 < hi:
+        tl = tile_len(t0 - lo, hi - lo, F.T)
+        hvp_tile(F.ops, F.K, F.P, F.ipool, F.cv, F.xin, V, out, F.nin, F.lanes, scr, F.R, t0, tl,
+                 F.slot, edge_rows(F, c, lo, hi, t0, tl))
+        t0 += tl
 
 
 cdef int hvp_fused(const TapeView* t, const double* x, const double* V, double* out,
                    Py_ssize_t NL) except -1 nogil:
-    """out (NL lanes of nin, zero on entry) += H V for a tape hvp_fusable accepts."""
+    """out (NL lanes of nin, zero on entry) += H V for a tape hvp_fusable accepts. Long runs
+    go in chunks over the threads (sweep_threads.pxi, FuseRun)."""
     cdef Py_ssize_t M = t.fuse_sum, n = t.ops[0].n, T = FUSE_TILE, R = fuse_row(n, T)
-    cdef Py_ssize_t t0 = 0, tl
+    cdef Py_ssize_t j, r, c, rs = (2 + 2 * NL) * M * R
     cdef FusePlan P
-    cdef double* scr = <double*> malloc((2 + 2 * NL) * M * R * sizeof(double))
-    if scr == NULL:
+    cdef FuseRun F
+    cdef const Op* op
+    cdef bint adj[2 * TILE_MAX_OPS]
+    cdef bint par
+    cdef int nt = t.nthreads
+    cdef int fail = 0
+    cdef int* failp = &fail
+    cdef double* s2
+    cdef double* scr = NULL
+    cdef double cs
+    fuse_plan(t.ops, 0, M, True, &P)
+    F.ops = t.ops
+    F.P = &P
+    F.ipool = t.ipool
+    F.cv = t.cv
+    F.k0 = 0
+    F.K = M
+    F.n = n
+    F.nch = n_chunks(n)
+    F.T = T
+    F.R = R
+    F.nin = t.nin
+    F.xin = x
+    F.lanes = NL
+    F.nslot = 0
+    F.hold = NULL
+    F.zero_in = False
+    for j in range(2 * TILE_MAX_OPS):
+        F.slot[j] = -1
+    par = False
+    if F.nch > 1:
+        for j in range(M):
+            op = &t.ops[j]
+            for r in range(2):
+                adj[2 * j + r] = (not op_zero_derivative(op.code) and P.src[3 * j + r] < 0
+                                  and not (op.flags & (FLAG_A_CONST if r == 0 else FLAG_B_CONST))
+                                  and (r == 0 or op.code > UN_LAST))
+        par = plan_edges(&F, adj)
+        if F.nslot:
+            F.hold = <double*> malloc(2 * F.nch * F.nslot * NL * R * sizeof(double))
+            if F.hold == NULL:
+                with gil:
+                    raise MemoryError()
+    if par and nt > 1:
+        with parallel(num_threads=nt):
+            s2 = <double*> malloc(rs * sizeof(double))
+            if s2 == NULL:
+                failp[0] = 1
+            for c in prange(F.nch, schedule="dynamic"):
+                if s2 != NULL:
+                    hvp_chunk(&F, c, V, out, s2)
+            free(s2)
+    else:
+        scr = <double*> malloc(rs * sizeof(double))
+        if scr == NULL:
+            fail = 1
+        else:
+            for c in range(F.nch):
+                hvp_chunk(&F, c, V, out, scr)
+            free(scr)
+    if F.nslot and not fail:
+        merge_edges(&F, out, out, t.nin)
+    free(F.hold)
+    if fail:
         with gil:
             raise MemoryError()
-    cdef double c
-    cdef Py_ssize_t i
-    fuse_plan(t.ops, 0, M, True, &P)
-    while t0 < n:
-        tl = tile_len(t0, n, T)
-        hvp_tile(t.ops, M, &P, t.ipool, t.cv, x, V, out, t.nin, NL, scr, R, t0, tl)
-        t0 += tl
-    free(scr)
-    if post_scale(t, &c) != 1.0:
-        for i in range(NL * t.nin):
-            out[i] *= c
+    if post_scale(t, &cs) != 1.0:
+        for j in range(NL * t.nin):
+            out[j] *= cs
     return 0
 
 
@@ -823,9 +1155,11 @@ cdef double value_fused(const TapeView* t, const double* x) except? -1 nogil:
         with gil:
             raise MemoryError()
     fuse_plan(t.ops, 0, M, True, &P)
-    fused_tail(t.ops, 0, M, &P, True, False, t.ipool, t.cv, NULL, NULL, x, NULL, t.nin, scr, T,
-               &total)
-    free(scr)
+    try:
+        fused_tail(t.ops, 0, M, &P, True, False, t.ipool, t.cv, NULL, NULL, x, NULL, t.nin, scr,
+                   T, &total, t.nthreads)
+    finally:
+        free(scr)
     for k in range(M + 1, t.nops):       # the linear post ops (post_scale), as the sweep runs them
         total = un_f(t.ops[k].code, total, t.ops[k].d)
     return total

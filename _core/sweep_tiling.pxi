@@ -26,6 +26,10 @@
 #   into one scalar, and shifted external reads whose contributions would change order).
 # Tiles are TILE elements (512: a tile of each of a run of 8 ops fits in L1), the last one takes the remainder (between TILE and 2 TILE - 1), so
 # every tile op has n >= 2 and takes the same code paths as the whole op.
+# Runs of at least 2 PAR_CHUNK elements go chunk by chunk (tiles counted from each chunk's
+# start), the chunks over the threads (sweep_threads.pxi): the forward always (a folded sum is
+# the blocked sum_contiguous), the reverse when no two chunks add into one element
+# (segment_apart), so the values and adjoints stay the op-by-op sweep's.
 cdef Py_ssize_t TILE = 512
 cdef bint TILING = True
 
@@ -91,24 +95,128 @@ cdef inline bint fold_tile(const double* a, Py_ssize_t tl, bint last, double* ps
     return True
 
 
-cdef void forward_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint fold,
-                          double* w) noexcept nogil:
+cdef void forward_tiles(const TapeView* tv, Py_ssize_t k0, Py_ssize_t ke, bint fold,
+                        double* w, Py_ssize_t lo, Py_ssize_t hi, double* total) noexcept nogil:
+    """The forward of segment ops [k0, ke) on elements [lo, hi), tiles counted from lo; fold:
+    total = the sum of op ke's operand over [lo, hi) (sum_contiguous's partial sums)."""
     cdef Op top
     cdef const Op* ops = tv.ops
     cdef const int64_t* ipool = tv.ipool
     cdef const CPool* cv = tv.cv
-    cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
+    cdef Py_ssize_t j, t0 = lo, tl, T = TILE
     cdef double ps[4]
     ps[0] = ps[1] = ps[2] = ps[3] = 0.0
-    while t0 < n:
-        tl = tile_len(t0, n, T)
+    while t0 < hi:
+        tl = tile_len(t0 - lo, hi - lo, T)
         for j in range(k0, ke):
             tile_op(&ops[j], &top, t0, tl)
             forward_op(&top, ipool, opnd(w, cv, top.a, top.flags, FLAG_A_CONST),
                        opnd(w, cv, top.b, top.flags, FLAG_B_CONST),
                        opnd(w, cv, top.c, top.flags, FLAG_C_CONST), w + top.out)
-        if fold and fold_tile(w + ops[ke].a + t0, tl, t0 + tl == n, ps):
-            w[ops[ke].out] = ps[0]
+        if fold and fold_tile(w + ops[ke].a + t0, tl, t0 + tl == hi, ps):
+            total[0] = ps[0]
+        t0 += tl
+
+
+cdef int forward_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint fold,
+                         double* w) except -1 nogil:
+    """The forward of the segment [k0, k1) (k1 - 1 a folded sum if fold), chunk by chunk, the
+    chunks over the threads (sweep_threads.pxi)."""
+    cdef const Op* ops = tv.ops
+    cdef Py_ssize_t c, n = ops[k0].n, ke = k1 - 1 if fold else k1, nch = n_chunks(n)
+    cdef int nt = tv.nthreads
+    cdef double one
+    cdef double* sums
+    if nch == 1:
+        forward_tiles(tv, k0, ke, fold, w, 0, n, &one)
+        if fold:
+            w[ops[ke].out] = one
+        return 0
+    sums = <double*> malloc(nch * sizeof(double))
+    if sums == NULL:
+        with gil:
+            raise MemoryError()
+    if nt > 1:
+        for c in prange(nch, num_threads=nt, schedule="dynamic"):
+            forward_tiles(tv, k0, ke, fold, w, c * PAR_CHUNK, chunk_end(c, nch, n), sums + c)
+    else:
+        for c in range(nch):
+            forward_tiles(tv, k0, ke, fold, w, c * PAR_CHUNK, chunk_end(c, nch, n), sums + c)
+    if fold:
+        one = sums[0]
+        for c in range(1, nch):
+            one += sums[c]
+        w[ops[ke].out] = one
+    free(sums)
+    return 0
+
+
+cdef bint segment_apart(const Op* ops, Py_ssize_t k0, Py_ssize_t ke) noexcept nogil:
+    """Can no two chunks of the segment [k0, ke) add into one adjoint element? True when every
+    op is elementwise and every operand that may receive an adjoint is a segment output or an
+    external region of the run's length that no other such region overlaps at another offset
+    (a scalar operand's adjoint sums over all chunks)."""
+    cdef Py_ssize_t j, i, q, m = 0, n = ops[k0].n
+    cdef int r
+    cdef int64_t off
+    cdef bint internal
+    cdef int64_t ext[2 * TILE_MAX_OPS]
+    cdef const Op* op
+    for j in range(k0, ke):
+        op = &ops[j]
+        if op.code > BIN_LAST:
+            return False
+        for r in range(2):
+            if r == 0:
+                if op.flags & FLAG_A_CONST:
+                    continue
+                off = op.a
+                if op.code > UN_LAST and not (op.p[0] == 1 and op.p[1] == n):
+                    return False
+            else:
+                if op.code <= UN_LAST or op.flags & FLAG_B_CONST:
+                    continue
+                off = op.b
+                if not (op.p[2] == 1 and op.p[3] == n):
+                    return False
+            internal = False
+            for i in range(k0, ke):
+                if ops[i].out == off:
+                    internal = True
+            if internal:
+                continue
+            for q in range(m):
+                if ext[q] != off and ext[q] < off + n and off < ext[q] + n:
+                    return False
+            if m < 2 * TILE_MAX_OPS:
+                ext[m] = off
+                m += 1
+            else:
+                return False
+    return True
+
+
+cdef void reverse_tiles(const TapeView* tv, Py_ssize_t k0, Py_ssize_t ke, bint fold, double g,
+                        const double* w, double* wb, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """The reverse of segment ops [k0, ke) (all elementwise) on elements [lo, hi); fold: the
+    folded sum's adjoint g is broadcast first."""
+    cdef Op top
+    cdef const Op* ops = tv.ops
+    cdef const CPool* cv = tv.cv
+    cdef Py_ssize_t i, j, t0 = lo, tl, T = TILE
+    cdef double* ab
+    while t0 < hi:
+        tl = tile_len(t0 - lo, hi - lo, T)
+        if fold:
+            ab = wb + ops[ke].a + t0
+            for i in range(tl):
+                ab[i] += g
+        for j in range(ke - 1, k0 - 1, -1):
+            tile_op(&ops[j], &top, t0, tl)
+            reverse_elem(&top, opnd(w, cv, top.a, top.flags, FLAG_A_CONST),
+                         opnd(w, cv, top.b, top.flags, FLAG_B_CONST),
+                         opnd(w, cv, top.c, top.flags, FLAG_C_CONST), w + top.out,
+                         wb + top.out, wb + top.a, wb + top.b)
         t0 += tl
 
 
@@ -116,9 +224,16 @@ cdef int reverse_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint 
                          const double* w, double* wb) except -1 nogil:
     cdef Op top
     cdef const Op* ops = tv.ops
-    cdef Py_ssize_t i, j, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
+    cdef Py_ssize_t i, j, c, t0 = 0, tl, n = ops[k0].n, T = TILE, ke = k1 - 1 if fold else k1
+    cdef Py_ssize_t nch = n_chunks(n)
     cdef double g = wb[ops[ke].out] if fold else 0.0
     cdef double* ab
+    cdef int nt = tv.nthreads
+    if nch > 1 and nt > 1 and segment_apart(ops, k0, ke):
+        # no element is added into by two chunks: each chunk's order is the serial one
+        for c in prange(nch, num_threads=nt, schedule="dynamic"):
+            reverse_tiles(tv, k0, ke, fold, g, w, wb, c * PAR_CHUNK, chunk_end(c, nch, n))
+        return 0
     while t0 < n:
         tl = tile_len(t0, n, T)
         if fold:

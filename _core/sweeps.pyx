@@ -14,12 +14,15 @@ scratch (grad_fused); small scalar tapes keep each op's local partials from the 
 (grad_partials). Both give the op-by-op sweeps' values; see their comments for the adjoints.
 
 All buffers belong to the call, never to the tape, so one validated tape can be replayed by
-several threads at once. Operands flagged constant live in the tape's constant buffer and
+several threads at once. Long elementwise runs (tiled segments, the fused tail, the fused H v)
+are also split, in fixed chunks, over an OpenMP team of set_num_threads threads, with the same
+bits for every count (sweep_threads.pxi). Operands flagged constant live in the tape's constant buffer and
 carry no tangent and receive no adjoint.
 
 Layout: every sweep is a driver over a per-op function (forward_op, reverse_op, tangent_op,
 tor_op), one file per sweep kind, included below: sweep_forward.pxi, sweep_reverse.pxi,
-sweep_tangent.pxi, sweep_tor.pxi, sweep_tiling.pxi (tiled segments), sweep_fused.pxi (fused
+sweep_tangent.pxi, sweep_tor.pxi, sweep_threads.pxi (the thread count, chunks of large runs),
+sweep_tiling.pxi (tiled segments), sweep_fused.pxi (fused
 gradient tail, scalar partials), sweep_calls.pxi (OP_CALL rules in Python), sweep_batch.pxi
 (one tape at many points per call, at the end: it uses the entry points' helpers). This file keeps
 what they share: the TapeView every sweep reads the tape through (filled once per call by
@@ -34,6 +37,7 @@ from libc.stdint cimport int64_t
 from libc.math cimport NAN, sin, cos
 from cpython.ref cimport PyObject
 from scipy.linalg.cython_blas cimport dgemm, dgemv
+from cython.parallel cimport prange, parallel
 
 import numpy as np
 cimport numpy as cnp
@@ -66,6 +70,7 @@ ctypedef struct TapeView:
     Py_ssize_t out_n
     Py_ssize_t fuse_k0        # first op of the fused gradient tail, -1: none (or fusing off)
     Py_ssize_t fuse_sum
+    int nthreads              # threads for the large sweeps (sweep_threads.pxi); 1: serial
 
 
 cdef inline TapeView view_part(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1,
@@ -172,7 +177,29 @@ cdef inline bint same(double x, double y) noexcept nogil:
     return x == y or (x != x and y != y)
 
 
+# The chunk length of the threaded sweeps (sweep_threads.pxi), a multiple of 4 (and of the
+# default tiles, so chunks cut no tile the sweep without chunks would have): runs of at least 2 PAR_CHUNK elements are split into chunks of it, and full
+# sums of at least that many values are blocked sums over the same chunks.
+cdef enum:
+    PAR_CHUNK = 32768
+
+
 cdef inline double sum_contiguous(const double* a, Py_ssize_t m) noexcept nogil:
+    """The sum of a[0:m]: four partial sums per chunk of PAR_CHUNK values (one chunk below
+    2 PAR_CHUNK), the chunks' sums added in order (so a sum split over threads by chunks is
+    the same number)."""
+    cdef Py_ssize_t nb, b
+    cdef double s
+    if m < 2 * PAR_CHUNK:
+        return sum4(a, m)
+    nb = m // PAR_CHUNK
+    s = sum4(a, PAR_CHUNK)
+    for b in range(1, nb - 1):
+        s += sum4(a + b * PAR_CHUNK, PAR_CHUNK)
+    return s + sum4(a + (nb - 1) * PAR_CHUNK, m - (nb - 1) * PAR_CHUNK)
+
+
+cdef inline double sum4(const double* a, Py_ssize_t m) noexcept nogil:
     # four independent partial sums: the adds pipeline instead of waiting on one another
     cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
     cdef Py_ssize_t i = 0
@@ -413,6 +440,7 @@ include "sweep_forward.pxi"
 include "sweep_reverse.pxi"
 include "sweep_tangent.pxi"
 include "sweep_tor.pxi"
+include "sweep_threads.pxi"
 include "sweep_tiling.pxi"
 include "sweep_fused.pxi"
 include "sweep_calls.pxi"
@@ -439,6 +467,7 @@ cdef int open_tape(Tape t, TapeView* tv) except -1:
     tv.out_n = t.out_n
     tv.fuse_k0 = fused_k0(t)
     tv.fuse_sum = t.fuse_sum
+    tv.nthreads = par_threads()
     return 0
 
 

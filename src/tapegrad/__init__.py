@@ -15,6 +15,7 @@ from .tracing.tracer import Tracer, TracerConversionWarning
 from .errors import (TapegradError, TapegradTypeError, TapegradValueError, UnsupportedError,
                      RegistrationError)
 from ._core.tape import Tape
+from ._core import set_num_threads, get_num_threads
 from .checking import check_grads
 from . import numdiff
 from .rules import calls as _calls  # registers the rules written in Python (linalg)
@@ -37,7 +38,8 @@ __all__ = ["value_and_grad", "grad", "vjp", "jvp", "hvp", "jacobian", "jacfwd", 
            "TapegradValueError", "UnsupportedError", "RegistrationError", "Tracer",
            "TracerConversionWarning", "Tape", "check_grads", "numdiff", "logsumexp", "record",
            "compile", "Recorded", "Compiled", "load", "trace", "stop_gradient", "custom_vjp",
-           "custom_jvp", "primitive", "defvjp", "defjvp", "defvjp_argnum", "register_custom", "checkpoint", "vmap"]
+           "custom_jvp", "primitive", "defvjp", "defjvp", "defvjp_argnum", "register_custom", "checkpoint", "vmap",
+           "set_num_threads", "get_num_threads"]
 
 
 def __getattr__(name):

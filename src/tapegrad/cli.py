@@ -325,7 +325,7 @@ def bench_parser():
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds of timing samples per measurement (default 0.25; quick 0.01)")
     p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads for BLAS, torch and XLA (default 1)")
+                   help="intra-op threads for BLAS, torch, XLA and tapegrad's sweeps (default 1)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     p.add_argument("--no-memory", action="store_true", help="skip the tracemalloc measurements")
     p.add_argument("--no-batch", action="store_true",

@@ -67,7 +67,7 @@ def markdown(res):
     tg_src = res["machine"].get("tapegrad", {})
     if tg_src.get("commit"):
         out.append(f"- tapegrad: {tg_src['version']} at commit {tg_src['commit']}")
-    out.append(f"- threads: {res['config']['threads']} intra-op thread(s) for BLAS, torch and XLA "
+    out.append(f"- threads: {res['config']['threads']} intra-op thread(s) for BLAS, torch, XLA and tapegrad's sweeps "
                f"({res['machine']['threads'].get('blas_method')})")
     out.append("- versions: " + ", ".join(f"{TOOL_LABELS.get(k, k)} {val}" for k, val in v.items()))
     if res["skipped_tools"]:

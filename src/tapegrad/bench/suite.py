@@ -19,6 +19,7 @@ import numpy
 from . import workloads as W
 from .timing import measure, measure_pair, peak_python_bytes
 from .tools import TOOL_ORDER, TOOL_LABELS, ALL_TOOLS, Tool, Unsupported, TapegradReplay
+from .._core import get_num_threads as _tg_get_threads, set_num_threads as _tg_set_threads
 from ..errors import TapegradError
 
 PEERS = ("autograd", "jax", "jax-jit", "torch")
@@ -107,10 +108,11 @@ def _blas_info():
 
 
 class _Pinned:
-    """Pin BLAS (threadpoolctl), torch and XLA to ``n`` intra-op threads for the run."""
+    """Pin BLAS (threadpoolctl), torch, XLA and tapegrad's sweeps (tg.set_num_threads) to
+    ``n`` intra-op threads for the run."""
 
     def __init__(self, n, tool_names):
-        self.n, self.tool_names, self._ctx = n, tool_names, None
+        self.n, self.tool_names, self._ctx, self._tg_prev = n, tool_names, None, None
 
     def __enter__(self):
         info = {"requested": self.n}
@@ -135,10 +137,14 @@ class _Pinned:
             os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                                                f"intra_op_parallelism_threads={self.n}")
         info["xla_flags"] = os.environ.get("XLA_FLAGS")
+        self._tg_prev = _tg_set_threads(self.n)
+        info["tapegrad"] = _tg_get_threads()
         self.info = info
         return info
 
     def __exit__(self, *exc):
+        if self._tg_prev is not None:
+            _tg_set_threads(self._tg_prev)
         if self._ctx is not None:
             self._ctx.__exit__(*exc)
 
