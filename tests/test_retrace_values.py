@@ -82,6 +82,12 @@ def test_scalar_code_and_fused_tails_keep_their_paths(counted):
     x = np.linspace(0.1, 1.0, 5000)
     tg.grad(lambda x: np.sum((x[1:] - x[:-1] ** 2) ** 2))(x)      # nothing costly captured
     tg.grad(lambda x: x[0] * x[1] + x[2])(np.array([1.0, 2.0, 3.0]))
+    # long elementwise runs keep the fused tail (it recomputes in cache): their costly values
+    # are not kept, nor is a product's before a long tail
+    y = np.linspace(-1.0, 1.0, 200_000)
+    tg.grad(lambda y: np.sum(np.exp(np.sin(y)) * y))(y)
+    M = np.linspace(0.0, 1.0, 200_000 * 40).reshape(200_000, 40)
+    tg.grad(lambda w: np.sum(np.tanh(M @ w) ** 2))(np.linspace(0.0, 1.0, 40))
     assert counted == []
 
 

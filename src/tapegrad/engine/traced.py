@@ -330,9 +330,10 @@ class Traced:
     def _captured_work(self, w):
         """Fills w with the inputs and the values of the costly ops the recording computed and
         returns which ops those are (a uint8 mask: the others are computed again before the
-        reverse sweep), or None: nothing worth it was
-        captured, or the compiled gradient has a better path (a fused tail recomputes its
-        values in cache). The captured values are the forward sweep's at the recording point
+        reverse sweep), or None: nothing worth it was captured, or the fused gradient tail is
+        the better path (it recomputes its values in cache, and a long one runs about twice as
+        fast as the op-by-op reverse sweep: only costly ops before a short tail are worth
+        keeping). The captured values are the forward sweep's at the recording point
         (the same operations on the same operands: the sweeps run NumPy's own loops for the
         transcendental functions and BLAS for products; where a kernel differs, they agree to
         rounding), so the gradient is the one a replay gives there."""
@@ -344,13 +345,19 @@ class Traced:
         if not caps or t.nwork < _CAPTURE_MIN_WORK:
             return None
         table = t.op_table()
+        tail = t.fused_tail()
+        k0 = t.nops
+        if tail is not None:
+            k0 = tail[0]
+            if int(table["n"][k0]) > _CAPTURE_MAX_TAIL:
+                return None
         skip = np.zeros(t.nops, dtype=np.uint8)
         for k, (o, m) in enumerate(zip(table["out"].tolist(), table["n"].tolist())):
             v = caps.get(o)
             if v is not None and v.size == m:
                 w[o:o + m] = v.reshape(-1)
                 skip[k] = 1
-        if not skip.any():
+        if not skip[:k0].any():
             return None
         if self.nin:
             w[:self.nin] = self.recorded_x
@@ -392,6 +399,7 @@ class Traced:
 # for tests and benchmarks (the gradient is the same up to rounding either way)
 CAPTURE = True
 _CAPTURE_MIN_WORK = 2048        # smaller tapes recompute everything faster than they fill w
+_CAPTURE_MAX_TAIL = 1 << 16     # elements of a fused tail above which it keeps its own path
 
 # Work buffers of re-traced gradients, kept per thread from call to call: a fresh buffer of
 # megabytes comes from mmap and costs a page fault per 4 kB on every call (for data-heavy

@@ -149,7 +149,7 @@ def unary(name, x, d=0.0):
     if y.size and type(y) is np.ndarray:
         t = rec.emit_unary(y, OPCODES[name], off, float(d))
         if rec.captured is not None and name in _COSTLY:
-            rec.keep(t, y)
+            rec.keep(t, y, True)
         return t
     t = rec.new(y)
     if y.size:
@@ -282,7 +282,7 @@ def binary(name, x, y):
                     val = val.astype(np.float64)
             t = rec.emit_binary(val, OPCODES[name], x._off, y._off)
             if rec.captured is not None and name in _COSTLY:
-                rec.keep(t, val)
+                rec.keep(t, val, True)
             return t
     rec = top_recorder(x, y)
     if rec is None:
@@ -307,7 +307,7 @@ def binary(name, x, y):
     n = val.size
     if rec.captured is not None and name in _COSTLY:
         t = binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
-        rec.keep(t, val)
+        rec.keep(t, val, True)
         return t
     return binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
 

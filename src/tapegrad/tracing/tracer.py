@@ -53,6 +53,7 @@ class TracerConversionWarning(UserWarning):
     """A traced value was converted to a Python number: no derivative flows through it."""
 
 
+KEEP_MAX_ELEMENTWISE = 1 << 16  # elements of the largest elementwise value Recorder.keep keeps
 REF_MIN = 1024          # float64 elements from which a constant array is referenced, not copied
 _EXT_BASE = 1 << 60     # offsets of referenced arrays start here (tape.pxd: TG_EXT_BASE)
 
@@ -241,9 +242,12 @@ class Recorder:
     # shapes scalar-heavy code records most. value is an ndarray, or a Python float for a 0-d
     # result (see Tracer). Integer parameters are passed positionally: add_op(*p) alone cost
     # ~0.1 us. Nothing else is recorded (see __init__): these run once per traced operation.
-    def keep(self, t, value):
-        """Capture the value of the allocation of tracer t (see __init__)."""
-        if self.captured is not None and type(value) is np.ndarray:
+    def keep(self, t, value, elementwise=False):
+        """Capture the value of the allocation of tracer t (see __init__). An elementwise value
+        of more than KEEP_MAX_ELEMENTWISE elements is not kept: ops that long belong to a fused
+        or tiled run, which recomputes them in cache faster than a kept copy is read back."""
+        if self.captured is not None and type(value) is np.ndarray and (
+                not elementwise or value.size <= KEEP_MAX_ELEMENTWISE):
             self.captured[t._off] = value
 
     def emit_unary(self, value, code, a, d):
