@@ -274,18 +274,7 @@ cdef int reverse_op(const TapeView* tv, const Op* op, const double* w,
 
 cdef int reverse_sweep(const TapeView* tv, const double* w, double* wb) except -1 nogil:
     """Adjoints of ops [0, tv.nops), last op first, accumulated into wb (seeded by the caller)."""
-    cdef Py_ssize_t k = tv.nops - 1, s = tv.nsegs - 1
-    cdef const int64_t* segs = tv.segs
-    cdef const Op* ops = tv.ops
-    while k >= 0:
-        if s >= 0 and k == segs[3 * s + 1] - 1:
-            reverse_segment(tv, segs[3 * s], segs[3 * s + 1], segs[3 * s + 2] != 0, w, wb)
-            k = segs[3 * s] - 1
-            s -= 1
-            continue
-        reverse_op(tv, &ops[k], w, wb)
-        k -= 1
-    return 0
+    return reverse_lanes(tv, w, wb, 1, 0)
 
 
 cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize_t L,
