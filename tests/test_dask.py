@@ -208,6 +208,19 @@ def test_a_killed_worker_during_data_parallel_calls(client):
     _wait_for_two_workers(client, pids[-1])
 
 
+def test_a_lost_scattered_tape_is_sent_again(client):
+    # Dask cannot recompute scattered data: when every worker holding a tape dies, the client
+    # scatters its bytes again (here the loss is forced by cancelling the tapes' futures)
+    g_ref = tg.grad(logistic_sum)(W, X, Y)
+    with tgd.DataParallel(logistic_sum, W, X, Y, client=client, chunk_rows=100) as dp:
+        assert set(dp.shipped.values()) == {"tape"}
+        old = [s[1][0] for s in dp._shipped.values()]
+        client.cancel(old)
+        v, g = dp.value_and_grad(W)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-12)
+        assert all(s[1][0].key not in {o.key for o in old} for s in dp._shipped.values())
+
+
 def test_version_mismatch_and_bad_bytes_are_refused():
     rec = tg.record(logistic_sum, W, X[:10], Y[:10], argnums=0)
     blob = rec.to_bytes()

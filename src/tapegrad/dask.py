@@ -229,17 +229,14 @@ class DataParallel:
         try:
             self._blocks = [list(a.to_delayed().ravel()) for a in arrays]
             self._materialize()
-            self._shipped, self._keys = {}, []
+            self._recorded, self._keys = {}, []
             for k, n in enumerate(chunks):
                 key = tuple((n,) + a.shape[1:] for a in arrays)
-                if key not in self._shipped:      # record at the first chunk of each shape
+                if key not in self._recorded:     # record at the first chunk of each shape
                     example = [fut.result() for fut in self._chunks[k]]
-                    shipped = _recordable(f, [self.w0] + example, "DataParallel")
-                    if shipped[0] == "tape":
-                        blob, dig = shipped[1]
-                        shipped = ("tape", (self.client.scatter(blob, broadcast=True, hash=False), dig))
-                    self._shipped[key] = shipped
+                    self._recorded[key] = _recordable(f, [self.w0] + example, "DataParallel")
                 self._keys.append(key)
+            self._ship()
         except BaseException:
             self.close()
             raise
@@ -249,10 +246,20 @@ class DataParallel:
         """The chunks as futures on the workers, computed from the arrays' graphs."""
         self._chunks = list(zip(*[self.client.compute(b) for b in self._blocks]))
 
+    def _ship(self):
+        """Scatter each recorded tape to every worker (again after a loss: the client keeps the
+        bytes, so a tape whose every copy died with its workers is sent anew)."""
+        self._shipped = {}
+        for key, shipped in self._recorded.items():
+            if shipped[0] == "tape":
+                blob, dig = shipped[1]
+                shipped = ("tape", (self.client.scatter(blob, broadcast=True, hash=False), dig))
+            self._shipped[key] = shipped
+
     @property
     def shipped(self):
         """How f reaches the workers per chunk shape: "tape" or "function"."""
-        return {k: s[0] for k, s in self._shipped.items()}
+        return {k: s[0] for k, s in self._recorded.items()}
 
     def value_and_grad(self, w):
         """(f summed (or averaged) over all rows, its gradient in w) at w, as NumPy."""
@@ -268,11 +275,13 @@ class DataParallel:
                 return self._value_and_grad(w)
             except lost:
                 # a worker died with chunks whose inputs Dask no longer has (it keeps the
-                # futures we hold, not the intermediate keys of their graphs): compute the
-                # chunks again from the arrays and redo the call
+                # futures we hold, not the intermediate keys of their graphs), or with scattered
+                # tapes it cannot recover: compute the chunks again from the arrays, send the
+                # tapes again and redo the call
                 if attempt == RETRIES:
                     raise
                 self._materialize()
+                self._ship()
 
     def _value_and_grad(self, w):
         weight = "rows" if self.reduction == "mean" else "one"
@@ -439,18 +448,30 @@ def _ensemble(kind, f, starts, settings, common, client, address, n_workers, pro
             raise TapegradTypeError(f"map_{kind}: f must be a function or a recorded tape")
     members = [(i, s, g) for i, s in enumerate(starts) for g in grid]
     t0 = time.perf_counter()
+    _, distributed = _modules()
     with local_client(client, address, n_workers) as c:
-        if shipped[0] == "tape":
-            shipped = ("tape", (c.scatter(shipped[1][0], broadcast=True, hash=False), shipped[1][1]))
-        futs = [c.submit(_run_member, shipped, __version__, kind, s, {**common, **g}, pure=False)
-                for _, s, g in members]
+        def submit(done=None):
+            # the tape is scattered anew at each try: a worker that dies can take the cluster's
+            # every copy of it (Dask cannot recompute scattered data); finished members are kept
+            sent = shipped if shipped[0] != "tape" else \
+                ("tape", (c.scatter(shipped[1][0], broadcast=True, hash=False), shipped[1][1]))
+            return [d if d is not None and d.status == "finished" else
+                    c.submit(_run_member, sent, __version__, kind, s, {**common, **g}, pure=False)
+                    for d, (_, s, g) in zip(done or [None] * len(members), members)]
+        futs = submit()
         if progress:
-            _, distributed = _modules()
             if c.dashboard_link and _dashboard():
                 print(f"tapegrad.dask: dashboard at {c.dashboard_link}")
             distributed.progress(futs)
             print()
-        results = c.gather(futs)
+        for attempt in range(RETRIES + 1):
+            try:
+                results = c.gather(futs)
+                break
+            except distributed.CancelledError:
+                if attempt == RETRIES:
+                    raise
+                futs = submit(futs)
     rows = []
     for (i, s, g), r in zip(members, results):
         rows.append({"member": i, **{k: v for k, v in g.items()}, **r, "start": s})
