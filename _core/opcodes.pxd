@@ -85,9 +85,10 @@ cdef enum:
     OP_GATHER = 65    # y[i] = a[idx[i]],  idx = ipool[p0 : p0+n], p1 = size of a
     OP_SCATTER_ADD = 66    # y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a
     OP_COPY = 67    # y[i] = a[i]
+    OP_TRANSPOSE = 68    # a as (D, A, B, C) blocks (p0..p3), y as (D, B, A, C): y[d, j, i, k] = a[d, i, j, k]
     # --- call ---
-    OP_CALL = 68    # a rule written in Python (linear algebra and friends), called with the GIL: operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object
-    OP_COUNT = 69
+    OP_CALL = 69    # a rule written in Python (linear algebra and friends), called with the GIL: operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object
+    OP_COUNT = 70
 
 cdef enum:
     UN_FIRST = OP_NEG

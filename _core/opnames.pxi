@@ -72,9 +72,10 @@ OPCODES = {
     'gather': OP_GATHER,
     'scatter_add': OP_SCATTER_ADD,
     'copy': OP_COPY,
+    'transpose': OP_TRANSPOSE,
     'call': OP_CALL,
 }
-OPTABLE_FINGERPRINT = '5c071016'
+OPTABLE_FINGERPRINT = '6b1a82e9'
 # (opcode, NumPy ufunc) of the unary and binary ops whose forward uses NumPy's loop
 NUMPY_LOOPS_UNARY = (
     (OP_ABS, np.absolute),  # abs

@@ -120,6 +120,43 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
             y[idx[i]] += a[i]
     elif code == OP_COPY:
         memmove(y, a, n * sizeof(double))   # a crafted tape may overlap y and a
+    elif code == OP_TRANSPOSE:
+        swap_blocks(a, y, op.p[0], op.p[1], op.p[2], op.p[3], False)
+
+
+cdef void swap_blocks(const double* x, double* y, Py_ssize_t D, Py_ssize_t A, Py_ssize_t B,
+                      Py_ssize_t C, bint add) noexcept nogil:
+    """y[d, j, i, k] = x[d, i, j, k] (or += if add) for x of shape (D, A, B, C), y of shape
+    (D, B, A, C): a transpose of two groups of axes. Runs of C elements are moved whole; with
+    C = 1 (a matrix transpose) the (i, j) plane goes in 32 x 32 blocks, so that both x and y are
+    walked a cache line at a time. The adjoint is swap_blocks(yb, xb, D, B, A, C, True)."""
+    cdef Py_ssize_t d, i, j, k, i0, j0, i1, j1, blk = A * B * C
+    cdef const double* xs
+    cdef double* ys
+    for d in range(D):
+        xs = x + d * blk
+        ys = y + d * blk
+        if C == 1:
+            for i0 in range(0, A, 32):
+                i1 = min(i0 + 32, A)
+                for j0 in range(0, B, 32):
+                    j1 = min(j0 + 32, B)
+                    if add:
+                        for j in range(j0, j1):
+                            for i in range(i0, i1):
+                                ys[j * A + i] += xs[i * B + j]
+                    else:
+                        for j in range(j0, j1):
+                            for i in range(i0, i1):
+                                ys[j * A + i] = xs[i * B + j]
+        else:
+            for i in range(A):
+                for j in range(B):
+                    if add:
+                        for k in range(C):
+                            ys[(j * A + i) * C + k] += xs[(i * B + j) * C + k]
+                    else:
+                        memcpy(ys + (j * A + i) * C, xs + (i * B + j) * C, C * sizeof(double))
 
 
 cdef void row_op_forward(int code, const double* a, const double* b, double* y, Py_ssize_t n,
@@ -156,8 +193,8 @@ cdef inline bint all_skipped(const unsigned char* skip, Py_ssize_t k0,
 cdef int forward_sweep_skip(const TapeView* tv, double* w,
                             const unsigned char* skip) except -1 nogil:
     """forward_sweep, leaving out the ops with skip[k] set (their outputs already hold their
-    values; skip NULL: none). A tiling segment runs whole unless all its ops are skipped (it
-    then recomputes the skipped ones among them: the same values)."""
+    values; skip NULL: none). A tiling segment is left out when all its ops are; otherwise its
+    tiles run the ops not skipped (elementwise: the values a whole segment gives them)."""
     cdef Py_ssize_t k = 0, s = 0, nops = tv.nops, nsegs = tv.nsegs
     cdef const Op* ops = tv.ops
     cdef const Op* op
@@ -167,7 +204,7 @@ cdef int forward_sweep_skip(const TapeView* tv, double* w,
     while k < nops:
         if s < nsegs and k == segs[3 * s]:
             if skip == NULL or not all_skipped(skip, k, segs[3 * s + 1]):
-                forward_segment(tv, k, segs[3 * s + 1], segs[3 * s + 2] != 0, w)
+                forward_segment(tv, k, segs[3 * s + 1], segs[3 * s + 2] != 0, skip, w)
             k = segs[3 * s + 1]
             s += 1
             continue

@@ -7,7 +7,7 @@
 cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, const double* y,
                          const double* yb, double* xb) noexcept nogil:
     """Adjoint of the ops that are linear in their single operand given the values x, y:
-    sum, max/min (ties split evenly), gather, scatter_add, copy. xb += J^T yb."""
+    sum, max/min (ties split evenly), gather, scatter_add, copy, transpose. xb += J^T yb."""
     cdef int code = op.code
     cdef Py_ssize_t i, j, k, n = op.n, pre, m, post, cnt
     cdef const int64_t* idx
@@ -51,6 +51,8 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
     elif code == OP_COPY:
         for i in range(n):
             xb[i] += yb[i]
+    elif code == OP_TRANSPOSE:
+        swap_blocks(yb, xb, op.p[0], op.p[2], op.p[1], op.p[3], True)
 
 
 cdef void row_op_reverse(int code, const double* a, const double* b, const double* yb, double* ab,

@@ -96,6 +96,7 @@ cdef inline bint fold_tile(const double* a, Py_ssize_t tl, bint last, double* ps
 
 
 cdef void forward_tiles(const TapeView* tv, Py_ssize_t k0, Py_ssize_t ke, bint fold,
+                        const unsigned char* skip,
                         double* w, Py_ssize_t lo, Py_ssize_t hi, double* total) noexcept nogil:
     """The forward of segment ops [k0, ke) on elements [lo, hi), tiles counted from lo; fold:
     total = the sum of op ke's operand over [lo, hi) (sum_contiguous's partial sums)."""
@@ -109,6 +110,8 @@ cdef void forward_tiles(const TapeView* tv, Py_ssize_t k0, Py_ssize_t ke, bint f
     while t0 < hi:
         tl = tile_len(t0 - lo, hi - lo, T)
         for j in range(k0, ke):
+            if skip != NULL and skip[j]:
+                continue        # its values are in w already (forward_sweep_skip)
             tile_op(&ops[j], &top, t0, tl)
             forward_op(&top, ipool, opnd(w, cv, top.a, top.flags, FLAG_A_CONST),
                        opnd(w, cv, top.b, top.flags, FLAG_B_CONST),
@@ -119,16 +122,17 @@ cdef void forward_tiles(const TapeView* tv, Py_ssize_t k0, Py_ssize_t ke, bint f
 
 
 cdef int forward_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint fold,
-                         double* w) except -1 nogil:
+                         const unsigned char* skip, double* w) except -1 nogil:
     """The forward of the segment [k0, k1) (k1 - 1 a folded sum if fold), chunk by chunk, the
-    chunks over the threads (sweep_threads.pxi)."""
+    chunks over the threads (sweep_threads.pxi); ops with skip[k] set (skip NULL: none) are
+    left out, their outputs holding their values already (a folded sum is always summed)."""
     cdef const Op* ops = tv.ops
     cdef Py_ssize_t c, n = ops[k0].n, ke = k1 - 1 if fold else k1, nch = n_chunks(n)
     cdef int nt = tv.nthreads
     cdef double one
     cdef double* sums
     if nch == 1:
-        forward_tiles(tv, k0, ke, fold, w, 0, n, &one)
+        forward_tiles(tv, k0, ke, fold, skip, w, 0, n, &one)
         if fold:
             w[ops[ke].out] = one
         return 0
@@ -138,10 +142,10 @@ cdef int forward_segment(const TapeView* tv, Py_ssize_t k0, Py_ssize_t k1, bint 
             raise MemoryError()
     if nt > 1:
         for c in prange(nch, num_threads=nt, schedule="dynamic"):
-            forward_tiles(tv, k0, ke, fold, w, c * PAR_CHUNK, chunk_end(c, nch, n), sums + c)
+            forward_tiles(tv, k0, ke, fold, skip, w, c * PAR_CHUNK, chunk_end(c, nch, n), sums + c)
     else:
         for c in range(nch):
-            forward_tiles(tv, k0, ke, fold, w, c * PAR_CHUNK, chunk_end(c, nch, n), sums + c)
+            forward_tiles(tv, k0, ke, fold, skip, w, c * PAR_CHUNK, chunk_end(c, nch, n), sums + c)
     if fold:
         one = sums[0]
         for c in range(1, nch):

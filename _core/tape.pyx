@@ -179,7 +179,7 @@ cdef int op_reads(const Op* op, int64_t* off, int64_t* ln) noexcept nogil:
     validated op."""
     cdef int nr = 0, code = op.code, fl = op.flags
     cdef int64_t la = 0, lb = 0, lc = 0
-    if code <= UN_LAST or code == OP_COPY:
+    if code <= UN_LAST or code == OP_COPY or code == OP_TRANSPOSE:
         la = op.n
     elif code <= BIN_LAST:
         la = op.p[1]
@@ -829,6 +829,11 @@ cdef class Tape:
                     if self.ipool[j] < 0 or self.ipool[j] >= n:
                         raise ValueError(f"invalid tape: {_w(i, code)} index out of range")
             elif code == OP_COPY:
+                self._region(op.a, n, W, fl & FLAG_A_CONST, i, code, " operand")
+            elif code == OP_TRANSPOSE:
+                if op.p[0] < 0 or op.p[1] < 0 or op.p[2] < 0 or op.p[3] < 0 or n != _mul(
+                        _mul(op.p[0], op.p[1], i, code), _mul(op.p[2], op.p[3], i, code), i, code):
+                    raise ValueError(f"invalid tape: {_w(i, code)} blocks do not match its size")
                 self._region(op.a, n, W, fl & FLAG_A_CONST, i, code, " operand")
             elif code == OP_CALL:
                 if op.p[3] < 0 or op.p[3] >= len(self.callbacks):

@@ -50,8 +50,9 @@ cdef inline bint op_cheap_binary(int code) noexcept nogil:
 
 cdef inline bint op_linear_mover(int code) noexcept nogil:
     """Non-elementwise ops linear in their one operand whose adjoint reads no value: sum,
-    gather, scatter_add, copy. Their tangent is the op itself applied to the tangent."""
-    return code == OP_SUM or code == OP_GATHER or code == OP_SCATTER_ADD or code == OP_COPY
+    gather, scatter_add, copy, transpose. Their tangent is the op itself applied to the tangent."""
+    return (code == OP_SUM or code == OP_GATHER or code == OP_SCATTER_ADD or code == OP_COPY
+            or code == OP_TRANSPOSE)
 
 
 cdef inline bint op_value_free_reverse(int code) noexcept nogil:

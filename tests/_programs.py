@@ -3,9 +3,10 @@
 ``random_program(seed)`` returns ``(f, args)``: a function of four arrays (shapes (3, 4), (4,),
 (3, 1) and ()) built from a random sequence of smooth elementwise ops, broadcasting binary ops,
 reductions with keepdims, matrix products with constants, where, reversed slices, stack+prod
-and gathers, and returning a pair (a (3, 4) array, a scalar). Every op is smooth on the reals
-where it is used (denominators and log arguments are kept positive), so finite differences
-apply too; maximum/minimum of two independent random values have no tie almost surely.
+gathers, transposes, and returning a pair (a (3, 4) array, a scalar). Every op is smooth on
+the reals where it is used (denominators and log arguments are kept positive), so finite
+differences apply too; maximum/minimum of two independent random values have no tie almost
+surely.
 """
 import numpy as np
 import scipy.special as sps
@@ -17,7 +18,18 @@ UNARY = [
     ("softplus", lambda a: np.logaddexp(0.0, a)), ("erf", sps.erf), ("arcsinh", np.arcsinh),
     ("rev", lambda a: a[..., ::-1] if np.ndim(a) else -a), ("neg", lambda a: -a),
     ("square", np.square), ("scale", lambda a: 0.7 * a - 0.2),
+    ("swap", lambda a: _swap(a)),
 ]
+
+
+def _swap(a):
+    """A permutation of a's elements by transposes (the transpose op: runs of 2 moved whole
+    for a (3, 4) value, a matrix transpose otherwise), in a's shape."""
+    if np.shape(a) == (3, 4):
+        return np.transpose(np.reshape(a, (3, 2, 2)), (1, 0, 2)).reshape(3, 4)
+    if np.size(a) % 2 == 0:
+        return np.reshape(np.reshape(a, (-1, 2)).T, np.shape(a))
+    return -a
 
 BINARY = [
     ("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b),

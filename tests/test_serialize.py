@@ -29,7 +29,8 @@ def worked(x):
 
 
 def rich(x):
-    """Touches every op family: matmul, broadcasting, unary, reductions, gather, where, guards."""
+    """Touches every op family: matmul, broadcasting, unary, reductions, gather, transpose,
+    where, guards."""
     A = x[:6].reshape(2, 3)
     B = np.array([[1.0, 2.0], [0.5, -1.0], [3.0, 0.25]])
     M = A @ B + x[6:8]
@@ -404,6 +405,12 @@ def _bad_op_variants(d, i):
         v(n=0)
         v(a=bound_a - p[1] + 1)
     elif code == OPCODES["copy"]:
+        v(a=bound_a - n + 1)
+    elif code == OPCODES["transpose"]:
+        v(p0=p[0] + 1)
+        v(p1=-1)
+        v(p2=2 ** 40, p3=2 ** 40)
+        v(p3=0)
         v(a=bound_a - n + 1)
     elif code == OPCODES.get("call"):
         v(p3=-1)

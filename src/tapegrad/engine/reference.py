@@ -46,6 +46,11 @@ def _take(x, idx):
     return np.asarray(x)[idx]
 
 
+def _swap(x, p):
+    """x as (D, A, B, C) blocks (p[0..3]) with the A and B axes swapped, flat (the transpose op)."""
+    return _flat(rules.transpose(rules.reshape(x, tuple(int(k) for k in p[:4])), (0, 2, 1, 3)))
+
+
 def _scatter(x, idx, n):
     return rules.scatter_add(x, idx, n)
 
@@ -202,6 +207,8 @@ class Sweep:
             rule = self.callbacks[int(p[3])]
             xs = [np.reshape(x, s) for x, s in zip((A, B, C), rule.in_shapes)]
             return _flat(rule.forward(*xs))
+        if name == "transpose":
+            return _swap(A, p)
         idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
         if name == "gather":
             return _take(A, idx)
@@ -292,6 +299,8 @@ class Sweep:
             if gs[2] is not None and not int(op["flags"]) & FLAG_C:
                 self._pending_c = (int(op["c"]), int(p[2]), _flat(gs[2]))
             return (None if gs[0] is None else _flat(gs[0])), (None if gs[1] is None else _flat(gs[1]))
+        if name == "transpose":
+            return _swap(Yb, (p[0], p[2], p[1], p[3])), None
         idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
         if name == "gather":
             return _scatter(Yb, idx, int(p[1])), None
@@ -377,6 +386,8 @@ class Sweep:
                   for t, s in zip((Ad, Bd, Cd), rule.in_shapes)]
             yd = rule.jvp(xs, Y, ts)
             return None if yd is None else _flat(yd)
+        if name == "transpose":
+            return _swap(Ad, p)
         idx = self.ipool[int(p[0]):int(p[0]) + (n if name == "gather" else int(p[1]))]
         if name == "gather":
             return _take(Ad, idx)

@@ -188,6 +188,11 @@ def _propagate(tape, nin, want_hessian=False):
             idx = ipool[p[0]:p[0] + n]
             D.put(int(op["out"]), _csr(n, idx, (n, p[1])) @ A)
             continue
+        if name == "transpose":
+            A = _operand(D, op, "a", n)
+            perm = np.arange(n).reshape(tuple(int(k) for k in p[:4])).transpose(0, 2, 1, 3).ravel()
+            D.put(int(op["out"]), _csr(n, perm, (n, n)) @ A)
+            continue
         if name == "scatter_add":
             A = _operand(D, op, "a", p[1])
             idx = ipool[p[0]:p[0] + p[1]]

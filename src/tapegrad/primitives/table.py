@@ -199,6 +199,8 @@ PRIMITIVES = [
     other("move", "scatter_add", show="scatter_add({a})",
           note="y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a"),
     other("move", "copy", show="{a}", note="y[i] = a[i]"),
+    other("move", "transpose", show="transpose({a})",
+          note="a as (D, A, B, C) blocks (p0..p3), y as (D, B, A, C): y[d, j, i, k] = a[d, i, j, k]"),
     other("call", "call", note="a rule written in Python (linear algebra and friends), called with "
           "the GIL: operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object"),
 ]

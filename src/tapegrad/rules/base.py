@@ -9,7 +9,9 @@ rules are written per sweep in ``_core/sweep_*.pxi``):
 - elementwise binary ops with broadcasting by index arithmetic (no copy) when an operand's
   shape is a contiguous block of the output's, else by an explicit gather,
 - reductions over one (pre, m, post) block, batched matmul,
-- gather (indexing, transposes), scatter_add and copy (assembly); reshapes and contiguous
+- gather (indexing, general permutations), transpose (a swap of two neighbouring groups of
+  axes: matrix and batched transposes, moveaxis to either end, einsum's permutations; runs
+  moved whole, no index pool), scatter_add and copy (assembly); reshapes and contiguous
   slices are free aliases of the same work-buffer region.
 
 When no operand is traced the NumPy function runs as usual (constant folding).
@@ -505,8 +507,35 @@ def transpose(x, axes=None):
     axes = tuple(range(nd))[::-1] if axes is None else tuple(a % nd for a in axes)
     if axes == tuple(range(nd)):
         return x
-    return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes),
-                  np.ascontiguousarray(np.asarray(v, dtype=np.float64).transpose(axes)))
+    value = np.ascontiguousarray(np.asarray(v, dtype=np.float64).transpose(axes))
+    blocks = _swap_blocks(v.shape, axes)
+    if blocks is None:
+        return gather(x, np.arange(v.size).reshape(v.shape).transpose(axes), value)
+    rec = x._rec
+    t = rec.new(value)
+    if v.size:
+        rec.op(OPCODES["transpose"], 0, t._off, x._off, n=v.size, p=blocks, reads=(x._off,))
+    return t
+
+
+def _swap_blocks(shape, axes):
+    """(D, A, B, C) when the permutation axes of shape swaps two neighbouring groups of axes
+    (leading axes kept (D), the group of A axes and the group of B axes exchanged, trailing
+    axes kept (C)): matrix and batched transposes, moveaxis to the front or the back, the
+    permutations einsum makes around a batched product. None: another permutation (a gather)."""
+    nd = len(axes)
+    d = 0
+    while axes[d] == d:
+        d += 1
+    i = axes[d]                  # the B group starts at axis i: axes[d:] = i.., then d..i-1
+    j = i
+    q = d
+    while q < nd and axes[q] == j:
+        q += 1
+        j += 1
+    if list(axes[q:q + i - d]) != list(range(d, i)) or list(axes[q + i - d:]) != list(range(j, nd)):
+        return None
+    return (_prod(shape[:d]), _prod(shape[d:i]), _prod(shape[i:j]), _prod(shape[j:]))
 
 
 def _array_like(s):
