@@ -91,6 +91,19 @@ cdef int _check_region(int64_t off, int64_t size, int64_t bound, Py_ssize_t i, i
     return 0
 
 
+cdef inline Py_ssize_t _alloc_of(const int64_t[::1] s, Py_ssize_t m, int64_t off) noexcept:
+    """The index of the last of the m sorted starts s at or before off (the allocation holding
+    work offset off; empty allocations share their start with the next one); m for none."""
+    cdef Py_ssize_t lo = 0, hi = m, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if s[mid] <= off:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1 if lo > 0 else m
+
+
 cdef int64_t _mul(int64_t x, int64_t y, Py_ssize_t i, int code) except -1:
     if x < 0 or y < 0 or x > SIZE_LIMIT or y > SIZE_LIMIT or (x != 0 and y > SIZE_LIMIT // x):
         raise ValueError(f"invalid tape: {_w(i, code)} size overflow ({x} * {y})")
@@ -687,6 +700,53 @@ cdef class Tape:
         """The replayed values at work[off:off+len(expected)] must equal ``expected``."""
         e = np.ascontiguousarray(expected, dtype=np.float64).ravel()
         self.guards_append(off, e.shape[0], self.add_const(e))
+
+    def live_ops(self, new_starts, dict explicit, roots):
+        """The liveness pass of a finished recording (Recorder.finish), by allocation: the
+        allocations start at new_starts (Recorder.new) and at the outputs of the ops not in
+        explicit (the emitted ops, which read operand a, and b when binary); an op k in
+        explicit reads the work offsets explicit[k]. An op is live when its output allocation
+        holds a root (work offsets: the output, guarded values) or is read by a live op.
+        Returns (starts, keep): the allocations' starts, sorted, and None when every op is
+        live, else a uint8 mask for keep_ops."""
+        cdef Py_ssize_t k, i, m = 0, nops = self.nops, ns = len(new_starts)
+        cdef Op* op
+        st = np.empty(ns + nops, dtype=np.int64)
+        cdef int64_t[::1] s = st
+        for v in new_starts:
+            s[m] = v
+            m += 1
+        for k in range(nops):
+            if k not in explicit:
+                s[m] = self.ops[k].out
+                m += 1
+        st = np.sort(st[:m])
+        s = st
+        need = np.zeros(m + 1, dtype=np.uint8)
+        keep = np.zeros(nops, dtype=np.uint8)
+        cdef unsigned char[::1] nd = need
+        cdef unsigned char[::1] kp = keep
+        cdef bint all_live = True
+        for v in roots:
+            nd[_alloc_of(s, m, v)] = 1
+        for k in range(nops - 1, -1, -1):
+            op = &self.ops[k]
+            if not nd[_alloc_of(s, m, op.out)]:
+                all_live = False
+                continue
+            kp[k] = 1
+            r = explicit.get(k)
+            if r is None:
+                if not (op.flags & FLAG_A_CONST):
+                    nd[_alloc_of(s, m, op.a)] = 1
+                if op.code >= BIN_FIRST and not (op.flags & FLAG_B_CONST):
+                    nd[_alloc_of(s, m, op.b)] = 1
+                if op.code == OP_WHERE and not (op.flags & FLAG_C_CONST):
+                    nd[_alloc_of(s, m, op.c)] = 1
+            else:
+                for v in r:
+                    nd[_alloc_of(s, m, v)] = 1
+        return st, (None if all_live else keep)
 
     def keep_ops(self, keep):
         """Drop the operations whose entry in the boolean array ``keep`` is False."""

@@ -12,7 +12,6 @@ to it, remembered with their source so that the inner derivative can be re-expre
 operations on the outer tracers (see ``reference.py``).
 """
 import dis
-import itertools
 import math
 import operator
 import sys
@@ -22,10 +21,9 @@ import weakref
 
 import numpy as np
 
-from .._core.tape import Tape, OPCODES, FAMILIES, FLAG_A
+from .._core.tape import Tape, OPCODES, FLAG_A
 from ..errors import TapegradTypeError, TapegradValueError
 
-_BIN_FIRST = FAMILIES["binary"][0]
 _PADS = tuple((0,) * (6 - k) for k in range(7))   # pads an op's integer parameters to 6
 
 _state = threading.local()
@@ -287,17 +285,6 @@ class Recorder:
         return np.concatenate([np.asarray(self.new_starts, dtype=np.int64),
                                out[emitted]]), emitted
 
-    def _alloc_index(self, starts, offs):
-        """Per work offset in offs, the index of the allocation holding it: the last one to
-        start at or before it, allocations counted in increasing order of start (they tile the
-        work buffer in the order they were made; empty ones share their start with the next)."""
-        nw = self.nwork
-        if nw <= 8 * (len(starts) + len(offs)) + 4096:
-            # a count of starts over the work buffer: a few us cheaper than sorting and a
-            # binary search per offset (~10 ns each) while the buffer is small
-            return np.bincount(starts, minlength=nw + 1).cumsum()[offs] - 1
-        return np.sort(starts).searchsorted(offs, "right") - 1
-
     @property
     def alloc_starts(self):
         """Work offsets where allocations start, in increasing order."""
@@ -319,67 +306,15 @@ class Recorder:
         t.set_io(nin, out_off, out_n)
         for off, expected in self.value_guards:
             t.add_guard(off, expected)
-        table = t.op_table()
-        nops = len(table)
-        starts, emitted = self._starts_of(table)
-        self._starts = starts
-        # liveness by allocation: which allocation each write, read and root falls in, in one
-        # call (NumPy's ~1 us per call is most of what this step costs on small tapes)
-        a, b = table["a"], table["b"]
-        binary = table["code"] >= _BIN_FIRST               # emitted binary ops read x[b] too
-        if emitted is None:
-            emitted = slice(None)       # every op
-        else:
-            binary &= emitted
         roots = [off for off, _ in self.value_guards]
         if out_n:
             roots.append(out_off)
+        # liveness by allocation in one compiled pass (Tape.live_ops): a NumPy version cost
+        # ~30-60 us a recording, a tenth of a small array function's re-traced gradient
         reads = self.op_reads
-        sel = self._alloc_index(starts, np.concatenate([
-            table["out"], a[emitted], b[binary],
-            np.fromiter(itertools.chain(itertools.chain.from_iterable(reads.values()), roots),
-                        dtype=np.int64)]))
-        wsel = sel[:nops]
-        # Usual case first: every allocation has one writer (values are SSA) and every written
-        # one is read or is a root. Then nothing is dead: the last dead op would be one whose
-        # output nobody reads. Otherwise the reverse scan below decides op by op.
-        read = np.zeros(len(starts) + 1, dtype=bool)
-        read[sel[nops:]] = True
-        if nops and read[wsel].all() and (
-                bool((wsel[1:] > wsel[:-1]).all()) or np.unique(wsel).size == nops):
-            return self._validated()
-        # per op, the allocations it reads (sel's segments, in the order concatenated above)
-        pos = nops
-        ne, nb = len(a[emitted]), int(binary.sum())
-        a_sel = np.zeros(nops, dtype=np.int64)
-        a_sel[emitted] = sel[pos:pos + ne]
-        b_sel = np.full(nops, -1, dtype=np.int64)
-        b_sel[binary] = sel[pos + ne:pos + ne + nb]
-        pos += ne + nb
-        a_sel, b_sel, rest = a_sel.tolist(), b_sel.tolist(), sel[pos:].tolist()
-        explicit = {}
-        pos = 0
-        for k, r in reads.items():
-            explicit[k] = rest[pos:pos + len(r)]
-            pos += len(r)
-        needed = [False] * (len(starts) + 1)
-        for r in rest[pos:]:        # the roots
-            needed[r] = True
-        wsel = wsel.tolist()
-        keep = [False] * nops
-        for k in range(nops - 1, -1, -1):
-            if needed[wsel[k]]:
-                keep[k] = True
-                r = explicit.get(k)
-                if r is None:       # an emit_* op
-                    needed[a_sel[k]] = True
-                    if b_sel[k] >= 0:
-                        needed[b_sel[k]] = True
-                else:
-                    for j in r:
-                        needed[j] = True
-        if not all(keep):
-            t.keep_ops(np.array(keep, dtype=bool))
+        self._starts, keep = t.live_ops(self.new_starts, reads, roots)
+        if keep is not None:
+            t.keep_ops(keep)
             self.op_reads = {j: reads[k] for j, k in enumerate(np.flatnonzero(keep).tolist())
                              if k in reads}
         return self._validated()
