@@ -301,6 +301,12 @@ LOSSES = {   # phase-invariant real losses of complex matrices, written once for
                                   * np.arange(3.0) * np.arange(4.0)[:, None]),
     "eig": lambda np, A: (np.sum(np.abs(np.linalg.eig(A)[1]) ** 2 * np.arange(4.0)[:, None])
                           + np.real(np.sum(np.linalg.eig(A)[0] ** 2))),
+    "norm": lambda np, A: (np.linalg.norm(A) + np.linalg.norm(A, "nuc") + np.linalg.norm(A[:, 0], 3)
+                           + np.sum(np.linalg.norm(A, axis=0)) + np.linalg.norm(A[1], 2.5)),
+    # (autograd's pinv rule transposes without conjugating: the formula (A^H A)^-1 A^H instead)
+    "pinv": lambda np, A: np.sum(np.abs(np.linalg.pinv(A[:, :3]) if np.__name__ == "numpy" else
+                                        np.dot(np.linalg.inv(np.dot(np.conj(A[:, :3].T), A[:, :3])),
+                                               np.conj(A[:, :3].T))) ** 2 * np.arange(4.0)),
 }
 
 
@@ -312,3 +318,188 @@ def test_gradients_agree_with_autograd(name, rng):
     A = cplx(rng, 4, 4)
     want = autograd.grad(lambda A: LOSSES[name](anp, A))(A)
     np.testing.assert_allclose(tg.grad(lambda A: LOSSES[name](np, A))(A), want, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ pinv, lstsq
+@pytest.mark.parametrize("shape", [(4, 3), (3, 5), (3, 3), (2, 4, 3)])
+def test_pinv(shape, rng):
+    # tall, wide, square and a stack: NumPy's values, derivatives against differences
+    A = cplx(rng, *shape)
+    check_pair(lambda A: (np.linalg.pinv(A),), A, (np.linalg.pinv(A),))
+    # a real loss, Re sum(Y C) + sum |Y|^2, along random complex directions
+    C = cplx(rng, *shape[:-2], shape[-1], shape[-2])
+    f = lambda A: np.real(np.sum(np.linalg.pinv(A) * C)) + np.sum(np.abs(np.linalg.pinv(A)) ** 2)  # noqa: E731
+    g = tg.grad(f)(A)
+    for _ in range(2):
+        dA = cplx(rng, *shape)
+        np.testing.assert_allclose(np.real(np.sum(g * dA)), _fd(f, A, dA), rtol=1e-7, atol=1e-8)
+
+
+def test_pinv_closed_forms_and_options(rng):
+    # full column rank: pinv(A) = (A^H A)^-1 A^H, and its derivative is that of the formula
+    A = cplx(rng, 5, 3)
+    C = cplx(rng, 3, 5)
+    loss = lambda Y: np.real(np.sum(Y * C)) + np.sum(np.abs(Y) ** 2)   # noqa: E731
+    Ah = np.conj(A.T)
+    np.testing.assert_allclose(np.linalg.pinv(A), np.linalg.solve(Ah @ A, Ah), atol=1e-13)
+    want = tg.grad(lambda A: loss(np.linalg.solve(np.conj(A.T) @ A, np.conj(A.T))))(A)
+    np.testing.assert_allclose(tg.grad(lambda A: loss(np.linalg.pinv(A)))(A), want, rtol=1e-10, atol=1e-12)
+    # rcond / rtol reach NumPy's pinv: a rank-2 matrix with a tiny third singular value
+    U, _, Vh = np.linalg.svd(cplx(rng, 4, 3), full_matrices=False)
+    B = (U * np.array([3.0, 1.0, 1e-9])) @ Vh
+    for kw in ({}, {"rcond": 1e-6}, {"rtol": 1e-6}, {"rtol": None}):
+        out = tg.vjp(lambda x, y: split(np.linalg.pinv(x + 1j * y, **kw)), B.real, B.imag)[0]
+        np.testing.assert_allclose(out, split(np.linalg.pinv(B, **kw)), rtol=1e-12, atol=1e-12)
+    # hermitian=True: LAPACK's eigh reads the lower triangle and the real diagonal only
+    H = hpd(rng, 3, 3)
+    out = tg.vjp(lambda x, y: split(np.linalg.pinv(x + 1j * y, hermitian=True)), H.real, H.imag)[0]
+    np.testing.assert_allclose(out, split(np.linalg.pinv(H, hermitian=True)), rtol=1e-10, atol=1e-12)
+    tg.check_grads(lambda x, y: split(np.linalg.pinv(x + 1j * y, hermitian=True)), H.real, H.imag,
+                   modes=("fwd", "rev"), order=1)
+
+
+def lstsq_pair(a_complex=True, b_complex=True):
+    """lstsq as a real function of the parts of a and b; x, residuals and singular values."""
+    def F(ar, ai, br, bi):
+        a = ar + 1j * ai if a_complex else ar
+        b = br + 1j * bi if b_complex else br
+        x, res, rank, s = np.linalg.lstsq(a, b, rcond=None)
+        return split(x, res, s)
+    return F
+
+
+@pytest.mark.parametrize("kind", ["both", "a", "b"])
+@pytest.mark.parametrize("bshape", [(6,), (6, 2)])
+def test_lstsq_tall_full_rank(kind, bshape, rng):
+    a, b = cplx(rng, 6, 3), cplx(rng, *bshape)
+    if kind == "a":
+        b = b.real
+    if kind == "b":
+        a = a.real
+    x, res, rank, s = np.linalg.lstsq(a, b, rcond=None)
+    assert rank == 3 and res.shape == ((1,) if len(bshape) == 1 else (2,))
+    # residuals: sum |a x - b|^2 over axis 0
+    np.testing.assert_allclose(res, np.sum(np.abs(a @ x - b) ** 2, axis=0), rtol=1e-10)
+    F = lstsq_pair(kind != "b", kind != "a")
+    args = (a.real, np.imag(a) + 0.0, b.real, np.imag(b) + 0.0)
+    np.testing.assert_allclose(tg.vjp(F, *args)[0], split(x, res, s), rtol=1e-12, atol=1e-12)
+    tg.check_grads(F, *args, modes=("fwd", "rev"), order=2)
+    out = tg.vjp(lambda *p: np.linalg.lstsq(p[0] + 1j * p[1], p[2] + 1j * p[3], rcond=None)[2], *args)[0]
+    assert out == rank
+
+
+def test_lstsq_wide_and_rank_deficient(rng):
+    # no residuals unless full column rank with m > n; the minimum-norm solution
+    for a in (cplx(rng, 3, 5), cplx(rng, 5, 2) @ cplx(rng, 2, 3)):
+        b = cplx(rng, a.shape[0])
+        x, res, rank, s = np.linalg.lstsq(a, b, rcond=None)
+        assert res.size == 0
+        got = tg.vjp(lambda *p: np.linalg.lstsq(p[0] + 1j * p[1], p[2] + 1j * p[3], rcond=None), a.real, a.imag, b.real, b.imag)[0]
+        np.testing.assert_allclose(got[0], x, rtol=1e-10, atol=1e-12)
+        assert got[1].size == 0 and got[2] == rank
+        np.testing.assert_allclose(got[3], s, rtol=1e-12, atol=1e-12)
+    a = cplx(rng, 3, 5)
+    b = cplx(rng, 3)
+    tg.check_grads(lambda *p: split(np.linalg.lstsq(p[0] + 1j * p[1], p[2] + 1j * p[3], rcond=None)[0]),
+                   a.real, a.imag, b.real, b.imag, modes=("fwd", "rev"), order=2)
+
+
+# ------------------------------------------------------------------ norm
+VECTOR_ORDS = [None, 2, 1, np.inf, -np.inf, 0, 3, 0.5, -1]
+MATRIX_ORDS = [None, "fro", 1, -1, np.inf, -np.inf, "nuc", 2, -2]
+
+
+@pytest.mark.parametrize("ord", VECTOR_ORDS, ids=str)
+def test_norm_of_vectors(ord, rng):
+    z = cplx(rng, 5)
+    check_pair(lambda z: (np.linalg.norm(z, ord),), z, (np.linalg.norm(z, ord),))
+    Z = cplx(rng, 3, 4)
+    for axis, keepdims in ((0, False), (-1, True), (1, False)):
+        want = np.linalg.norm(Z, ord, axis=axis, keepdims=keepdims)
+        check_pair(lambda Z: (np.linalg.norm(Z, ord, axis=axis, keepdims=keepdims),), Z, (want,))
+
+
+@pytest.mark.parametrize("ord", MATRIX_ORDS, ids=str)
+def test_norm_of_matrices(ord, rng):
+    M = cplx(rng, 3, 4)
+    check_pair(lambda M: (np.linalg.norm(M, ord),), M, (np.linalg.norm(M, ord),))
+    S = cplx(rng, 2, 3, 4)
+    for axis, keepdims in (((1, 2), False), ((2, 0), True), ((-1, -3), False)):
+        want = np.linalg.norm(S, ord, axis=axis, keepdims=keepdims)
+        check_pair(lambda S: (np.linalg.norm(S, ord, axis=axis, keepdims=keepdims),), S, (want,))
+
+
+def test_norm_closed_forms_keepdims_and_errors(rng):
+    M = cplx(rng, 3, 4)
+    U, s, Vh = np.linalg.svd(M, full_matrices=False)
+    # grad |M|_F = conj(M) / |M|_F; grad |M|_2 = conj(u_1 v_1^H); grad |M|_* = conj(U V^H)
+    np.testing.assert_allclose(tg.grad(np.linalg.norm)(M), np.conj(M) / np.linalg.norm(M), rtol=1e-13)
+    np.testing.assert_allclose(tg.grad(lambda M: np.linalg.norm(M, 2))(M), np.conj(np.outer(U[:, 0], Vh[0])), rtol=1e-11)
+    np.testing.assert_allclose(tg.grad(lambda M: np.linalg.norm(M, "nuc"))(M), np.conj(U @ Vh), rtol=1e-11)
+    # the 1-norm of a matrix: the largest column sum of |M|, gradient conj(M) / |M| on that column
+    j = np.argmax(np.sum(np.abs(M), axis=0))
+    want = np.zeros_like(M)
+    want[:, j] = np.conj(M[:, j]) / np.abs(M[:, j])
+    np.testing.assert_allclose(tg.grad(lambda M: np.linalg.norm(M, 1))(M), want, rtol=1e-13)
+    # axis=None with keepdims, and a 3-d array (the 2-norm of all entries)
+    T = cplx(rng, 2, 3, 2)
+    for ord, x in ((None, T), (None, M), ("fro", M), (2, M[0]), ("nuc", M), (np.inf, M)):
+        want = np.linalg.norm(x, ord, keepdims=True)
+        out = tg.vjp(lambda a, b: np.linalg.norm(a + 1j * b, ord, keepdims=True), x.real, x.imag)[0]
+        assert out.shape == want.shape
+        np.testing.assert_allclose(out, want, rtol=1e-13)
+    if hasattr(np.linalg, "vector_norm"):
+        for kw in ({}, {"ord": 1, "axis": (0, 2), "keepdims": True}, {"ord": np.inf, "axis": 1}):
+            check_pair(lambda T: (np.linalg.vector_norm(T, **kw),), T, (np.linalg.vector_norm(T, **kw),))
+        for kw in ({}, {"ord": "nuc", "keepdims": True}, {"ord": -1}):
+            check_pair(lambda T: (np.linalg.matrix_norm(T, **kw),), T, (np.linalg.matrix_norm(T, **kw),))
+    with pytest.raises(ValueError, match="Invalid norm order"):
+        tg.grad(lambda M: np.linalg.norm(M, 3))(M)
+    with pytest.raises(ValueError, match="Improper number of dimensions"):
+        tg.grad(lambda T: np.linalg.norm(T, 1))(T)
+
+
+# ------------------------------------------------------------------ matrix_power
+@pytest.mark.parametrize("n", [0, 1, 3, -2])
+def test_matrix_power(n, rng):
+    A = cplx(rng, 3, 3)
+    check_pair(lambda A: (np.linalg.matrix_power(A, n),), A, (np.linalg.matrix_power(A, n),))
+    S = cplx(rng, 2, 3, 3)
+    check_pair(lambda S: (np.linalg.matrix_power(S, n),), S, (np.linalg.matrix_power(S, n),))
+    # Re sum(A^n C): the gradient is sum_k (A^k C A^(n-1-k))^T for n > 0
+    C = cplx(rng, 3, 3)
+    g = tg.grad(lambda A: np.real(np.sum(np.linalg.matrix_power(A, n) * C)))(A)
+    if n > 0:
+        P = np.linalg.matrix_power
+        want = sum(P(A, k).T @ C @ P(A, n - 1 - k).T for k in range(n))
+    else:
+        want = np.zeros((3, 3)) if n == 0 else None
+    if want is not None:
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(np.linalg.LinAlgError, match="square"):
+        tg.grad(lambda A: np.sum(np.abs(np.linalg.matrix_power(A, n))))(cplx(rng, 2, 3))
+
+
+# ------------------------------------------------------------------ recorded
+def test_recorded_pinv_program_replays(rng):
+    N = rng.standard_normal((4, 3))
+    C = cplx(rng, 3, 4)
+
+    def f(M):
+        A = M + 1j * N
+        Y = np.linalg.pinv(A)
+        x = np.linalg.lstsq(A, C[0], rcond=None)[0]
+        return (np.real(np.sum(Y * C)) + np.sum(np.abs(Y) ** 2) + np.linalg.norm(A, "nuc")
+                + np.linalg.norm(x, 1) + np.sum(np.abs(np.linalg.matrix_power(A[:3], 3)) ** 2))
+    M = replay_checks(f, rng.standard_normal((4, 3)), rng, 1e-12, 1e-9)
+    tg.check_grads(f, M, modes=("fwd", "rev"), order=2)
+    # a complex argument: a ComplexRecorded, replayed at a new point against re-tracing
+    g = lambda A: np.real(np.sum(np.linalg.pinv(A) * C)) + np.sum(np.abs(np.linalg.pinv(A)) ** 2)  # noqa: E731
+    A0 = cplx(rng, 4, 3)
+    r = tg.record(g, A0)
+    A = A0 + 0.1 * cplx(rng, 4, 3)
+    np.testing.assert_allclose(r(A), g(A), rtol=1e-12)
+    np.testing.assert_allclose(r.grad(A), tg.grad(g)(A), rtol=1e-12, atol=1e-12)
+    V = cplx(rng, 4, 3)
+    np.testing.assert_allclose(r.hvp(A, V), tg.hvp(g, (A,), (V,)), rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(A), r.grad(A))

@@ -18,7 +18,13 @@ it shows as a nonzero imaginary diagonal of V^H V_bar (for svd: of U^H U_bar + V
 the adjoint raises a TypeError then instead of returning a number. ``eig`` follows LAPACK's
 documented normalization (unit 2-norm, largest component real: ?geev), so its rule is the
 derivative of exactly what NumPy returns, phases included.
+
+``pinv`` is a rule as well (``CPinv``); ``lstsq``, ``norm`` and ``matrix_power`` are
+compositions of traced complex operations (pinv, svd, inv, matrix products, |z|) and of the
+real rules (the real norm of |z|).
 """
+import operator
+
 import numpy as np
 
 from ..tracing.tracer import Tracer, value_of
@@ -540,11 +546,187 @@ def _eig(a):
     return _EigResult(_unpack(w), _unpack(V))
 
 
+# ------------------------------------------------------------------ pinv, lstsq
+@_register_rule
+class CPinv(CallRule):
+    """Y = A^+ of complex m x n matrices (..., m, n) at constant rank, on packed pairs (Golub &
+    Pereyra 1973, "The differentiation of pseudo-inverses and nonlinear least squares problems
+    whose variables separate", eq. 4.12, with conjugate transposes; the real rule ``linalg.Pinv``):
+    Y_dot = -Y A_dot Y + Y Y^H A_dot^H (I - A Y) + (I - Y A) A_dot^H Y^H Y. Adjoint under
+    Re<U, V>: A_bar = -Y^H Y_bar Y^H + (I - A Y) Y_bar^H Y Y^H + Y^H Y Y_bar^H (I - Y A).
+    ``rcond``: NumPy's cutoff (None: NumPy's default), passed to np.linalg.pinv as given."""
+
+    name = "cpinv"
+
+    def __init__(self, in_shapes, out_shapes=None, rcond=None):
+        s = _pair_shape("cpinv", in_shapes, square=False)
+        super().__init__(in_shapes, [s[:-2] + (s[-1], s[-2])],
+                         rcond=None if rcond is None else float(rcond))
+        self.rcond = None if rcond is None else float(rcond)
+        self.m, self.n = s[-2:]
+
+    def fwd(self, Ap):
+        if type(Ap) is Tracer:
+            return _apply(self, Ap)
+        A = Ap[0] + 1j * Ap[1]
+        Y = np.linalg.pinv(A) if self.rcond is None else np.linalg.pinv(A, rcond=self.rcond)
+        return [np.stack([Y.real, Y.imag])]
+
+    def tan(self, xs, ys, xdots):
+        A, Y, dA = _unpack(xs[0]), _unpack(ys[0]), _unpack(xdots[0])
+        dAh = _H(dA)
+        return [_pack(-_mm(_mm(Y, dA), Y)
+                      + _mm(Y, _mm(_H(Y), _mm(dAh, np.eye(self.m) - _mm(A, Y))))
+                      + _mm(np.eye(self.n) - _mm(Y, A), _mm(dAh, _mm(_H(Y), Y))))]
+
+    def bwd(self, xs, ys, ybars):
+        A, Y, Yb = _unpack(xs[0]), _unpack(ys[0]), _unpack(ybars[0])
+        Ybh, Yh = _H(Yb), _H(Y)
+        return [_pack(-_mm(_mm(Yh, Yb), Yh)
+                      + _mm(np.eye(self.m) - _mm(A, Y), _mm(Ybh, _mm(Y, Yh)))
+                      + _mm(_mm(Yh, Y), _mm(Ybh, np.eye(self.n) - _mm(Y, A))))]
+
+
+def _rcond(name, shape, rcond, rtol):
+    """NumPy's cutoff of pinv from rcond and rtol (numpy.linalg.pinv): None for NumPy's default."""
+    if rcond is not None:
+        if rtol is not np._NoValue:
+            raise TapegradValueError("`rtol` and `rcond` can't be both set.")
+        return float(value_of(rcond))
+    if rtol is np._NoValue:
+        return None
+    if rtol is None:
+        return max(shape[-2:]) * np.finfo(np.float64).eps
+    return float(value_of(rtol))
+
+
+def _cpinv(a, rcond=None, hermitian=False, *, rtol=np._NoValue):
+    s = _shape(a)
+    if len(s) < 2:
+        raise np.linalg.LinAlgError(f"np.linalg.pinv: array must be at least two-dimensional, got shape {s}")
+    if hermitian:     # LAPACK's eigh reads the lower triangle and the real diagonal: that function
+        _square("pinv", a)
+        a = _herm_lower(a)
+    Ap = _pack(a)
+    rule = CPinv([np.shape(value_of(Ap))], rcond=_rcond("pinv", s, rcond, rtol))
+    return _unpack(_apply(rule, Ap)[0])
+
+
+def _abs2(z):
+    """|z|^2 as a real value (Re^2 + Im^2: smooth at zero, unlike |z|)."""
+    re, im = parts(z)
+    return re * re if im is None else re * re + im * im
+
+
+def _clstsq(a, b, rcond=None):
+    """x = pinv(a) b (the least-squares solution of least norm at constant rank, as the real
+    ``linalg._lstsq``); residuals sum |a x - b|^2 over axis 0 when rank = n < m (else empty);
+    rank and the (real) singular values as NumPy returns them."""
+    sa, sb = _shape(a), _shape(b)
+    if len(sa) != 2 or len(sb) not in (1, 2) or sb[0] != sa[0]:
+        raise np.linalg.LinAlgError(f"np.linalg.lstsq: a of shape (m, n) and b of shape (m,) or (m, k), "
+                                    f"got {sa} and {sb}")
+    m, n = sa
+    rank = int(np.linalg.lstsq(_value(a), _value(b), rcond=None if rcond is None else value_of(rcond))[2])
+    cut = _rcond("lstsq", sa, None, None if rcond is None else rcond)
+    re, im = parts(a)
+    if type(re) is not Tracer and type(im) is not Tracer:      # a constant (b traced)
+        ai = np.linalg.pinv(_value(a), rcond=cut)
+    elif im is None:                                           # a real traced matrix: the real rule
+        ai = np.linalg.pinv(re, rcond=cut)
+    else:
+        ai = _cpinv(a, rcond=cut)
+    x = ai @ b
+    if rank == n and m > n:
+        res = np.sum(_abs2(a @ x - b), axis=0)
+        if len(sb) == 1:
+            res = np.reshape(res, (1,))
+    else:
+        res = np.zeros(0)
+    sv = np.linalg.svd(a if im is not None else re, compute_uv=False)
+    return x, res, rank, sv
+
+
+# ------------------------------------------------------------------ norm
+def _cnorm(x, ord=None, axis=None, keepdims=False):
+    """np.linalg.norm of a complex traced array: the 2-norm and the Frobenius norm from |x|^2,
+    the spectral ones (2, -2, nuc) from the singular values of the complex matrices (real traced
+    values, ``CSVD``), the other entry-wise ones as the real norm of |x| (np.abs, real)."""
+    nd = len(_shape(x))
+    if axis is None:
+        if ord is None or (nd == 2 and ord in ("f", "fro")) or (nd == 1 and ord == 2):
+            r = np.sqrt(np.sum(_abs2(x)))
+            return np.reshape(r, (1,) * nd) if keepdims else r
+        axis = tuple(range(nd))
+    elif not isinstance(axis, tuple):
+        axis = (operator.index(axis),)
+    axis = tuple(operator.index(k) for k in axis)
+    if len(axis) == 1 and (ord is None or (not isinstance(ord, str) and ord == 2)):
+        return np.sqrt(np.sum(_abs2(x), axis=axis[0], keepdims=keepdims))
+    if len(axis) == 2:
+        r, c = (k % nd for k in axis)
+        if r == c:
+            raise TapegradValueError("Duplicate axes given.")
+        if ord is None or (isinstance(ord, str) and ord in ("f", "fro")):
+            return np.sqrt(np.sum(_abs2(x), axis=(r, c), keepdims=keepdims))
+        if (isinstance(ord, str) and ord == "nuc") or (not isinstance(ord, str) and ord in (2, -2)):
+            s = np.linalg.svd(np.moveaxis(x, (r, c), (-2, -1)), compute_uv=False)
+            out = np.sum(s, axis=-1) if isinstance(ord, str) else s[..., 0] if ord == 2 else s[..., -1]
+            if keepdims:
+                shp = list(_shape(x))
+                shp[r] = shp[c] = 1
+                out = np.reshape(out, tuple(shp))
+            return out
+    # the real norm of |x| (rules/breadth.py), which raises NumPy's errors for bad orders and axes
+    return np.linalg.norm(np.abs(x), ord=ord, axis=axis, keepdims=keepdims)
+
+
+def _cvector_norm(x, /, *, axis=None, keepdims=False, ord=2):
+    """A vector norm over the axes taken together (NumPy's vector_norm; a tuple of axes is not a
+    matrix norm here)."""
+    shp = _shape(x)
+    nd = len(shp)
+    axes = tuple(range(nd)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+    axes = tuple(operator.index(k) % nd for k in axes)
+    rest = [k for k in range(nd) if k not in axes]
+    y = np.reshape(np.transpose(x, rest + list(axes)), tuple(shp[k] for k in rest) + (-1,))
+    r = _cnorm(y, ord, -1)
+    return np.reshape(r, tuple(1 if k in axes else shp[k] for k in range(nd))) if keepdims else r
+
+
+def _cmatrix_norm(x, /, *, keepdims=False, ord="fro"):
+    return _cnorm(x, ord, (-2, -1), keepdims)
+
+
+# ------------------------------------------------------------------ matrix_power
+def _cmatrix_power(a, n):
+    """a^n by repeated squaring with complex matrix products; n < 0: of inv(a); n = 0: the
+    identity (a complex constant)."""
+    n = operator.index(n)
+    s = _square("matrix_power", a)
+    if n == 0:
+        return np.broadcast_to(np.eye(s[-1], dtype=np.complex128), s).copy()
+    if n < 0:
+        a, n = np.linalg.inv(a), -n
+    result, base = None, a
+    while n:
+        if n & 1:
+            result = base if result is None else _mm(result, base)
+        n >>= 1
+        if n:
+            base = _mm(base, base)
+    return result
+
+
 _COMPLEX_FUNCTIONS.update({
     np.linalg.det: _cdet, np.linalg.slogdet: _cslogdet, np.linalg.cholesky: _ccholesky,
     np.linalg.eigh: _ceigh, np.linalg.eigvalsh: _ceigvalsh, np.linalg.qr: _cqr, np.linalg.svd: _csvd,
-    np.linalg.eig: _eig,
+    np.linalg.eig: _eig, np.linalg.pinv: _cpinv, np.linalg.lstsq: _clstsq, np.linalg.norm: _cnorm,
+    np.linalg.matrix_power: _cmatrix_power,
 })
 _registry.register(np.linalg.eig, _eig, "rule", rule_class=CEig)   # real matrices too (complex results)
 if hasattr(np.linalg, "svdvals"):
     _COMPLEX_FUNCTIONS[np.linalg.svdvals] = _csvdvals
+if hasattr(np.linalg, "vector_norm"):
+    _COMPLEX_FUNCTIONS[np.linalg.vector_norm] = _cvector_norm
+    _COMPLEX_FUNCTIONS[np.linalg.matrix_norm] = _cmatrix_norm

@@ -18,7 +18,7 @@ import numpy as np
 
 from .calls import CallRule, register, call, Inv
 from . import base as _rules, registry
-from ..tracing.tracer import value_of
+from ..tracing.tracer import Tracer, value_of, _as_float_array
 from ..errors import TapegradValueError, UnsupportedError
 
 RULES = {}     # numpy function -> the rule class its registry entry names
@@ -496,6 +496,9 @@ _LstsqResult = None
 
 def _lstsq(a, b, rcond=None):
     """x = pinv(a) b (full column rank: the least-squares solution); residuals as NumPy."""
+    for z in (a, b):    # a complex a or b raises ComplexOperand: the complex rule (complex_linalg.py)
+        if type(z) is not Tracer:
+            _as_float_array(z)
     av = value_of(a)
     m, n = np.shape(av)
     rank = np.linalg.matrix_rank(av)
