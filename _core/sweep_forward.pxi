@@ -61,6 +61,9 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
             # a bias row: one operand repeats every mod elements (x @ W + b); nested loops
             # instead of an index walk, so the inner loop vectorizes
             row_op_forward(code, a, b, y, n, op.p[1] if ka == 2 else op.p[3], ka == 2)
+        elif (code == OP_LOGADDEXP and ka != 2 and kb != 2 and UN_LOOP[OP_EXP] != NULL
+                and UN_LOOP[OP_LOG1P] != NULL):
+            logaddexp_value(a, ka, b, kb, y, n)
         elif BIN_LOOP[code] != NULL and ka != 2 and kb != 2:
             run_binary_loop(code, a, b, y, n, ka == 1, kb == 1)
         elif ka == 0 and kb == 0 and code != OP_WHERE:
@@ -157,6 +160,30 @@ cdef void swap_blocks(const double* x, double* y, Py_ssize_t D, Py_ssize_t A, Py
                             ys[(j * A + i) * C + k] += xs[(i * B + j) * C + k]
                     else:
                         memcpy(ys + (j * A + i) * C, xs + (i * B + j) * C, C * sizeof(double))
+
+
+cdef void logaddexp_value(const double* a, int ka, const double* b, int kb, double* y,
+                          Py_ssize_t n) noexcept nogil:
+    """y = logaddexp(a, b) as max(a, b) + log1p(exp(-|a - b|)) (a + log 2 where a == b, which
+    takes equal infinities), with NumPy's SIMD exp and log1p loops over y: NumPy's own logaddexp
+    loop is scalar (about 30 ns an element here, against 5). kind 1: one value broadcast.
+    rules.base.logaddexp_value records the same operations, so recorded and replayed values
+    agree bit for bit."""
+    cdef Py_ssize_t i
+    cdef double av, bv
+    for i in range(n):
+        av = a[0] if ka == 1 else a[i]
+        bv = b[0] if kb == 1 else b[i]
+        y[i] = -fabs(av - bv)
+    run_unary_loop(OP_EXP, y, y, n)
+    run_unary_loop(OP_LOG1P, y, y, n)
+    for i in range(n):
+        av = a[0] if ka == 1 else a[i]
+        bv = b[0] if kb == 1 else b[i]
+        if av == bv:
+            y[i] = av + 0.6931471805599453
+        else:
+            y[i] = (av if (av > bv or av != av) else bv) + y[i]
 
 
 cdef void row_op_forward(int code, const double* a, const double* b, double* y, Py_ssize_t n,

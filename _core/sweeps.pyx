@@ -34,7 +34,7 @@ this file, so the includes resolve from _core/ for both modules.)
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy, memmove
 from libc.stdint cimport int64_t
-from libc.math cimport NAN, sin, cos
+from libc.math cimport NAN, sin, cos, fabs
 from cpython.ref cimport PyObject
 from scipy.linalg.cython_blas cimport dgemm, dgemv
 from cython.parallel cimport prange, parallel
