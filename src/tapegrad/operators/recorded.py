@@ -1033,17 +1033,75 @@ class ComplexRecorded:
         size = int(np.prod(oshape, dtype=int))
         return np.concatenate([np.reshape(b, (size, -1)) for b in blocks], axis=1)
 
-    def _no_real_form(name):
-        def f(self, *a, **k):
-            raise TapegradTypeError(f"{name}: not available for a recording with complex arguments "
-                                    "or outputs (use tapegrad.hessian(f, holomorphic=True) or hvp "
-                                    "on the function, or .recorded, the real recording of the "
-                                    "(re, im) pairs)")
-        f.__name__ = name
-        return f
-    hessian = _no_real_form("hessian")
-    hessian_batch = _no_real_form("hessian_batch")
-    del _no_real_form
+    def _holomorphic_u(self, what, holomorphic, p):
+        """The real recording of u = Re f over the stacked pairs p = (x, y) of the one complex
+        argument (recorded at the first call, from f), for the complex Hessian of a holomorphic
+        f (tapegrad.hessian(f, holomorphic=True)'s rule, on a tape that replays)."""
+        if not holomorphic:
+            raise TapegradTypeError(
+                f"{what}: a recording with complex arguments or outputs takes holomorphic=True (a "
+                "holomorphic, complex-valued f of one complex array, as in JAX); for a real f of "
+                "complex z use hvp, or .recorded, the real recording of the (re, im) pairs")
+        om, otd = self._holder["out"]
+        if self.nargs != 1 or self._arg_masks[0] != [True] or om != [True]:
+            raise TapegradTypeError(f"{what}(holomorphic=True): the recorded function must take one "
+                                    "complex array and return one complex value (as in JAX)")
+        u = getattr(self, "_u_rec", None)
+        if u is None:
+            if self.f is None:
+                raise TapegradTypeError(f"{what}(holomorphic=True): this loaded recording has no "
+                                        "Python function to record Re f from; load it with f")
+            f, td = self.f, self._arg_tds[0]
+
+            def re_f(p):
+                return _api._split(f(_tree.unflatten(td, [_api._cx.make(p[0], p[1])])))[0]
+            re_f.__name__ = getattr(f, "__name__", "f")
+            self._u_rec = u = Recorded(re_f, p, strict=self.strict)
+        return u
+
+    @staticmethod
+    def _pairs(z, what, axis=0):
+        """(x, y) of a complex (or real) array, stacked on axis."""
+        if _api._is_complex_leaf(z):
+            re, im = _api._split(z)
+        else:
+            re = np.asarray(z)
+            if re.dtype.kind not in "fiu":
+                raise TapegradTypeError(f"{what}: expected a complex array, got {re.dtype}")
+            im = np.zeros(re.shape)
+        return np.stack([np.asarray(re, dtype=np.float64), np.asarray(im, dtype=np.float64)], axis=axis)
+
+    @staticmethod
+    def _from_u_hessian(H, n, s, dtype, lead=()):
+        """f'' from the real Hessian H of u over (x, y) (Cauchy-Riemann: f'' = d/dx (du/dx -
+        i du/dy), so entry (i, j) is H[x_i, x_j] - i H[y_i, x_j])."""
+        H = H.reshape(lead + (2 * n, 2 * n))
+        F = H[..., :n, :n] - 1j * H[..., n:, :n]
+        return F.reshape(lead + s + s).astype(dtype)
+
+    def hessian(self, x, holomorphic=False):
+        """The complex Hessian d^2 f / dz_i dz_j of a holomorphic, complex-valued f of one
+        complex array (holomorphic=True, as tapegrad.hessian and JAX's hessian give it), from
+        the replayed real Hessian of Re f over the pairs."""
+        p = self._pairs(x, "hessian")
+        u = self._holomorphic_u("hessian", holomorphic, p)
+        s = tuple(self._rec.in_shapes[0])
+        n = int(np.prod(s, dtype=int))
+        H = u.hessian(p)
+        return self._from_u_hessian(H, n, s, _api._complex_dtype(x))
+
+    def hessian_batch(self, x, holomorphic=False, threads=None, budget=None, strict=None):
+        """hessian(x_i, holomorphic=True) at every point of x, batched on axis 0:
+        shape (B,) + shape + shape."""
+        s = tuple(self._rec.in_shapes[0])
+        n = int(np.prod(s, dtype=int))
+        P = self._pairs(x, "hessian_batch", axis=1)
+        if P.ndim != len(s) + 2 or P.shape[2:] != s or P.shape[0] == 0:
+            raise TapegradValueError(f"hessian_batch: expected one complex array with a batch axis "
+                                     f"first, shape (B,) + {s}, got {P.shape[:1] + P.shape[2:]}")
+        u = self._holomorphic_u("hessian_batch", holomorphic, P[0])
+        H = u.hessian_batch(P, threads=threads, budget=budget, strict=strict)
+        return self._from_u_hessian(H, n, s, _api._complex_dtype(x), (P.shape[0],))
 
     # ------------------------------------------------------------------ serialization
     def _meta(self):
@@ -1202,8 +1260,14 @@ class Compiled:
     def jacobian(self, x, mode="auto"):
         return self.recorded(*self._one(x)).jacobian(x, mode)
 
-    def hessian(self, x):
-        return self.recorded(*self._one(x)).hessian(x)
+    def hessian(self, x, holomorphic=False):
+        r = self.recorded(*self._one(x))
+        if isinstance(r, ComplexRecorded):
+            return r.hessian(x, holomorphic=holomorphic)
+        if holomorphic:
+            raise TapegradTypeError("hessian(holomorphic=True): the differentiated input must be "
+                                    "complex (as in JAX); give z + 0j for a real point")
+        return r.hessian(x)
 
 
 def compile(f=None, *, strict=False, argnums=None):  # noqa: A001  (mirrors jax.jit / torch.compile)
