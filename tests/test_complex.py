@@ -74,6 +74,14 @@ UNARY = [
     ("einsum4_implicit", lambda z: np.einsum("ij,jk,kl,li", z.reshape(2, 3), z.reshape(3, 2), z.reshape(2, 3),
                                              z.reshape(3, 2)), None),
     ("einsum3_trace_outer", lambda z: np.einsum("ii,j,k->kj", z[:4].reshape(2, 2), z[:3], z[3:]), None),
+    ("interp_fp", lambda z: np.interp(np.linspace(-0.5, 6.5, 9), np.arange(6.0), z, left=2j), None),
+    ("interp_fp_right", lambda z: np.interp(np.array([0.25, 4.5, 7.0]), np.arange(6.0), z, right=-1.5),
+     None),
+    ("einsum3_ellipsis", lambda z: np.einsum("...ij,jk,k->...i", z.reshape(1, 2, 3), z.reshape(3, 2),
+                                             z[:2] * 1j), None),
+    ("einsum3_ellipsis_broadcast", lambda z: np.einsum("...i,...i,...->...", z.reshape(2, 3),
+                                                       z[:3] + 1j, z[:2]), None),
+    ("einsum3_ellipsis_implicit", lambda z: np.einsum("...,...,...", z, z[::-1], np.arange(6.0)), None),
     ("sinc", np.sinc, None), ("sign", np.sign, None), ("float_power", lambda z: np.float_power(z, 3), None),
     ("matmul_ufunc", lambda z: np.matmul(z.reshape(2, 3), z.reshape(3, 2)), None),
     ("convolve", lambda z: np.convolve(z, z[:3] * 1j + 1), None),
@@ -849,8 +857,45 @@ def test_compiled_takes_complex_arguments(rng):
     z = cplx(rng, 8)
     np.testing.assert_allclose(f.grad(z), 2 * 8 * np.conj(z), rtol=1e-13)     # Parseval
     np.testing.assert_allclose(f(z), 8 * np.sum(np.abs(z) ** 2), rtol=1e-13)
-    with pytest.raises(TypeError, match="not available for a recording with complex"):
-        f.hessian(z)
+    with pytest.raises(TypeError, match="takes holomorphic=True"):
+        f.hessian(z)           # a real f of complex z: no complex Hessian (as JAX's hessian)
+    with pytest.raises(TypeError, match="return one complex value"):
+        f.hessian(z, holomorphic=True)
+
+
+def _holomorphic_hessian_closed_form(z):
+    # f(z) = sum(sin(z) z^2) + prod(z): the diagonal from (sin z z^2)'' = (2 - z^2) sin z +
+    # 4 z cos z, the off-diagonal prod(z) / (z_i z_j) (the diagonal of prod's Hessian is 0)
+    H = np.prod(z) / np.outer(z, z)
+    np.fill_diagonal(H, (2 - z ** 2) * np.sin(z) + 4 * z * np.cos(z))
+    return H
+
+
+def test_recorded_holomorphic_hessian_replays(rng):
+    f = lambda z: np.sum(np.sin(z) * z ** 2) + np.prod(z)          # noqa: E731
+    z = cplx(rng, 4)
+    r = tg.record(f, z)
+    np.testing.assert_allclose(r.hessian(z, holomorphic=True), _holomorphic_hessian_closed_form(z),
+                               rtol=1e-12)
+    Z = np.stack([z * 1.3 + 0.2j, z - 1, np.conj(z)])
+    HB = r.hessian_batch(Z, holomorphic=True)
+    assert HB.shape == (3, 4, 4) and HB.dtype == np.complex128
+    for k in range(3):
+        ref = _holomorphic_hessian_closed_form(Z[k])
+        np.testing.assert_allclose(r.hessian(Z[k], holomorphic=True), ref, rtol=1e-12)
+        np.testing.assert_allclose(HB[k], ref, rtol=1e-12)
+    assert r.hessian(z.astype(np.complex64), holomorphic=True).dtype == np.complex64
+    with pytest.raises(TypeError, match="takes holomorphic=True"):
+        r.hessian(z)
+    with pytest.raises(TypeError, match="takes holomorphic=True"):
+        r.hessian_batch(Z)
+    with pytest.raises(ValueError, match="batch axis first"):
+        r.hessian_batch(z, holomorphic=True)
+    # a loaded tape keeps the function's Hessian when given f
+    np.testing.assert_allclose(tg.load(r.to_bytes(), f).hessian(z, holomorphic=True),
+                               _holomorphic_hessian_closed_form(z), rtol=1e-12)
+    with pytest.raises(TypeError, match="no Python function"):
+        tg.load(r.to_bytes()).hessian(z, holomorphic=True)
 
 
 # ------------------------------------------------------------------ complex64 in, complex64 out
@@ -949,8 +994,35 @@ def test_real_only_ufuncs_raise_as_numpy_does(rng):
         tg.grad(lambda z: np.sum(np.abs(np.sort_complex(z))))(z)
     with pytest.raises(TypeError, match="condition is a complex"):
         tg.grad(lambda z: np.sum(np.abs(np.where(z, z, 0))))(z)
-    with pytest.raises(TypeError, match="'...'"):
-        tg.grad(lambda z: np.abs(np.einsum("...,...,...->", z, z, z)))(z)
+    # '...' with three operands: the values NumPy gives, and NumPy's errors
+    w = np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(tg.grad(lambda z: np.abs(np.einsum("...,...,...", z, z, w).sum()))(z),
+                               tg.grad(lambda z: np.abs(np.sum(z * z * w)))(z), rtol=1e-13)
+    for spec in ("...,...,...->", "ij,...jk,k->i"):     # NumPy's error: '...' axes not in the output
+        args = (z, z, z) if spec.startswith("...") else (z.reshape(1, 3), np.ones((2, 3, 2)), z[:2])
+        with pytest.raises(ValueError, match="no '...' ellipsis"):
+            np.einsum(spec, *[np.asarray(a, dtype=complex) for a in args])
+        with pytest.raises(ValueError, match="no '...' ellipsis"):
+            tg.grad(lambda z: np.abs(np.sum(np.einsum(spec, *((z, z, z) if spec.startswith("...") else
+                                                             (z.reshape(1, 3), np.ones((2, 3, 2)), z[:2]))))))(z)
+    with pytest.raises(ValueError, match="do not fit"):
+        tg.grad(lambda z: np.abs(np.einsum("ij,j,j->", z, z, z)))(z)
+
+
+def test_interp_at_traced_real_points_of_complex_values(rng):
+    # complex fp at traced real x: the imaginary part is interpolated too (before, a real rule
+    # took the call and dropped it), and the derivative in x is the slope of each part
+    xp = np.sort(rng.uniform(0, 5, size=7))
+    fp = cplx(rng, 7)
+    x = rng.uniform(-1, 6, size=9)
+    np.testing.assert_allclose(tg.record(lambda x: np.interp(x, xp, fp), x)(x), np.interp(x, xp, fp),
+                               rtol=1e-14)
+    loss = lambda x: np.sum(np.abs(np.interp(x, xp, fp)) ** 2)      # noqa: E731
+    h = 1e-6
+    fd = np.array([(loss(x + h * e) - loss(x - h * e)) / (2 * h) for e in np.eye(9)])
+    np.testing.assert_allclose(tg.grad(loss)(x), fd, rtol=1e-6, atol=1e-8)
+    with pytest.raises(TypeError, match="x is complex"):
+        tg.grad(lambda z: np.sum(np.abs(np.interp(z, xp, fp))))(x + 1j)
 
 
 def test_recorded_where_sinc_einsum_replay_like_retracing(rng):

@@ -1354,6 +1354,9 @@ def _interp(x, xp, fp, left=None, right=None, period=None):
     is taken from its value and guarded: a replay re-records when one changes segment)."""
     if period is not None:
         raise UnsupportedError("np.interp: period= on traced arrays")
+    for v in (x, xp, fp, left, right):
+        if v is not None and type(v) is not Tracer:
+            _as_float_array(v)      # a complex constant: ComplexOperand, the complex rule takes it
     if _is_traced(xp):
         raise TapegradTypeError("np.interp: xp (the sample points) must be a constant; the derivative "
                                 "is taken in x and fp")

@@ -55,26 +55,44 @@ def _where(condition, x=None, y=None):
 _LETTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def _einsum_specs(spec, n):
-    """(input subscripts, output subscripts) of an explicit or implicit einsum spec."""
+def _einsum_specs(spec, shapes):
+    """(input subscripts, output subscripts) of an explicit or implicit einsum spec, '...'
+    written out as letters the spec does not use (right-aligned, as NumPy broadcasts it)."""
     if not isinstance(spec, str):
         raise TapegradTypeError("np.einsum: complex traced operands take the subscripts-string form "
                                 "(not the interleaved operand, sublist form)")
+    n = len(shapes)
     spec = spec.replace(" ", "")
-    if "." in spec:
-        raise TapegradTypeError("np.einsum: complex traced operands with more than two operands do "
-                                "not take '...' yet; write the subscripts out")
     ins, arrow, out = spec.partition("->")
     ins = ins.split(",")
-    if len(ins) != n or any(set(s) - _LETTERS for s in ins + [out]):
-        raise TapegradValueError(f"np.einsum: subscripts {spec!r} do not fit {n} operands")
-    if not arrow:       # implicit: the letters seen once, sorted
+    bad = len(ins) != n or any(set(s.replace("...", "", 1)) - _LETTERS for s in ins + [out])
+    if bad or any(len(s) - 3 > len(sh) if "..." in s else len(s) != len(sh) for s, sh in zip(ins, shapes)):
+        raise TapegradValueError(f"np.einsum: subscripts {spec!r} do not fit {n} operands of shapes "
+                                 f"{[tuple(sh) for sh in shapes]}")
+    if not arrow:       # implicit: '...' first, then the letters seen once, sorted
         counts = {}
         for s in ins:
-            for ch in s:
+            for ch in s.replace("...", ""):
                 counts[ch] = counts.get(ch, 0) + 1
-        out = "".join(sorted(ch for ch, k in counts.items() if k == 1))
-    return ins, out
+        out = ("..." if any("..." in s for s in ins) else "") + \
+            "".join(sorted(ch for ch, k in counts.items() if k == 1))
+    if "..." in out and not any("..." in s for s in ins):
+        raise TapegradValueError(f"np.einsum: output subscripts of {spec!r} have '...' that no "
+                                 "operand has")
+    nell = max((len(sh) - (len(s) - 3) for s, sh in zip(ins, shapes) if "..." in s), default=0)
+    if nell and "..." not in out:
+        raise TapegradValueError(f"np.einsum: {spec!r}: output has more dimensions than subscripts "
+                                 "given in einstein sum, but no '...' ellipsis provided to broadcast "
+                                 "the extra dimensions (as NumPy)")
+    free = [c for c in sorted(_LETTERS) if c not in spec][:nell]
+    if len(free) < nell:
+        raise TapegradValueError(f"np.einsum: too many axes under '...' in {spec!r}")
+    ell = "".join(free)
+
+    def fill(s, k):
+        return s.replace("...", ell[nell - k:] if k else "")
+    ins = [fill(s, len(sh) - (len(s) - 3)) if "..." in s else s for s, sh in zip(ins, shapes)]
+    return ins, fill(out, nell)
 
 
 def _einsum(spec, *ops, **kw):
@@ -86,12 +104,14 @@ def _einsum(spec, *ops, **kw):
                                 "traced operands")
     if len(ops) <= 2:
         return _cx._einsum(spec, *ops)
-    ins, out = _einsum_specs(spec, len(ops))
+    shapes = [_shape(o) for o in ops]
+    ins, out = _einsum_specs(spec, shapes)
+    spec = ",".join(ins) + "->" + out
     # the contraction order NumPy's einsum would take (einsum_path, greedy): each step takes
     # operands out of the current list and appends their contraction, which keeps the letters
     # that another operand or the output still needs; each pairwise contraction is the four
     # real products of (AC - BD, AD + BC)
-    path = np.einsum_path(spec, *[np.broadcast_to(0.0, _shape(o)) for o in ops], optimize="greedy")[0]
+    path = np.einsum_path(spec, *[np.broadcast_to(0.0, sh) for sh in shapes], optimize="greedy")[0]
     cur = [(s, parts(o)) for s, o in zip(ins, ops)]
     for step in path[1:]:
         picked = [cur[i] for i in step]
@@ -318,7 +338,29 @@ def _like(func):
     return f
 
 
+# ---------------------------------------------------------------- interp
+def _interp(x, xp, fp, left=None, right=None, period=None):
+    """np.interp with complex fp (and left/right): linear in fp, so the real and imaginary
+    parts are interpolated apart with the real rule, as NumPy's complex loop does. x and xp
+    must be real, as in NumPy."""
+    for name, v in (("x", x), ("xp", xp)):
+        if type(v) is _cx.ComplexTracer or _cx._is_complex_const(v):
+            raise TapegradTypeError(f"np.interp: {name} is complex; NumPy interpolates at real "
+                                    "points only (complex values go in fp)")
+    (a, b), lp, rp = parts(fp), parts(left) if left is not None else (None, None), \
+        parts(right) if right is not None else (None, None)
+    re = np.interp(x, xp, a, left=lp[0], right=rp[0], period=period)
+    if b is None and lp[1] is None and rp[1] is None:
+        return make(re, None)
+    zero = np.zeros(_shape(fp))
+    im = np.interp(x, xp, zero if b is None else b, left=0.0 if left is not None and lp[1] is None
+                   else lp[1], right=0.0 if right is not None and rp[1] is None else rp[1],
+                   period=period)
+    return make(re, im)
+
+
 _cx.FUNCTIONS.update({
+    np.interp: _interp,
     np.where: _where, np.einsum: _einsum, np.sinc: _sinc, np.sign: _sign,
     np.round: _round, np.around: _round,
     np.convolve: _cx._bilinear(np.convolve), np.correlate: _correlate, np.cross: _cx._bilinear(np.cross),
