@@ -1023,6 +1023,11 @@ def test_interp_at_traced_real_points_of_complex_values(rng):
     np.testing.assert_allclose(tg.grad(loss)(x), fd, rtol=1e-6, atol=1e-8)
     with pytest.raises(TypeError, match="x is complex"):
         tg.grad(lambda z: np.sum(np.abs(np.interp(z, xp, fp))))(x + 1j)
+    # np.unwrap takes real phases: NumPy raises for complex input, and so does the rule
+    with pytest.raises(TypeError, match="'remainder' not supported"):
+        np.unwrap(fp)
+    with pytest.raises(TypeError, match="'remainder' not supported"):
+        tg.grad(lambda z: np.sum(np.abs(np.unwrap(z))))(fp)
 
 
 def test_recorded_where_sinc_einsum_replay_like_retracing(rng):

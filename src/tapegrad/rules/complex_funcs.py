@@ -359,8 +359,13 @@ def _interp(x, xp, fp, left=None, right=None, period=None):
     return make(re, im)
 
 
+def _unwrap(p, *args, **kwargs):
+    raise TapegradTypeError("np.unwrap: ufunc 'remainder' not supported for the input types "
+                            "(complex), as in NumPy: unwrap takes real phases, e.g. np.unwrap(np.angle(z))")
+
+
 _cx.FUNCTIONS.update({
-    np.interp: _interp,
+    np.interp: _interp, np.unwrap: _unwrap,
     np.where: _where, np.einsum: _einsum, np.sinc: _sinc, np.sign: _sign,
     np.round: _round, np.around: _round,
     np.convolve: _cx._bilinear(np.convolve), np.correlate: _correlate, np.cross: _cx._bilinear(np.cross),
