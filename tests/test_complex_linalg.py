@@ -503,3 +503,67 @@ def test_recorded_pinv_program_replays(rng):
     V = cplx(rng, 4, 3)
     np.testing.assert_allclose(r.hvp(A, V), tg.hvp(g, (A,), (V,)), rtol=1e-10, atol=1e-10)
     np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(A), r.grad(A))
+
+
+# ------------------------------------------------------------------ tensorsolve, tensorinv, cond
+@pytest.mark.parametrize("axes", [None, (0,), (2, 0)])
+def test_tensorsolve(axes, rng):
+    a, b = cplx(rng, 2, 3, 6), cplx(rng, 2, 3)
+    if axes == (0,):
+        a = cplx(rng, 3, 2, 3, 2)          # b-shaped axes 1, 2, then 3, moved axis 0: (2, 3, 2, 3)
+    if axes == (2, 0):
+        a = cplx(rng, 6, 2, 1, 3)          # axes 1, 3, then 2, 0: (2, 3, 1, 6)
+    want = np.linalg.tensorsolve(a, b, axes=axes)
+    check_pair(lambda a: (np.linalg.tensorsolve(a, b, axes=axes),), a, (want,))
+    check_pair(lambda b: (np.linalg.tensorsolve(a, b, axes=axes),), b, (want,))
+    # closed form: x solves the reshaped system, so its tensordot with a gives back b
+    x = tg.vjp(lambda p, q: split(np.linalg.tensorsolve(p + 1j * q, b, axes=axes)), a.real, a.imag)[0]
+    np.testing.assert_allclose(x, split(want), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="tensorsolve.*does not fit"):
+        tg.grad(lambda a: np.sum(np.abs(np.linalg.tensorsolve(a, b[:, :2])) ** 2))(cplx(rng, 2, 3, 6))
+
+
+@pytest.mark.parametrize("shape,ind", [((6, 2, 3), 1), ((2, 3, 3, 2), 2)])
+def test_tensorinv(shape, ind, rng):
+    a = cplx(rng, *shape)
+    check_pair(lambda a: (np.linalg.tensorinv(a, ind=ind),), a, (np.linalg.tensorinv(a, ind=ind),))
+    # closed form: tensordot(tensorinv(a), a, ind) is the identity over a.shape[ind:]
+    Y = tg.vjp(lambda p, q: np.linalg.tensorinv(p + 1j * q, ind=ind), a.real, a.imag)[0]
+    n = int(np.prod(shape[ind:]))
+    np.testing.assert_allclose(np.tensordot(Y, a, ind).reshape(n, n), np.eye(n), atol=1e-12)
+    with pytest.raises(ValueError, match="tensorinv.*not square"):
+        tg.grad(lambda a: np.sum(np.abs(np.linalg.tensorinv(a, ind=1)) ** 2))(cplx(rng, 2, 3))
+
+
+@pytest.mark.parametrize("p", [None, 2, -2, "fro", 1, -1, np.inf, "nuc"])
+def test_cond(p, rng):
+    A = cplx(rng, 3, 3) + 2 * np.eye(3)
+    check_pair(lambda A: (np.linalg.cond(A, p),), A, (np.linalg.cond(A, p),))
+    # the 2-norm condition number from the singular values, an independent formula
+    if p in (None, 2):
+        s = np.linalg.svd(A, compute_uv=False)
+        assert np.isclose(tg.vjp(lambda x, y: np.linalg.cond(x + 1j * y), A.real, A.imag)[0], s[0] / s[-1])
+
+
+def test_piecewise(rng):
+    z = cplx(rng, 6)
+    fs = [lambda v: v ** 2, lambda v: np.exp(v) * 1j, 0.5 - 1j]   # the last: the rest of z
+
+    def f(z):
+        return np.piecewise(z, [np.real(z) > 0.3, np.imag(z) > 0], fs)
+    want = np.piecewise(z, [np.real(z) > 0.3, np.imag(z) > 0], fs)
+    check_pair(lambda z: (f(z),), z, (want,))
+    # the gradient of a real loss against the same loss written with np.where (NumPy: where
+    # several conditions hold, the last one's piece is taken)
+    g = tg.grad(lambda z: np.sum(np.abs(f(z)) ** 2))(z)
+    h = tg.grad(lambda z: np.sum(np.abs(np.where(np.imag(z) > 0, np.exp(z) * 1j, np.where(
+        np.real(z) > 0.3, z ** 2, 0.5 - 1j))) ** 2))(z)
+    np.testing.assert_allclose(g, h, rtol=1e-14)
+    # a recording guards the traced conditions: replayed where the pieces change, it re-records
+    r = tg.record(lambda z: np.sum(np.abs(f(z)) ** 2), z)
+    z2 = -z
+    np.testing.assert_allclose(r.grad(z2), tg.grad(lambda z: np.sum(np.abs(f(z)) ** 2))(z2), rtol=1e-13)
+    with pytest.raises(ValueError, match="piecewise: 2 conditions"):
+        tg.grad(lambda z: np.sum(np.abs(np.piecewise(z, [np.real(z) > 0, np.imag(z) > 0], [1.0]))))(z)
+    with pytest.raises(TypeError, match="piecewise: the condition is a complex traced value"):
+        tg.grad(lambda z: np.sum(np.abs(np.piecewise(z, [z], [np.sin]))))(z)

@@ -363,6 +363,8 @@ cov(np.linalg.matrix_power, "matrix_power", lambda a: np.linalg.matrix_power(a, 
 cov(np.linalg.matrix_power, "matrix_power_neg", lambda a: np.linalg.matrix_power(a, -2), args(well(2)))
 cov(np.linalg.tensorsolve, "tensorsolve", lambda a, b: np.linalg.tensorsolve(a, b),
     args(lambda r: well(6)(r).reshape(2, 3, 6), N(2, 3)))
+cov(np.linalg.tensorsolve, "tensorsolve_axes", lambda a, b: np.linalg.tensorsolve(a, b, axes=(0,)),
+    args(lambda r: well(6)(r).reshape(6, 2, 3).transpose(2, 0, 1).copy(), N(6)))
 cov(np.linalg.tensorinv, "tensorinv", lambda a: np.linalg.tensorinv(a, 1), args(lambda r: well(4)(r).reshape(4, 2, 2)))
 cov([np.linalg.trace, np.linalg.diagonal], "linalg.trace", lambda a: np.linalg.trace(a) + np.linalg.diagonal(a).sum(-1), args(N(2, 3, 3)))
 

@@ -1196,15 +1196,7 @@ for _name, _rule in [("vecdot", lambda a, b: np.sum(a * b, axis=-1)),
     if isinstance(getattr(np, _name, None), np.ufunc):
         defufunc(getattr(np, _name))(_rule)
 defn(np.linalg.matrix_rank, constant=True)(_guarded_fn(np.linalg.matrix_rank))
-defn(np.linalg.cond, constant=False)(lambda x, p=None: _cond(x, p))
-
-
-def _cond(x, p=None):
-    if p is None or p == 2 or p == -2:
-        s = np.linalg.svd(x, compute_uv=False)
-        r = np.max(s, axis=-1) / np.min(s, axis=-1)
-        return r if p != -2 else 1.0 / r
-    return _norm(x, p, (-2, -1)) * _norm(np.linalg.inv(x), p, (-2, -1))
+defn(np.linalg.cond, constant=False)(lambda x, p=None: linalg._cond(x, p))
 
 
 # (np.fft: rules/complex.py)

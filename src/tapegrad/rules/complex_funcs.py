@@ -17,7 +17,7 @@ import numpy as np
 
 from ..tracing.tracer import Tracer, value_of
 from ..errors import TapegradTypeError, TapegradValueError
-from . import complex as _cx
+from . import base as _base, complex as _cx
 
 parts, make, _wrap, _im = _cx.parts, _cx.make, _cx._wrap, _cx._im
 _cmul, _cdiv, _cprod, _cabs = _cx._cmul, _cx._cdiv, _cx._cprod, _cx._cabs
@@ -282,6 +282,23 @@ def _select(condlist, choicelist, default=0):
     return out if _shape(out) == shape else _cx._partwise(np.broadcast_to)(out, shape)
 
 
+def _piecewise(x, condlist, funclist, *args, **kw):
+    """np.piecewise of a complex x: the conditions are real decisions (a traced one is guarded,
+    so a replay at a point where it changes re-records); each piece is evaluated on all of x
+    and chosen with np.where, as the real rule does."""
+    cl = condlist if isinstance(condlist, list) else [condlist]
+    cl = [np.asarray(_real_cond(_base._guarded_value(c), "piecewise"), dtype=bool) for c in cl]
+    if len(funclist) == len(cl) + 1:
+        cl.append(~np.any(cl, axis=0))
+    elif len(funclist) != len(cl):
+        raise TapegradValueError(f"np.piecewise: {len(cl)} conditions need {len(cl)} or {len(cl) + 1} "
+                                 f"functions, got {len(funclist)}")
+    out = make(np.zeros(_shape(x)), None)
+    for c, f in zip(cl, funclist):
+        out = _where(c, f(x, *args, **kw) if callable(f) else f, out)
+    return out
+
+
 def _nan_free(a, fill):
     # NumPy treats a complex number with a NaN part as NaN; the mask is taken on the traced
     # parts, so a replay recomputes where the NaNs are
@@ -380,7 +397,7 @@ _cx.FUNCTIONS.update({
     np.zeros_like: _like(np.zeros_like), np.ones_like: _like(np.ones_like),
     np.empty_like: _like(np.zeros_like), np.full_like: _like(np.full_like),
     np.sort_complex: _cx._order_refused("sort_complex"),
-    np.select: _select, np.linspace: _linspace, np.nanmean: _nanmean,
+    np.select: _select, np.piecewise: _piecewise, np.linspace: _linspace, np.nanmean: _nanmean,
     np.nansum: _nan_reduce(np.sum, 0.0), np.nanprod: _nan_reduce(np.prod, 1.0),
     np.nancumsum: _nan_reduce(np.cumsum, 0.0), np.nancumprod: _nan_reduce(np.cumprod, 1.0),
     # NumPy replaces non-finite real and imaginary parts separately

@@ -723,6 +723,9 @@ _COMPLEX_FUNCTIONS.update({
     np.linalg.eigh: _ceigh, np.linalg.eigvalsh: _ceigvalsh, np.linalg.qr: _cqr, np.linalg.svd: _csvd,
     np.linalg.eig: _eig, np.linalg.pinv: _cpinv, np.linalg.lstsq: _clstsq, np.linalg.norm: _cnorm,
     np.linalg.matrix_power: _cmatrix_power,
+    # compositions of the rules above, shared with the real ones
+    np.linalg.tensorsolve: _linalg._tensorsolve, np.linalg.tensorinv: _linalg._tensorinv,
+    np.linalg.cond: _linalg._cond,
 })
 _registry.register(np.linalg.eig, _eig, "rule", rule_class=CEig)   # real matrices too (complex results)
 if hasattr(np.linalg, "svdvals"):

@@ -14,6 +14,9 @@ Rules assume what makes the function differentiable: det/slogdet/solve/inv a non
 matrix, eigh distinct eigenvalues, svd distinct nonzero singular values, qr full column rank
 (m >= n), pinv constant rank.
 """
+import math
+import operator
+
 import numpy as np
 
 from .calls import CallRule, register, call, Inv
@@ -513,22 +516,56 @@ def _lstsq(a, b, rcond=None):
     return x, res, rank, sv
 
 
+def _any_shape(x):
+    """The shape of a real or complex traced value or of a constant."""
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
 def _tensorsolve(a, b, axes=None):
+    """np.linalg.tensorsolve as NumPy computes it (axes of a moved to the end, a reshaped to a
+    square matrix, one solve), written with np.* calls so that real and complex traced values
+    (rules/complex_linalg.py) share it."""
+    sa, sb = _any_shape(a), _any_shape(b)
     if axes is not None:
-        raise UnsupportedError("np.linalg.tensorsolve(axes=...) on traced arrays")
-    sb = _shape(b)
-    sa = _shape(a)
-    nb = int(np.prod(sb))
+        order = list(range(len(sa)))
+        for k in axes:
+            k = operator.index(k) % len(sa) if -len(sa) <= operator.index(k) < len(sa) else None
+            if k is None or k not in order:
+                raise TapegradValueError(f"np.linalg.tensorsolve: axes={tuple(axes)} are not distinct "
+                                         f"axes of a with shape {sa}")
+            order.remove(k)
+            order.append(k)
+        a, sa = np.transpose(a, order), tuple(sa[k] for k in order)
     xs = sa[len(sb):]
-    x = _solve(np.reshape(a, (nb, -1)), np.reshape(b, (-1,)))
+    nb, nx = math.prod(sb), math.prod(xs)
+    if sa[:len(sb)] != sb or nb != nx:
+        raise TapegradValueError(f"np.linalg.tensorsolve: a with shape {sa} does not fit b with shape "
+                                 f"{sb} (a.shape must start with b.shape, and prod(a.shape[b.ndim:]) "
+                                 "== prod(b.shape))")
+    x = np.linalg.solve(np.reshape(a, (nb, nx)), np.reshape(b, (nb,)))
     return np.reshape(x, xs)
 
 
 def _tensorinv(a, ind=2):
-    sa = _shape(a)
-    out = sa[ind:] + sa[:ind]
-    n = int(np.prod(sa[:ind]))
-    return np.reshape(np.linalg.inv(np.reshape(a, (n, -1))), out)
+    """np.linalg.tensorinv: the inverse of a reshaped to a square matrix (real or complex)."""
+    sa, ind = _any_shape(a), operator.index(ind)
+    if ind <= 0:
+        raise TapegradValueError(f"np.linalg.tensorinv: invalid ind argument {ind} (must be positive)")
+    n = math.prod(sa[:ind])
+    if n != math.prod(sa[ind:]):
+        raise TapegradValueError(f"np.linalg.tensorinv: a with shape {sa} and ind={ind} is not square "
+                                 f"(prod(a.shape[:ind]) = {n}, prod(a.shape[ind:]) = {math.prod(sa[ind:])})")
+    return np.reshape(np.linalg.inv(np.reshape(a, (n, n))), sa[ind:] + sa[:ind])
+
+
+def _cond(x, p=None):
+    """np.linalg.cond: the ratio of extreme singular values (p None, 2, -2), else
+    norm(x, p) * norm(inv(x), p), as NumPy computes it; real or complex x."""
+    if p is None or p == 2 or p == -2:
+        s = np.linalg.svd(x, compute_uv=False)
+        r = np.max(s, axis=-1) / np.min(s, axis=-1)
+        return r if p != -2 else 1.0 / r
+    return np.linalg.norm(x, p, (-2, -1)) * np.linalg.norm(np.linalg.inv(x), p, (-2, -1))
 
 
 _FUNCTIONS = [
