@@ -669,6 +669,42 @@ def test_eigvals(rng):
     np.testing.assert_allclose(r.hvp(A2, C), tg.hvp(f, (A2,), (C,)), rtol=1e-10, atol=1e-10)
 
 
+def test_eigvals_gradient_decomposes_once(rng, monkeypatch):
+    # a gradient (re-traced or replayed) takes the eigenvalues from eig in the forward and
+    # keeps the vectors for the adjoint (calls.reverse_follows): no eigvals-only LAPACK call,
+    # one eig per eigvals in a replayed gradient; vjp (no gradient follows for sure) computes
+    # eigvals in the forward and eig in the adjoint
+    from tapegrad.rules import calls
+    A = rng.standard_normal((6, 6))
+    f = lambda A: np.sum(np.abs(np.linalg.eigvals(A)) ** 2) + np.sum(np.real(np.linalg.eigvals(A)) ** 3)  # noqa: E731
+    w, V = np.linalg.eig(A)
+    c = 2.0 * np.conj(w) + 3.0 * np.real(w) ** 2      # dL = Re(c . dw), dw = diag(V^-1 dA V)
+    want = np.real((V * c) @ np.linalg.inv(V)).T
+    r = tg.record(f, A)
+    counts = {"eig": 0, "eigvals": 0}
+    for name in counts:
+        def counted(*a, _f=getattr(np.linalg, name), _n=name, **k):
+            if type(a[0]) is np.ndarray:        # LAPACK calls (not the traced calls in f)
+                counts[_n] += 1
+            return _f(*a, **k)
+        monkeypatch.setattr(np.linalg, name, counted)
+    for which, grad in (("retrace", tg.grad(f)), ("replay", r.grad), ("vjp", lambda A: tg.vjp(f, A)[1](1.0)[0])):
+        counts.update(eig=0, eigvals=0)
+        np.testing.assert_allclose(grad(A), want, rtol=1e-10, atol=1e-12)
+        if which == "vjp":
+            assert counts["eigvals"] >= 2 and counts["eig"] >= 2, counts
+        else:
+            assert counts["eigvals"] == 0 and counts["eig"] == (2 if which == "replay" else counts["eig"]), (which, counts)
+        assert getattr(calls._MODE, "stash", {}) == {}      # nothing kept after the call
+    # what is kept is used only at the very inputs it was computed at
+    rule = calls.CallRule([(3,)], [(3,)])
+    with calls.reverse_follows():
+        rule.stash([np.ones(3)], "kept")
+        assert rule.stashed([np.ones(3)]) == "kept"
+        assert rule.stashed([np.array([1.0, 1.0, 1.0 + 2 ** -52])]) is None
+    assert rule.stashed([np.ones(3)]) is None          # dropped when the context ends
+
+
 def test_abs_at_an_exact_complex_zero_has_a_zero_gradient():
     # |z| = hypot(Re z, Im z): at (0, 0) its partials are the subgradient 0, as the real abs
     # takes at 0 (not 0 / 0); exact zeros appear in factorizations (a Cholesky factor's

@@ -31,6 +31,12 @@ def value_and_grad(f, argnums=0, has_aux=False, holomorphic=False):
     The value is float64; the gradient takes the inputs' float dtypes (float32 in, float32 out,
     computed in float64: see grad). Complex inputs: see grad and docs/complex.md."""
     def vg(*args, **kwargs):
+        # the recording is followed by the reverse sweep: rules may keep for their adjoint
+        # what their value computes anyway (calls.reverse_follows)
+        with _calls.reverse_follows():
+            return _vg(*args, **kwargs)
+
+    def _vg(*args, **kwargs):
         tr, res = _traced_or_complex(f, args, kwargs, argnums, has_aux, "grad", holomorphic,
                                      lambda h: _complex_value_and_grad(f, args, kwargs, argnums,
                                                                        has_aux, h))

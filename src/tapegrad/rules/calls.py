@@ -10,6 +10,7 @@ A rule with several outputs packs them into one flat output; ``call`` splits the
 aliases. Rules serialize by name and JSON parameters (``rule_from_spec``).
 """
 import math
+import threading
 
 import numpy as np
 
@@ -54,10 +55,40 @@ def install_jvp(jvp):
     _jvp = jvp
 
 
+_MODE = threading.local()
+
+
+class reverse_follows:
+    """Context: what runs inside ends in a reverse sweep (a gradient), so a rule whose adjoint
+    needs more than its value (eigvals: the eigenvectors) may compute that in its forward and
+    keep it for its adjoint (CallRule.stash, CallRule.stashed). Per thread; what was kept is
+    dropped when the outermost such context ends."""
+
+    def __enter__(self):
+        self.outer = not getattr(_MODE, "on", False)
+        _MODE.on = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.outer:
+            _MODE.on = False
+            _MODE.stash = {}
+
+
+def reverse_follows_now():
+    return getattr(_MODE, "on", False)
+
+
+def keeps_for_adjoint(rules):
+    """Whether any of these rules keeps values for its adjoint (worth a reverse_follows)."""
+    return any(r.keeps_for_adjoint for r in rules)
+
+
 class CallRule:
     """Base class. Subclasses set ``name`` and implement fwd, tan, bwd on lists/tuples of arrays."""
 
     name = None
+    keeps_for_adjoint = False     # True: forward() may stash() for the adjoint (reverse_follows)
 
     def __init__(self, in_shapes, out_shapes, **extra):
         self.in_shapes = [tuple(int(k) for k in s) for s in in_shapes]
@@ -107,6 +138,23 @@ class CallRule:
         tans = tuple(t if t is not None else np.zeros(s) for t, s in zip(xdots, self.in_shapes))
         _, out = jvp(xbar, tuple(xs) + (np.reshape(ybar, (-1,)),), tans + (np.reshape(ybardot, (-1,)),))
         return list(out)
+
+    # -- values the forward kept for the adjoint (inside ``reverse_follows`` only)
+    def stash(self, xs, value):
+        """Keep value for this rule's adjoint at inputs xs (copied: compared bit for bit)."""
+        if reverse_follows_now():
+            d = getattr(_MODE, "stash", None)
+            if d is None:
+                d = _MODE.stash = {}
+            d[id(self)] = (self, [np.array(x, dtype=np.float64) for x in xs], value)
+
+    def stashed(self, xs):
+        """What stash kept at exactly these inputs, or None."""
+        e = getattr(_MODE, "stash", {}).get(id(self))
+        if e is None or len(e[1]) != len(xs) or not all(
+                type(x) is np.ndarray and np.array_equal(k, x) for k, x in zip(e[1], xs)):
+            return None
+        return e[2]
 
     # -- to implement
     def fwd(self, *xs):
