@@ -567,3 +567,30 @@ def test_piecewise(rng):
         tg.grad(lambda z: np.sum(np.abs(np.piecewise(z, [np.real(z) > 0, np.imag(z) > 0], [1.0]))))(z)
     with pytest.raises(TypeError, match="piecewise: the condition is a complex traced value"):
         tg.grad(lambda z: np.sum(np.abs(np.piecewise(z, [z], [np.sin]))))(z)
+
+
+@pytest.mark.parametrize("kind", ["real", "complex"])
+def test_lstsq_rank_is_guarded_in_recordings(kind, rng):
+    # the rank decides the residuals and is returned: a recording replayed where the rank
+    # differs records again (strict=True raises) instead of giving the recorded rank
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal(5)
+    if kind == "complex":
+        a = a + 1j * rng.standard_normal((5, 3))
+    f = lambda a: (np.sum(np.abs(np.linalg.lstsq(a, b, rcond=None)[0]))   # noqa: E731
+                   + np.linalg.lstsq(a, b, rcond=None)[2])
+    a2 = a.copy()
+    a2[:, 2] = a2[:, 0] + a2[:, 1]                      # rank 2
+    assert np.linalg.lstsq(a2, b, rcond=None)[2] == 2
+    r = tg.record(f, a)
+    assert abs(r(a2) - f(a2)) < 1e-12 and r.rerecords == 1
+    np.testing.assert_allclose(r(a), f(a), rtol=1e-13)
+    with pytest.raises(tg.GuardError, match="guard"):
+        tg.record(f, a, strict=True)(a2)
+    # rcond reaches the cutoff: a singular value of 1e-6 (relative) is dropped at rcond=1e-4
+    U, _, Vh = np.linalg.svd(a, full_matrices=False)
+    a3 = (U * np.array([2.0, 1.0, 2e-6])) @ Vh
+    for rc in (None, 1e-4):
+        got = tg.vjp(lambda a: np.linalg.lstsq(a, b, rcond=rc)[0], a3)[0]
+        np.testing.assert_allclose(got, np.linalg.lstsq(a3, b, rcond=rc)[0], rtol=1e-8, atol=1e-10)
+        assert tg.vjp(lambda a: np.linalg.lstsq(a, b, rcond=rc)[2] * 1.0, a3)[0] == \
+            np.linalg.lstsq(a3, b, rcond=rc)[2]

@@ -627,9 +627,9 @@ def _clstsq(a, b, rcond=None):
         raise np.linalg.LinAlgError(f"np.linalg.lstsq: a of shape (m, n) and b of shape (m,) or (m, k), "
                                     f"got {sa} and {sb}")
     m, n = sa
-    rank = int(np.linalg.lstsq(_value(a), _value(b), rcond=None if rcond is None else value_of(rcond))[2])
-    cut = _rcond("lstsq", sa, None, None if rcond is None else rcond)
     re, im = parts(a)
+    sv = np.linalg.svd(a if im is not None else re, compute_uv=False)
+    rank, cut = _linalg._lstsq_rank(sv, sa, rcond)      # (guarded: see there)
     if type(re) is not Tracer and type(im) is not Tracer:      # a constant (b traced)
         ai = np.linalg.pinv(_value(a), rcond=cut)
     elif im is None:                                           # a real traced matrix: the real rule
@@ -643,7 +643,6 @@ def _clstsq(a, b, rcond=None):
             res = np.reshape(res, (1,))
     else:
         res = np.zeros(0)
-    sv = np.linalg.svd(a if im is not None else re, compute_uv=False)
     return x, res, rank, sv
 
 

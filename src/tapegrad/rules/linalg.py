@@ -497,22 +497,37 @@ def _pinv(a, rcond=None, hermitian=False, **kw):
 _LstsqResult = None
 
 
+def _lstsq_rank(sv, shape, rcond):
+    """(rank, cutoff ratio) of np.linalg.lstsq from the singular values sv of a: those above
+    cutoff * max(sv) count (LAPACK's gelsd; rcond None: eps * max(m, n), negative: eps). With
+    traced singular values the comparison is guarded, so a replay at a point of another rank
+    records again (the rank, the residuals' presence and pinv's derivative change with it)."""
+    eps = np.finfo(np.float64).eps
+    cut = max(shape) * eps if rcond is None else float(value_of(rcond))
+    cut = eps if cut < 0 else cut
+    if not min(shape):
+        return 0, cut
+    kept = _rules._guarded_value(sv > cut * np.max(sv))
+    return int(np.count_nonzero(kept)), cut
+
+
 def _lstsq(a, b, rcond=None):
-    """x = pinv(a) b (full column rank: the least-squares solution); residuals as NumPy."""
+    """x = pinv(a) b at lstsq's cutoff (full column rank: the least-squares solution);
+    residuals and rank as NumPy gives them."""
     for z in (a, b):    # a complex a or b raises ComplexOperand: the complex rule (complex_linalg.py)
         if type(z) is not Tracer:
             _as_float_array(z)
     av = value_of(a)
     m, n = np.shape(av)
-    rank = np.linalg.matrix_rank(av)
-    x = _pinv(a) @ b
+    sv = np.linalg.svd(a, compute_uv=False)
+    rank, cut = _lstsq_rank(sv, (m, n), rcond)
+    x = _pinv(a, rcond=cut) @ b
     if rank == n and m > n:
         r = a @ x - b
         res = np.sum(r * r, axis=0)
         res = _rules.reshape(res, (1,)) if np.ndim(value_of(res)) == 0 else res
     else:
         res = np.zeros(0)
-    sv = np.linalg.svd(a, compute_uv=False)
     return x, res, rank, sv
 
 
