@@ -8,7 +8,7 @@
 # sweeps dispatch on are computed from the same formulas (optraits.pxi, traits.pxd).
 from libc.math cimport (exp, log, log1p, expm1, sqrt, sin, cos, tan, asin, acos, atan, sinh,
                         cosh, tanh, asinh, acosh, atanh, exp2, log2, log10, cbrt, erf, erfc,
-                        pow, fabs, floor, ceil, rint, trunc, atan2, hypot, NAN)
+                        pow, fabs, floor, ceil, rint, trunc, atan2, hypot, signbit, NAN)
 from .opcodes cimport *
 
 
@@ -107,6 +107,8 @@ cdef inline double un_f(int code, double x, double d) noexcept nogil:
         return trunc(x)
     elif code == OP_STOP_GRADIENT:
         return x
+    elif code == OP_SIGNBIT:
+        return <double>(signbit(x))
     return NAN
 
 

@@ -55,45 +55,46 @@ cdef enum:
     OP_RINT = 40
     OP_TRUNC = 41
     OP_STOP_GRADIENT = 42
+    OP_SIGNBIT = 43
     # --- binary ---
-    OP_ADD = 43
-    OP_SUB = 44
-    OP_MUL = 45
-    OP_DIV = 46
-    OP_POW = 47
-    OP_MAXIMUM = 48
-    OP_MINIMUM = 49
-    OP_ARCTAN2 = 50
-    OP_HYPOT = 51
-    OP_LOGADDEXP = 52
-    OP_WHERE = 53
+    OP_ADD = 44
+    OP_SUB = 45
+    OP_MUL = 46
+    OP_DIV = 47
+    OP_POW = 48
+    OP_MAXIMUM = 49
+    OP_MINIMUM = 50
+    OP_ARCTAN2 = 51
+    OP_HYPOT = 52
+    OP_LOGADDEXP = 53
+    OP_WHERE = 54
     # --- compare ---
-    OP_LT = 54
-    OP_LE = 55
-    OP_GT = 56
-    OP_GE = 57
-    OP_EQ = 58
-    OP_NE = 59
+    OP_LT = 55
+    OP_LE = 56
+    OP_GT = 57
+    OP_GE = 58
+    OP_EQ = 59
+    OP_NE = 60
     # --- reduce ---
-    OP_SUM = 60    # over a (pre, m, post) block: p0=pre, p1=m, p2=post
-    OP_MAX = 61
-    OP_MIN = 62
-    OP_PROD = 63
+    OP_SUM = 61    # over a (pre, m, post) block: p0=pre, p1=m, p2=post
+    OP_MAX = 62
+    OP_MIN = 63
+    OP_PROD = 64
     # --- matmul ---
-    OP_MATMUL = 64    # (batched) matrix product: p0=batch, p1=M, p2=K, p3=N, p4/p5 = batch strides of a/b
+    OP_MATMUL = 65    # (batched) matrix product: p0=batch, p1=M, p2=K, p3=N, p4/p5 = batch strides of a/b
     # --- move ---
-    OP_GATHER = 65    # y[i] = a[idx[i]],  idx = ipool[p0 : p0+n], p1 = size of a
-    OP_SCATTER_ADD = 66    # y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a
-    OP_COPY = 67    # y[i] = a[i]
-    OP_TRANSPOSE = 68    # a as (D, A, B, C) blocks (p0..p3), y as (D, B, A, C): y[d, j, i, k] = a[d, i, j, k]
+    OP_GATHER = 66    # y[i] = a[idx[i]],  idx = ipool[p0 : p0+n], p1 = size of a
+    OP_SCATTER_ADD = 67    # y = 0; y[idx[i]] += a[i], idx = ipool[p0 : p0+p1], p1 = size of a
+    OP_COPY = 68    # y[i] = a[i]
+    OP_TRANSPOSE = 69    # a as (D, A, B, C) blocks (p0..p3), y as (D, B, A, C): y[d, j, i, k] = a[d, i, j, k]
     # --- call ---
-    OP_CALL = 69    # a rule written in Python (linear algebra and friends), called with the GIL: operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object
-    OP_COUNT = 70
+    OP_CALL = 70    # a rule written in Python (linear algebra and friends), called with the GIL: operands a, b, c of sizes p0, p1, p2 (0 = absent), p3 = index of the rule object
+    OP_COUNT = 71
 
 cdef enum:
     UN_FIRST = OP_NEG
     UN_ZERO_FIRST = OP_SIGN
-    UN_LAST = OP_STOP_GRADIENT
+    UN_LAST = OP_SIGNBIT
     BIN_FIRST = OP_ADD
     CMP_FIRST = OP_LT
     BIN_LAST = OP_NE

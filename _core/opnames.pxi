@@ -47,6 +47,7 @@ OPCODES = {
     'rint': OP_RINT,
     'trunc': OP_TRUNC,
     'stop_gradient': OP_STOP_GRADIENT,
+    'signbit': OP_SIGNBIT,
     'add': OP_ADD,
     'subtract': OP_SUB,
     'multiply': OP_MUL,
@@ -75,7 +76,7 @@ OPCODES = {
     'transpose': OP_TRANSPOSE,
     'call': OP_CALL,
 }
-OPTABLE_FINGERPRINT = '6b1a82e9'
+OPTABLE_FINGERPRINT = '1ad5c518'
 # (opcode, NumPy ufunc) of the unary and binary ops whose forward uses NumPy's loop
 NUMPY_LOOPS_UNARY = (
     (OP_ABS, np.absolute),  # abs

@@ -22,8 +22,9 @@ cdef inline bint op_const_partial(int code) noexcept nogil:
 cdef inline bint op_zero_derivative(int code) noexcept nogil:
     """Has this elementwise op no derivative at all?"""
     return (code == OP_SIGN or code == OP_FLOOR or code == OP_CEIL or code == OP_RINT or
-            code == OP_TRUNC or code == OP_STOP_GRADIENT or code == OP_LT or code == OP_LE or
-            code == OP_GT or code == OP_GE or code == OP_EQ or code == OP_NE)
+            code == OP_TRUNC or code == OP_STOP_GRADIENT or code == OP_SIGNBIT or
+            code == OP_LT or code == OP_LE or code == OP_GT or code == OP_GE or
+            code == OP_EQ or code == OP_NE)
 
 
 cdef inline double op_linear_partial(int code, double d, int r) noexcept nogil:

@@ -49,6 +49,26 @@ def test_nan_propagates_through_values_and_derivatives():
     assert np.isnan(g[0]) and np.all(np.isfinite(g[1:]))
 
 
+def test_signed_zeros_and_nans_follow_numpy():
+    # np.signbit reads the sign bit (True at -0.0 and at a NaN with the bit set), so do the
+    # traced signbit, copysign and angle, recorded, replayed and in the reference sweep
+    x = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.nan, -INF, INF])
+    want = np.signbit(x)
+    out = tg.vjp(lambda x: np.signbit(x), x)[0]
+    np.testing.assert_array_equal(out != 0, want)
+    f = lambda x: np.sum(np.where(np.signbit(x), 2.0 * x, 3.0 * x))   # noqa: E731
+    z = np.array([-0.0, 0.0, -0.0])
+    np.testing.assert_array_equal(tg.grad(f)(z), [2.0, 3.0, 2.0])
+    r = tg.record(f, np.ones(3))
+    np.testing.assert_array_equal(r.grad(z), [2.0, 3.0, 2.0])
+    tr = Traced(f, (z,))
+    np.testing.assert_array_equal(Sweep(tr).vjp([np.ones(())])[0], [2.0, 3.0, 2.0])
+    # copysign(1, x) * x = |x|: d/dx at -0.0 is copysign(1, -0.0) = -1, as NumPy's sign bit says
+    assert tg.grad(lambda x: np.copysign(1.0, x) * x)(-0.0) == -1.0
+    np.testing.assert_array_equal(tg.vjp(lambda x: np.copysign(2.0, x), x)[0], np.copysign(2.0, x))
+    np.testing.assert_array_equal(tg.vjp(np.angle, x[:4])[0], np.angle(x[:4]))
+
+
 def test_inf_follows_ieee():
     x = np.array([INF, -INF, 0.0])
     v, g = tg.value_and_grad(lambda x: np.sum(np.exp(x)))(x)

@@ -104,7 +104,7 @@ def render_kernels():
            "# sweeps dispatch on are computed from the same formulas (optraits.pxi, traits.pxd).",
            "from libc.math cimport (exp, log, log1p, expm1, sqrt, sin, cos, tan, asin, acos, atan, sinh,",
            "                        cosh, tanh, asinh, acosh, atanh, exp2, log2, log10, cbrt, erf, erfc,",
-           "                        pow, fabs, floor, ceil, rint, trunc, atan2, hypot, NAN)",
+           "                        pow, fabs, floor, ceil, rint, trunc, atan2, hypot, signbit, NAN)",
            "from .opcodes cimport *", "", "",
            "cdef inline double _expit(double x) noexcept nogil:",
            "    cdef double e", "    if x >= 0:", "        return 1.0 / (1.0 + exp(-x))",

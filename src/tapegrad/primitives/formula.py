@@ -17,7 +17,7 @@ NUMPY_NAMES = {
     "erf": "sps.erf", "erfc": "sps.erfc", "expit": "sps.expit", "pow": "np.power",
     "power": "np.power", "fabs": "np.absolute", "floor": "np.floor", "ceil": "np.ceil",
     "rint": "np.rint", "trunc": "np.trunc", "atan2": "np.arctan2", "hypot": "np.hypot",
-    "logaddexp": "np.logaddexp",
+    "logaddexp": "np.logaddexp", "signbit": "np.signbit",
 }
 # formula function -> C function of the generated kernels (libc.math unless noted)
 C_NAMES = {name: name for name in NUMPY_NAMES}

@@ -140,6 +140,10 @@ PRIMITIVES = [
     # x as a value without derivative, at every nesting level (tapegrad.stop_gradient)
     unary_zero("stop_gradient", "x", value="x", example="tg.stop_gradient(x)",
                show="stop_gradient({a})"),
+    # the sign bit (1.0 / 0.0): true for -0.0 and NaNs with the bit set, as np.signbit; the rule
+    # of np.signbit (rules/breadth.py) gives it as a boolean
+    unary_zero("signbit", "step(signbit(x))", value="signbit(x)", example="np.signbit(x)",
+               domain="N()"),
     # ------------------------------------------------------------ binary, differentiable
     binary("add", "a + b", "1.0", "1.0", ufuncs=("np.add",), show="{a} + {b}"),
     binary("subtract", "a - b", "1.0", "-1.0", ufuncs=("np.subtract",), show="{a} - {b}"),

@@ -183,7 +183,7 @@ def _floor_divide(x, y):
 
 def _sign_of(y):
     if _is_traced(y):
-        return where(y < 0.0, -1.0, 1.0)
+        return where(_signbit(y), -1.0, 1.0)
     return np.where(np.signbit(value_of(y)), -1.0, 1.0)
 
 
@@ -211,7 +211,8 @@ def _ldexp(x, i):
 
 @defufunc(np.signbit, constant=True)
 def _signbit(x):
-    return x < 0.0
+    # the signbit primitive (true at -0.0 and at NaNs with the sign bit, as NumPy), boolean
+    return R._boolean(unary("signbit", x))
 
 
 @defufunc(np.logical_xor, constant=True)
@@ -242,8 +243,8 @@ def _imag(x):
 @defn(np.angle)
 def _angle(z, deg=False):
     # a real x: NumPy's arctan2(0, x), 0 for x >= 0, pi for x < 0, NaN for NaN; piecewise
-    # constant (derivative 0), chosen by traced tests so that a replay recomputes it (NumPy
-    # gives pi at x = -0.0; the traced signbit is x < 0, so 0 here)
+    # constant (derivative 0), chosen by traced tests so that a replay recomputes it (pi at
+    # x = -0.0, as NumPy: the traced signbit reads the sign bit)
     a = np.where(np.isnan(z), np.nan, np.where(np.signbit(z), np.pi, 0.0))
     return a * (180.0 / np.pi) if deg else a
 
