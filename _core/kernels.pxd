@@ -181,7 +181,7 @@ cdef inline double un_d1(int code, double x, double y, double d) noexcept nogil:
     elif code == OP_POWC:
         return 0.0 if d == 0.0 else d * pow(x, d - 1.0)
     elif code == OP_RPOWC:
-        return y * log(d)
+        return 0.0 if d == 0.0 else y * log(d)
     elif code == OP_SOFTPLUS:
         return _expit(x)
     elif code == OP_LOGIT:
@@ -258,7 +258,7 @@ cdef inline double un_d2(int code, double x, double y, double d) noexcept nogil:
         return 0.0 if d * (d - 1.0) == 0.0 else d * (d - 1.0) * pow(x, d - 2.0)
     elif code == OP_RPOWC:
         t = log(d)
-        return y * t * t
+        return 0.0 if d == 0.0 else y * t * t
     elif code == OP_SOFTPLUS:
         t = _expit(x)
         return t * (1.0 - t)

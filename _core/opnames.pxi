@@ -76,7 +76,7 @@ OPCODES = {
     'transpose': OP_TRANSPOSE,
     'call': OP_CALL,
 }
-OPTABLE_FINGERPRINT = '1ad5c518'
+OPTABLE_FINGERPRINT = '0dcaa8d2'
 # (opcode, NumPy ufunc) of the unary and binary ops whose forward uses NumPy's loop
 NUMPY_LOOPS_UNARY = (
     (OP_ABS, np.absolute),  # abs

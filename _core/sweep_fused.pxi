@@ -967,7 +967,7 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
     cdef HvOpnd A, B, C
     cdef Py_ssize_t j, i, l, ia, ib, rs = (2 + 2 * NL) * R
     cdef int code
-    cdef double d1, d2, da, db, daa, dab, dbb, ta, tb, s, yb, ybd
+    cdef double d1, d2, da, db, daa, dab, dbb, ta, tb, s, yb, ybd, h
     cdef double* y
     cdef double* ybar
     cdef double* yd
@@ -1046,10 +1046,17 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
                 ybd = y[(2 + NL + l) * R + i]
                 ta = A.t[l * A.lstride + ia] if A.live else 0.0
                 tb = B.t[l * B.lstride + ib] if B.live else 0.0
+                # (as the op-by-op sweep: no cross term with an operand that has no tangent)
                 if A.live:
-                    A.bt[l * A.btstride + ia] += da * ybd + yb * (daa * ta + dab * tb)
+                    h = daa * ta
+                    if B.live:
+                        h = h + dab * tb
+                    A.bt[l * A.btstride + ia] += da * ybd + yb * h
                 if B.live:
-                    B.bt[l * B.btstride + ib] += db * ybd + yb * (dab * ta + dbb * tb)
+                    h = dbb * tb
+                    if A.live:
+                        h = dab * ta + h
+                    B.bt[l * B.btstride + ib] += db * ybd + yb * h
 
 
 cdef void hvp_chunk(const FuseRun* F, Py_ssize_t c, const double* V, double* out,

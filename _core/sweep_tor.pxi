@@ -17,7 +17,7 @@ cdef int tor_op(const TapeView* tv, const Op* op, const double* w, const double*
     cdef const double* c = opnd(w, tv.cv, op.c, fl, FLAG_C_CONST)
     cdef const double* y = w + op.out
     cdef const double* yb = wb + op.out
-    cdef double d1, d2, da, db, daa, dab, dbb, ta, tb, ybd
+    cdef double d1, d2, da, db, daa, dab, dbb, ta, tb, ybd, h
     cdef double* xbd
     cdef const double* ybdp
     cdef const double* xdp
@@ -100,10 +100,18 @@ cdef int tor_op(const TapeView* tv, const Op* op, const double* w, const double*
                 ta = 0.0 if fl & FLAG_A_CONST else wd[l * S + op.a + ia]
                 tb = 0.0 if fl & FLAG_B_CONST else wd[l * S + op.b + ib]
                 ybd = wbd[l * S + op.out + i]
+                # a constant operand has no tangent: its cross term is left out, not multiplied
+                # by 0 (an infinite mixed partial, as pow's at a zero base, would give NaN)
                 if not (fl & FLAG_A_CONST):
-                    wbd[l * S + op.a + ia] += da * ybd + yb[i] * (daa * ta + dab * tb)
+                    h = daa * ta
+                    if not (fl & FLAG_B_CONST):
+                        h = h + dab * tb
+                    wbd[l * S + op.a + ia] += da * ybd + yb[i] * h
                 if not (fl & FLAG_B_CONST):
-                    wbd[l * S + op.b + ib] += db * ybd + yb[i] * (dab * ta + dbb * tb)
+                    h = dbb * tb
+                    if not (fl & FLAG_A_CONST):
+                        h = dab * ta + h
+                    wbd[l * S + op.b + ib] += db * ybd + yb[i] * h
     elif code == OP_PROD:
         if fl & FLAG_A_CONST:
             return 0

@@ -228,3 +228,16 @@ def test_ufunc_out_into_an_object_array():
     # into a plain float array it stays refused
     with pytest.raises(TypeError, match="out="):
         tg.grad(lambda x: np.sum(np.multiply(x, 2.0, out=np.zeros(3))))(x)
+
+
+def test_a_selection_over_an_array_of_tracers_and_numbers_that_picks_only_numbers():
+    # np.min over an object array (np.array of scalar tracers and floats) may return numbers
+    # only: a constant, not an error (autograd's test_min_3_way_equality)
+    f = lambda x: np.min(np.array([[x, x, x], [x, 0.5, 0.5], [0.5, 0.5, 0.5], [x, x, 0.5]]), axis=0)  # noqa: E731
+    out, dot = tg.jvp(f, (1.0,), (1.0,))
+    np.testing.assert_array_equal(out, [0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(dot, [0.0, 0.0, 0.0])
+    out, dot = tg.jvp(f, (-1.0,), (1.0,))
+    np.testing.assert_array_equal(dot, [1.0, 1.0, 1.0])
+    with pytest.raises(TypeError, match="str"):
+        tg.vjp(lambda x: np.array([x, "a"], dtype=object), 1.0)

@@ -248,9 +248,10 @@ def test_extend_box_and_notrace_primitive():
 
 
 def test_builtins_are_pythons():
+    # the containers are Python's; isinstance and type look through traced values (below)
     from tapegrad.autograd import builtins as agb
     assert agb.tuple is tuple and agb.list is list and agb.dict is dict
-    assert agb.isinstance is isinstance
+    assert agb.isinstance(3, int) and agb.type(3.0) is float and agb.isinstance((), (tuple, list))
 
 
 def test_scipy_namespaces():
@@ -309,3 +310,19 @@ def test_against_autograd_check_grads_style(A):
     import autograd.numpy as anp
     autograd_test_util.check_grads(lambda x: anp.sum(anp.tanh(x) ** 3), modes=["fwd", "rev"])(
         numpy.array([0.3, 0.9]))
+
+
+def test_builtins_isinstance_and_type_look_through_traced_values():
+    # autograd.builtins.isinstance sees the value a box holds; so does the drop-in's
+    from tapegrad.autograd.builtins import isinstance as ag_isinstance, type as ag_type
+    seen = []
+
+    def f(x):
+        seen.append((ag_isinstance(x, numpy.ndarray), ag_type(x) is numpy.ndarray,
+                     ag_isinstance(x, (tuple, list)), tga.isinstance(x, numpy.ndarray)))
+        return numpy.sum(x * x)
+    tga.grad(f)(numpy.ones(2))
+    assert seen == [(True, True, False, True)]
+    assert ag_isinstance([], list) and not ag_isinstance(numpy.zeros(1), (tuple, list))
+    z = numpy.ones(2) + 1j
+    tga.grad(lambda z: numpy.sum(numpy.abs(z)) if ag_isinstance(z, numpy.ndarray) else None)(z)

@@ -1179,13 +1179,16 @@ def test_check_grads_takes_complex_arguments_and_outputs(rng):
         checking.api = tg.operators.api
 
 
-def test_custom_rules_refuse_complex_traced_arguments(rng):
-    # the rule would be skipped (the body traced instead): an error, not a silent other derivative
+def test_custom_rules_take_complex_traced_arguments(rng):
+    # the rule is used (not the body traced): a deliberately different vjp shows which runs;
+    # ct_z = g * 3 z in the convention (tests/test_custom.py checks the convention itself)
     from tapegrad.autograd.extend import primitive, defvjp
     sq = primitive(lambda z: z * z)
     defvjp(sq, lambda ans, z: lambda g: g * 3 * z)
-    with pytest.raises(TypeError, match="complex traced value"):
-        tg.vjp(sq, cplx(rng, 2))
+    z, c = cplx(rng, 2), cplx(rng, 2)
+    out, pull = tg.vjp(sq, z)
+    np.testing.assert_allclose(out, z * z, rtol=1e-15)
+    np.testing.assert_allclose(pull(c)[0], c * 3 * z, rtol=1e-14)
 
 
 def test_complex_scalar_broadcast_against_real_arrays(rng):

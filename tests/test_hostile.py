@@ -549,3 +549,28 @@ def test_division_by_constant_zero_follows_ieee():
         r = tg.record(lambda x: x / 0.0, x)
         np.testing.assert_array_equal(r(x), expected)
         np.testing.assert_array_equal(np.diag(tg.jacobian(lambda x: x / 0.0)(x)), [np.inf] * 3)
+
+
+def test_power_of_zero_base_has_derivative_zero():
+    # 0 ** y = 0 for y > 0, so d/dy is 0 (not 0 * log 0 = NaN), for a constant base (the rpowc
+    # primitive; power's b-partial has it too), at every order and in a replay
+    for f in (lambda y: np.power(0.0, y), lambda y: 0.0 ** y, lambda y: np.power(np.zeros(2), y)[1]):
+        assert tg.grad(f)(0.3) == 0.0
+        assert tg.jvp(f, (0.3,), (1.0,))[1] == 0.0
+        assert tg.hvp(f, (0.3,), (1.0,)) == 0.0
+        assert tg.record(f, 0.7).grad(0.3) == 0.0
+    # a positive base keeps y log(d)
+    np.testing.assert_allclose(tg.grad(lambda y: 2.0 ** y)(0.3), np.log(2.0) * 2.0 ** 0.3, rtol=1e-15)
+    np.testing.assert_allclose(tg.hvp(lambda y: 2.0 ** y, (0.3,), (1.0,)), np.log(2.0) ** 2 * 2.0 ** 0.3,
+                               rtol=1e-14)
+
+
+def test_std_over_one_element_is_the_constant_zero():
+    # one element per reduction: std is identically 0, so its derivative is 0 (sqrt's infinite
+    # slope at 0 would give NaN); over more elements the closed form (x - mean) / (n std)
+    x = np.array([[2.0], [3.0], [-1.0]])
+    np.testing.assert_array_equal(tg.grad(lambda x: np.sum(np.std(x, axis=1)))(x), np.zeros((3, 1)))
+    assert tg.grad(np.std)(np.array([4.0]))[0] == 0.0
+    assert tg.grad(lambda z: np.std(z))(np.array([1.0 + 2.0j]))[0] == 0.0
+    y = np.array([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(tg.grad(np.std)(y), (y - y.mean()) / (3 * y.std()), rtol=1e-14)

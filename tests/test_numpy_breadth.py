@@ -684,3 +684,20 @@ def test_nan_functions_replay_at_other_nan_positions(fn, want):
     assert np.isclose(rec(x), fn(x))
     np.testing.assert_allclose(rec.grad(x), want)
     np.testing.assert_allclose(tg.grad(fn)(x), want)
+
+
+@pytest.mark.parametrize("uplo", ["L", "U"])
+def test_eigh_reads_the_triangle_numpy_reads(uplo):
+    # a non-symmetric matrix: eigh uses one triangle; the traced eigenvectors carry NumPy's own
+    # signs (LAPACK called with the same UPLO), so the derivatives match differences of NumPy's
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((5, 5))
+    w, V = np.linalg.eigh(A, uplo)
+    out = tg.vjp(lambda a: np.concatenate([np.linalg.eigh(a, uplo)[0], np.linalg.eigh(a, uplo)[1].ravel()]), A)[0]
+    np.testing.assert_array_equal(out, np.concatenate([w, V.ravel()]))
+    tg.check_grads(lambda a: tuple(np.linalg.eigh(a, UPLO=uplo)), A, modes=("fwd", "rev"), order=2, h=1e-6)
+    tg.check_grads(lambda a: np.linalg.eigvalsh(a, UPLO=uplo), A, modes=("fwd", "rev"), order=2, h=1e-6)
+    # the other triangle does not matter
+    other = np.tril(A, -1) if uplo == "U" else np.triu(A, 1)
+    g = tg.grad(lambda a: np.sum(np.linalg.eigh(a, uplo)[1] ** 3))(A)
+    assert np.all(g[other != 0] == 0)

@@ -33,12 +33,8 @@ for _sub in ("", ".random", ".linalg", ".fft"):
     _sys.modules[__name__ + ".numpy" + _sub] = _sys.modules["numpy" + _sub]
 del _sub
 
-# autograd's top level also re-exports its container builtins (plain Python ones here)
-isinstance = _builtins.isinstance  # noqa: A001
-type = _builtins.type  # noqa: A001
-tuple = _builtins.tuple  # noqa: A001
-list = _builtins.list  # noqa: A001
-dict = _builtins.dict  # noqa: A001
+# autograd's top level also re-exports its container builtins (builtins.py)
+from .builtins import isinstance, type, tuple, list, dict  # noqa: E402,A001
 
 
 # ------------------------------------------------------------------ unary -> n-ary, as autograd

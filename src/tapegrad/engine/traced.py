@@ -138,6 +138,15 @@ def _argnums(argnums, nargs, fname):
     return tuple(a % nargs for a in nums), single
 
 
+def _numbers_only(o):
+    """An output that is an object array of plain floats (np.min over an np.array of tracers and
+    numbers that picked numbers only) as a float64 array; anything else as it is."""
+    if type(o) is np.ndarray and o.dtype.kind == "O" and all(
+            type(e) is float or isinstance(e, np.floating) for e in o.reshape(-1).tolist()):
+        return o.astype(np.float64)
+    return o
+
+
 class Traced:
     """f recorded at one set of arguments."""
 
@@ -218,6 +227,7 @@ class Traced:
         if len(leaves) == 1 and type(leaves[0]) is Tracer and leaves[0]._rec is rec:
             return leaves[0]._off
         vals = []
+        leaves = [_numbers_only(o) for o in leaves]
         for o in leaves:
             if type(o) is Tracer and o._rec is rec:
                 continue

@@ -124,7 +124,10 @@ PRIMITIVES = [
     unary("powc", "pow(x, d)", "where(d == 0.0, 0.0, d * pow(x, d - 1.0))",
           "where(d * (d - 1.0) == 0.0, 0.0, d * (d - 1.0) * pow(x, d - 2.0))",
           value="power(x, d)", example="x ** 2.5", show="{a} ** {d}", param="x ** d", domain="U(0.3, 3)"),
-    unary("rpowc", "pow(d, x)", "y * log(d)", "y * t * t", let={"t": "log(d)"},
+    # d = 0: 0 ** x is 0 for x > 0, so its derivative is 0 there (not 0 * log(0) = NaN; as the
+    # binary power's b-partial and autograd's rule)
+    unary("rpowc", "pow(d, x)", "where(d == 0.0, 0.0, y * log(d))", "where(d == 0.0, 0.0, y * t * t)",
+          let={"t": "log(d)"},
           value="power(d, x)", example="2.5 ** x", show="{d} ** {a}", param="d ** x"),
     unary("softplus", "log1p(exp(-fabs(x))) + where(x > 0, x, 0.0)", "expit(x)", "t * (1.0 - t)",
           let={"t": "expit(x)"}, value="logaddexp(0.0, x)", example="-sps.log_expit(-x)", param="log(1 + exp(x))"),

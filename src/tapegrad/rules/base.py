@@ -885,6 +885,14 @@ def logical_not(a):
     return _boolean(unary("rsubc", as_bool(a), 1.0))
 
 
+def one_per_reduction(shape, axis):
+    """Does each reduction over axis take one element? Then a variance is the constant 0
+    (a - mean(a) is identically 0) and a standard deviation is best written as that variance:
+    the value 0 and the derivative 0, not sqrt's infinite slope at 0 times 0 (NaN; autograd's
+    std gives 0 there too)."""
+    return _prod(shape[i] for i in _norm_axes(axis, len(shape))) == 1
+
+
 def _guarded_value(x):
     """The value of x for a function whose (integer) result depends on it: guard it."""
     if type(x) is Tracer:

@@ -558,7 +558,9 @@ defn(np.var)(_var)
 
 @defn(np.std)
 def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
-    return np.sqrt(_var(a, axis, dtype, out, ddof, keepdims, **kw))
+    v = _var(a, axis, dtype, out, ddof, keepdims, **kw)
+    # one element per reduction: var is the constant 0, and std = var (R.one_per_reduction)
+    return v if R.one_per_reduction(_shape(a), axis) else np.sqrt(v)
 
 
 @defn(np.median)

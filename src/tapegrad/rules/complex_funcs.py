@@ -17,7 +17,8 @@ import numpy as np
 
 from ..tracing.tracer import Tracer, value_of
 from ..errors import TapegradTypeError, TapegradValueError
-from . import base as _base, complex as _cx
+from . import base as _base, complex as _cx, custom as _custom
+from ..tracing import pytree as _tree
 
 parts, make, _wrap, _im = _cx.parts, _cx.make, _cx._wrap, _cx._im
 _cmul, _cdiv, _cprod, _cabs = _cx._cmul, _cx._cdiv, _cx._cprod, _cx._cabs
@@ -254,7 +255,8 @@ def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
 
 
 def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
-    return np.sqrt(_var(a, axis, dtype, out, ddof, keepdims, **kw))
+    v = _var(a, axis, dtype, out, ddof, keepdims, **kw)
+    return v if _base.one_per_reduction(_shape(a), axis) else np.sqrt(v)
 
 
 def _average(a, axis=None, weights=None, returned=False, keepdims=False):
@@ -379,6 +381,97 @@ def _interp(x, xp, fp, left=None, right=None, period=None):
 def _unwrap(p, *args, **kwargs):
     raise TapegradTypeError("np.unwrap: ufunc 'remainder' not supported for the input types "
                             "(complex), as in NumPy: unwrap takes real phases, e.g. np.unwrap(np.angle(z))")
+
+
+# ---------------------------------------------------------------- custom rules on complex values
+def _leaves_map(tree, mask, fn):
+    leaves, td = _tree.flatten(tree)
+    return _tree.unflatten(td, [fn(v) if m else v for v, m in zip(leaves, mask)])
+
+
+def _from_pair(p):
+    return p[0] + 1j * p[1]
+
+
+def _to_pair(z):
+    return np.stack([np.real(z), np.imag(z)])
+
+
+class _ComplexSpec:
+    """A custom function (custom_vjp, custom_jvp, primitive) seen on real pairs: each complex
+    traced leaf of an argument, and each complex leaf of the output, is a (2, ...) array
+    (Re, Im), so the op is a real op of the tape like any other. The user's function and rules
+    run on the complex values, with autograd's and JAX's convention (docs/complex.md): a
+    cotangent is ct = dL/dx - i dL/dy (the vjp is the non-conjugated transpose), so a pair's
+    adjoint (dL/dx, dL/dy) is (Re ct, -Im ct); a tangent is dz = dx + i dy. The cotangent of a
+    real argument is the real part of the rule's (as autograd takes it)."""
+
+    complex_adapter = True
+    registered_name = None
+
+    def __init__(self, spec, cin):
+        self.spec, self.cin = spec, cin     # cin[k][i]: leaf i of argument k is a complex pair
+        self.cout = None                    # per output leaf: complex (learnt by the first call)
+        self.kind, self.fname, self.nondiff_argnums = spec.kind, spec.fname, spec.nondiff_argnums
+
+    def has_vjp(self):
+        return self.spec.has_vjp()
+
+    def has_jvp(self):
+        return self.spec.has_jvp()
+
+    def _args(self, args):
+        return [_leaves_map(a, m, _from_pair) for a, m in zip(args, self.cin)]
+
+    def _ans(self, ans):
+        return _leaves_map(ans, self.cout, _from_pair)
+
+    def primal(self, args, kwargs):
+        out = self.spec.primal(self._args(args), kwargs)
+        leaves, td = _tree.flatten(out)
+        if self.cout is None:
+            self.cout = [_cx.is_complex(v) for v in leaves]
+        return _tree.unflatten(td, [_to_pair(v) if c else v for v, c in zip(leaves, self.cout)])
+
+    def vjp(self, args, kwargs, ans, g):
+        g = _leaves_map(g, self.cout, lambda p: p[0] - 1j * p[1])
+        cts = self.spec.vjp(self._args(args), kwargs, self._ans(ans), g)
+        out = []
+        for ct, m in zip(cts, self.cin):
+            if ct is None:
+                out.append(None)
+                continue
+            leaves, td = _tree.flatten(ct)
+            out.append(_tree.unflatten(td, [None if v is None else
+                                            np.stack([np.real(v), -np.imag(v)]) if c else np.real(v)
+                                            for v, c in zip(leaves, m)]))
+        return out
+
+    def jvp(self, args, kwargs, ans, tangents):
+        tans = [None if t is None else _leaves_map(t, m, _from_pair) for t, m in zip(tangents, self.cin)]
+        dot = self.spec.jvp(self._args(args), kwargs, self._ans(ans), tans)
+        if dot is None:
+            return None
+        leaves, td = _tree.flatten(dot)
+        return _tree.unflatten(td, [_to_pair(v) if c else np.real(v) for v, c in zip(leaves, self.cout)])
+
+
+def _custom_apply(spec, args, kwargs):
+    """A call of a custom function with complex traced arguments or complex outputs: recorded
+    as the real op of ``_ComplexSpec``, its complex outputs made again from their pairs."""
+    cin, pargs = [], []
+    for k, a in enumerate(args):
+        leaves, td = _tree.flatten(a)
+        m = [k not in spec.nondiff_argnums and type(v) is _cx.ComplexTracer for v in leaves]
+        cin.append(m)
+        pargs.append(_tree.unflatten(td, [_cx._pack(v) if c else v for v, c in zip(leaves, m)]))
+    ad = _ComplexSpec(spec, cin)
+    out = _custom._apply(ad, tuple(pargs), kwargs)
+    leaves, td = _tree.flatten(out)
+    return _tree.unflatten(td, [_cx._unpack(v) if c else v for v, c in zip(leaves, ad.cout)])
+
+
+_custom.COMPLEX_APPLY = _custom_apply
 
 
 _cx.FUNCTIONS.update({

@@ -370,6 +370,15 @@ def _check_primitive(fun, what):
 
 
 # ---------------------------------------------------------------------------- recording
+# complex arguments or outputs: installed by rules/complex_funcs.py (the rules above this module
+# do not import it); COMPLEX_APPLY(spec, args, kwargs) records the call on real pairs
+COMPLEX_APPLY = None
+
+
+class ComplexOutput(Exception):
+    """The first forward of a custom function gave a complex output (internal)."""
+
+
 def _apply(spec, args, kwargs):
     leaves_per_arg = []
     traced = []
@@ -379,10 +388,12 @@ def _apply(spec, args, kwargs):
             leaves_per_arg.append((td, leaves, [False] * len(leaves)))
             continue
         if any(type(v).__name__ == "ComplexTracer" for v in leaves):
-            # its rule would be skipped (the body traced instead): never silently
-            raise TapegradTypeError(f"{spec.kind} function {spec.fname}: argument {k} is a complex "
-                                    "traced value; rules of custom functions take real arguments "
-                                    "only (not supported yet for complex ones)")
+            # complex arguments: the rules are called on complex values, the op records the
+            # real pairs (rules/complex_funcs.py)
+            if COMPLEX_APPLY is None:
+                raise TapegradTypeError(f"{spec.kind} function {spec.fname}: argument {k} is a "
+                                        "complex traced value and complex support is not loaded")
+            return COMPLEX_APPLY(spec, args, kwargs)
         mask = [type(v) is Tracer for v in leaves]
         leaves_per_arg.append((td, leaves, mask))
         traced.extend(v for v, m in zip(leaves, mask) if m)
@@ -397,7 +408,13 @@ def _apply(spec, args, kwargs):
             _rules.concatenate([_rules.reshape(v, (-1,)) for v in traced]))
     x0 = np.asarray(value_of(flat), dtype=np.float64)
     rule = CustomRule(spec, layout, kwargs, x0.size)
-    outs = rule.first_forward(x0)
+    try:
+        outs = rule.first_forward(x0)
+    except ComplexOutput:
+        if COMPLEX_APPLY is None or getattr(spec, "complex_adapter", False):
+            raise TapegradTypeError(f"{spec.kind} function {spec.fname}: outputs must be real or "
+                                    "complex numbers or arrays") from None
+        return COMPLEX_APPLY(spec, args, kwargs)
     ys = _calls.call(rule, flat, value=rule.pack(outs))
     return _tree.unflatten(rule.out_td, list(ys) if len(rule.out_shapes) > 1 else [ys])
 
@@ -429,6 +446,8 @@ class CustomRule(_calls.CallRule):
         """The recording's forward: the output structure is learnt from the first call."""
         out = self.spec.primal(self.args(x), self.kwargs)
         leaves, self.out_td = _tree.flatten(out)
+        if any(np.iscomplexobj(value_of(v)) or type(v).__name__ == "ComplexTracer" for v in leaves):
+            raise ComplexOutput()
         leaves = [_float(value_of(v)) for v in leaves]
         bad = [v for v in leaves if not np.issubdtype(np.asarray(v).dtype, np.floating)]
         if bad:
@@ -556,6 +575,10 @@ class CustomRule(_calls.CallRule):
 
     # -- serialization: registered functions with JSON-able constants only
     def _serialize(self):
+        if getattr(self.spec, "complex_adapter", False):
+            raise TapegradValueError(f"to_bytes: the tape holds the {self.spec.kind} function "
+                                     f"{self.spec.fname} called with complex values; such tapes do "
+                                     "not serialize (yet): replay them in this process")
         name = self.spec.registered_name
         if name is None or CUSTOM.get(name) is not self.spec:
             raise TapegradValueError(f"to_bytes: the tape holds the {self.spec.kind} function "

@@ -213,20 +213,25 @@ def _cholesky(a, /, *, upper=False):
 class Eigh(CallRule):
     """A = V diag(w) V^T, symmetric A (Giles 2008, sec. 3.1): with Ah = V^T A_dot V and
     F_ij = 1 / (w_j - w_i) (0 on the diagonal), w_dot = diag(Ah), V_dot = V (F o Ah);
-    A_bar = V (diag(w_bar) + F o (V^T V_bar)) V^T, symmetrized (lower triangle as LAPACK)."""
+    A_bar = V (diag(w_bar) + F o (V^T V_bar)) V^T, symmetrized onto the triangle LAPACK reads
+    (``uplo`` "L" or "U", NumPy's UPLO: LAPACK is called with it, so the eigenvectors' signs
+    are NumPy's)."""
     name = "eigh"
 
-    def __init__(self, in_shapes, out_shapes=None, vectors=True):
+    def __init__(self, in_shapes, out_shapes=None, vectors=True, uplo="L"):
         s = tuple(in_shapes[0])
+        uplo = str(uplo)
+        if uplo not in ("L", "U"):
+            raise TapegradValueError(f"eigh rule: uplo {uplo!r}")
         outs = [s[:-1], s] if vectors else [s[:-1]]
-        super().__init__(in_shapes, outs, vectors=bool(vectors))
-        self.vectors = bool(vectors)
+        super().__init__(in_shapes, outs, vectors=bool(vectors), uplo=uplo)
+        self.vectors, self.uplo = bool(vectors), uplo
 
     def fwd(self, A):
         if self.vectors:
-            w, V = np.linalg.eigh(A)
+            w, V = np.linalg.eigh(A, UPLO=self.uplo)
             return [w, V]
-        return [np.linalg.eigvalsh(A)]
+        return [np.linalg.eigvalsh(A, UPLO=self.uplo)]
 
     @staticmethod
     def _F(w):
@@ -238,12 +243,15 @@ class Eigh(CallRule):
     def _wv(self, xs, ys):
         if self.vectors:
             return ys[0], ys[1]
-        w, V = np.linalg.eigh(xs[0])
+        w, V = np.linalg.eigh(xs[0], UPLO=self.uplo)
         return w, V
+
+    def _sym(self, X):
+        return _sym_from_lower(X) if self.uplo == "L" else _sym_from_lower(_T(X))
 
     def tan(self, xs, ys, xdots):
         w, V = self._wv(xs, ys)
-        Ah = _T(V) @ _sym_from_lower(xdots[0]) @ V
+        Ah = _T(V) @ self._sym(xdots[0]) @ V
         wdot = _diagonal(Ah)
         if not self.vectors:
             return [wdot]
@@ -255,27 +263,28 @@ class Eigh(CallRule):
         if self.vectors:
             inner = inner + self._F(w) * (_T(V) @ ybars[1])
         S = V @ inner @ _T(V)
-        return [_lower_adjoint(0.5 * (S + _T(S)))]
+        G = _lower_adjoint(0.5 * (S + _T(S)))
+        return [G if self.uplo == "L" else _T(G)]
 
 
 _EighResult = type(np.linalg.eigh(np.eye(1)))
 
 
-def _uplo(a, UPLO):
+def _uplo(UPLO):
     if UPLO not in ("L", "U"):
         raise TapegradValueError("UPLO argument must be 'L' or 'U'")
-    return a if UPLO == "L" else _T(a)
+    return UPLO
 
 
 def _eigh(a, UPLO="L"):
     s = _square("eigh", a)
-    w, V = call(Eigh([s]), _uplo(a, UPLO))
+    w, V = call(Eigh([s], uplo=_uplo(UPLO)), a)
     return _EighResult(w, V)
 
 
 def _eigvalsh(a, UPLO="L"):
     s = _square("eigvalsh", a)
-    return call(Eigh([s], vectors=False), _uplo(a, UPLO))
+    return call(Eigh([s], vectors=False, uplo=_uplo(UPLO)), a)
 
 
 # ------------------------------------------------------------------ svd
