@@ -12,7 +12,7 @@ What lives here and why:
   so neither a recording bug nor hostile serialized bytes can make a sweep read out of bounds.
 """
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.string cimport memcpy, memcmp
+from libc.string cimport memcpy, memcmp, memset
 from libc.stdint cimport int32_t, int64_t
 
 import json
@@ -536,6 +536,42 @@ cdef class Tape:
         op.p[4] = p4
         op.p[5] = p5
         op.d = d
+        self.nops += 1
+        self.validated = False
+        return self.nops - 1
+
+    # the recorder's hot paths (one call per traced operation in scalar code): the same ops as
+    # add_op gives, with 5 arguments to parse instead of 14 (~50 ns less a call)
+    def add_unary(self, int code, int64_t out, int64_t a, int64_t n, double d):
+        """add_op(code, 0, out, a, 0, 0, n, d=d): y = g(x[a]; d) elementwise."""
+        if self.nops == self.cap_ops:
+            self._grow_ops()
+        cdef Op* op = &self.ops[self.nops]
+        memset(op, 0, sizeof(Op))
+        op.code = code
+        op.out = out
+        op.a = a
+        op.n = n
+        op.d = d
+        self.nops += 1
+        self.validated = False
+        return self.nops - 1
+
+    def add_binary(self, int code, int64_t out, int64_t a, int64_t b, int64_t n):
+        """add_op(code, 0, out, a, b, 0, n, 1, n, 1, n): y = g(x[a], x[b]), both of y's shape."""
+        if self.nops == self.cap_ops:
+            self._grow_ops()
+        cdef Op* op = &self.ops[self.nops]
+        memset(op, 0, sizeof(Op))
+        op.code = code
+        op.out = out
+        op.a = a
+        op.b = b
+        op.n = n
+        op.p[0] = 1
+        op.p[1] = n
+        op.p[2] = 1
+        op.p[3] = n
         self.nops += 1
         self.validated = False
         return self.nops - 1

@@ -298,3 +298,16 @@ def test_int_constants_take_the_float_fast_path_exactly():
     assert ri(x) == f(x, ints) and np.array_equal(ri.grad(x), rf.grad(x))
     big = tg.record(lambda x: (2 ** 60 + 1) * x[0] + True * x[1], x)
     assert big(x) == (2 ** 60 + 1) * x[0] + True * x[1]
+
+
+def test_one_op_entry_points_record_what_add_op_records():
+    # Tape.add_unary / add_binary (the recorder's hot paths) give add_op's rows exactly
+    from tapegrad._core.tape import Tape
+    t1, t2 = Tape(), Tape()
+    for n in (1, 7):
+        t1.add_op(3, 0, 10, 2, 0, 0, n, d=0.25)
+        t2.add_unary(3, 10, 2, n, 0.25)
+        t1.add_op(20, 0, 30, 4, 5, 0, n, 1, n, 1, n)
+        t2.add_binary(20, 30, 4, 5, n)
+    a, b = t1.op_table(), t2.op_table()
+    assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
