@@ -7,8 +7,8 @@ Copies the checkout's tests/ to a temporary folder, adds a conftest.py whose imp
 autograd internals (``autograd.core``, ``autograd.tracer``, vspaces, ...) fail to collect; they
 are reported, not counted. The drop-in's documented differences (docs/porting_from_autograd.md)
 show up as failures: assignment is supported (autograd raises), ``rfftn`` of odd sizes is
-differentiated (autograd raises), ``np.max``/``np.min`` of complex values raise, casting a
-traced array to integers raises.
+differentiated (autograd raises), ``np.max``/``np.min`` of complex values raise; tests that
+call autograd-only helpers (``np.make_diagonal``, ``np.linalg._dot``) fail on the attribute.
 """
 import os
 import shutil

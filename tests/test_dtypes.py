@@ -137,3 +137,36 @@ def test_autograd_dropin_dtypes_are_autograds(name, call):
     expected = outcome(autograd, anp)
     got = outcome(tga, tga.numpy)
     assert got == expected
+
+
+def test_casts_to_integers_and_booleans_are_traced_with_zero_derivative():
+    # t.astype(int): NumPy's values (truncation toward zero) as a traced float64 array with no
+    # derivative, so masks and counts built from traced values work in recordings too
+    x = np.array([1.5, -2.5, 3.0, 0.0])
+    g = tg.grad(lambda x: np.sum(x * (x > 0).astype(int)))(x)
+    np.testing.assert_array_equal(g, (x > 0).astype(float))
+    g = tg.grad(lambda x: np.sum(x * x.astype(np.int32)))(x)
+    np.testing.assert_array_equal(g, np.trunc(x))              # d/dx (x trunc(x)) = trunc(x)
+    np.testing.assert_array_equal(tg.vjp(lambda x: x.astype(int) * 1.0, x)[0], x.astype(int))
+    np.testing.assert_array_equal(tg.vjp(lambda x: x.astype(bool), x)[0] != 0, x.astype(bool))
+    with pytest.raises(ValueError, match="negative"):
+        tg.grad(lambda x: np.sum(x.astype(np.uint8) * x))(x)
+    # a replay recomputes the cast at the new point (traced, no guard needed)
+    f = lambda x: np.sum(x * (x > 0).astype(int))              # noqa: E731
+    r = tg.record(f, x)
+    np.testing.assert_array_equal(r.grad(-x), (-x > 0).astype(float))
+    assert r.rerecords == 0
+
+
+def test_numpy_integer_conversion_of_a_traced_array_is_guarded():
+    # np.int64(t) / np.asarray(t, dtype=int) must give NumPy an ndarray: the integers are
+    # guarded, so a replay where they differ records again
+    x = np.array([1.0, -2.0, 3.0])
+    f = lambda x: np.sum(x[np.int64(x[:1])] ** 2)               # noqa: E731
+    assert tg.grad(f)(x)[1] == -4.0                            # x[1] picked by int(1.0)
+    r = tg.record(f, x)
+    x2 = np.array([2.0, 0.0, 5.0])
+    np.testing.assert_array_equal(r.grad(x2), [0.0, 0.0, 10.0])
+    assert r.rerecords == 1
+    with pytest.raises(tg.GuardError):
+        tg.record(f, x, strict=True).grad(x2)

@@ -606,10 +606,12 @@ class Tracer:
                     "tapegrad: a tracer of a finished recording cannot be converted to a NumPy "
                     "array (it escaped the function being differentiated); use its .value")
             if np.dtype(dtype).kind in "iub":
-                raise TapegradTypeError(
-                    f"tapegrad: converting a traced array to dtype {np.dtype(dtype)} (np.int64(t), "
-                    "np.asarray(t, dtype=int), ...) has no derivative; for a guarded integer "
-                    "value write int(t) (a scalar) or np.floor(t) (traced, zero derivative)")
+                # np.int64(t), np.asarray(t, dtype=int): NumPy wants an ndarray, whose values
+                # decide what follows (indices, counts): the cast's traced value (zero
+                # derivative) is guarded, so a replay where it differs records again
+                t = self._integer_cast(np.dtype(dtype))
+                self._rec.guard(t)
+                return t._val.astype(dtype)
             raise TapegradTypeError(
                 f"tapegrad: converting a traced array to dtype {np.dtype(dtype)} (np.array/"
                 "np.asarray(..., dtype=float), or a NumPy function with no tapegrad rule) would "
@@ -783,12 +785,30 @@ class Tracer:
         return Tracer(self._rec, self._off, self._arr if self._f is None else self._f)
 
     def astype(self, dtype, **kw):
-        if np.dtype(dtype).kind == "f":
-            if np.dtype(dtype) != np.float64:
+        dt = np.dtype(dtype)
+        if dt.kind == "f":
+            if dt != np.float64:
                 warnings.warn("tapegrad computes in float64; astype to a narrower float is ignored",
                               stacklevel=2)
             return self if self._val.dtype == np.float64 else self * 1.0
+        if dt.kind in "iub":
+            return self._integer_cast(dt)
         raise TapegradTypeError(f"astype({dtype}) of a traced array would drop its derivative")
+
+    def _integer_cast(self, dt):
+        """astype of an integer or boolean dtype, traced: NumPy's values (truncation toward
+        zero; for bool, x != 0) with zero derivative (a piecewise-constant function). tapegrad
+        computes in float64, so the result is a float64 tracer holding the integers (a bool
+        tracer for bool); as an index it is an integer index (guarded, as traced indices are)."""
+        if dt.kind == "b":
+            return self != 0.0
+        v = self._val
+        if v.dtype == np.bool_:
+            return self * 1.0          # 0/1, and a comparison has no derivative
+        if dt.kind == "u" and np.any(v < 0):
+            raise TapegradValueError(f"astype({dt}) of a traced array with negative values "
+                                     "(NumPy's cast of them is undefined)")
+        return np.trunc(self)
 
 
 # NumPy's object loops call a method named after the ufunc on each element (np.exp of an
