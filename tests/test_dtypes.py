@@ -170,3 +170,18 @@ def test_numpy_integer_conversion_of_a_traced_array_is_guarded():
     assert r.rerecords == 1
     with pytest.raises(tg.GuardError):
         tg.record(f, x, strict=True).grad(x2)
+
+
+def test_a_numpy_array_indexed_by_traced_integers_or_masks():
+    # np.eye(k)[labels] with labels from traced values: the index is guarded (no derivative)
+    x = np.array([1.0, -2.0, 3.0])
+    f = lambda x: np.sum((np.eye(3)[(x > 0).astype(int)] @ np.arange(3.0)) * x)   # noqa: E731
+    sel = lambda x: np.eye(3)[(x > 0).astype(int)] @ np.arange(3.0)                # noqa: E731
+    np.testing.assert_array_equal(tg.grad(f)(x), sel(x))
+    r = tg.record(f, x)
+    np.testing.assert_array_equal(r.grad(-x), sel(-x))
+    assert r.rerecords == 1
+    g = lambda x: np.sum(np.arange(3.0)[x > 0] * x[x > 0])     # noqa: E731  (a traced mask)
+    np.testing.assert_array_equal(tg.grad(g)(x), [0.0, 0.0, 2.0])
+    with pytest.raises(IndexError):
+        tg.grad(lambda x: np.sum(np.eye(3)[x * 0.5]))(x)        # not integers: NumPy's error

@@ -37,12 +37,21 @@ def _stack():
 
 
 _STORE_SUBSCR = dis.opmap.get("STORE_SUBSCR")
+_BINARY_SUBSCR = dis.opmap.get("BINARY_SUBSCR")
 
 
 def _storing_subscript(frame):
     """Is frame executing ``a[k] = value`` (NumPy converting value inside its __setitem__)?"""
     try:
         return frame.f_code.co_code[frame.f_lasti] == _STORE_SUBSCR
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
+def _loading_subscript(frame):
+    """Is frame executing ``a[k]`` (NumPy converting the index k inside its __getitem__)?"""
+    try:
+        return _BINARY_SUBSCR is not None and frame.f_code.co_code[frame.f_lasti] == _BINARY_SUBSCR
     except (AttributeError, IndexError, TypeError):
         return False
 
@@ -618,6 +627,14 @@ class Tracer:
                 "drop its derivative. Build arrays from traced values with np.stack / "
                 "np.concatenate (or np.array/np.asarray without dtype=: tapegrad computes in "
                 "float64)")
+        if dtype is None and _loading_subscript(sys._getframe(1)):
+            # a NumPy array indexed by a traced array (np.eye(k)[labels], labels traced):
+            # NumPy needs integers or booleans; an index has no derivative, so its values are
+            # guarded (a replay where they differ records again)
+            v = self._val
+            if v.dtype == np.bool_ or (v.size and np.all(np.isfinite(v)) and np.all(v == np.trunc(v))):
+                self._rec.guard(self)
+                return v if v.dtype == np.bool_ else v.astype(np.int64)
         self._rec.handed_objects = True
         return self._objects()
 
