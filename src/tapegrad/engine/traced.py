@@ -352,8 +352,8 @@ class Traced:
         if caps is not None:
             rec.captured = None          # (the values are used once: let them go)
         t = self.tape
-        if not caps or t.nwork < _CAPTURE_MIN_WORK:
-            return None
+        if not caps or (t.nwork < _CAPTURE_MIN_WORK and not t.callbacks):
+            return None      # (a Python rule's value is worth keeping on any tape: an eig, a solve)
         table = t.op_table()
         tail = t.fused_tail()
         k0 = t.nops

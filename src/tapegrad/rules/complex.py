@@ -512,14 +512,20 @@ class CEigvals(CallRule):
 
     def __init__(self, in_shapes, out_shapes=None):
         sa = tuple(int(k) for k in in_shapes[0])
-        if len(in_shapes) != 1 or len(sa) != 3 or sa[0] != 2 or sa[1] != sa[2]:
+        # a real matrix (n, n) or the packed pair (2, n, n) of a complex one
+        real = len(sa) == 2 and sa[0] == sa[1]
+        if len(in_shapes) != 1 or not (real or len(sa) == 3 and sa[0] == 2 and sa[1] == sa[2]):
             raise TapegradValueError(f"ceigvals rule: shape {in_shapes}")
-        super().__init__(in_shapes, [(2, sa[1])])
+        super().__init__(in_shapes, [(2, sa[-1])])
+        self.real = real
+
+    def _mat(self, Ap):
+        return Ap if self.real else _matrix(Ap)
 
     def fwd(self, Ap):
         if type(Ap) is Tracer:
             return [_call(self, Ap)]
-        w = np.linalg.eigvals(_matrix(Ap))
+        w = np.linalg.eigvals(self._mat(Ap))
         return [np.stack([w.real, w.imag])]
 
     def forward(self, *xs):
@@ -528,7 +534,7 @@ class CEigvals(CallRule):
         # cheaper eigvals
         if not reverse_follows_now() or type(xs[0]) is Tracer:
             return super().forward(*xs)
-        w, V = np.linalg.eig(_matrix(xs[0]))
+        w, V = np.linalg.eig(self._mat(xs[0]))
         self.stash(xs, (w, V))
         return np.concatenate([w.real, w.imag])
 
@@ -539,33 +545,40 @@ class CEigvals(CallRule):
             w2, V = kept
             w2 = w2 + 0j
         elif type(xs[0]) is Tracer:
-            w2, V = np.linalg.eig(_unpack(xs[0]))          # traced: the eig rule
+            w2, V = np.linalg.eig(xs[0] if self.real else _unpack(xs[0]))   # traced: the eig rule
             w2 = w2.value
         else:
-            w2, V = np.linalg.eig(_matrix(xs[0]))
+            w2, V = np.linalg.eig(self._mat(xs[0]))
         # the eigenvalues of the recording's order
         V = V[:, [int(np.argmin(np.abs(w2 - x))) for x in w]]
         return V, np.linalg.inv(V)
 
     def tan(self, xs, ys, xdots):
         V, Vi = self._vectors(xs, ys)
-        wd = np.sum(_mm(Vi, _unpack(xdots[0])) * V.T, axis=1)      # diag(V^-1 A_dot V)
+        dA = xdots[0] if self.real else _unpack(xdots[0])
+        wd = np.sum(_mm(Vi, dA) * V.T, axis=1)      # diag(V^-1 A_dot V)
         return [_pack(wd)]
 
     def bwd(self, xs, ys, ybars):
         V, Vi = self._vectors(xs, ys)
-        return [_pack(_mm(np.conj(Vi).T * _unpack(ybars[0]), np.conj(V).T))]
+        G = _mm(np.conj(Vi).T * _unpack(ybars[0]), np.conj(V).T)
+        # a real matrix: the adjoint of its embedding in the complex ones is the real part
+        return [np.real(G) if self.real else _pack(G)]
 
 
 def _eigvals(a):
-    s = np.shape(value_of(parts(a)[0]))
+    re, im = parts(a)
+    s = np.shape(value_of(re))
     if len(s) < 2 or s[-1] != s[-2]:
         raise np.linalg.LinAlgError(f"np.linalg.eigvals: last 2 dimensions of the array must be square, "
                                     f"got shape {s}")
     if len(s) > 2:    # a stack: the eigenvalues of the eig rule (rules/complex_linalg.py)
         return np.linalg.eig(a)[0]
-    Ap = _pack(a)
-    out = _call(CEigvals([np.shape(value_of(Ap))]), Ap) if top_recorder(Ap) else CEigvals([Ap.shape]).fwd(Ap)[0]
+    # a real matrix is the rule's one real operand (no zero imaginary part to pack and read)
+    Ap = re if im is None else _pack(a)
+    sp = np.shape(value_of(Ap))
+    out = _call(CEigvals([sp]), Ap) if top_recorder(Ap) else \
+        CEigvals([sp]).fwd(np.asarray(value_of(Ap), dtype=np.float64))[0]
     # always complex, also for a real matrix (NumPy gives a real array when every eigenvalue is
     # real: a decision on values that a replay could not keep)
     return _unpack(out)
