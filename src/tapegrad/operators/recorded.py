@@ -36,6 +36,16 @@ from ..tracing.tracer import ComplexResult
 from . import api as _api
 from ..rules import calls as _calls
 
+def _gradient_sweep(sweep, tape, *args):
+    """sweep(tape, *args) of a sweep that ends in the reverse one, inside calls.reverse_follows
+    when a rule of the tape keeps values for its adjoint (no context otherwise: the fast path of
+    small tapes stays as fast)."""
+    if tape.callbacks and _calls.keeps_for_adjoint(tape.callbacks):
+        with _calls.reverse_follows():
+            return sweep(tape, *args)
+    return sweep(tape, *args)
+
+
 _FORMAT = "tapegrad.Recorded"
 _VERSION = 1
 
@@ -240,11 +250,7 @@ class Recorded:
             g = np.empty(self.nin)
         tr = self._variants[0]
         w, wb = self._bufs(tr)
-        if tr.tape.callbacks and _calls.keeps_for_adjoint(tr.tape.callbacks):
-            with _calls.reverse_follows():
-                val, ok = sweeps.value_and_grad(tr.tape, x, w, wb, g, value)
-        else:
-            val, ok = sweeps.value_and_grad(tr.tape, x, w, wb, g, value)
+        val, ok = _gradient_sweep(sweeps.value_and_grad, tr.tape, x, w, wb, g, value)
         if not ok:
             tr, w = self._select(x)
             wb = sweeps.reverse(tr.tape, w, np.ones(1), self._bufs(tr)[1])
@@ -278,12 +284,7 @@ class Recorded:
     def grad(self, *args, out=None):
         if out is None and self._grad_shape is not None and len(args) == 1:
             # one array in: the whole replay is one compiled call (None: take the general path)
-            tape = self._variants[0].tape
-            if tape.callbacks and _calls.keeps_for_adjoint(tape.callbacks):
-                with _calls.reverse_follows():
-                    g = sweeps.grad_fast(tape, args[0], self._grad_shape)
-            else:     # (no context: the fast path of small tapes stays as fast)
-                g = sweeps.grad_fast(tape, args[0], self._grad_shape)
+            g = _gradient_sweep(sweeps.grad_fast, self._variants[0].tape, args[0], self._grad_shape)
             if g is not None:
                 return g
         return self._value_and_grad(args, out, False)[1]
