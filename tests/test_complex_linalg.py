@@ -594,3 +594,26 @@ def test_lstsq_rank_is_guarded_in_recordings(kind, rng):
         np.testing.assert_allclose(got, np.linalg.lstsq(a3, b, rcond=rc)[0], rtol=1e-8, atol=1e-10)
         assert tg.vjp(lambda a: np.linalg.lstsq(a, b, rcond=rc)[2] * 1.0, a3)[0] == \
             np.linalg.lstsq(a3, b, rcond=rc)[2]
+
+
+def test_eig_of_a_real_matrix_is_its_own_operand(rng):
+    # a real traced matrix is the eig rule's operand as it is (no packed zero imaginary part):
+    # values, derivatives against differences, the adjoint's real part, replay and bytes
+    A = rng.standard_normal((4, 4))
+    f = lambda A: (np.sum(np.abs(np.linalg.eig(A)[1]) ** 2 * np.arange(4.0)[:, None])   # noqa: E731
+                   + np.real(np.sum(np.linalg.eig(A)[0] ** 2)))
+    r = tg.record(f, A)
+    ops = [row for row in r.tape.callbacks if row.name == "ceig"]
+    assert ops and all(op.real and op.in_shapes == [(4, 4)] for op in ops)
+    tg.check_grads(f, A, modes=("fwd", "rev"), order=2)
+    w, V = np.linalg.eig(A)
+    out = tg.vjp(lambda A: split(*np.linalg.eig(A)), A)[0]
+    np.testing.assert_allclose(out, split(w + 0j, V + 0j), rtol=1e-12, atol=1e-12)
+    A2 = A + 0.05 * rng.standard_normal((4, 4))
+    np.testing.assert_allclose(r.grad(A2), tg.grad(f)(A2), rtol=1e-11, atol=1e-12)
+    np.testing.assert_array_equal(tg.load(r.to_bytes()).grad(A2), r.grad(A2))
+    autograd = pytest.importorskip("autograd")
+    import autograd.numpy as anp
+    fa = lambda A: (anp.sum(anp.abs(anp.linalg.eig(A)[1]) ** 2 * anp.arange(4.0)[:, None])  # noqa: E731
+                    + anp.real(anp.sum(anp.linalg.eig(A)[0] ** 2)))
+    np.testing.assert_allclose(tg.grad(f)(A), autograd.grad(fa)(A), rtol=1e-9, atol=1e-11)

@@ -501,14 +501,22 @@ class CEig(CallRule):
 
     name = "ceig"
 
-    def __init__(self, in_shapes, out_shapes=None):
-        s = _pair_shape("ceig", in_shapes)
-        super().__init__(in_shapes, [s[:-1], s])
+    def __init__(self, in_shapes, out_shapes=None, real=False):
+        # real: the operand is a real matrix (..., n, n), not the pair (2, ..., n, n)
+        self.real = bool(real)
+        if self.real:
+            s = tuple(int(k) for k in in_shapes[0])
+            if len(in_shapes) != 1 or len(s) < 2 or s[-1] != s[-2]:
+                raise TapegradValueError(f"ceig rule: shapes {in_shapes}")
+            s = (2,) + s
+        else:
+            s = _pair_shape("ceig", in_shapes)
+        super().__init__(in_shapes, [s[:-1], s], real=self.real)
 
     def fwd(self, Ap):
         if type(Ap) is Tracer:
             return _apply(self, Ap)
-        w, V = np.linalg.eig(_matrix(Ap))
+        w, V = np.linalg.eig(Ap if self.real else _matrix(Ap))
         w, V = w + 0j, V + 0j
         return [np.stack([w.real, w.imag]), np.stack([V.real, V.imag])]
 
@@ -518,7 +526,7 @@ class CEig(CallRule):
 
     def tan(self, xs, ys, xdots):
         w, V, F, P = self._parts(ys)
-        Ah = _mm(np.linalg.solve(V, _unpack(xdots[0])), V)
+        Ah = _mm(np.linalg.solve(V, xdots[0] if self.real else _unpack(xdots[0])), V)
         U = _mm(V, F * Ah)
         d = (-np.real(np.sum(np.conj(V) * U, axis=-2))
              - 1j * np.imag(np.sum(P * U, axis=-2) / np.sum(P * V, axis=-2)))
@@ -530,8 +538,10 @@ class CEig(CallRule):
         g = np.sum(np.conj(V) * Vb, axis=-2)
         Ub = Vb - V * _col(np.real(g)) + P * _col(-1j * np.imag(g) / np.conj(np.sum(P * V, axis=-2)))
         inner = _diag_embed(wb) + np.conj(F) * _mm(_H(V), Ub)
-        # V^-H inner V^H = solve(V^H, inner V^H)
-        return [_pack(np.linalg.solve(_H(V), _mm(inner, _H(V))))]
+        # V^-H inner V^H = solve(V^H, inner V^H); a real matrix: the real part (the adjoint of
+        # its embedding in the complex ones)
+        G = np.linalg.solve(_H(V), _mm(inner, _H(V)))
+        return [np.real(G) if self.real else _pack(G)]
 
 
 _EigResult = type(np.linalg.eig(np.eye(1)))
@@ -539,6 +549,10 @@ _EigResult = type(np.linalg.eig(np.eye(1)))
 
 def _eig(a):
     _square("eig", a)
+    re, im = parts(a)
+    if im is None and type(re) is Tracer:     # a real traced matrix: its own operand
+        w, V = _apply(CEig([np.shape(value_of(re))], real=True), re)
+        return _EigResult(_unpack(w), _unpack(V))
     Ap = _pack(a)
     w, V = _apply(CEig([np.shape(value_of(Ap))]), Ap)
     # always complex, also for a real matrix (NumPy returns real arrays when every eigenvalue is
