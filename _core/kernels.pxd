@@ -326,7 +326,7 @@ cdef inline void bin_d1(int code, double a, double b, double y, double m,
         db[0] = -a / (b * b)
     elif code == OP_POW:
         da[0] = 0.0 if b == 0.0 else b * pow(a, b - 1.0)
-        db[0] = y * log(a) if a > 0 else 0.0
+        db[0] = 0.0 if a == 0.0 else y * log(a)
     elif code == OP_MAXIMUM:
         da[0] = 1.0 if a != a else 0.0 if b != b else 0.5 if a == b else <double>(a > b)
         db[0] = 0.0 if a != a else 1.0 if b != b else 0.5 if a == b else <double>(a < b)
@@ -363,8 +363,8 @@ cdef inline void bin_d2(int code, double a, double b, double y,
     elif code == OP_POW:
         la = log(a)
         daa[0] = 0.0 if b * (b - 1.0) == 0.0 else b * (b - 1.0) * pow(a, b - 2.0)
-        dab[0] = pow(a, b - 1.0) * (1.0 + b * la) if a > 0 else 0.0 if b == 0.0 else pow(a, b - 1.0)
-        dbb[0] = y * la * la if a > 0 else 0.0
+        dab[0] = (0.0 if b == 0.0 else pow(a, b - 1.0)) if a == 0.0 else pow(a, b - 1.0) * (1.0 + b * la)
+        dbb[0] = 0.0 if a == 0.0 else y * la * la
     elif code == OP_ARCTAN2:
         r = a * a + b * b
         r2 = r * r

@@ -76,7 +76,7 @@ OPCODES = {
     'transpose': OP_TRANSPOSE,
     'call': OP_CALL,
 }
-OPTABLE_FINGERPRINT = '0dcaa8d2'
+OPTABLE_FINGERPRINT = 'a5dd250a'
 # (opcode, NumPy ufunc) of the unary and binary ops whose forward uses NumPy's loop
 NUMPY_LOOPS_UNARY = (
     (OP_ABS, np.absolute),  # abs

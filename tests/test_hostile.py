@@ -574,3 +574,19 @@ def test_std_over_one_element_is_the_constant_zero():
     assert tg.grad(lambda z: np.std(z))(np.array([1.0 + 2.0j]))[0] == 0.0
     y = np.array([1.0, 2.0, 4.0])
     np.testing.assert_allclose(tg.grad(np.std)(y), (y - y.mean()) / (3 * y.std()), rtol=1e-14)
+
+
+def test_power_b_partial_at_zero_and_negative_bases_is_the_same_on_every_path():
+    # d/db a^b = a^b log(a): 0 at a = 0, NaN at a < 0 (no real derivative in b; autograd and
+    # JAX give NaN too), for scalars and arrays, re-traced, replayed and in the reference sweep
+    a, b = np.array([-2.0, 3.0, 0.0]), np.array([2.0, 2.0, 2.0])
+    want = np.array([np.nan, 9.0 * np.log(3.0), 0.0])
+    f = lambda a, b: np.sum(np.power(a, b))                       # noqa: E731
+    np.testing.assert_allclose(tg.grad(f, argnums=1)(a, b), want, rtol=1e-15)
+    for k in range(3):
+        got = tg.grad(lambda a, b: np.power(a, b), argnums=1)(float(a[k]), 2.0)
+        np.testing.assert_allclose(got, want[k], rtol=1e-15)
+    r = tg.record(lambda b: f(a, b), b)
+    np.testing.assert_allclose(r.grad(b), want, rtol=1e-15)
+    tr = Traced(lambda b: f(a * 1.0, b), (b,))
+    np.testing.assert_allclose(Sweep(tr).vjp([np.ones(())])[0], want, rtol=1e-15)

@@ -154,12 +154,14 @@ PRIMITIVES = [
     binary("divide", "a / b", "1.0 / b", "-a / (b * b)", dab="-1.0 / (b * b)",
            dbb="2.0 * a / (b * b * b)", ufuncs=("np.true_divide",), loop=True, show="{a} / {b}",
            domain=("N()", "away(0.4, 2)")),
+    # the b-partials: a^b log(a); 0 at a = 0 (0^b is 0 for b > 0), NaN for a < 0 (a^b has no
+    # real derivative in b there), as autograd's and JAX's
     binary("power", "pow(a, b)", "where(b == 0.0, 0.0, b * pow(a, b - 1.0))",
-           "where(a > 0, y * log(a), 0.0)",
+           "where(a == 0.0, 0.0, y * log(a))",
            daa="where(b * (b - 1.0) == 0.0, 0.0, b * (b - 1.0) * pow(a, b - 2.0))",
-           dab="where(a > 0, pow(a, b - 1.0) * (1.0 + b * la), "
-               "where(b == 0.0, 0.0, pow(a, b - 1.0)))",
-           dbb="where(a > 0, y * la * la, 0.0)", let={"la": "log(a)"},
+           dab="where(a == 0.0, where(b == 0.0, 0.0, pow(a, b - 1.0)), "
+               "pow(a, b - 1.0) * (1.0 + b * la))",
+           dbb="where(a == 0.0, 0.0, y * la * la)", let={"la": "log(a)"},
            ufuncs=("np.power", "np.float_power"), loop=True, show="{a} ** {b}",
            domain=("U(0.3, 3)", "N()")),
     binary("maximum", "where(a >= b or a != a, a, b)",
