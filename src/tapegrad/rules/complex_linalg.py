@@ -298,10 +298,7 @@ class CEigh(CallRule):
 _EighResult = type(np.linalg.eigh(np.eye(1)))
 
 
-def _uplo(UPLO):
-    if UPLO not in ("L", "U"):
-        raise TapegradValueError("UPLO argument must be 'L' or 'U'")
-    return UPLO
+_uplo = _linalg._uplo     # (NumPy's UPLO, checked)
 
 
 def _ceigh(a, UPLO="L"):
