@@ -982,7 +982,8 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
         forward_op(&top, ipool, A.v, B.v, C.v, y)
         # adjoints start at zero, the summed op's at the sum's seed 1
         memset(y + R, 0, tl * sizeof(double))
-        memset(y + (2 + NL) * R, 0, NL * R * sizeof(double))
+        for l in range(NL):       # (the tile's tl slots of each lane row, not the whole row)
+            memset(y + (2 + NL + l) * R, 0, tl * sizeof(double))
         if j == M - 1:
             for i in range(tl):
                 y[R + i] = 1.0

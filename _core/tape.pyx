@@ -13,6 +13,7 @@ What lives here and why:
 """
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.string cimport memcpy, memcmp, memset
+from libc.stdlib cimport qsort
 from libc.stdint cimport int32_t, int64_t
 
 import json
@@ -102,6 +103,11 @@ cdef inline Py_ssize_t _alloc_of(const int64_t[::1] s, Py_ssize_t m, int64_t off
         else:
             hi = mid
     return lo - 1 if lo > 0 else m
+
+
+cdef int _cmp_i64(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const int64_t*> a)[0], y = (<const int64_t*> b)[0]
+    return (x > y) - (x < y)
 
 
 cdef int64_t _mul(int64_t x, int64_t y, Py_ssize_t i, int code) except -1:
@@ -742,6 +748,8 @@ cdef class Tape:
         live, else a uint8 mask for keep_ops."""
         cdef Py_ssize_t k, i, m = 0, nops = self.nops, ns = len(new_starts)
         cdef Op* op
+        # (C buffers and an in-place sort: NumPy's allocations and np.sort were most of this
+        # pass's cost on the small tapes of a re-traced gradient)
         st = np.empty(ns + nops, dtype=np.int64)
         cdef int64_t[::1] s = st
         for v in new_starts:
@@ -751,33 +759,45 @@ cdef class Tape:
             if k not in explicit:
                 s[m] = self.ops[k].out
                 m += 1
-        st = np.sort(st[:m])
-        s = st
-        need = np.zeros(m + 1, dtype=np.uint8)
-        keep = np.zeros(nops, dtype=np.uint8)
-        cdef unsigned char[::1] nd = need
-        cdef unsigned char[::1] kp = keep
+        if m > 1:
+            qsort(&s[0], m, sizeof(int64_t), _cmp_i64)
+        if m < ns + nops:
+            st = st[:m]
+            s = st
+        cdef unsigned char* nd = <unsigned char*> PyMem_Malloc(m + 1 + nops)
+        if nd == NULL:
+            raise MemoryError()
+        cdef unsigned char* kp = nd + m + 1
         cdef bint all_live = True
-        for v in roots:
-            nd[_alloc_of(s, m, v)] = 1
-        for k in range(nops - 1, -1, -1):
-            op = &self.ops[k]
-            if not nd[_alloc_of(s, m, op.out)]:
-                all_live = False
-                continue
-            kp[k] = 1
-            r = explicit.get(k)
-            if r is None:
-                if not (op.flags & FLAG_A_CONST):
-                    nd[_alloc_of(s, m, op.a)] = 1
-                if op.code >= BIN_FIRST and not (op.flags & FLAG_B_CONST):
-                    nd[_alloc_of(s, m, op.b)] = 1
-                if op.code == OP_WHERE and not (op.flags & FLAG_C_CONST):
-                    nd[_alloc_of(s, m, op.c)] = 1
-            else:
-                for v in r:
-                    nd[_alloc_of(s, m, v)] = 1
-        return st, (None if all_live else keep)
+        memset(nd, 0, m + 1 + nops)
+        try:
+            for v in roots:
+                nd[_alloc_of(s, m, v)] = 1
+            for k in range(nops - 1, -1, -1):
+                op = &self.ops[k]
+                if not nd[_alloc_of(s, m, op.out)]:
+                    all_live = False
+                    continue
+                kp[k] = 1
+                r = explicit.get(k) if explicit else None
+                if r is None:
+                    if not (op.flags & FLAG_A_CONST):
+                        nd[_alloc_of(s, m, op.a)] = 1
+                    if op.code >= BIN_FIRST and not (op.flags & FLAG_B_CONST):
+                        nd[_alloc_of(s, m, op.b)] = 1
+                    if op.code == OP_WHERE and not (op.flags & FLAG_C_CONST):
+                        nd[_alloc_of(s, m, op.c)] = 1
+                else:
+                    for v in r:
+                        nd[_alloc_of(s, m, v)] = 1
+            if all_live:
+                return st, None
+            keep = np.empty(nops, dtype=np.uint8)
+            if nops:
+                memcpy(cnp.PyArray_DATA(keep), kp, nops)
+            return st, keep
+        finally:
+            PyMem_Free(nd)
 
     def keep_ops(self, keep):
         """Drop the operations whose entry in the boolean array ``keep`` is False."""

@@ -23,6 +23,8 @@ from . import reference
 
 def _input_value(x, fname, label):
     """(float64 value, outer tracer or None) of one input leaf; label() names it in errors."""
+    if type(x) is np.ndarray and x.dtype is _F64:     # the usual case
+        return x.copy(), None
     if type(x) is Tracer:
         if x._rec.active:
             return x._val.astype(np.float64), x
@@ -207,7 +209,8 @@ class Traced:
             result, aux = result
             self.aux = _strip(aux)
         out_leaves, self.out_tree = _tree.flatten(result)
-        self.out_shapes = [np.shape(rules.value_of(o)) for o in out_leaves]
+        self.out_shapes = [o._val.shape if type(o) is Tracer else np.shape(rules.value_of(o))
+                           for o in out_leaves]
         self.out_sizes = [math.prod(s) for s in self.out_shapes]   # (np.prod: ~5 us a call)
         self.nout = sum(self.out_sizes)
         try:

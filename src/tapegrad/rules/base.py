@@ -106,7 +106,12 @@ def _has_objects(obj):
     if t is np.ndarray:
         return obj.dtype.kind == "O"
     if t is list or t is tuple:
-        return any(_has_objects(o) for o in obj)
+        for o in obj:         # (a loop: any() over a generator costs ~1 us a call here)
+            to = type(o)
+            if to is Tracer or to is float or to is int:
+                continue
+            if _has_objects(o):
+                return True
     return False
 
 
@@ -417,6 +422,10 @@ def _norm_axes(axis, ndim):
 
 
 _REDUCE_VALUE = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}
+# the ufunc reductions np.sum, np.prod, np.max and np.min run on an ndarray (same loops, same
+# bits, without the Python wrapper's ~2 us)
+_REDUCE_UFUNC = {"sum": np.add.reduce, "prod": np.multiply.reduce, "max": np.maximum.reduce,
+                 "min": np.minimum.reduce}
 
 
 def reduce(kind, x, axis=None, keepdims=False):
@@ -425,8 +434,13 @@ def reduce(kind, x, axis=None, keepdims=False):
     if rec is None:
         return _REDUCE_VALUE[kind](value_of(x), axis=axis, keepdims=keepdims)
     off, _, v = rec.operand(x)
+    if axis is None and v.ndim == 1 and v.size and not keepdims:
+        # the common whole-vector reduction (a loss's sum): one op of one row
+        t = rec.new(np.asarray(_REDUCE_UFUNC[kind](v), dtype=np.float64))
+        rec.op(OPCODES[kind], 0, t._off, off, n=1, p=(1, v.size, 1), reads=(off,))
+        return t
     axes = _norm_axes(axis, v.ndim)
-    val = np.asarray(_REDUCE_VALUE[kind](v, axis=axes, keepdims=keepdims), dtype=np.float64)
+    val = np.asarray(_REDUCE_UFUNC[kind](v, axis=axes, keepdims=keepdims), dtype=np.float64)
     if v.ndim == 0 or not axes:   # nothing to reduce (axis=() keeps every element)
         return x if type(x) is Tracer and x._rec is rec else reshape(unary("mulc", x, 1.0), v.shape)
     contiguous = all(b - a == 1 for a, b in zip(axes, axes[1:]))
@@ -727,6 +741,13 @@ def _basic_view(rec, x, v, key):
     a C-contiguous view of x (x[a:b], X[i:j], X[2:4, :], ...): a free alias of those slots,
     found in O(1) from where NumPy's own view starts, instead of building an index array of
     x's size. None: not such a key or result (the general path decides)."""
+    if type(key) is slice and v.ndim == 1 and v.flags.c_contiguous:
+        # x[a:b] of a vector (x[1:], x[:-1]): where the view starts, from the slice itself
+        start, stop, step = key.indices(v.shape[0])
+        if step == 1 and stop > start:
+            return _view(rec, x, Tracer(rec, x._off + start, v[start:stop]))
+        if step == 1:
+            return None
     if type(key) is tuple:
         for k in key:
             if type(k) not in _BASIC:
