@@ -210,6 +210,8 @@ _CONST_LEFT = {name: v for (name, left), v in _SCALAR_SPECIAL.items() if left}
 def _bmode(shape, out_shape):
     """(div, mod) such that operand index = (i // div) % mod, or None if not a block."""
     n = _prod(out_shape)
+    if shape == out_shape:
+        return (1, max(n, 1))
     s = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
     if s == tuple(out_shape):
         return (1, max(n, 1))
@@ -310,7 +312,7 @@ def binary(name, x, y):
         return _BINARY_VALUE[name](value_of(x), value_of(y))
     xo, xc, xv = rec.operand(x)
     yo, yc, yv = rec.operand(y)
-    out_shape = np.broadcast_shapes(xv.shape, yv.shape)
+    out_shape = xv.shape if xv.shape == yv.shape else np.broadcast_shapes(xv.shape, yv.shape)
     # x op c and c op x with a constant scalar: one unary primitive with parameter c
     # (not for a tracer of an outer recording: baked into the parameter it would lose its
     # derivative, e.g. grad of a function that calls grad(inner)(x, a) with a traced a)
