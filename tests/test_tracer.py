@@ -311,3 +311,33 @@ def test_one_op_entry_points_record_what_add_op_records():
         t2.add_binary(20, 30, 4, 5, n)
     a, b = t1.op_table(), t2.op_table()
     assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_vector_slices_values_gradients_and_views():
+    # x[a:b] of a traced vector (found from the slice itself): every start and stop, in and
+    # out of range, negative, empty, with steps; values as NumPy's, gradients the weights on
+    # the slice's elements, and the whole-vector reductions of slices against differences
+    x = np.arange(1.0, 8.0)
+    w = np.linspace(0.5, 2.0, 7)
+    bounds = [None, -9, -7, -3, -1, 0, 1, 3, 6, 7, 9]
+    for a in bounds:
+        for b in bounds:
+            for step in (None, 1, 2, -1):
+                key = slice(a, b, step)
+                expect = x[key]
+                with Recorder() as rec:
+                    t = rec.new(x.copy())
+                    s = t[key]
+                    np.testing.assert_array_equal(rules.value_of(s), expect)
+                g = tg.grad(lambda v: np.sum(v[key] * w[key]) if expect.size else np.sum(v * 0.0))(x)
+                ind = np.zeros(7)
+                ind[key] = w[key]
+                np.testing.assert_array_equal(g, ind, err_msg=str(key))
+                # the reductions' whole-vector path: sum, prod, max, min of the slice
+                if expect.size:
+                    for red in (np.sum, np.prod, np.max, np.min):
+                        val, gr = tg.value_and_grad(lambda v: red(v[key] * 1.5))(x)
+                        assert val == red(x[key] * 1.5)
+                        fd = np.array([(red((x + e)[key] * 1.5) - red((x - e)[key] * 1.5)) / 2e-6
+                                       for e in np.eye(7) * 1e-6])
+                        np.testing.assert_allclose(gr, fd, rtol=1e-6, atol=1e-6)
