@@ -786,6 +786,7 @@ ctypedef struct HvOpnd:
     Py_ssize_t btstride       # the lane stride of bt (lstride but in an edge tile's hold row)
     Py_ssize_t s
     bint live             # has a derivative (not a constant)
+    int src               # the tail op whose output it is (its rows in the scratch), or -1
 
 
 cdef inline void hv_opnd(HvOpnd* o, const FusePlan* P, Py_ssize_t j, int r, const Op* top,
@@ -797,6 +798,7 @@ cdef inline void hv_opnd(HvOpnd* o, const FusePlan* P, Py_ssize_t j, int r, cons
     cdef int bit = FLAG_A_CONST if r == 0 else (FLAG_B_CONST if r == 1 else FLAG_C_CONST)
     cdef double* base
     o.s = 1
+    o.src = i
     if r < 2 and top.code > UN_LAST and top.p[2 * r + 1] == 1:
         o.s = 0
     o.live = False
@@ -876,11 +878,26 @@ cdef inline bint hv_tangent_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
     return False
 
 
+cdef inline void hv_clear(HvOpnd* o, bint* ini, Py_ssize_t R, Py_ssize_t NL,
+                          Py_ssize_t tl) noexcept nogil:
+    """Zero the tile's adjoint and adjoint-tangent slots of an internal operand that has not
+    received a contribution on this tile yet (before a loop that adds into them)."""
+    cdef Py_ssize_t l
+    if o.src >= 0 and not ini[o.src]:
+        memset(o.b, 0, tl * sizeof(double))
+        for l in range(NL):
+            memset(o.bt + l * o.btstride, 0, tl * sizeof(double))
+        ini[o.src] = True
+
+
 cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
                                   const double* y, const double* ybar, Py_ssize_t R,
-                                  Py_ssize_t NL, Py_ssize_t tl) noexcept nogil:
+                                  Py_ssize_t NL, Py_ssize_t tl, bint* ini) noexcept nogil:
     """Adjoint and adjoint tangents of a cheap op as plain loops (tor_op's formulas); False:
-    not one, take the general loop."""
+    not one, take the general loop. The first contribution to an internal operand's rows on a
+    tile is written, the later ones added (ini: which tail ops' rows hold contributions), so
+    the rows need no clearing: x = t is x = 0 + t, bit for bit, but for the sign of a zero
+    (which the sums into H v, started at +0, do not keep)."""
     cdef Py_ssize_t i, l
     cdef const double* a = A.v
     cdef const double* b = B.v
@@ -892,6 +909,7 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
     cdef double* ab = A.b
     cdef double* bb = B.b
     cdef double d = top.d
+    cdef bint fa, fb
     if op_cheap_unary(code) and A.live:
         if code == OP_DIVC:
             d = 1.0 / d
@@ -902,10 +920,18 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
             d = 1.0
         elif code == OP_RSUBC or code == OP_NEG:
             d = -1.0
+        fa = A.src >= 0 and not ini[A.src]
         if ab != NULL:
             if code == OP_SQUARE:
+                if fa:
+                    for i in range(tl):
+                        ab[i] = 2.0 * a[i] * ybar[i]
+                else:
+                    for i in range(tl):
+                        ab[i] += 2.0 * a[i] * ybar[i]
+            elif fa:
                 for i in range(tl):
-                    ab[i] += 2.0 * a[i] * ybar[i]
+                    ab[i] = d * ybar[i]
             else:
                 for i in range(tl):
                     ab[i] += d * ybar[i]
@@ -914,30 +940,57 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
             abd = A.bt + l * A.btstride
             if code == OP_SQUARE:
                 at = A.t + l * A.lstride
+                if fa:
+                    for i in range(tl):
+                        abd[i] = 2.0 * (a[i] * ybd[i] + ybar[i] * at[i])
+                else:
+                    for i in range(tl):
+                        abd[i] += 2.0 * (a[i] * ybd[i] + ybar[i] * at[i])
+            elif fa:
                 for i in range(tl):
-                    abd[i] += 2.0 * (a[i] * ybd[i] + ybar[i] * at[i])
+                    abd[i] = d * ybd[i]
             else:
                 for i in range(tl):
                     abd[i] += d * ybd[i]
+        if fa:
+            ini[A.src] = True
         return True
     if not (op_cheap_binary(code) and A.live and B.live and A.s == 1 and B.s == 1):
         return False
-    # separate loops per operand: a and b may be the same slot (x * x)
+    # separate loops per operand: a and b may be the same slot (x * x), then the second adds
+    fa = A.src >= 0 and not ini[A.src]
+    fb = B.src >= 0 and not ini[B.src] and B.src != A.src
     if code == OP_MUL:
         if ab != NULL:
-            for i in range(tl):
-                ab[i] += b[i] * ybar[i]
+            if fa:
+                for i in range(tl):
+                    ab[i] = b[i] * ybar[i]
+            else:
+                for i in range(tl):
+                    ab[i] += b[i] * ybar[i]
         if bb != NULL:
-            for i in range(tl):
-                bb[i] += a[i] * ybar[i]
+            if fb:
+                for i in range(tl):
+                    bb[i] = a[i] * ybar[i]
+            else:
+                for i in range(tl):
+                    bb[i] += a[i] * ybar[i]
     else:
         d = 1.0 if code == OP_ADD else -1.0
         if ab != NULL:
-            for i in range(tl):
-                ab[i] += ybar[i]
+            if fa:
+                for i in range(tl):
+                    ab[i] = ybar[i]
+            else:
+                for i in range(tl):
+                    ab[i] += ybar[i]
         if bb != NULL:
-            for i in range(tl):
-                bb[i] += d * ybar[i]
+            if fb:
+                for i in range(tl):
+                    bb[i] = d * ybar[i]
+            else:
+                for i in range(tl):
+                    bb[i] += d * ybar[i]
     for l in range(NL):
         ybd = y + (2 + NL + l) * R
         abd = A.bt + l * A.btstride
@@ -945,15 +998,35 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
         if code == OP_MUL:
             at = A.t + l * A.lstride
             bt = B.t + l * B.lstride
-            for i in range(tl):
-                abd[i] += b[i] * ybd[i] + ybar[i] * bt[i]
-            for i in range(tl):
-                bbd[i] += a[i] * ybd[i] + ybar[i] * at[i]
+            if fa:
+                for i in range(tl):
+                    abd[i] = b[i] * ybd[i] + ybar[i] * bt[i]
+            else:
+                for i in range(tl):
+                    abd[i] += b[i] * ybd[i] + ybar[i] * bt[i]
+            if fb:
+                for i in range(tl):
+                    bbd[i] = a[i] * ybd[i] + ybar[i] * at[i]
+            else:
+                for i in range(tl):
+                    bbd[i] += a[i] * ybd[i] + ybar[i] * at[i]
         else:
-            for i in range(tl):
-                abd[i] += ybd[i]
-            for i in range(tl):
-                bbd[i] += d * ybd[i]
+            if fa:
+                for i in range(tl):
+                    abd[i] = ybd[i]
+            else:
+                for i in range(tl):
+                    abd[i] += ybd[i]
+            if fb:
+                for i in range(tl):
+                    bbd[i] = d * ybd[i]
+            else:
+                for i in range(tl):
+                    bbd[i] += d * ybd[i]
+    if fa:
+        ini[A.src] = True
+    if fb:
+        ini[B.src] = True
     return True
 
 
@@ -972,6 +1045,9 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
     cdef double* ybar
     cdef double* yd
     cdef double* ybdp
+    cdef bint ini[TILE_MAX_OPS]      # tail ops whose adjoint rows hold contributions (tile)
+    for j in range(M):
+        ini[j] = False
     for j in range(M):
         tile_op(&ops[j], &top, t0, tl)
         code = top.code
@@ -980,13 +1056,14 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
         hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
         y = scr + rs * j
         forward_op(&top, ipool, A.v, B.v, C.v, y)
-        # adjoints start at zero, the summed op's at the sum's seed 1
-        memset(y + R, 0, tl * sizeof(double))
-        for l in range(NL):       # (the tile's tl slots of each lane row, not the whole row)
-            memset(y + (2 + NL + l) * R, 0, tl * sizeof(double))
+        # the summed op's adjoint is the sum's seed 1 (its tangent 0); the others' rows are
+        # written by their first contribution in the reverse below (ini)
         if j == M - 1:
             for i in range(tl):
                 y[R + i] = 1.0
+            for l in range(NL):
+                memset(y + (2 + NL + l) * R, 0, tl * sizeof(double))
+            ini[j] = True
         for l in range(NL):
             yd = y + (2 + l) * R
             if hv_tangent_cheap(code, &top, &A, &B, y, yd, l, tl):
@@ -1019,8 +1096,17 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
         hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
         y = scr + rs * j
         ybar = y + R
-        if hv_reverse_cheap(code, &top, &A, &B, y, ybar, R, NL, tl):
+        if not ini[j]:
+            # no contribution reached it (read only by ops without a derivative): zero rows,
+            # run as the op-by-op sweep runs it
+            memset(ybar, 0, tl * sizeof(double))
+            for l in range(NL):
+                memset(y + (2 + NL + l) * R, 0, tl * sizeof(double))
+            ini[j] = True
+        if hv_reverse_cheap(code, &top, &A, &B, y, ybar, R, NL, tl, ini):
             continue
+        hv_clear(&A, ini, R, NL, tl)
+        hv_clear(&B, ini, R, NL, tl)
         if code <= UN_LAST:
             if not A.live:
                 continue

@@ -39,7 +39,17 @@ def divisions(x):
     return np.sum(y ** 3 + np.tanh(y) / 3.0 - np.sqrt(x + 3.0) * 0.25)
 
 
-EXTRA = [scalar_input, divisions]
+def shared_rows(x):
+    # internal rows with several contributions on a tile (u read by four ops, u * u reading one
+    # row twice), and a row no contribution reaches (e, read only by a comparison): the first
+    # contribution writes a row, the later ones add, an unreached row is cleared
+    u = np.sin(x) + 0.5
+    e = np.exp(x)
+    w = u * u
+    return np.sum(np.where(e > 1.2, w * u, 2.0 * u) + w - u * 3.0)
+
+
+EXTRA = [scalar_input, divisions, shared_rows]
 
 
 def hvp_pair(f, x, v):
