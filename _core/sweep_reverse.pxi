@@ -279,6 +279,33 @@ cdef int reverse_sweep(const TapeView* tv, const double* w, double* wb) except -
     return reverse_lanes(tv, w, wb, 1, 0)
 
 
+cdef enum:
+    REV_LANE_CHUNK = 256
+
+
+cdef void reverse_unary_lanes(const Op* op, const double* a, const double* y, double* wb,
+                              Py_ssize_t L, Py_ssize_t S) noexcept nogil:
+    """The adjoint of a unary op whose local derivative is a function call (sin, arctan, ...)
+    for L lanes: the derivative of a chunk of elements once, then each lane's chunk as a
+    contiguous loop; each lane gets reverse_elem's numbers (the same products, in the same
+    order), with one derivative call per element instead of one per element and lane."""
+    cdef double dch[REV_LANE_CHUNK]
+    cdef Py_ssize_t i, i0 = 0, l, cn, n = op.n
+    cdef int code = op.code
+    cdef const double* yb
+    cdef double* ab
+    while i0 < n:
+        cn = n - i0 if n - i0 < REV_LANE_CHUNK else REV_LANE_CHUNK
+        for i in range(cn):
+            dch[i] = un_d1(code, a[i0 + i], y[i0 + i], op.d)
+        for l in range(L):
+            yb = wb + l * S + op.out + i0
+            ab = wb + l * S + op.a + i0
+            for i in range(cn):
+                ab[i] += yb[i] * dch[i]
+        i0 += cn
+
+
 cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize_t L,
                        Py_ssize_t S) except -1 nogil:
     """reverse_sweep for L cotangent lanes at once (lane l at wb + l * S, seeded by the caller:
@@ -311,6 +338,10 @@ cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize
             # y = x B: Xb (L x K) += Yb (L x N) B^T
             gemm_rm(b'N', b'T', <int>L, <int>op.p[2], <int>op.p[3], 1.0, wb + op.out, <int>S,
                     opnd(w, tv.cv, op.b, fl, FLAG_B_CONST), <int>op.p[3], 1.0, wb + op.a, <int>S)
+        elif (L >= 4 and op.code <= UN_LAST and op.n > 1 and not (fl & FLAG_A_CONST)
+                and not op_zero_derivative(op.code) and not op_cheap_unary(op.code)
+                and not op_algebraic_d1(op.code)):
+            reverse_unary_lanes(op, w + op.a, w + op.out, wb, L, S)
         else:
             for l in range(L):
                 reverse_op(tv, op, w, wb + l * S)

@@ -61,3 +61,25 @@ def test_unit_seed_is_checked():
         sweeps.tangent(t, w, E[::-1].copy(), unit=0)
     with pytest.raises(ValueError, match="unit vector"):
         sweeps.tangent(t, w, E[1:], unit=0)
+
+
+@pytest.mark.parametrize("n", [5, 300])
+def test_reverse_lanes_of_called_derivatives_match_each_row(n):
+    # unary ops whose derivative is a function call (sin, arctan, log1p, arcsinh, erf-like
+    # chains) take their derivative once per element for all lanes (reverse_unary_lanes, in
+    # chunks of 256 elements): each row is bitwise the row's own reverse sweep (vjp)
+    import scipy.special as sps
+    rng = np.random.default_rng(n)
+    p = rng.permutation(n)
+
+    def f(x):
+        u = np.sin(x) * np.arctan(x[p]) + np.log1p(x * x)
+        return np.arcsinh(u) + sps.erf(x) * np.cos(u) + np.exp(x) * 0.5
+
+    x = rng.uniform(-1.0, 1.0, n)
+    r = tg.record(f, x)
+    J = r.jacobian(x, mode="rev")
+    for i in range(0, n, max(1, n // 7)):
+        assert np.array_equal(J[i], r.vjp(x, np.eye(n)[i])), i
+    np.testing.assert_allclose(J, numdiff.jacobian(f, x).value, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(r.jacobian(x, mode="fwd"), J, rtol=1e-13, atol=1e-14)
