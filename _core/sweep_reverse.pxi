@@ -306,6 +306,42 @@ cdef void reverse_unary_lanes(const Op* op, const double* a, const double* y, do
         i0 += cn
 
 
+cdef void reverse_binary_lanes(const Op* op, const double* a, const double* b,
+                               const double* c, const double* y, double* wb, Py_ssize_t L,
+                               Py_ssize_t S) noexcept nogil:
+    """The adjoint of a binary op of full-size operands without a cheap loop (x / y, power,
+    arctan2, hypot, ...) for L lanes: the partials of a chunk of elements once, then each lane's
+    chunk in reverse_elem's order (per element: a's adjoint, then b's)."""
+    cdef double dA[REV_LANE_CHUNK]
+    cdef double dB[REV_LANE_CHUNK]
+    cdef Py_ssize_t i, i0 = 0, l, cn, n = op.n
+    cdef int code = op.code, fl = op.flags
+    cdef bint ca = fl & FLAG_A_CONST, cb = fl & FLAG_B_CONST
+    cdef const double* yb
+    cdef double* ab
+    cdef double* bb
+    while i0 < n:
+        cn = n - i0 if n - i0 < REV_LANE_CHUNK else REV_LANE_CHUNK
+        for i in range(cn):
+            bin_d1(code, a[i0 + i], b[i0 + i], y[i0 + i],
+                   c[i0 + i] if code == OP_WHERE else 0.0, &dA[i], &dB[i])
+        for l in range(L):
+            yb = wb + l * S + op.out + i0
+            ab = wb + l * S + op.a + i0
+            bb = wb + l * S + op.b + i0
+            if ca:
+                for i in range(cn):
+                    bb[i] += yb[i] * dB[i]
+            elif cb:
+                for i in range(cn):
+                    ab[i] += yb[i] * dA[i]
+            else:
+                for i in range(cn):
+                    ab[i] += yb[i] * dA[i]
+                    bb[i] += yb[i] * dB[i]
+        i0 += cn
+
+
 cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize_t L,
                        Py_ssize_t S) except -1 nogil:
     """reverse_sweep for L cotangent lanes at once (lane l at wb + l * S, seeded by the caller:
@@ -342,6 +378,13 @@ cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize
                 and not op_zero_derivative(op.code) and not op_cheap_unary(op.code)
                 and not op_algebraic_d1(op.code)):
             reverse_unary_lanes(op, w + op.a, w + op.out, wb, L, S)
+        elif (L >= 4 and UN_LAST < op.code <= BIN_LAST and op.n > 1
+                and (fl & (FLAG_A_CONST | FLAG_B_CONST)) != (FLAG_A_CONST | FLAG_B_CONST)
+                and not op_zero_derivative(op.code) and not op_cheap_binary(op.code)
+                and op.code != OP_LOGADDEXP and both_full(op)):
+            reverse_binary_lanes(op, opnd(w, tv.cv, op.a, fl, FLAG_A_CONST),
+                                 opnd(w, tv.cv, op.b, fl, FLAG_B_CONST),
+                                 opnd(w, tv.cv, op.c, fl, FLAG_C_CONST), w + op.out, wb, L, S)
         else:
             for l in range(L):
                 reverse_op(tv, op, w, wb + l * S)

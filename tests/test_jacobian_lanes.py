@@ -66,15 +66,21 @@ def test_unit_seed_is_checked():
 @pytest.mark.parametrize("n", [5, 300])
 def test_reverse_lanes_of_called_derivatives_match_each_row(n):
     # unary ops whose derivative is a function call (sin, arctan, log1p, arcsinh, erf-like
-    # chains) take their derivative once per element for all lanes (reverse_unary_lanes, in
-    # chunks of 256 elements): each row is bitwise the row's own reverse sweep (vjp)
+    # chains) and binary ops without a cheap loop take their partials once per element for
+    # all lanes (reverse_unary_lanes / reverse_binary_lanes, in chunks of 256 elements): each
+    # row is bitwise the row's own reverse sweep (vjp)
     import scipy.special as sps
     rng = np.random.default_rng(n)
     p = rng.permutation(n)
 
     def f(x):
         u = np.sin(x) * np.arctan(x[p]) + np.log1p(x * x)
-        return np.arcsinh(u) + sps.erf(x) * np.cos(u) + np.exp(x) * 0.5
+        # binary ops without a cheap loop (reverse_binary_lanes): a / b, power, arctan2,
+        # hypot, maximum, where; with a constant operand on either side
+        v = (u / (x * x + 1.0) + np.power(x * x + 0.5, u) + np.arctan2(u, x[p])
+             + np.hypot(x, u) + np.maximum(u, x) + np.where(x > 0.1, u, x * 2.0)
+             + np.power(p + 1.0, np.tanh(x)) + np.arctan2(x, p + 0.5))
+        return np.arcsinh(u) + sps.erf(x) * np.cos(u) + np.exp(x) * 0.5 + v
 
     x = rng.uniform(-1.0, 1.0, n)
     r = tg.record(f, x)
