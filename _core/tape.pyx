@@ -829,6 +829,13 @@ cdef class Tape:
     def nguards(self):
         return self.nguard // 3
 
+    def op_outputs(self):
+        """(out, n) of every operation, as two lists (where each op writes and how many values:
+        what a re-traced gradient needs to place the values its recording kept)."""
+        cdef Py_ssize_t k
+        return ([self.ops[k].out for k in range(self.nops)],
+                [self.ops[k].n for k in range(self.nops)])
+
     def op_table(self):
         """A copy of the operations as a NumPy structured array (dtype OP_DTYPE)."""
         arr = np.empty(self.nops, dtype=OP_DTYPE)

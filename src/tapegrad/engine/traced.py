@@ -357,20 +357,22 @@ class Traced:
         t = self.tape
         if not caps or (t.nwork < _CAPTURE_MIN_WORK and not t.callbacks):
             return None      # (a Python rule's value is worth keeping on any tape: an eig, a solve)
-        table = t.op_table()
+        outs, sizes = t.op_outputs()
         tail = t.fused_tail()
         k0 = t.nops
         if tail is not None:
             k0 = tail[0]
-            if int(table["n"][k0]) > _CAPTURE_MAX_TAIL:
+            if sizes[k0] > _CAPTURE_MAX_TAIL:
                 return None
         skip = np.zeros(t.nops, dtype=np.uint8)
-        for k, (o, m) in enumerate(zip(table["out"].tolist(), table["n"].tolist())):
+        before = False          # a kept value before the fused tail (else nothing is gained)
+        for k, (o, m) in enumerate(zip(outs, sizes)):
             v = caps.get(o)
             if v is not None and v.size == m:
                 w[o:o + m] = v.reshape(-1)
                 skip[k] = 1
-        if not skip[:k0].any():
+                before = before or k < k0
+        if not before:
             return None
         if self.nin:
             w[:self.nin] = self.recorded_x
