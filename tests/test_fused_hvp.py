@@ -193,3 +193,30 @@ def test_linear_ops_after_the_sum():
     sweeps.set_fusing(True)
     g = lambda x: np.log(np.sum(np.exp(-x * x)))  # noqa: E731
     assert sweeps.hvp_fast(tg.record(g, x).tape, x, v, x.shape) is None
+
+
+def test_retraced_hvp_takes_the_fused_pass():
+    # tg.hvp (re-traced every call) runs the fused pass on a tape it takes, as a recorded
+    # tape's hvp does: the same bits; op-by-op (fusing off) agrees to rounding, and a tape it
+    # does not take (an op after the sum that is not linear) gives the general path's numbers
+    n = 5000
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-0.8, 1.2, n)
+    v = rng.standard_normal(n)
+    h = tg.hvp(rosen, (x,), (v,))
+    assert np.array_equal(h, tg.record(rosen, x).hvp(x, v))
+    sweeps.set_fusing(False)
+    h0 = tg.hvp(rosen, (x,), (v,))
+    sweeps.set_fusing(True)
+    close(h, h0)
+    np.testing.assert_allclose(h, rosenbrock_hvp_hand(x, v, None), rtol=1e-12,
+                               atol=1e-12 * np.abs(h).max())
+
+    def squared(x):
+        return np.sum(np.sin(x) * x) ** 2
+    r = tg.record(squared, x)
+    assert sweeps.hvp_fast(r.tape, x, v, x.shape) is None
+    sweeps.set_fusing(False)
+    expect = tg.hvp(squared, (x,), (v,))
+    sweeps.set_fusing(True)
+    assert np.array_equal(tg.hvp(squared, (x,), (v,)), expect)
