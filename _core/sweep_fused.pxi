@@ -890,6 +890,113 @@ cdef inline void hv_clear(HvOpnd* o, bint* ini, Py_ssize_t R, Py_ssize_t NL,
         ini[o.src] = True
 
 
+cdef enum:
+    HV_LIN = 0      # ab += d ybar;  abd += d ybd
+    HV_MUL = 1      # ab += p ybar;  abd += p ybd + ybar pt   (p, pt: the other operand)
+    HV_SQ = 2       # ab += 2 p ybar;  abd += 2 (p ybd + ybar pt)   (p, pt: the operand)
+
+
+cdef inline void hv_acc1(int form, double d, const double* p, const double* pt,
+                         const double* ybar, const double* ybd, double* ab, double* abd,
+                         bint fresh, Py_ssize_t tl) noexcept nogil:
+    """One operand's adjoint (ab, NULL for an input) and adjoint tangent (abd) of a cheap op on
+    one lane, in one loop (hv_reverse_cheap's formulas, bit for bit); fresh: written, not
+    added to."""
+    cdef Py_ssize_t i
+    if ab == NULL:
+        if form == HV_LIN:
+            for i in range(tl):
+                abd[i] += d * ybd[i]
+        elif form == HV_MUL:
+            for i in range(tl):
+                abd[i] += p[i] * ybd[i] + ybar[i] * pt[i]
+        else:
+            for i in range(tl):
+                abd[i] += 2.0 * (p[i] * ybd[i] + ybar[i] * pt[i])
+    elif fresh:
+        if form == HV_LIN:
+            for i in range(tl):
+                ab[i] = d * ybar[i]
+                abd[i] = d * ybd[i]
+        elif form == HV_MUL:
+            for i in range(tl):
+                ab[i] = p[i] * ybar[i]
+                abd[i] = p[i] * ybd[i] + ybar[i] * pt[i]
+        else:
+            for i in range(tl):
+                ab[i] = 2.0 * p[i] * ybar[i]
+                abd[i] = 2.0 * (p[i] * ybd[i] + ybar[i] * pt[i])
+    else:
+        if form == HV_LIN:
+            for i in range(tl):
+                ab[i] += d * ybar[i]
+                abd[i] += d * ybd[i]
+        elif form == HV_MUL:
+            for i in range(tl):
+                ab[i] += p[i] * ybar[i]
+                abd[i] += p[i] * ybd[i] + ybar[i] * pt[i]
+        else:
+            for i in range(tl):
+                ab[i] += 2.0 * p[i] * ybar[i]
+                abd[i] += 2.0 * (p[i] * ybd[i] + ybar[i] * pt[i])
+
+
+cdef inline bint hv_forward_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B, double* y,
+                                  double* yd, Py_ssize_t tl) noexcept nogil:
+    """Value and one lane's tangent of a cheap op in one loop (forward_op's and
+    hv_tangent_cheap's formulas, bit for bit); False: not one, take those two."""
+    cdef Py_ssize_t i
+    cdef const double* a = A.v
+    cdef const double* b = B.v
+    cdef const double* at = A.t
+    cdef const double* bt = B.t
+    cdef double d = top.d, r
+    if op_cheap_unary(code) and A.live:
+        if code == OP_MULC:
+            for i in range(tl):
+                y[i] = a[i] * d
+                yd[i] = d * at[i]
+        elif code == OP_DIVC:
+            r = 1.0 / d
+            for i in range(tl):
+                y[i] = a[i] / d
+                yd[i] = r * at[i]
+        elif code == OP_ADDC:
+            for i in range(tl):
+                y[i] = a[i] + d
+                yd[i] = at[i]
+        elif code == OP_SQUARE:
+            for i in range(tl):
+                y[i] = a[i] * a[i]
+                yd[i] = 2.0 * a[i] * at[i]
+        elif code == OP_RSUBC:
+            for i in range(tl):
+                y[i] = d - a[i]
+                yd[i] = -at[i]
+        elif code == OP_NEG:
+            for i in range(tl):
+                y[i] = -a[i]
+                yd[i] = -at[i]
+        else:
+            return False
+        return True
+    if op_cheap_binary(code) and A.live and B.live and A.s == 1 and B.s == 1:
+        if code == OP_ADD:
+            for i in range(tl):
+                y[i] = a[i] + b[i]
+                yd[i] = at[i] + bt[i]
+        elif code == OP_SUB:
+            for i in range(tl):
+                y[i] = a[i] - b[i]
+                yd[i] = at[i] - bt[i]
+        else:
+            for i in range(tl):
+                y[i] = a[i] * b[i]
+                yd[i] = b[i] * at[i] + a[i] * bt[i]
+        return True
+    return False
+
+
 cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
                                   const double* y, const double* ybar, Py_ssize_t R,
                                   Py_ssize_t NL, Py_ssize_t tl, bint* ini) noexcept nogil:
@@ -921,6 +1028,13 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
         elif code == OP_RSUBC or code == OP_NEG:
             d = -1.0
         fa = A.src >= 0 and not ini[A.src]
+        if NL == 1:
+            # one loop for the adjoint and the adjoint tangent (a load of ybar and a less)
+            hv_acc1(HV_SQ if code == OP_SQUARE else HV_LIN, d, a, A.t, ybar, y + (2 + NL) * R,
+                    ab, A.bt, fa, tl)
+            if fa:
+                ini[A.src] = True
+            return True
         if ab != NULL:
             if code == OP_SQUARE:
                 if fa:
@@ -960,6 +1074,22 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
     # separate loops per operand: a and b may be the same slot (x * x), then the second adds
     fa = A.src >= 0 and not ini[A.src]
     fb = B.src >= 0 and not ini[B.src] and B.src != A.src
+    if NL == 1:
+        # per operand one loop for its adjoint and adjoint tangent; a's before b's, as the
+        # loops below (the same additions in the same order when a and b are one slot)
+        ybd = y + (2 + NL) * R
+        if code == OP_MUL:
+            hv_acc1(HV_MUL, 0.0, b, B.t, ybar, ybd, ab, A.bt, fa, tl)
+            hv_acc1(HV_MUL, 0.0, a, A.t, ybar, ybd, bb, B.bt, fb, tl)
+        else:
+            hv_acc1(HV_LIN, 1.0, a, NULL, ybar, ybd, ab, A.bt, fa, tl)
+            hv_acc1(HV_LIN, 1.0 if code == OP_ADD else -1.0, b, NULL, ybar, ybd, bb, B.bt, fb,
+                    tl)
+        if fa:
+            ini[A.src] = True
+        if fb:
+            ini[B.src] = True
+        return True
     if code == OP_MUL:
         if ab != NULL:
             if fa:
@@ -1055,6 +1185,13 @@ cdef void hvp_tile(const Op* ops, Py_ssize_t M, const FusePlan* P, const int64_t
         hv_opnd(&B, P, j, 1, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
         hv_opnd(&C, P, j, 2, &top, scr, R, NL, x, V, out, nin, cv, slot, hrows)
         y = scr + rs * j
+        if NL == 1 and hv_forward_cheap(code, &top, &A, &B, y, y + 2 * R, tl):
+            if j == M - 1:
+                for i in range(tl):
+                    y[R + i] = 1.0
+                memset(y + (2 + NL) * R, 0, tl * sizeof(double))
+                ini[j] = True
+            continue
         forward_op(&top, ipool, A.v, B.v, C.v, y)
         # the summed op's adjoint is the sum's seed 1 (its tangent 0); the others' rows are
         # written by their first contribution in the reverse below (ini)
