@@ -435,6 +435,97 @@ cdef void fuse_scratch_start(const FuseRun* F, double* scr) noexcept nogil:
                 v[i] = c
 
 
+cdef inline bint fz_reverse_cheap(const Op* top, const double* a, const double* b,
+                                  const double* yb, double* ab, double* bb, bint fa, bint fb,
+                                  Py_ssize_t tl) noexcept nogil:
+    """reverse_elem of a cheap op on a tile (its loops and formulas, bit for bit), where an
+    operand's adjoint row that no contribution has reached yet on this tile (fa, fb) is written
+    instead of added to: x = t is x = 0 + t but for the sign of a zero, which the sums into the
+    gradient (started at +0) do not keep. False: not such an op, take reverse_elem."""
+    cdef Py_ssize_t i
+    cdef int code = top.code, fl = top.flags
+    cdef double d = top.d
+    if tl < 2:
+        return False
+    if code <= UN_LAST:
+        if (fl & FLAG_A_CONST) or not op_cheap_unary(code):
+            return False
+        if code == OP_SQUARE:
+            if fa:
+                for i in range(tl):
+                    ab[i] = 2.0 * a[i] * yb[i]
+            else:
+                for i in range(tl):
+                    ab[i] += 2.0 * a[i] * yb[i]
+            return True
+        if code == OP_RSUBC or code == OP_NEG:
+            if fa:
+                for i in range(tl):
+                    ab[i] = -yb[i]
+            else:
+                for i in range(tl):
+                    ab[i] -= yb[i]
+            return True
+        if code == OP_ADDC:
+            if fa:
+                for i in range(tl):
+                    ab[i] = yb[i]
+            else:
+                for i in range(tl):
+                    ab[i] += yb[i]
+            return True
+        if code == OP_DIVC:
+            d = 1.0 / d             # (reverse_elem's product)
+        elif code != OP_MULC:
+            return False
+        if fa:
+            for i in range(tl):
+                ab[i] = yb[i] * d
+        else:
+            for i in range(tl):
+                ab[i] += yb[i] * d
+        return True
+    if not (code <= BIN_LAST and op_cheap_binary(code) and both_full(top)):
+        return False
+    # separate loops: a and b may be the same slot (x * x), then b's adds (fb is False)
+    if not (fl & FLAG_A_CONST):
+        if code == OP_MUL:
+            if fa:
+                for i in range(tl):
+                    ab[i] = yb[i] * b[i]
+            else:
+                for i in range(tl):
+                    ab[i] += yb[i] * b[i]
+        elif fa:
+            for i in range(tl):
+                ab[i] = yb[i]
+        else:
+            for i in range(tl):
+                ab[i] += yb[i]
+    if not (fl & FLAG_B_CONST):
+        if code == OP_MUL:
+            if fb:
+                for i in range(tl):
+                    bb[i] = yb[i] * a[i]
+            else:
+                for i in range(tl):
+                    bb[i] += yb[i] * a[i]
+        elif code == OP_ADD:
+            if fb:
+                for i in range(tl):
+                    bb[i] = yb[i]
+            else:
+                for i in range(tl):
+                    bb[i] += yb[i]
+        elif fb:
+            for i in range(tl):
+                bb[i] = -yb[i]
+        else:
+            for i in range(tl):
+                bb[i] -= yb[i]
+    return True
+
+
 cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil:
     """Forward and reverse of the tail on chunk c (all of it when there is one chunk)."""
     cdef Op top
@@ -448,6 +539,11 @@ cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil
     cdef double* hrows
     cdef double* pa
     cdef double* pb
+    cdef const double* va
+    cdef const double* vb
+    cdef int ia, ib
+    cdef bint fa, fb
+    cdef bint fresh[TILE_MAX_OPS]   # tail ops whose adjoint row no contribution reached yet
     cdef const double* last = scr + 2 * (L - 1) * R
     ps[0] = ps[1] = ps[2] = ps[3] = 0.0
     if F.zero_in:
@@ -470,12 +566,14 @@ cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil
         if not F.rev:
             t0 += tl
             continue
-        # reverse on the same tile; row adjoints start at their uniform part
+        # reverse on the same tile; row adjoints start at their uniform part: a nonzero
+        # one is filled in, a zero one is written by its first contribution (fresh)
         for j in range(L):
+            fresh[j] = False
             if not P.uni[j]:
                 v = scr + (2 * j + 1) * R
                 if P.init[j] == 0.0:
-                    memset(v, 0, tl * sizeof(double))
+                    fresh[j] = True
                 else:
                     cc = P.init[j] * g
                     for i in range(tl):
@@ -484,6 +582,9 @@ cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil
         for j in range(L - 1, -1, -1):
             if P.run[j]:
                 tile_op(&ops[k0 + j], &top, t0, tl)
+                if fresh[j]:        # no contribution reached it: zero, as the sweeps have it
+                    memset(scr + (2 * j + 1) * R, 0, tl * sizeof(double))
+                    fresh[j] = False
                 pa = fz_adj(P, j, 0, scr, R, &top, F.wb, F.gin, nin)
                 pb = fz_adj(P, j, 1, scr, R, &top, F.wb, F.gin, nin)
                 if hrows != NULL:
@@ -491,10 +592,25 @@ cdef void fuse_chunk(const FuseRun* F, Py_ssize_t c, double* scr) noexcept nogil
                         pa = hrows + F.slot[2 * j] * R
                     if F.slot[2 * j + 1] >= 0:
                         pb = hrows + F.slot[2 * j + 1] * R
-                reverse_elem(&top, fz_val(P, j, 0, scr, R, &top, F.w, F.xin, nin, F.cv),
-                             fz_val(P, j, 1, scr, R, &top, F.w, F.xin, nin, F.cv),
-                             fz_val(P, j, 2, scr, R, &top, F.w, F.xin, nin, F.cv), scr + 2 * j * R,
-                             scr + (2 * j + 1) * R, pa, pb)
+                ia = P.src[3 * j]
+                ib = P.src[3 * j + 1]
+                fa = ia >= 0 and fresh[ia]
+                fb = ib >= 0 and fresh[ib] and ib != ia
+                va = fz_val(P, j, 0, scr, R, &top, F.w, F.xin, nin, F.cv)
+                vb = fz_val(P, j, 1, scr, R, &top, F.w, F.xin, nin, F.cv)
+                if not fz_reverse_cheap(&top, va, vb, scr + (2 * j + 1) * R, pa, pb, fa, fb,
+                                        tl):
+                    if fa:
+                        memset(pa, 0, tl * sizeof(double))
+                    if fb:
+                        memset(pb, 0, tl * sizeof(double))
+                    reverse_elem(&top, va, vb,
+                                 fz_val(P, j, 2, scr, R, &top, F.w, F.xin, nin, F.cv),
+                                 scr + 2 * j * R, scr + (2 * j + 1) * R, pa, pb)
+                if ia >= 0 and has_adjoint(&top, 0):
+                    fresh[ia] = False
+                if ib >= 0 and has_adjoint(&top, 1):
+                    fresh[ib] = False
         t0 += tl
 
 
