@@ -341,3 +341,28 @@ def test_vector_slices_values_gradients_and_views():
                         fd = np.array([(red((x + e)[key] * 1.5) - red((x - e)[key] * 1.5)) / 2e-6
                                        for e in np.eye(7) * 1e-6])
                         np.testing.assert_allclose(gr, fd, rtol=1e-6, atol=1e-6)
+
+
+def test_tracer_with_an_array_of_its_shape_records_what_the_general_path_records():
+    # binary(name, tracer, float64 array of its shape) takes a fast path (rules.base: one op,
+    # the array a constant operand); a list of the same numbers takes the general one. The
+    # tapes must be the same op for op, and so the values and gradients bit for bit.
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.5, 2.0, 6)
+    c = rng.uniform(0.5, 2.0, 6)
+    names = ["add", "subtract", "multiply", "true_divide", "power", "arctan2", "hypot",
+             "maximum", "minimum", "logaddexp", "less", "greater_equal"]
+    for name in names:
+        uf = getattr(np, name)
+        for left in (False, True):
+            def f(v, const):
+                r = uf(const, v) if left else uf(v, const)
+                return np.sum(r * v)
+            fast = tg.record(lambda v: f(v, c), x)
+            slow = tg.record(lambda v: f(v, c.tolist()), x)
+            ta, tb = fast._variants[0].tape.op_table(), slow._variants[0].tape.op_table()
+            assert ta.tobytes() == tb.tobytes(), (name, left)
+            va, ga = tg.value_and_grad(lambda v: f(v, c))(x)
+            vb, gb = tg.value_and_grad(lambda v: f(v, c.tolist()))(x)
+            assert va == vb and np.array_equal(ga, gb), (name, left)
+            np.testing.assert_array_equal(fast.grad(x), ga)

@@ -307,6 +307,21 @@ def binary(name, x, y):
             if rec.captured is not None and name in _COSTLY:
                 rec.keep(t, val, True)
             return t
+    # (3) a tracer of an active recording and a float64 array of its shape (a data array,
+    # a constant's part): the general path below without its lookups (one op, the array a
+    # constant operand)
+    if tx is Tracer and ty is np.ndarray:
+        rec = x._rec
+        xv = x._val
+        if (rec.active and y.dtype is _F64 and xv.dtype is _F64 and y.shape == xv.shape
+                and y.size > 1):
+            return _binary_array_const(rec, name, x, xv, y, False)
+    elif ty is Tracer and tx is np.ndarray:
+        rec = y._rec
+        yv = y._val
+        if (rec.active and x.dtype is _F64 and yv.dtype is _F64 and x.shape == yv.shape
+                and x.size > 1):
+            return _binary_array_const(rec, name, y, yv, x, True)
     rec = top_recorder(x, y)
     if rec is None:
         return _BINARY_VALUE[name](value_of(x), value_of(y))
@@ -335,11 +350,37 @@ def binary(name, x, y):
     return binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
 
 
+def _binary_array_const(rec, name, t, tv, c, left):
+    """binary(name, t, c) (or (c, t) if left) for a tracer t of rec with float64 value tv and
+    a float64 ndarray c of the same shape, more than one element: what the general path
+    records (c a constant operand, no broadcasting, no scalar special case)."""
+    co = rec.const(c)
+    if left:
+        val = _RECORDED_VALUE[name](c, tv)
+    else:
+        val = _RECORDED_VALUE[name](tv, c)
+    val = val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
+    if left:
+        out = binary_op(rec, name, val, co, True, c, c, t._off, False, tv, t, tv.shape)
+    else:
+        out = binary_op(rec, name, val, t._off, False, tv, t, co, True, c, c, tv.shape)
+    if rec.captured is not None and name in _COSTLY:
+        rec.keep(out, val, True)
+    return out
+
+
 def binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape):
     """Record the binary op with value val (binary's general path, broadcasting)."""
     n = val.size
     if n == 0:
         return rec.new(val)
+    if xv.shape == out_shape and yv.shape == out_shape:
+        # no broadcasting (the usual case): both operands read element by element
+        t = rec.new(val)
+        rec.op(OPCODES[name], (FLAG_A if xc else 0) | (FLAG_B if yc else 0), t._off, xo, yo,
+               n=n, p=(1, n, 1, n),
+               reads=(() if yc else (yo,)) if xc else ((xo,) if yc else (xo, yo)))
+        return t
     modes = []
     ops = []
     for (o, c, v, orig) in ((xo, xc, xv, x), (yo, yc, yv, y)):
