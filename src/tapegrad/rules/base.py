@@ -310,18 +310,13 @@ def binary(name, x, y):
     # (3) a tracer of an active recording and a float64 array of its shape (a data array,
     # a constant's part): the general path below without its lookups (one op, the array a
     # constant operand)
-    if tx is Tracer and ty is np.ndarray:
-        rec = x._rec
-        xv = x._val
-        if (rec.active and y.dtype is _F64 and xv.dtype is _F64 and y.shape == xv.shape
-                and y.size > 1):
-            return _binary_array_const(rec, name, x, xv, y, False)
-    elif ty is Tracer and tx is np.ndarray:
-        rec = y._rec
-        yv = y._val
-        if (rec.active and x.dtype is _F64 and yv.dtype is _F64 and x.shape == yv.shape
-                and x.size > 1):
-            return _binary_array_const(rec, name, y, yv, x, True)
+    if (tx is Tracer and ty is np.ndarray) or (ty is Tracer and tx is np.ndarray):
+        left = tx is np.ndarray
+        t, c = (y, x) if left else (x, y)
+        rec, tv = t._rec, t._val
+        if (rec.active and c.dtype is _F64 and tv.dtype is _F64 and c.shape == tv.shape
+                and c.size > 1):
+            return _binary_array_const(rec, name, t, tv, c, left)
     rec = top_recorder(x, y)
     if rec is None:
         return _BINARY_VALUE[name](value_of(x), value_of(y))
