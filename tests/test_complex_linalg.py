@@ -617,3 +617,20 @@ def test_eig_of_a_real_matrix_is_its_own_operand(rng):
     fa = lambda A: (anp.sum(anp.abs(anp.linalg.eig(A)[1]) ** 2 * anp.arange(4.0)[:, None])  # noqa: E731
                     + anp.real(anp.sum(anp.linalg.eig(A)[0] ** 2)))
     np.testing.assert_allclose(tg.grad(f)(A), autograd.grad(fa)(A), rtol=1e-9, atol=1e-11)
+
+
+def test_eigvals_adjoint_matches_eigenvectors_to_the_recorded_order():
+    # CEigvals' adjoint takes eig's vectors and puts them in the order of the recorded
+    # eigenvalues (the nearest for each): with the recorded values in another order than
+    # eig's, each vector must follow its eigenvalue, so V diag(w) V^-1 is the matrix again
+    from tapegrad.rules.complex import CEigvals
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((6, 6))
+    rule = CEigvals([A.shape])
+    w = np.linalg.eigvals(A)
+    perm = rng.permutation(6)
+    for order in (np.arange(6), perm):
+        wr = w[order]
+        V, Vi = rule._vectors([A], [np.stack([wr.real, wr.imag])])
+        np.testing.assert_allclose(V @ np.diag(wr) @ Vi, A, atol=1e-10)
+        np.testing.assert_allclose(A @ V, V * wr, atol=1e-10)

@@ -549,8 +549,10 @@ class CEigvals(CallRule):
             w2 = w2.value
         else:
             w2, V = np.linalg.eig(self._mat(xs[0]))
-        # the eigenvalues of the recording's order
-        V = V[:, [int(np.argmin(np.abs(w2 - x))) for x in w]]
+        # the eigenvalues of the recording's order: for each recorded one, the first nearest
+        # (one argmin over a table of distances; none when the values are the recording's own)
+        if not np.array_equal(w2, w):
+            V = V[:, np.argmin(np.abs(w2[None, :] - w[:, None]), axis=1)]
         return V, np.linalg.inv(V)
 
     def tan(self, xs, ys, xdots):
