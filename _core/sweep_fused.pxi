@@ -1145,7 +1145,7 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
             d = -1.0
         fa = A.src >= 0 and not ini[A.src]
         if NL == 1:
-            # one loop for the adjoint and the adjoint tangent (a load of ybar and a less)
+            # one loop for the adjoint and the adjoint tangent (one pass over ybar, not two)
             hv_acc1(HV_SQ if code == OP_SQUARE else HV_LIN, d, a, A.t, ybar, y + (2 + NL) * R,
                     ab, A.bt, fa, tl)
             if fa:
