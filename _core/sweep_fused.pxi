@@ -1015,11 +1015,21 @@ cdef enum:
 cdef inline void hv_acc1(int form, double d, const double* p, const double* pt,
                          const double* ybar, const double* ybd, double* ab, double* abd,
                          bint fresh, Py_ssize_t tl) noexcept nogil:
-    """One operand's adjoint (ab, NULL for an input) and adjoint tangent (abd) of a cheap op on
-    one lane, in one loop (hv_reverse_cheap's formulas, bit for bit); fresh: written, not
-    added to."""
+    """One operand's adjoint (ab; NULL for an input, or for a lane after the first: the
+    adjoint is the lanes' one) and adjoint tangent (abd) of a cheap op on one lane, in one loop
+    (hv_reverse_cheap's formulas, bit for bit); fresh: written, not added to."""
     cdef Py_ssize_t i
-    if ab == NULL:
+    if ab == NULL and fresh:
+        if form == HV_LIN:
+            for i in range(tl):
+                abd[i] = d * ybd[i]
+        elif form == HV_MUL:
+            for i in range(tl):
+                abd[i] = p[i] * ybd[i] + ybar[i] * pt[i]
+        else:
+            for i in range(tl):
+                abd[i] = 2.0 * (p[i] * ybd[i] + ybar[i] * pt[i])
+    elif ab == NULL:
         if form == HV_LIN:
             for i in range(tl):
                 abd[i] += d * ybd[i]
@@ -1116,23 +1126,17 @@ cdef inline bint hv_forward_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
 cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
                                   const double* y, const double* ybar, Py_ssize_t R,
                                   Py_ssize_t NL, Py_ssize_t tl, bint* ini) noexcept nogil:
-    """Adjoint and adjoint tangents of a cheap op as plain loops (tor_op's formulas); False:
-    not one, take the general loop. The first contribution to an internal operand's rows on a
-    tile is written, the later ones added (ini: which tail ops' rows hold contributions), so
-    the rows need no clearing: x = t is x = 0 + t, bit for bit, but for the sign of a zero
-    (which the sums into H v, started at +0, do not keep)."""
-    cdef Py_ssize_t i, l
-    cdef const double* a = A.v
-    cdef const double* b = B.v
+    """Adjoint and adjoint tangents of a cheap op as plain loops (tor_op's formulas; per lane
+    and operand one loop, hv_acc1, the adjoint itself with the first lane); False: not one,
+    take the general loop. The first contribution to an internal operand's rows on a tile is
+    written, the later ones added (ini: which tail ops' rows hold contributions), so the rows
+    need no clearing: x = t is x = 0 + t, bit for bit, but for the sign of a zero (which the
+    sums into H v, started at +0, do not keep)."""
+    cdef Py_ssize_t l
     cdef const double* ybd
-    cdef const double* at
-    cdef const double* bt
-    cdef double* abd
-    cdef double* bbd
-    cdef double* ab = A.b
-    cdef double* bb = B.b
     cdef double d = top.d
     cdef bint fa, fb
+    cdef int form
     if op_cheap_unary(code) and A.live:
         if code == OP_DIVC:
             d = 1.0 / d
@@ -1144,131 +1148,31 @@ cdef inline bint hv_reverse_cheap(int code, const Op* top, HvOpnd* A, HvOpnd* B,
         elif code == OP_RSUBC or code == OP_NEG:
             d = -1.0
         fa = A.src >= 0 and not ini[A.src]
-        if NL == 1:
-            # one loop for the adjoint and the adjoint tangent (one pass over ybar, not two)
-            hv_acc1(HV_SQ if code == OP_SQUARE else HV_LIN, d, a, A.t, ybar, y + (2 + NL) * R,
-                    ab, A.bt, fa, tl)
-            if fa:
-                ini[A.src] = True
-            return True
-        if ab != NULL:
-            if code == OP_SQUARE:
-                if fa:
-                    for i in range(tl):
-                        ab[i] = 2.0 * a[i] * ybar[i]
-                else:
-                    for i in range(tl):
-                        ab[i] += 2.0 * a[i] * ybar[i]
-            elif fa:
-                for i in range(tl):
-                    ab[i] = d * ybar[i]
-            else:
-                for i in range(tl):
-                    ab[i] += d * ybar[i]
+        form = HV_SQ if code == OP_SQUARE else HV_LIN
         for l in range(NL):
-            ybd = y + (2 + NL + l) * R
-            abd = A.bt + l * A.btstride
-            if code == OP_SQUARE:
-                at = A.t + l * A.lstride
-                if fa:
-                    for i in range(tl):
-                        abd[i] = 2.0 * (a[i] * ybd[i] + ybar[i] * at[i])
-                else:
-                    for i in range(tl):
-                        abd[i] += 2.0 * (a[i] * ybd[i] + ybar[i] * at[i])
-            elif fa:
-                for i in range(tl):
-                    abd[i] = d * ybd[i]
-            else:
-                for i in range(tl):
-                    abd[i] += d * ybd[i]
+            hv_acc1(form, d, A.v, A.t + l * A.lstride, ybar, y + (2 + NL + l) * R,
+                    A.b if l == 0 else NULL, A.bt + l * A.btstride, fa, tl)
         if fa:
             ini[A.src] = True
         return True
     if not (op_cheap_binary(code) and A.live and B.live and A.s == 1 and B.s == 1):
         return False
-    # separate loops per operand: a and b may be the same slot (x * x), then the second adds
+    # a's loops before b's: when a and b are one slot (x * x), b's add (fb is False)
     fa = A.src >= 0 and not ini[A.src]
     fb = B.src >= 0 and not ini[B.src] and B.src != A.src
-    if NL == 1:
-        # per operand one loop for its adjoint and adjoint tangent; a's before b's, as the
-        # loops below (the same additions in the same order when a and b are one slot)
-        ybd = y + (2 + NL) * R
-        if code == OP_MUL:
-            hv_acc1(HV_MUL, 0.0, b, B.t, ybar, ybd, ab, A.bt, fa, tl)
-            hv_acc1(HV_MUL, 0.0, a, A.t, ybar, ybd, bb, B.bt, fb, tl)
-        else:
-            hv_acc1(HV_LIN, 1.0, a, NULL, ybar, ybd, ab, A.bt, fa, tl)
-            hv_acc1(HV_LIN, 1.0 if code == OP_ADD else -1.0, b, NULL, ybar, ybd, bb, B.bt, fb,
-                    tl)
-        if fa:
-            ini[A.src] = True
-        if fb:
-            ini[B.src] = True
-        return True
-    if code == OP_MUL:
-        if ab != NULL:
-            if fa:
-                for i in range(tl):
-                    ab[i] = b[i] * ybar[i]
-            else:
-                for i in range(tl):
-                    ab[i] += b[i] * ybar[i]
-        if bb != NULL:
-            if fb:
-                for i in range(tl):
-                    bb[i] = a[i] * ybar[i]
-            else:
-                for i in range(tl):
-                    bb[i] += a[i] * ybar[i]
-    else:
-        d = 1.0 if code == OP_ADD else -1.0
-        if ab != NULL:
-            if fa:
-                for i in range(tl):
-                    ab[i] = ybar[i]
-            else:
-                for i in range(tl):
-                    ab[i] += ybar[i]
-        if bb != NULL:
-            if fb:
-                for i in range(tl):
-                    bb[i] = d * ybar[i]
-            else:
-                for i in range(tl):
-                    bb[i] += d * ybar[i]
+    d = 1.0 if code == OP_ADD else -1.0
     for l in range(NL):
         ybd = y + (2 + NL + l) * R
-        abd = A.bt + l * A.btstride
-        bbd = B.bt + l * B.btstride
         if code == OP_MUL:
-            at = A.t + l * A.lstride
-            bt = B.t + l * B.lstride
-            if fa:
-                for i in range(tl):
-                    abd[i] = b[i] * ybd[i] + ybar[i] * bt[i]
-            else:
-                for i in range(tl):
-                    abd[i] += b[i] * ybd[i] + ybar[i] * bt[i]
-            if fb:
-                for i in range(tl):
-                    bbd[i] = a[i] * ybd[i] + ybar[i] * at[i]
-            else:
-                for i in range(tl):
-                    bbd[i] += a[i] * ybd[i] + ybar[i] * at[i]
+            hv_acc1(HV_MUL, 0.0, B.v, B.t + l * B.lstride, ybar, ybd, A.b if l == 0 else NULL,
+                    A.bt + l * A.btstride, fa, tl)
+            hv_acc1(HV_MUL, 0.0, A.v, A.t + l * A.lstride, ybar, ybd, B.b if l == 0 else NULL,
+                    B.bt + l * B.btstride, fb, tl)
         else:
-            if fa:
-                for i in range(tl):
-                    abd[i] = ybd[i]
-            else:
-                for i in range(tl):
-                    abd[i] += ybd[i]
-            if fb:
-                for i in range(tl):
-                    bbd[i] = d * ybd[i]
-            else:
-                for i in range(tl):
-                    bbd[i] += d * ybd[i]
+            hv_acc1(HV_LIN, 1.0, A.v, NULL, ybar, ybd, A.b if l == 0 else NULL,
+                    A.bt + l * A.btstride, fa, tl)
+            hv_acc1(HV_LIN, d, B.v, NULL, ybar, ybd, B.b if l == 0 else NULL,
+                    B.bt + l * B.btstride, fb, tl)
     if fa:
         ini[A.src] = True
     if fb:

@@ -279,23 +279,19 @@ cdef int reverse_sweep(const TapeView* tv, const double* w, double* wb) except -
     return reverse_lanes(tv, w, wb, 1, 0)
 
 
-cdef enum:
-    REV_LANE_CHUNK = 256
-
-
 cdef void reverse_unary_lanes(const Op* op, const double* a, const double* y, double* wb,
                               Py_ssize_t L, Py_ssize_t S) noexcept nogil:
     """The adjoint of a unary op whose local derivative is a function call (sin, arctan, ...)
     for L lanes: the derivative of a chunk of elements once, then each lane's chunk as a
     contiguous loop; each lane gets reverse_elem's numbers (the same products, in the same
     order), with one derivative call per element instead of one per element and lane."""
-    cdef double dch[REV_LANE_CHUNK]
+    cdef double dch[LANE_CHUNK]
     cdef Py_ssize_t i, i0 = 0, l, cn, n = op.n
     cdef int code = op.code
     cdef const double* yb
     cdef double* ab
     while i0 < n:
-        cn = n - i0 if n - i0 < REV_LANE_CHUNK else REV_LANE_CHUNK
+        cn = n - i0 if n - i0 < LANE_CHUNK else LANE_CHUNK
         for i in range(cn):
             dch[i] = un_d1(code, a[i0 + i], y[i0 + i], op.d)
         for l in range(L):
@@ -312,8 +308,8 @@ cdef void reverse_binary_lanes(const Op* op, const double* a, const double* b,
     """The adjoint of a binary op of full-size operands without a cheap loop (x / y, power,
     arctan2, hypot, ...) for L lanes: the partials of a chunk of elements once, then each lane's
     chunk in reverse_elem's order (per element: a's adjoint, then b's)."""
-    cdef double dA[REV_LANE_CHUNK]
-    cdef double dB[REV_LANE_CHUNK]
+    cdef double dA[LANE_CHUNK]
+    cdef double dB[LANE_CHUNK]
     cdef Py_ssize_t i, i0 = 0, l, cn, n = op.n
     cdef int code = op.code, fl = op.flags
     cdef bint ca = fl & FLAG_A_CONST, cb = fl & FLAG_B_CONST
@@ -321,7 +317,7 @@ cdef void reverse_binary_lanes(const Op* op, const double* a, const double* b,
     cdef double* ab
     cdef double* bb
     while i0 < n:
-        cn = n - i0 if n - i0 < REV_LANE_CHUNK else REV_LANE_CHUNK
+        cn = n - i0 if n - i0 < LANE_CHUNK else LANE_CHUNK
         for i in range(cn):
             bin_d1(code, a[i0 + i], b[i0 + i], y[i0 + i],
                    c[i0 + i] if code == OP_WHERE else 0.0, &dA[i], &dB[i])
@@ -374,11 +370,12 @@ cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize
             # y = x B: Xb (L x K) += Yb (L x N) B^T
             gemm_rm(b'N', b'T', <int>L, <int>op.p[2], <int>op.p[3], 1.0, wb + op.out, <int>S,
                     opnd(w, tv.cv, op.b, fl, FLAG_B_CONST), <int>op.p[3], 1.0, wb + op.a, <int>S)
-        elif (L >= 4 and op.code <= UN_LAST and op.n > 1 and not (fl & FLAG_A_CONST)
+        elif (L >= LANE_CHUNK_MIN and op.code <= UN_LAST and op.n > 1
+                and not (fl & FLAG_A_CONST)
                 and not op_zero_derivative(op.code) and not op_cheap_unary(op.code)
                 and not op_algebraic_d1(op.code)):
             reverse_unary_lanes(op, w + op.a, w + op.out, wb, L, S)
-        elif (L >= 4 and UN_LAST < op.code <= BIN_LAST and op.n > 1
+        elif (L >= LANE_CHUNK_MIN and UN_LAST < op.code <= BIN_LAST and op.n > 1
                 and (fl & (FLAG_A_CONST | FLAG_B_CONST)) != (FLAG_A_CONST | FLAG_B_CONST)
                 and not op_zero_derivative(op.code) and not op_cheap_binary(op.code)
                 and op.code != OP_LOGADDEXP and both_full(op)):

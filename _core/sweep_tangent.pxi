@@ -4,12 +4,7 @@
 # the cheap ops (traits.pxd: op_cheap_unary, op_cheap_binary) run lane by lane as contiguous
 # loops; the linear movers are forward_op applied to each lane.
 
-# Lanes at or above LANE_CHUNK_MIN take chunked loops: local derivatives of LANE_CHUNK
-# elements at a time, then one contiguous loop per lane (the per-element loop walks the lanes
-# at stride S, one cache line per lane and element)
-cdef enum:
-    LANE_CHUNK = 256
-cdef Py_ssize_t LANE_CHUNK_MIN = 4
+# Lanes at or above LANE_CHUNK_MIN take chunked loops (sweeps.pyx).
 
 
 cdef int tangent_op(const TapeView* tv, const Op* op, const double* w, double* wd,

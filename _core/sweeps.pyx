@@ -435,6 +435,14 @@ cdef bint guards_hold(const int64_t* g, Py_ssize_t ng, const CPool* cv,
     return True
 
 
+# Lanes (tangent lanes, reverse-Jacobian lanes) at or above LANE_CHUNK_MIN take chunked loops:
+# an op's local derivatives for LANE_CHUNK elements at a time, then one contiguous loop per lane
+# (the per-element loop walks the lanes at stride S, one cache line per lane and element)
+cdef enum:
+    LANE_CHUNK = 256
+cdef Py_ssize_t LANE_CHUNK_MIN = 4
+
+
 # ------------------------------------------------------------------ the sweeps, one file each
 include "sweep_forward.pxi"
 include "sweep_reverse.pxi"

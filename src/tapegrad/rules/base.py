@@ -335,33 +335,27 @@ def binary(name, x, y):
                 prim = "square"  # x * x: the same value as pow(x, 2), several times cheaper
             t = unary(prim, vo, c)
             return reshape(t, out_shape) if t.shape != out_shape else t
+    return _record_binary(rec, name, xo, xc, xv, x, yo, yc, yv, y, out_shape)
+
+
+def _record_binary(rec, name, xo, xc, xv, x, yo, yc, yv, y, out_shape):
+    """The value and the op of binary's general path (operands as rec.operand gives them);
+    a costly op's value is kept for a re-traced gradient."""
     val = _RECORDED_VALUE[name](xv, yv)
     val = val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
-    n = val.size
+    t = binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
     if rec.captured is not None and name in _COSTLY:
-        t = binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
         rec.keep(t, val, True)
-        return t
-    return binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
+    return t
 
 
 def _binary_array_const(rec, name, t, tv, c, left):
     """binary(name, t, c) (or (c, t) if left) for a tracer t of rec with float64 value tv and
     a float64 ndarray c of the same shape, more than one element: what the general path
     records (c a constant operand, no broadcasting, no scalar special case)."""
-    co = rec.const(c)
-    if left:
-        val = _RECORDED_VALUE[name](c, tv)
-    else:
-        val = _RECORDED_VALUE[name](tv, c)
-    val = val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
-    if left:
-        out = binary_op(rec, name, val, co, True, c, c, t._off, False, tv, t, tv.shape)
-    else:
-        out = binary_op(rec, name, val, t._off, False, tv, t, co, True, c, c, tv.shape)
-    if rec.captured is not None and name in _COSTLY:
-        rec.keep(out, val, True)
-    return out
+    opnds = ((rec.const(c), True, c, c), (t._off, False, tv, t))
+    a, b = opnds if left else opnds[::-1]
+    return _record_binary(rec, name, *a, *b, tv.shape)
 
 
 def binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape):
