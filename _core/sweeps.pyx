@@ -496,6 +496,33 @@ def forward(Tape t, const double[::1] x, double[::1] w=None):
     return np.asarray(w)
 
 
+def matmul_value(const double[::1] a, const double[::1] b, double[::1] y, Py_ssize_t nb,
+                 Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, Py_ssize_t sa, Py_ssize_t sb):
+    """y = the nb products A_i B_i (M x K by K x N; A_i at a[i sa:], B_i at b[i sb:], a stride
+    0 for a broadcast operand) as the forward sweep computes a matmul op: a recording's
+    product is the replay's, by the sweeps' BLAS. (NumPy's matmul would run NumPy's own copy
+    of OpenBLAS: two BLAS thread pools taking turns within one gradient keep each other's
+    spinning threads on the cores, several times slower than either alone.)"""
+    cdef Op op
+    cdef Py_ssize_t bt, big = 2147483647
+    if nb < 0 or M < 0 or K < 0 or N < 0 or sa < 0 or sb < 0:
+        raise ValueError("matmul_value: negative size or stride")
+    if M > big or K > big or N > big or M * K > big or K * N > big or M * N > big:
+        raise ValueError(f"matmul_value: {M} x {K} by {K} x {N} exceeds BLAS's int sizes")
+    if nb and (a.shape[0] < (nb - 1) * sa + M * K or b.shape[0] < (nb - 1) * sb + K * N
+               or y.shape[0] < nb * M * N):
+        raise ValueError("matmul_value: an operand or the result is smaller than its shape")
+    if nb == 0 or M == 0 or N == 0:
+        return
+    if K == 0:
+        y[:nb * M * N] = 0.0
+        return
+    op.p[0], op.p[1], op.p[2], op.p[3], op.p[4], op.p[5] = nb, M, K, N, sa, sb
+    with nogil:
+        for bt in range(nb):
+            mm_value(&op, bt, 1.0, &a[0], &b[0], 0.0, &y[0])
+
+
 def guards_ok(Tape t, const double[::1] w):
     cdef TapeView tv
     open_tape(t, &tv)

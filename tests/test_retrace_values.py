@@ -193,3 +193,47 @@ def test_captured_ops_inside_a_tiling_segment_are_not_computed_again():
     val = sweeps.grad_at_values(t, w, np.zeros(t.nops, np.uint8), wb, g)
     assert val == pytest.approx(np.exp(-x).sum(), rel=1e-12)
     np.testing.assert_allclose(g, rec.grad(x), rtol=1e-14)
+
+
+@pytest.mark.parametrize("sa, sb", [((7, 40), (40, 5)), ((7, 40), (40,)), ((40,), (40, 6)),
+                                    ((3, 4, 40), (3, 40, 2)), ((3, 4, 40), (40, 2)),
+                                    ((4, 40), (3, 40, 2)), ((1, 4, 40), (3, 40, 2)),
+                                    ((5, 0), (0, 3)), ((0, 8), (8, 3))])
+def test_recorded_products_are_the_replays_bits(sa, sb):
+    # a product's value while recording comes from the sweeps' own kernel (sweeps.matmul_value:
+    # the sweeps' BLAS, not NumPy's copy of it), so the recording and a replay of it agree to
+    # the bit, for traced and constant operands, batches and broadcast batches
+    rng = np.random.default_rng(len(sa) * 10 + len(sb))
+    A, B = rng.standard_normal(sa), rng.standard_normal(sb)
+    for traced_a, traced_b in ((True, False), (False, True), (True, True)):
+        seen = []
+
+        def f(a, b):
+            y = (a if traced_a else A) @ (b if traced_b else B)
+            seen.append(y)
+            return y
+        rec = tg.record(f, A, B)
+        recorded = np.asarray(seen[0]._val)
+        np.testing.assert_array_equal(recorded, rec(A, B))
+        np.testing.assert_allclose(recorded, A @ B, rtol=1e-13, atol=1e-13)
+        assert recorded.shape == (A @ B).shape
+
+
+def test_matmul_value_checks_its_arguments():
+    a, b, y = np.ones(12), np.ones(20), np.empty(15)
+    sweeps.matmul_value(a, b, y, 1, 3, 4, 5, 0, 0)
+    np.testing.assert_array_equal(y, np.full(15, 4.0))
+    with pytest.raises(ValueError, match="smaller than its shape"):
+        sweeps.matmul_value(a[:-1], b, y, 1, 3, 4, 5, 0, 0)
+    with pytest.raises(ValueError, match="smaller than its shape"):
+        sweeps.matmul_value(a, b, y, 2, 3, 4, 5, 12, 0)      # a second A past the end
+    with pytest.raises(ValueError, match="smaller than its shape"):
+        sweeps.matmul_value(a, b, y[:-1], 1, 3, 4, 5, 0, 0)
+    with pytest.raises(ValueError, match="negative"):
+        sweeps.matmul_value(a, b, y, 1, -3, 4, 5, 0, 0)
+    with pytest.raises(ValueError, match="int sizes"):
+        sweeps.matmul_value(a, b, y, 1, 3, 1 << 31, 5, 0, 0)
+    # a zero inner dimension is a zero product
+    y[:] = np.nan
+    sweeps.matmul_value(np.empty(0), np.empty(0), y, 1, 3, 0, 5, 0, 0)
+    np.testing.assert_array_equal(y, np.zeros(15))

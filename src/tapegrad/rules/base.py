@@ -24,6 +24,7 @@ import sys
 import numpy as np
 import scipy.special as sps
 
+from .._core import sweeps as _sweeps
 from .._core.tape import OPCODES, FAMILIES, FLAG_A, FLAG_B, FLAG_C, MAX_WORK, OPTABLE_FINGERPRINT
 from ..tracing import pytree as _tree
 from .. import primitives as _prims
@@ -678,9 +679,8 @@ def matmul(a, b):
         o, c, v = rec.operand(x)
         stride = rows * cols if _prod(s[:-2]) == nb and nb > 1 else 0
         ops.append((o, c, v, stride))
-    val = np.matmul(ops[0][2], ops[1][2]).astype(np.float64, copy=False)
     shape = tuple(batch) + (M, N)
-    val = val.reshape(shape)
+    val = _product_value(ops, shape, nb, M, K, N)
     t = rec.new(val)
     if K >= 32:          # (a product over a short inner dimension is as cheap to redo as to keep)
         rec.keep(t, val)
@@ -691,6 +691,19 @@ def matmul(a, b):
                p=(nb, M, K, N, ops[0][3], ops[1][3]), reads=reads)
     final = tuple(batch) + ((M,) if av.ndim > 1 else ()) + ((N,) if bv.ndim > 1 else ())
     return reshape(t, final) if final != shape else t
+
+
+def _product_value(ops, shape, nb, M, K, N):
+    """The value of a matmul op, by the sweeps' own batched product (sweeps.matmul_value: the
+    replay's bits, and one BLAS library within a gradient) when both operands are C-ordered
+    float64 arrays, else by NumPy."""
+    av, bv = ops[0][2], ops[1][2]
+    if av.flags.c_contiguous and bv.flags.c_contiguous and av.dtype is _F64 and bv.dtype is _F64:
+        val = np.empty(shape)
+        _sweeps.matmul_value(av.reshape(-1), bv.reshape(-1), val.reshape(-1), nb, M, K, N,
+                             ops[0][3], ops[1][3])
+        return val
+    return np.matmul(av, bv).astype(np.float64, copy=False).reshape(shape)
 
 
 def dot(a, b):
