@@ -523,6 +523,21 @@ def matmul_value(const double[::1] a, const double[::1] b, double[::1] y, Py_ssi
             mm_value(&op, bt, 1.0, &a[0], &b[0], 0.0, &y[0])
 
 
+def logaddexp_values(const double[::1] a, const double[::1] b, double[::1] y):
+    """y = logaddexp(a, b) as the forward sweep computes it (logaddexp_value): a and b of
+    y's size or of one value (broadcast). What a recording of np.logaddexp computes, in one
+    pass of NumPy's exp and log1p loops over y and two of C."""
+    cdef Py_ssize_t n = y.shape[0]
+    cdef int ka = 1 if a.shape[0] == 1 else 0, kb = 1 if b.shape[0] == 1 else 0
+    if (a.shape[0] != n and a.shape[0] != 1) or (b.shape[0] != n and b.shape[0] != 1):
+        raise ValueError(f"logaddexp_values: operands of {a.shape[0]} and {b.shape[0]} values "
+                         f"for {n} results")
+    if n == 0:
+        return
+    with nogil:
+        logaddexp_value(&a[0], ka, &b[0], kb, &y[0], n)
+
+
 def guards_ok(Tape t, const double[::1] w):
     cdef TapeView tv
     open_tape(t, &tv)

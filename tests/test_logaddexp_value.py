@@ -66,3 +66,29 @@ def test_gradient_against_finite_differences_and_closed_form():
     assert abs(fd - gx[7]) < 1e-6 * max(1.0, abs(fd))
     tape = tg.record(f, x, y, argnums=0)
     np.testing.assert_allclose(tape.grad(x, y), gx, rtol=1e-13)
+
+
+def test_broadcasting_fallback_equals_the_kernel_bitwise():
+    # operands that broadcast beyond one value (or are not C-ordered) take NumPy's operations
+    # in logaddexp_value; the others the sweeps' kernel (sweeps.logaddexp_values): same bits
+    from tapegrad._core import sweeps
+    a0, b0 = _pairs()
+    col = a0.reshape(-1, 1)[:40]            # (40, 1) against a row (1, 144): a 40 x 144 grid
+    row = b0.reshape(1, -1)
+    with np.errstate(invalid="ignore"):
+        grid = logaddexp_value(col, row)
+        kernel = np.empty(grid.size)
+        sweeps.logaddexp_values(np.ascontiguousarray(np.broadcast_to(col, grid.shape)).ravel(),
+                                np.ascontiguousarray(np.broadcast_to(row, grid.shape)).ravel(),
+                                kernel)
+        strided = logaddexp_value(a0[::2], b0[::2])          # not C-ordered: NumPy's way
+        ref = np.logaddexp(col, row)
+    assert grid.shape == (40, 144)
+    np.testing.assert_array_equal(grid.ravel(), kernel)
+    with np.errstate(invalid="ignore"):
+        contiguous = logaddexp_value(np.ascontiguousarray(a0[::2]), np.ascontiguousarray(b0[::2]))
+    np.testing.assert_array_equal(strided, contiguous)
+    fin = np.isfinite(ref)
+    np.testing.assert_allclose(grid[fin], ref[fin], rtol=1e-14, atol=1e-300)
+    with pytest.raises(ValueError, match="operands of 3 and 4 values for 4"):
+        sweeps.logaddexp_values(np.zeros(3), np.zeros(4), np.empty(4))

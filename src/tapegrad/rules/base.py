@@ -52,6 +52,13 @@ def logaddexp_value(a, b):
     log1p(exp(-|a - b|)), a + log 2 where a == b, with NumPy's exp and log1p; the same bits as
     the replay, within an ulp or so of np.logaddexp (whose loop is several times slower)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    shape = a.shape if a.size != 1 else b.shape
+    if (a.size == 1 or b.size == 1 or a.shape == b.shape) and a.ndim <= len(shape) >= b.ndim \
+            and a.flags.c_contiguous and b.flags.c_contiguous:
+        # (no broadcasting beyond one value: the sweeps' own kernel, a fraction of the time)
+        y = np.empty(shape)
+        _sweeps.logaddexp_values(a.reshape(-1), b.reshape(-1), y.reshape(-1))
+        return y
     with np.errstate(invalid="ignore"):
         t = np.log1p(np.exp(-np.abs(a - b)))
         return np.where(a == b, a + 0.6931471805599453, np.where((a > b) | (a != a), a, b) + t)
