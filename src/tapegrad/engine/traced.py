@@ -131,6 +131,8 @@ def _leaf_label(dyn, argnums, single, i):
 
 
 def _argnums(argnums, nargs, fname):
+    if type(argnums) is int and 0 <= argnums < nargs:     # the usual case: grad(f)(x)
+        return (argnums,), True
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
     for a in nums:
@@ -222,7 +224,8 @@ class Traced:
         rec.finish(self.nin, self.out_off, self.nout)
         self.tape = rec.tape
         self.nested = rec.nested or any(o is not None for o in outer)
-        self.recorded_x = _tree.join(vals)
+        # (the values are fresh copies of the inputs: one of them needs no joining copy)
+        self.recorded_x = vals[0].reshape(-1) if len(vals) == 1 else _tree.join(vals)
         self._w = None
 
     def _assemble_output(self, leaves):
@@ -336,9 +339,9 @@ class Traced:
             skip = self._captured_work(w)
             if skip is not None:
                 val = sweeps.grad_at_values(self.tape, w, skip, wb, g)
-                return self._split_leaves(g), val
+                return self._split_fresh(g), val
             val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, w, wb, g)
-        return (self._split_leaves(g), val) if ok else None
+        return (self._split_fresh(g), val) if ok else None
 
     def _captured_work(self, w):
         """Fills w with the inputs and the values of the costly ops the recording computed and
@@ -377,6 +380,10 @@ class Traced:
         if self.nin:
             w[:self.nin] = self.recorded_x
         return skip
+
+    def _split_fresh(self, g):
+        # (g is the call's own: its leaves can be views of it)
+        return _tree.split(g, self.in_shapes, self.in_sizes)
 
     def _split_leaves(self, flat):
         return _tree.split(flat, self.in_shapes, self.in_sizes, copy=True)

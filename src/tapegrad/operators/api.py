@@ -52,19 +52,27 @@ def value_and_grad(f, argnums=0, has_aux=False, holomorphic=False):
                             f"{tr.out_shapes[0] if len(tr.out_shapes) == 1 else tr.out_shapes}")
         g = tr.compiled_grad()
         if g is not None:
-            out = tr.split_out(np.array([g[1]]))
-            g = g[0]
+            g, v = g
+            if type(tr.out_tree) is _tree.Leaf and not tr.out_shapes[0]:   # the usual output
+                val = float(v) if tr.out_tree.scalar else np.float64(v)
+            else:
+                val = _value_tree(tr, tr.split_out(np.array([v])))
+            g = _tree.unflatten(tr.in_tree, cast_leaves(g, tr.in_dtypes))
         else:
             g = tr.pullback([np.ones(tr.out_shapes[0])])
-            out = tr.output()
-        g = _tree.unflatten(tr.in_tree, cast_leaves(_finish_leaves(g), tr.in_dtypes))
-        val = _tree.unflatten(tr.out_tree, _finish_leaves(_tree.flatten(out)[0]))
-        if isinstance(val, np.ndarray) and val.ndim == 0:
-            val = val[()]
+            g = _tree.unflatten(tr.in_tree, cast_leaves(_finish_leaves(g), tr.in_dtypes))
+            val = _value_tree(tr, tr.output())
         return ((val, tr.aux) if has_aux else val), g
     vg.__name__ = f"value_and_grad({getattr(f, '__name__', 'f')})"
     vg.__doc__ = f"Value and gradient of {getattr(f, '__name__', 'f')}."
     return vg
+
+
+def _value_tree(tr, out):
+    val = _tree.unflatten(tr.out_tree, _finish_leaves(_tree.flatten(out)[0]))
+    if isinstance(val, np.ndarray) and val.ndim == 0:
+        val = val[()]
+    return val
 
 
 def grad(f, argnums=0, has_aux=False, holomorphic=False):
