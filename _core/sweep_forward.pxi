@@ -152,38 +152,14 @@ cdef void swap_blocks(const double* x, double* y, Py_ssize_t D, Py_ssize_t A, Py
     (D, B, A, C): a transpose of two groups of axes. Runs of C elements are moved whole; with
     C = 1 (a matrix transpose) the (i, j) plane goes in 32 x 32 blocks, so that both x and y are
     walked a cache line at a time. The adjoint is swap_blocks(yb, xb, D, B, A, C, True)."""
-    cdef Py_ssize_t d, i, j, k, i0, j0, i1, j1, blk = A * B * C
+    cdef Py_ssize_t d, i, j, k, blk = A * B * C
     cdef const double* xs
     cdef double* ys
     for d in range(D):
         xs = x + d * blk
         ys = y + d * blk
         if C == 1:
-            for i0 in range(0, A, 32):
-                i1 = min(i0 + 32, A)
-                for j0 in range(0, B, 32):
-                    j1 = min(j0 + 32, B)
-                    # 4 x 4 blocks through registers (four short rows read, four written:
-                    # about 1.7x the element-at-a-time loop), then the block's edges
-                    i = i0
-                    while i + 4 <= i1:
-                        j = j0
-                        while j + 4 <= j1:
-                            swap4(xs + i * B + j, B, ys + j * A + i, A, add)
-                            j += 4
-                        for j in range(j, j1):
-                            for k in range(i, i + 4):
-                                if add:
-                                    ys[j * A + k] += xs[k * B + j]
-                                else:
-                                    ys[j * A + k] = xs[k * B + j]
-                        i += 4
-                    for i in range(i, i1):
-                        for j in range(j0, j1):
-                            if add:
-                                ys[j * A + i] += xs[i * B + j]
-                            else:
-                                ys[j * A + i] = xs[i * B + j]
+            swap_plane(xs, ys, A, B, 0, A, add)
         else:
             for i in range(A):
                 for j in range(B):
@@ -192,6 +168,39 @@ cdef void swap_blocks(const double* x, double* y, Py_ssize_t D, Py_ssize_t A, Py
                             ys[(j * A + i) * C + k] += xs[(i * B + j) * C + k]
                     else:
                         memcpy(ys + (j * A + i) * C, xs + (i * B + j) * C, C * sizeof(double))
+
+
+cdef void swap_plane(const double* xs, double* ys, Py_ssize_t A, Py_ssize_t B, Py_ssize_t lo,
+                     Py_ssize_t hi, bint add) noexcept nogil:
+    """Rows [lo, hi) of a matrix transpose: ys[j, i] = xs[i, j] (or +=) for xs A x B, ys B x A,
+    in 32 x 32 blocks whose rows start at lo (each element is moved once: any cut into row
+    ranges gives the same result, which lets a large transpose go in parts over threads)."""
+    cdef Py_ssize_t i, j, k, i0, j0, i1, j1
+    for i0 in range(lo, hi, 32):
+        i1 = min(i0 + 32, hi)
+        for j0 in range(0, B, 32):
+            j1 = min(j0 + 32, B)
+            # 4 x 4 blocks through registers (four short rows read, four written:
+            # about 1.7x the element-at-a-time loop), then the block's edges
+            i = i0
+            while i + 4 <= i1:
+                j = j0
+                while j + 4 <= j1:
+                    swap4(xs + i * B + j, B, ys + j * A + i, A, add)
+                    j += 4
+                for j in range(j, j1):
+                    for k in range(i, i + 4):
+                        if add:
+                            ys[j * A + k] += xs[k * B + j]
+                        else:
+                            ys[j * A + k] = xs[k * B + j]
+                i += 4
+            for i in range(i, i1):
+                for j in range(j0, j1):
+                    if add:
+                        ys[j * A + i] += xs[i * B + j]
+                    else:
+                        ys[j * A + i] = xs[i * B + j]
 
 
 cdef void logaddexp_value(const double* a, int ka, const double* b, int kb, double* y,
@@ -286,6 +295,9 @@ cdef int forward_sweep_skip(const TapeView* tv, double* w,
                            opnd(w, cv, op.b, op.flags, FLAG_B_CONST),
                            opnd(w, cv, op.c, op.flags, FLAG_C_CONST), w + op.out)
             continue
+        if op.n >= 2 * PAR_CHUNK or op.code == OP_SUM:
+            if op_forward_par(tv, op, w):     # a large op in chunks over the threads
+                continue
         forward_op(op, ipool, opnd(w, cv, op.a, op.flags, FLAG_A_CONST),
                    opnd(w, cv, op.b, op.flags, FLAG_B_CONST),
                    opnd(w, cv, op.c, op.flags, FLAG_C_CONST), w + op.out)

@@ -2,10 +2,11 @@
 # build adds -fopenmp where the compiler has it, else the same loops run serially).
 #
 # - What is split: the tiled forward and reverse segments (sweep_tiling.pxi), the fused
-#   gradient tail and the fused Hessian-vector product (sweep_fused.pxi). An op-by-op sweep
-#   stays serial (its elementwise loops are short next to the thread start-up; the segments
-#   cover the long runs), and so does the batched replay, which splits its points over its own
-#   pool (operators/batch.py).
+#   gradient tail and the fused Hessian-vector product (sweep_fused.pxi), and in the op-by-op
+#   forward and reverse sweeps one large op at a time where no cut can change a number
+#   (elementwise ops, row sums, transposes: the end of this file). The adjoint buffer of a
+#   reverse sweep is cleared in chunks too. The tangent sweeps stay serial, and so does the
+#   batched replay, which splits its points over its own pool (operators/batch.py).
 # - Chunks, not threads: a run of n elements is cut into chunks of PAR_CHUNK elements (the
 #   last takes the remainder, PAR_CHUNK to 2 PAR_CHUNK - 1), tiles counted from each chunk's
 #   start. The cut depends on n alone, never on the thread count, and threads take whole
@@ -134,3 +135,160 @@ cdef void par_zero(double* p, Py_ssize_t m, int nt) noexcept nogil:
         return
     for c in prange(nch, num_threads=nt, schedule="static"):
         memset(p + c * PAR_CHUNK, 0, (chunk_end(c, nch, m) - c * PAR_CHUNK) * sizeof(double))
+
+
+# ------------------------------------------------------------------ one large op, op by op
+# A large op of the op-by-op sweeps (outside tiling segments: broadcasts, row sums, the
+# elementwise ops between matrix products) is split into chunks over the team when each
+# element's value or adjoint is computed exactly as in the whole op, whatever the cut:
+# - elementwise ops whose operands are full, one value, or a row repeating with a period
+#   (x @ W + b; the forward only): chunks start at multiples of the period, so a chunk is
+#   the same op on shifted pointers (tile_op);
+# - their adjoints when no two chunks add into one element: every operand with an adjoint is
+#   full, and two such operands read one region at the same offset or disjoint regions (a
+#   one-value or repeating operand's adjoint sums over the run: serial);
+# - sums over contiguous rows (post 1), in whole rows, both ways;
+# - matrix transposes (one plane), in row ranges of the matrix read, both ways (each element
+#   is moved or added once).
+# Chunks of about PAR_CHUNK elements, cut by the op alone (never by the thread count), so
+# the bits are the serial sweep's for every count.
+
+cdef Py_ssize_t op_par_unit(const Op* op, bint rev) noexcept nogil:
+    """The quantum (elements) at which chunk starts of an elementwise op may lie, 0: keep the
+    op whole (too short, or a chunk could change a value or race on an adjoint)."""
+    cdef Py_ssize_t n = op.n, unit = 1, per
+    cdef int kind, r
+    cdef int64_t div, mod, offs[2]
+    cdef bint live[2]
+    if n < 2 * PAR_CHUNK or op.code > BIN_LAST:
+        return 0
+    if op.code <= UN_LAST:
+        return 1
+    for r in range(2):
+        div, mod = op.p[2 * r], op.p[2 * r + 1]
+        kind = bkind(div, mod, n)
+        live[r] = not (op.flags & (FLAG_A_CONST if r == 0 else FLAG_B_CONST))
+        offs[r] = op.a if r == 0 else op.b
+        if kind == 0:
+            continue
+        if rev and live[r]:
+            return 0                # its adjoint is a sum over the run
+        if kind == 2:
+            per = div * mod
+            if per > PAR_CHUNK or per <= 0:
+                return 0
+            if per % unit == 0:
+                unit = per
+            elif unit % per != 0:
+                return 0
+    if rev and live[0] and live[1] and offs[0] != offs[1] and (
+            offs[0] < offs[1] + n and offs[1] < offs[0] + n):
+        return 0                    # x[1:] * x[:-1]: two chunks would add into one element
+    return unit
+
+
+cdef inline bint op_rows_par(const Op* op) noexcept nogil:
+    """A sum over contiguous rows long enough to split by rows."""
+    return (op.code == OP_SUM and op.p[2] == 1 and op.p[0] >= 2
+            and op.p[0] * op.p[1] >= 2 * PAR_CHUNK)
+
+
+cdef inline void op_part(const Op* op, Op* top, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """top = op restricted to elements [lo, hi) (rows of a row sum)."""
+    if op.code == OP_SUM:
+        top[0] = op[0]
+        top.n = hi - lo
+        top.p[0] = hi - lo
+        top.out = op.out + lo
+        top.a = op.a + lo * op.p[1]
+    else:
+        tile_op(op, top, lo, hi - lo)
+
+
+cdef inline bint op_plane_par(const Op* op) noexcept nogil:
+    """A matrix transpose (one plane, single elements) long enough to split by rows."""
+    return (op.code == OP_TRANSPOSE and op.p[0] == 1 and op.p[3] == 1
+            and op.n >= 2 * PAR_CHUNK)
+
+
+cdef inline Py_ssize_t op_par_len(const Op* op, bint rev) noexcept nogil:
+    """What the chunks of a large op count: rows of a row sum, rows of the matrix a transpose
+    reads (its operand forward, its result's adjoint in reverse), else elements."""
+    if op.code == OP_SUM:
+        return op.p[0]
+    if op.code == OP_TRANSPOSE:
+        return op.p[2] if rev else op.p[1]
+    return op.n
+
+
+cdef inline void op_forward_part(const TapeView* tv, const Op* op, double* w, Py_ssize_t lo,
+                                 Py_ssize_t hi) noexcept nogil:
+    cdef Op top
+    if op.code == OP_TRANSPOSE:
+        swap_plane(opnd(w, tv.cv, op.a, op.flags, FLAG_A_CONST), w + op.out, op.p[1], op.p[2],
+                   lo, hi, False)
+        return
+    op_part(op, &top, lo, hi)
+    forward_op(&top, tv.ipool, opnd(w, tv.cv, top.a, top.flags, FLAG_A_CONST),
+               opnd(w, tv.cv, top.b, top.flags, FLAG_B_CONST),
+               opnd(w, tv.cv, top.c, top.flags, FLAG_C_CONST), w + top.out)
+
+
+cdef inline void op_reverse_part(const TapeView* tv, const Op* op, const double* w, double* wb,
+                                 Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Op top
+    if op.code == OP_TRANSPOSE:
+        swap_plane(wb + op.out, wb + op.a, op.p[2], op.p[1], lo, hi, True)
+        return
+    op_part(op, &top, lo, hi)
+    reverse_op(tv, &top, w, wb)     # (elementwise ops and sums: nothing to raise)
+
+
+cdef inline Py_ssize_t op_par_step(const Op* op, bint rev) noexcept nogil:
+    """Elements (rows of a row sum) per chunk of a large op, 0: not split (see above)."""
+    cdef Py_ssize_t unit, width
+    if op_rows_par(op):
+        return PAR_CHUNK // op.p[1] if op.p[1] < PAR_CHUNK else 1
+    if op_plane_par(op):
+        width = op.p[1] if rev else op.p[2]        # elements per row of the matrix read
+        unit = (PAR_CHUNK // width) // 32 * 32
+        return unit if unit > 32 else 32
+    unit = op_par_unit(op, rev)
+    return (PAR_CHUNK // unit) * unit if unit else 0
+
+
+cdef bint op_forward_par(const TapeView* tv, const Op* op, double* w) noexcept nogil:
+    """The forward of one large op in chunks over the team; False: not split (do it whole)."""
+    cdef Py_ssize_t c, nch, step, n
+    if tv.nthreads <= 1:
+        return False
+    step = op_par_step(op, False)
+    if step == 0:
+        return False
+    n = op_par_len(op, False)
+    nch = n // step
+    if nch < 2:
+        return False
+    for c in prange(nch, num_threads=tv.nthreads, schedule="static"):
+        op_forward_part(tv, op, w, c * step, n if c == nch - 1 else (c + 1) * step)
+    return True
+
+
+cdef bint op_reverse_par(const TapeView* tv, const Op* op, const double* w,
+                         double* wb) noexcept nogil:
+    """The adjoint of one large op in chunks over the team; False: not split."""
+    cdef Py_ssize_t c, nch, step, n
+    if tv.nthreads <= 1 or ((op.flags & FLAG_A_CONST) and (
+            op.code <= UN_LAST or op.code == OP_SUM or op.code == OP_TRANSPOSE
+            or op.flags & FLAG_B_CONST)):
+        return False                # (no adjoint to add)
+    step = op_par_step(op, True)
+    if step == 0:
+        return False
+    n = op_par_len(op, True)
+    nch = n // step
+    if nch < 2:
+        return False
+    for c in prange(nch, num_threads=tv.nthreads, schedule="static"):
+        op_reverse_part(tv, op, w, wb, c * step, n if c == nch - 1 else (c + 1) * step)
+    return True

@@ -560,7 +560,8 @@ def reverse(Tape t, const double[::1] w, const double[::1] seed, double[::1] wb=
     else:
         if wb.shape[0] < t.nwork:
             raise ValueError("reverse: adjoint buffer too small")
-        wb[:] = 0.0
+        with nogil:
+            par_zero(&wb[0], wb.shape[0], tv.nthreads)
     cdef Py_ssize_t i
     for i in range(t.out_n):
         wb[t.out_off + i] += seed[i]
@@ -677,7 +678,7 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
                 memcpy(&w[0], &x[0], t.nin * sizeof(double))
             forward_sweep(&tv, &w[0])
             ok = guards_hold(tv.guards, tv.nguard, tv.cv, &w[0])
-            memset(&wb[0], 0, t.nwork * sizeof(double))
+            par_zero(&wb[0], t.nwork, tv.nthreads)
             wb[t.out_off] = 1.0
             val = w[t.out_off]
             reverse_sweep(&tv, &w[0], &wb[0])
@@ -700,7 +701,7 @@ def grad_at_values(Tape t, double[::1] w, const unsigned char[::1] skip, double[
                          f"{t.nops} ops, {t.nin} inputs, a scalar output)")
     with nogil:
         forward_sweep_skip(&tv, &w[0], &skip[0] if t.nops else NULL)
-        memset(&wb[0], 0, t.nwork * sizeof(double))
+        par_zero(&wb[0], t.nwork, tv.nthreads)
         wb[t.out_off] = 1.0
         reverse_sweep(&tv, &w[0], &wb[0])
         if t.nin:

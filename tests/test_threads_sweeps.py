@@ -261,3 +261,62 @@ def test_gradient_into_a_dirty_buffer(f):
         g[::7] = 1e300
         out = at_threads(nt, lambda: r.grad(x, out=g))
         assert same_bits(out, want) and same_bits(g, want), (f.__name__, nt)
+
+
+# ---- one large op of the op-by-op sweeps in chunks over the team (broadcasts, row sums,
+# transposes, the elementwise ops between products): the serial sweep's bits for every count
+ROWS, K, P = 307, 25, 10          # (ROWS, K, P) arrays: 76750 elements, above 2 chunks
+DATA = np.random.default_rng(11).standard_normal((ROWS, P))
+
+
+def mixture(w):
+    # the GMM's shapes: a broadcast difference, a scaled row, an einsum (transposes and a
+    # batched product), row sums, a log-sum-exp over K
+    means, q, L = w[:K * P].reshape(K, P), w[K * P:2 * K * P].reshape(K, P), w[2 * K * P:]
+    xc = DATA.reshape(ROWS, 1, P) - means.reshape(1, K, P)
+    Lx = np.exp(q).reshape(1, K, P) * xc + np.einsum("kij,nkj->nki", L.reshape(K, P, P), xc)
+    inner = -0.5 * np.sum(Lx * Lx, axis=2)
+    mx = np.max(inner, axis=1, keepdims=True)
+    return np.sum(np.log(np.sum(np.exp(inner - mx), axis=1)) + mx.reshape(ROWS))
+
+
+def bias_and_alias(w):
+    # a traced row repeated over the rows (its adjoint a sum over them: serial), x * x (one
+    # region read twice at one offset), a traced scalar broadcast, a mask
+    b, s, x = w[:250], w[250], w[251:].reshape(-1, 250)
+    y = x * x + b - s * x
+    z = np.where(x > 0.2, y, np.sin(x))
+    return np.sum(np.sum(z, axis=1) ** 2) + np.sum(x.T @ np.ones(x.shape[0]))
+
+
+def shifted_by_one(w):
+    # x[1:] and x[:-1]: two chunks would add into one element, the reverse stays serial
+    return np.sum(np.cos(w[1:] * w[:-1]) + w[1:])
+
+
+@pytest.mark.parametrize("tiling", [False, True])
+@pytest.mark.parametrize("f, n", [(mixture, 2 * K * P + K * P * P), (bias_and_alias, 251 + 250 * 300),
+                                  (shifted_by_one, N)], ids=lambda v: getattr(v, "__name__", str(v)))
+def test_large_ops_op_by_op_same_bits_for_every_thread_count(f, n, tiling):
+    rng = np.random.default_rng(n)
+    x = 0.3 * rng.standard_normal(n)
+    v = rng.standard_normal(n)
+    sweeps.set_fusing(False)
+    sweeps.set_tiling(tiling)
+    r = tg.record(f, x)
+    u = rng.standard_normal(())
+
+    def results():
+        val, g = r.value_and_grad(x)
+        return [r.grad(x), val, g, r.hvp(x, v), r(x), r.vjp(x, u)]
+    ref = at_threads(1, results)
+    for nt in (2, 3):
+        got = at_threads(nt, results)
+        for name, a, b in zip(("grad", "value", "value_and_grad", "hvp", "forward", "vjp"),
+                              got, ref):
+            assert same_bits(a, b), (f.__name__, nt, name)
+    # and the numbers: the re-traced gradient (the NumPy-valued recording) and differences
+    close(ref[0], tg.grad(f)(x))
+    e = rng.standard_normal(n) * 1e-6
+    assert float(ref[0] @ e) == pytest.approx((f(x + e) - f(x - e)) / 2, rel=1e-5, abs=1e-12)
+
