@@ -151,7 +151,15 @@ def _scalar_unary(name, x, d):
             return None
         return r if r - r == 0.0 else None
     uf = _UNARY_UFUNC.get(name)
-    return None if uf is None else float(uf(x))
+    if uf is not None:
+        return float(uf(x))
+    pf = _PARAM_UFUNC.get(name)
+    return None if pf is None else float(pf(x, d))
+
+
+# x ** c and c ** x: their value is NumPy's power of the float and the constant (the ufunc on
+# Python floats, the loop a 0-d array gets)
+_PARAM_UFUNC = {"powc": lambda x, d: np.power(x, d), "rpowc": lambda x, d: np.power(d, x)}
 
 
 
