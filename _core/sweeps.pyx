@@ -773,11 +773,12 @@ cdef Py_ssize_t GRAD_FAST_MAX_WORK = 1 << 14   # 128 kB buffers: below malloc's 
 cdef Py_ssize_t VALUE_FAST_MAX_WORK = 1 << 15  # one buffer (no adjoints)
 
 
-def grad_fast(Tape t, object x, object shape):
+def grad_fast(Tape t, object x, object shape, bint with_value=False):
     """Gradient of a scalar-output tape at x for the common case, with no Python-level buffers:
     x must be a C-contiguous float64 ndarray with t.nin values. Returns the gradient (an array
     of the given shape), or None when x does not qualify or a guard flipped (the caller then
-    takes the general path). Small work buffers come from malloc, so the call is thread-safe."""
+    takes the general path); with_value: (gradient, value) or None. Small work buffers come
+    from malloc, so the call is thread-safe."""
     cdef TapeView tv
     open_tape(t, &tv)
     if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray> x) != cnp.NPY_DOUBLE
@@ -793,6 +794,7 @@ def grad_fast(Tape t, object x, object shape):
     cdef const double* xp = <const double*> cnp.PyArray_DATA(<cnp.ndarray> x)
     cdef double* gp = <double*> cnp.PyArray_DATA(g)
     cdef bint ok = False
+    cdef double val = NAN
     if w == NULL or wb == NULL:
         free(w)
         free(wb)
@@ -800,7 +802,7 @@ def grad_fast(Tape t, object x, object shape):
     try:
         with nogil:
             if tv.fuse_k0 >= 0:
-                grad_fused(&tv, xp, gp, w, wb, False, &ok)
+                grad_fused(&tv, xp, gp, w, wb, with_value, &ok)
             elif tv.nsegs == 0:
                 if t.nin:
                     memcpy(w, xp, t.nin * sizeof(double))
@@ -817,10 +819,14 @@ def grad_fast(Tape t, object x, object shape):
                     reverse_sweep(&tv, w, wb)
                     if t.nin:
                         memcpy(gp, wb, t.nin * sizeof(double))
+            if ok:
+                val = w[t.out_off]
     finally:
         free(w)
         free(wb)
-    return g if ok else None
+    if not ok:
+        return None
+    return (g, val) if with_value else g
 
 
 def value_fast(Tape t, object x, object shape, object out_shape):

@@ -237,3 +237,31 @@ def test_matmul_value_checks_its_arguments():
     y[:] = np.nan
     sweeps.matmul_value(np.empty(0), np.empty(0), y, 1, 3, 0, 5, 0, 0)
     np.testing.assert_array_equal(y, np.zeros(15))
+
+
+@pytest.mark.parametrize("f, guarded", [
+    (lambda x: np.sum(np.sin(x) * x), False),                          # a fused tail
+    (lambda x: np.exp(x[0] * x[1]) + np.sqrt(x[2]), False),            # scalar code (partials)
+    (lambda x: np.max(np.tanh(x)) + np.sum(x[1:] * x[:-1]), False),    # neither
+    (lambda x: (x[0] * 2.0 if x[1] > 0 else x[0] ** 3) + 0.0, True),   # a guard
+])
+def test_grad_fast_value_is_the_sweeps(f, guarded):
+    # a small one-input re-traced gradient goes through sweeps.grad_fast(..., with_value=True):
+    # its value and gradient are value_and_grad's sweep's, to the bit
+    x = np.random.default_rng(5).uniform(0.2, 1.2, 40)
+    r = tg.record(f, x)
+    t = r.tape
+    g, val = sweeps.grad_fast(t, x, x.shape, True)
+    w, wb, g2 = np.empty(t.nwork), np.empty(t.nwork), np.empty(x.size)
+    val2, ok = sweeps.value_and_grad(t, x, w, wb, g2)
+    assert ok and val == val2
+    np.testing.assert_array_equal(g, g2)
+    np.testing.assert_array_equal(sweeps.grad_fast(t, x, x.shape), g)
+    v3, g3 = tg.value_and_grad(f)(x)
+    assert v3 == val
+    np.testing.assert_array_equal(g3, g)
+    assert (t.nguards > 0) == guarded
+    if guarded:         # the guard flips: no result, the caller takes the general path
+        y = x.copy()
+        y[1] = -1.0
+        assert sweeps.grad_fast(t, y, y.shape, True) is None
