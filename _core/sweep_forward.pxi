@@ -56,6 +56,9 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
             else:
                 for i in range(n):
                     y[i] = a[i] * b[i]
+        elif op_cheap_binary(code) and ((ka == 0 and kb == 1) or (ka == 1 and kb == 0)):
+            # an array and one value (A * s for a traced s): a loop of its own, bin_f's numbers
+            scalar_op_forward(code, a, b, y, n, ka == 1)
         elif op_cheap_binary(code) and (
                 (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):
             # a bias row: one operand repeats every mod elements (x @ W + b); nested loops
@@ -225,6 +228,26 @@ cdef void logaddexp_value(const double* a, int ka, const double* b, int kb, doub
             y[i] = av + 0.6931471805599453
         else:
             y[i] = (av if (av > bv or av != av) else bv) + y[i]
+
+
+cdef void scalar_op_forward(int code, const double* a, const double* b, double* y,
+                            Py_ssize_t n, bint a_is_one) noexcept nogil:
+    # y = a op b where one operand is a single value (a_is_one: a) and the other has n
+    cdef Py_ssize_t i
+    cdef double s = a[0] if a_is_one else b[0]
+    if code == OP_ADD:
+        for i in range(n):
+            y[i] = (s + b[i]) if a_is_one else (a[i] + s)
+    elif code == OP_SUB:
+        if a_is_one:
+            for i in range(n):
+                y[i] = s - b[i]
+        else:
+            for i in range(n):
+                y[i] = a[i] - s
+    else:
+        for i in range(n):
+            y[i] = (s * b[i]) if a_is_one else (a[i] * s)
 
 
 cdef void row_op_forward(int code, const double* a, const double* b, double* y, Py_ssize_t n,

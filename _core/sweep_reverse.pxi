@@ -55,6 +55,53 @@ cdef void reverse_linear(const Op* op, const int64_t* ipool, const double* x, co
         swap_blocks(yb, xb, op.p[0], op.p[2], op.p[1], op.p[3], True)
 
 
+cdef inline bint scalar_apart(const Op* op, bint a_is_one) noexcept nogil:
+    """Is the adjoint of an op's one-value operand apart from its array operand's (either is
+    constant, or the value lies outside the array's region)? Then the two may be accumulated
+    in separate loops with the numbers and order of the interleaved walk."""
+    cdef int64_t s_off = op.a if a_is_one else op.b, v_off = op.b if a_is_one else op.a
+    if op.flags & (FLAG_A_CONST | FLAG_B_CONST):
+        return True
+    return s_off < v_off or s_off >= v_off + op.n
+
+
+cdef void scalar_op_reverse(int code, const double* a, const double* b, const double* yb,
+                            double* ab, double* bb, Py_ssize_t n, bint a_is_one, int a_const,
+                            int b_const) noexcept nogil:
+    # the adjoints of y = a op b with one operand a single value (a_is_one: a): the array's
+    # elementwise, the value's summed over the elements in order (bin_d1's partials: 1, -1,
+    # or the other operand)
+    cdef Py_ssize_t i
+    cdef double* vb = bb if a_is_one else ab          # the array operand's adjoint
+    cdef double* sb = ab if a_is_one else bb          # the one value's
+    cdef const double* v = b if a_is_one else a
+    cdef double s = a[0] if a_is_one else b[0], acc
+    cdef bint v_live = not (b_const if a_is_one else a_const)
+    cdef bint s_live = not (a_const if a_is_one else b_const)
+    if v_live:
+        if code == OP_MUL:
+            for i in range(n):
+                vb[i] += yb[i] * s
+        elif code == OP_SUB and a_is_one:
+            for i in range(n):
+                vb[i] -= yb[i]
+        else:
+            for i in range(n):
+                vb[i] += yb[i]
+    if s_live:
+        acc = sb[0]
+        if code == OP_MUL:
+            for i in range(n):
+                acc += yb[i] * v[i]
+        elif code == OP_SUB and not a_is_one:
+            for i in range(n):
+                acc -= yb[i]
+        else:
+            for i in range(n):
+                acc += yb[i]
+        sb[0] = acc
+
+
 cdef void row_op_reverse(int code, const double* a, const double* b, const double* yb, double* ab,
                          double* bb, Py_ssize_t n, Py_ssize_t m, bint a_is_row, int a_const,
                          int b_const) noexcept nogil:
@@ -193,6 +240,11 @@ cdef void reverse_elem(const Op* op, const double* a, const double* b, const dou
                 else:
                     for i in range(n):
                         bb[i] -= yb[i]
+            return
+        if op_cheap_binary(code) and ((ka == 0 and kb == 1) or (ka == 1 and kb == 0)) and (
+                scalar_apart(op, ka == 1)):
+            scalar_op_reverse(code, a, b, yb, ab, bb, n, ka == 1, fl & FLAG_A_CONST,
+                              fl & FLAG_B_CONST)
             return
         if op_cheap_binary(code) and (
                 (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):

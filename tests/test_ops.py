@@ -352,3 +352,46 @@ def test_zero_derivative_ops():
     x = np.array([0.3, -1.2, 2.6])
     np.testing.assert_allclose(tg.grad(f)(x), np.sign(x) + np.array([0.0, 0.0, 1.0]), rtol=0, atol=0)
     np.testing.assert_array_equal(tg.hvp(f, (x,), (np.ones(3),)), np.zeros(3))
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+@pytest.mark.parametrize("scalar_left", [False, True])
+def test_array_and_one_traced_value_op_by_op(op, scalar_left):
+    # y = C op s and s op C for a constant array C and a traced value s (A * w[0]), and the
+    # same with a traced array: the op-by-op sweeps' loops for one value against an array.
+    # The value's adjoint is the sum over the elements in order (a Python loop of the same
+    # products gives its bits); the array's adjoint is elementwise
+    from tapegrad._core import sweeps
+    fn = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[op]
+    rng = np.random.default_rng(3)
+    C = rng.standard_normal(5000)
+    wts = rng.standard_normal(5000)
+    prev = sweeps.set_fusing(False), sweeps.set_tiling(False)
+    try:
+        def f(w):
+            s, x = w[0], w[1:]
+            y1 = fn(s, C) if scalar_left else fn(C, s)
+            y2 = fn(s, x) if scalar_left else fn(x, s)
+            return np.sum((y1 + y2) * wts)
+        w = np.concatenate([[0.7], rng.standard_normal(5000)])
+        r = tg.record(f, w)
+        g = r.grad(w)
+        s, x = w[0], w[1:]
+        # forward: NumPy's own elementwise op, bit for bit
+        y1 = fn(s, C) if scalar_left else fn(C, s)
+        y2 = fn(s, x) if scalar_left else fn(x, s)
+        assert r(w) == pytest.approx(np.sum((y1 + y2) * wts), rel=1e-12)
+        # the partials: d/ds of s op v is 1, -1 (v - s) or v; of v it is 1, -1 (s - v) or s
+        ds = {"add": lambda v: 1.0, "sub": lambda v: 1.0 if scalar_left else -1.0,
+              "mul": lambda v: v}[op]
+        dv = {"add": 1.0, "sub": -1.0 if scalar_left else 1.0, "mul": s}[op]
+        acc = 0.0
+        for v in (x, C):       # the reverse sweep meets y2's op first, then y1's
+            for yb, e in zip(wts.tolist(), v.tolist()):
+                acc += yb * ds(e)
+        assert g[0] == acc
+        np.testing.assert_array_equal(g[1:], wts * dv)
+        np.testing.assert_allclose(g, tg.grad(f)(w), rtol=1e-12, atol=1e-12)
+    finally:
+        sweeps.set_fusing(*prev[0])
+        sweeps.set_tiling(*prev[1])
