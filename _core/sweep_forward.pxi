@@ -319,7 +319,7 @@ cdef int forward_sweep_skip(const TapeView* tv, double* w,
                            opnd(w, cv, op.c, op.flags, FLAG_C_CONST), w + op.out)
             continue
         if op.n >= 2 * PAR_CHUNK or op.code == OP_SUM:
-            if op_forward_par(tv, op, w):     # a large op in chunks over the threads
+            if op_par(tv, op, w, NULL, False):     # a large op in chunks over the threads
                 continue
         forward_op(op, ipool, opnd(w, cv, op.a, op.flags, FLAG_A_CONST),
                    opnd(w, cv, op.b, op.flags, FLAG_B_CONST),

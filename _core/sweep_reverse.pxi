@@ -435,7 +435,7 @@ cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize
                                  opnd(w, tv.cv, op.b, fl, FLAG_B_CONST),
                                  opnd(w, tv.cv, op.c, fl, FLAG_C_CONST), w + op.out, wb, L, S)
         elif not (L == 1 and (op.n >= 2 * PAR_CHUNK or op.code == OP_SUM)
-                  and op_reverse_par(tv, op, w, wb)):   # (a large op over the threads)
+                  and op_par(tv, op, <double*> w, wb, True)):   # (w only read: a large op over the threads)
             for l in range(L):
                 reverse_op(tv, op, w, wb + l * S)
         k -= 1

@@ -257,38 +257,24 @@ cdef inline Py_ssize_t op_par_step(const Op* op, bint rev) noexcept nogil:
     return (PAR_CHUNK // unit) * unit if unit else 0
 
 
-cdef bint op_forward_par(const TapeView* tv, const Op* op, double* w) noexcept nogil:
-    """The forward of one large op in chunks over the team; False: not split (do it whole)."""
+cdef bint op_par(const TapeView* tv, const Op* op, double* w, double* wb, bint rev) noexcept nogil:
+    """One large op in chunks over the team: its forward into w, or (rev) its adjoint into wb.
+    False: not split (the caller runs it whole)."""
     cdef Py_ssize_t c, nch, step, n
-    if tv.nthreads <= 1:
-        return False
-    step = op_par_step(op, False)
-    if step == 0:
-        return False
-    n = op_par_len(op, False)
-    nch = n // step
-    if nch < 2:
-        return False
-    for c in prange(nch, num_threads=tv.nthreads, schedule="static"):
-        op_forward_part(tv, op, w, c * step, n if c == nch - 1 else (c + 1) * step)
-    return True
-
-
-cdef bint op_reverse_par(const TapeView* tv, const Op* op, const double* w,
-                         double* wb) noexcept nogil:
-    """The adjoint of one large op in chunks over the team; False: not split."""
-    cdef Py_ssize_t c, nch, step, n
-    if tv.nthreads <= 1 or ((op.flags & FLAG_A_CONST) and (
+    if tv.nthreads <= 1 or (rev and (op.flags & FLAG_A_CONST) and (
             op.code <= UN_LAST or op.code == OP_SUM or op.code == OP_TRANSPOSE
             or op.flags & FLAG_B_CONST)):
-        return False                # (no adjoint to add)
-    step = op_par_step(op, True)
+        return False                # (one thread, or no adjoint to add)
+    step = op_par_step(op, rev)
     if step == 0:
         return False
-    n = op_par_len(op, True)
+    n = op_par_len(op, rev)
     nch = n // step
     if nch < 2:
         return False
     for c in prange(nch, num_threads=tv.nthreads, schedule="static"):
-        op_reverse_part(tv, op, w, wb, c * step, n if c == nch - 1 else (c + 1) * step)
+        if rev:
+            op_reverse_part(tv, op, w, wb, c * step, n if c == nch - 1 else (c + 1) * step)
+        else:
+            op_forward_part(tv, op, w, c * step, n if c == nch - 1 else (c + 1) * step)
     return True
