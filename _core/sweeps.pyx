@@ -497,12 +497,15 @@ def forward(Tape t, const double[::1] x, double[::1] w=None):
 
 
 def matmul_value(const double[::1] a, const double[::1] b, double[::1] y, Py_ssize_t nb,
-                 Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, Py_ssize_t sa, Py_ssize_t sb):
+                 Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, Py_ssize_t sa, Py_ssize_t sb,
+                 bint ta=False, bint tb=False):
     """y = the nb products A_i B_i (M x K by K x N; A_i at a[i sa:], B_i at b[i sb:], a stride
     0 for a broadcast operand) as the forward sweep computes a matmul op: a recording's
-    product is the replay's, by the sweeps' BLAS. (NumPy's matmul would run NumPy's own copy
-    of OpenBLAS: two BLAS thread pools taking turns within one gradient keep each other's
-    spinning threads on the cores, several times slower than either alone.)"""
+    product is the replay's, by the sweeps' BLAS. ta (tb): a holds A_i transposed (K x M),
+    as a transposed view of a C-ordered array is laid out (its product by BLAS's transposed
+    flag, no copy). (NumPy's matmul would run NumPy's own copy of OpenBLAS: two BLAS thread
+    pools taking turns within one gradient keep each other's spinning threads on the cores,
+    several times slower than either alone.)"""
     cdef Op op
     cdef Py_ssize_t bt, big = 2147483647
     if nb < 0 or M < 0 or K < 0 or N < 0 or sa < 0 or sb < 0:
@@ -520,7 +523,12 @@ def matmul_value(const double[::1] a, const double[::1] b, double[::1] y, Py_ssi
     op.p[0], op.p[1], op.p[2], op.p[3], op.p[4], op.p[5] = nb, M, K, N, sa, sb
     with nogil:
         for bt in range(nb):
-            mm_value(&op, bt, 1.0, &a[0], &b[0], 0.0, &y[0])
+            if ta or tb:
+                gemm_rm(b'T' if ta else b'N', b'T' if tb else b'N', <int>M, <int>N, <int>K, 1.0,
+                        &a[0] + bt * sa, <int>(M if ta else K), &b[0] + bt * sb,
+                        <int>(K if tb else N), 0.0, &y[0] + bt * M * N, <int>N)
+            else:
+                mm_value(&op, bt, 1.0, &a[0], &b[0], 0.0, &y[0])
 
 
 def logaddexp_values(const double[::1] a, const double[::1] b, double[::1] y):

@@ -219,6 +219,30 @@ def test_recorded_products_are_the_replays_bits(sa, sb):
         assert recorded.shape == (A @ B).shape
 
 
+@pytest.mark.parametrize("layout", ["a.T", "b.T", "both.T", "strided"])
+def test_recorded_products_of_other_layouts(layout):
+    # a transposed view (X.T of a C-ordered X) is multiplied by BLAS's transposed flag, other
+    # layouts are copied first: NumPy's product to rounding, and the same gradient as a replay
+    rng = np.random.default_rng(7)
+    A0, B0 = rng.standard_normal((40, 9)), rng.standard_normal((6, 40))
+    A, B = {"a.T": (A0.T, B0.T), "b.T": (A0.T.copy(), B0.T), "both.T": (A0.T, B0.T),
+            "strided": (rng.standard_normal((9, 80))[:, ::2], B0.T)}[layout]
+    seen = []
+
+    def f(x):
+        y = (A * x[0]) @ B             # a constant on the right
+        z = A @ (B * x[1])             # and on the left
+        seen.append((y, z))
+        return np.sum(np.tanh(y)) + np.sum(z * z)
+    x = np.array([0.3, 0.7])
+    rec = tg.record(f, x)
+    y, z = seen[0]
+    np.testing.assert_allclose(np.asarray(y._val), (A * 0.3) @ B, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(z._val), A @ (B * 0.7), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(tg.grad(f)(x), rec.grad(x), rtol=1e-12)
+    np.testing.assert_allclose(tg.grad(f)(x), numdiff.gradient(f, x).value, rtol=1e-6)
+
+
 def test_matmul_value_checks_its_arguments():
     a, b, y = np.ones(12), np.ones(20), np.empty(15)
     sweeps.matmul_value(a, b, y, 1, 3, 4, 5, 0, 0)

@@ -709,16 +709,22 @@ def matmul(a, b):
 
 
 def _product_value(ops, shape, nb, M, K, N):
-    """The value of a matmul op, by the sweeps' own batched product (sweeps.matmul_value: the
-    replay's bits, and one BLAS library within a gradient) when both operands are C-ordered
-    float64 arrays, else by NumPy."""
-    av, bv = ops[0][2], ops[1][2]
-    if av.flags.c_contiguous and bv.flags.c_contiguous and av.dtype is _F64 and bv.dtype is _F64:
-        val = np.empty(shape)
-        _sweeps.matmul_value(av.reshape(-1), bv.reshape(-1), val.reshape(-1), nb, M, K, N,
-                             ops[0][3], ops[1][3])
-        return val
-    return np.matmul(av, bv).astype(np.float64, copy=False).reshape(shape)
+    """The value of a matmul op by the sweeps' own batched product (sweeps.matmul_value: one
+    BLAS library within a gradient, and for C-ordered operands the replay's bits). A matrix
+    that is a transposed view (X.T of a C-ordered X) goes by BLAS's transposed flag; another
+    layout is copied."""
+    flat, trans = [], []
+    for o in ops:
+        v = o[2]
+        t = v.ndim == 2 and not v.flags.c_contiguous and v.flags.f_contiguous
+        if not t and not v.flags.c_contiguous:
+            v = np.ascontiguousarray(v)
+        flat.append((v.T if t else v).reshape(-1))
+        trans.append(t)
+    val = np.empty(shape)
+    _sweeps.matmul_value(flat[0], flat[1], val.reshape(-1), nb, M, K, N, ops[0][3], ops[1][3],
+                         trans[0], trans[1])
+    return val
 
 
 def dot(a, b):
