@@ -198,7 +198,7 @@ def test_captured_ops_inside_a_tiling_segment_are_not_computed_again():
 @pytest.mark.parametrize("sa, sb", [((7, 40), (40, 5)), ((7, 40), (40,)), ((40,), (40, 6)),
                                     ((3, 4, 40), (3, 40, 2)), ((3, 4, 40), (40, 2)),
                                     ((4, 40), (3, 40, 2)), ((1, 4, 40), (3, 40, 2)),
-                                    ((5, 0), (0, 3)), ((0, 8), (8, 3))])
+                                    ((5, 0), (0, 3)), ((0, 8), (8, 3)), ((40,), (40,))])
 def test_recorded_products_are_the_replays_bits(sa, sb):
     # a product's value while recording comes from the sweeps' own kernel (sweeps.matmul_value:
     # the sweeps' BLAS, not NumPy's copy of it), so the recording and a replay of it agree to

@@ -677,6 +677,16 @@ def matmul(a, b):
     av, bv = np.asarray(value_of(a)), np.asarray(value_of(b))
     if av.ndim == 0 or bv.ndim == 0:
         raise TapegradValueError("matmul: Input operand does not have enough dimensions")
+    if av.ndim <= 2 and bv.ndim <= 2:
+        # matrices and vectors (the usual case): one product, no views or batch to work out
+        M, K = av.shape if av.ndim == 2 else (1, av.shape[0])
+        K2, N = bv.shape if bv.ndim == 2 else (bv.shape[0], 1)
+        if K != K2:
+            raise TapegradValueError(f"matmul: mismatch in core dimension: {av.shape} @ {bv.shape}")
+        oa, ca, va = rec.operand(a)
+        ob, cb, vb = rec.operand(b)
+        shape = ((M,) if av.ndim == 2 else ()) + ((N,) if bv.ndim == 2 else ())
+        return _record_product(rec, ((oa, ca, va, 0), (ob, cb, vb, 0)), shape, 1, M, K, N)
     a2 = reshape(a, (1,) + av.shape) if av.ndim == 1 else a
     b2 = reshape(b, bv.shape + (1,)) if bv.ndim == 1 else b
     s_a, s_b = np.shape(value_of(a2)), np.shape(value_of(b2))
@@ -695,6 +705,14 @@ def matmul(a, b):
         stride = rows * cols if _prod(s[:-2]) == nb and nb > 1 else 0
         ops.append((o, c, v, stride))
     shape = tuple(batch) + (M, N)
+    t = _record_product(rec, ops, shape, nb, M, K, N)
+    final = tuple(batch) + ((M,) if av.ndim > 1 else ()) + ((N,) if bv.ndim > 1 else ())
+    return reshape(t, final) if final != shape else t
+
+
+def _record_product(rec, ops, shape, nb, M, K, N):
+    """The matmul op of nb products M x K by K x N of the operands ops ((offset, is constant,
+    float64 value, batch stride) each), its result of the given shape (nb M N values)."""
     val = _product_value(ops, shape, nb, M, K, N)
     t = rec.new(val)
     if K >= 32:          # (a product over a short inner dimension is as cheap to redo as to keep)
@@ -704,8 +722,7 @@ def matmul(a, b):
         reads = tuple(o[0] for o in ops if not o[1])
         rec.op(OPCODES["matmul"], flags, t._off, ops[0][0], ops[1][0], n=val.size,
                p=(nb, M, K, N, ops[0][3], ops[1][3]), reads=reads)
-    final = tuple(batch) + ((M,) if av.ndim > 1 else ()) + ((N,) if bv.ndim > 1 else ())
-    return reshape(t, final) if final != shape else t
+    return t
 
 
 def _product_value(ops, shape, nb, M, K, N):
