@@ -56,14 +56,10 @@ cdef void forward_op(const Op* op, const int64_t* ipool, const double* a, const 
             else:
                 for i in range(n):
                     y[i] = a[i] * b[i]
-        elif op_cheap_binary(code) and ((ka == 0 and kb == 1) or (ka == 1 and kb == 0)):
-            # an array and one value (A * s for a traced s): a loop of its own, bin_f's numbers
-            scalar_op_forward(code, a, b, y, n, ka == 1)
-        elif op_cheap_binary(code) and (
-                (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):
-            # a bias row: one operand repeats every mod elements (x @ W + b); nested loops
-            # instead of an index walk, so the inner loop vectorizes
-            row_op_forward(code, a, b, y, n, op.p[1] if ka == 2 else op.p[3], ka == 2)
+        elif op_cheap_binary(code) and row_len(op, ka, kb):
+            # a bias row: one operand repeats every mod elements (x @ W + b), or is one value;
+            # loops instead of an index walk, so the inner loop vectorizes
+            row_op_forward(code, a, b, y, n, row_len(op, ka, kb), ka != 0)
         elif (code == OP_LOGADDEXP and ka != 2 and kb != 2 and UN_LOOP[OP_EXP] != NULL
                 and UN_LOOP[OP_LOG1P] != NULL):
             logaddexp_value(a, ka, b, kb, y, n)
@@ -211,8 +207,8 @@ cdef void logaddexp_value(const double* a, int ka, const double* b, int kb, doub
     """y = logaddexp(a, b) as max(a, b) + log1p(exp(-|a - b|)) (a + log 2 where a == b, which
     takes equal infinities), with NumPy's SIMD exp and log1p loops over y: NumPy's own logaddexp
     loop is scalar (about 30 ns an element here, against 5). kind 1: one value broadcast.
-    rules.base.logaddexp_value records the same operations, so recorded and replayed values
-    agree bit for bit."""
+    A recording computes np.logaddexp with this kernel too (sweeps.logaddexp_values), so
+    recorded and replayed values agree bit for bit."""
     cdef Py_ssize_t i
     cdef double av, bv
     for i in range(n):
@@ -230,30 +226,28 @@ cdef void logaddexp_value(const double* a, int ka, const double* b, int kb, doub
             y[i] = (av if (av > bv or av != av) else bv) + y[i]
 
 
-cdef void scalar_op_forward(int code, const double* a, const double* b, double* y,
-                            Py_ssize_t n, bint a_is_one) noexcept nogil:
-    # y = a op b where one operand is a single value (a_is_one: a) and the other has n
-    cdef Py_ssize_t i
-    cdef double s = a[0] if a_is_one else b[0]
-    if code == OP_ADD:
-        for i in range(n):
-            y[i] = (s + b[i]) if a_is_one else (a[i] + s)
-    elif code == OP_SUB:
-        if a_is_one:
-            for i in range(n):
-                y[i] = s - b[i]
-        else:
-            for i in range(n):
-                y[i] = a[i] - s
-    else:
-        for i in range(n):
-            y[i] = (s * b[i]) if a_is_one else (a[i] * s)
-
-
 cdef void row_op_forward(int code, const double* a, const double* b, double* y, Py_ssize_t n,
                          Py_ssize_t m, bint a_is_row) noexcept nogil:
-    # y = a op b where one operand (the "row", m values) repeats along the other (n values)
+    # y = a op b where one operand (the "row", m values) repeats along the other (n values);
+    # a row of one value (A * s for a traced s) in one flat loop
     cdef Py_ssize_t r, j, base
+    cdef double s
+    if m == 1:
+        s = a[0] if a_is_row else b[0]
+        if code == OP_ADD:
+            for j in range(n):
+                y[j] = (s + b[j]) if a_is_row else (a[j] + s)
+        elif code == OP_SUB:
+            if a_is_row:
+                for j in range(n):
+                    y[j] = s - b[j]
+            else:
+                for j in range(n):
+                    y[j] = a[j] - s
+        else:
+            for j in range(n):
+                y[j] = (s * b[j]) if a_is_row else (a[j] * s)
+        return
     for r in range(n // m):
         base = r * m
         if code == OP_ADD:

@@ -65,50 +65,44 @@ cdef inline bint scalar_apart(const Op* op, bint a_is_one) noexcept nogil:
     return s_off < v_off or s_off >= v_off + op.n
 
 
-cdef void scalar_op_reverse(int code, const double* a, const double* b, const double* yb,
-                            double* ab, double* bb, Py_ssize_t n, bint a_is_one, int a_const,
-                            int b_const) noexcept nogil:
-    # the adjoints of y = a op b with one operand a single value (a_is_one: a): the array's
-    # elementwise, the value's summed over the elements in order (bin_d1's partials: 1, -1,
-    # or the other operand)
-    cdef Py_ssize_t i
-    cdef double* vb = bb if a_is_one else ab          # the array operand's adjoint
-    cdef double* sb = ab if a_is_one else bb          # the one value's
-    cdef const double* v = b if a_is_one else a
-    cdef double s = a[0] if a_is_one else b[0], acc
-    cdef bint v_live = not (b_const if a_is_one else a_const)
-    cdef bint s_live = not (a_const if a_is_one else b_const)
-    if v_live:
-        if code == OP_MUL:
-            for i in range(n):
-                vb[i] += yb[i] * s
-        elif code == OP_SUB and a_is_one:
-            for i in range(n):
-                vb[i] -= yb[i]
-        else:
-            for i in range(n):
-                vb[i] += yb[i]
-    if s_live:
-        acc = sb[0]
-        if code == OP_MUL:
-            for i in range(n):
-                acc += yb[i] * v[i]
-        elif code == OP_SUB and not a_is_one:
-            for i in range(n):
-                acc -= yb[i]
-        else:
-            for i in range(n):
-                acc += yb[i]
-        sb[0] = acc
-
-
 cdef void row_op_reverse(int code, const double* a, const double* b, const double* yb, double* ab,
                          double* bb, Py_ssize_t n, Py_ssize_t m, bint a_is_row, int a_const,
-                         int b_const) noexcept nogil:
+                         int b_const, bint flat) noexcept nogil:
     # adjoints of row_op_forward: the row's adjoint sums its contributions row by row, in the
-    # same order as the element-by-element walk
+    # same order as the element-by-element walk. flat (a row of one value whose adjoint is apart
+    # from the array's: scalar_apart): the array's adjoint in one loop, the value's in another
+    # (bin_d1's partials 1, -1 or the other operand, summed in order: the walk's numbers)
     cdef Py_ssize_t r, j, base
     cdef double sa = -1.0 if code == OP_SUB else 1.0
+    cdef double* vb = bb if a_is_row else ab          # the array operand's adjoint
+    cdef double* sb = ab if a_is_row else bb          # the one value's
+    cdef const double* v = b if a_is_row else a
+    cdef double s, acc
+    if flat:
+        s = a[0] if a_is_row else b[0]
+        if not (b_const if a_is_row else a_const):
+            if code == OP_MUL:
+                for j in range(n):
+                    vb[j] += yb[j] * s
+            elif code == OP_SUB and a_is_row:
+                for j in range(n):
+                    vb[j] -= yb[j]
+            else:
+                for j in range(n):
+                    vb[j] += yb[j]
+        if not (a_const if a_is_row else b_const):
+            acc = sb[0]
+            if code == OP_MUL:
+                for j in range(n):
+                    acc += yb[j] * v[j]
+            elif code == OP_SUB and not a_is_row:
+                for j in range(n):
+                    acc -= yb[j]
+            else:
+                for j in range(n):
+                    acc += yb[j]
+            sb[0] = acc
+        return
     for r in range(n // m):
         base = r * m
         if not a_const:
@@ -168,7 +162,7 @@ cdef void reverse_elem(const Op* op, const double* a, const double* b, const dou
     a, b, c, its value y and adjoint yb: accumulates into the operand adjoints ab, bb (not read
     for constant operands). The tiled and fused sweeps pass tile pointers."""
     cdef BWalk bw
-    cdef Py_ssize_t i, n = op.n
+    cdef Py_ssize_t i, m, n = op.n
     cdef int code = op.code, fl = op.flags, ka, kb
     cdef double da, db
     cdef double* scratch
@@ -241,15 +235,10 @@ cdef void reverse_elem(const Op* op, const double* a, const double* b, const dou
                     for i in range(n):
                         bb[i] -= yb[i]
             return
-        if op_cheap_binary(code) and ((ka == 0 and kb == 1) or (ka == 1 and kb == 0)) and (
-                scalar_apart(op, ka == 1)):
-            scalar_op_reverse(code, a, b, yb, ab, bb, n, ka == 1, fl & FLAG_A_CONST,
-                              fl & FLAG_B_CONST)
-            return
-        if op_cheap_binary(code) and (
-                (ka == 0 and kb == 2 and op.p[2] == 1) or (kb == 0 and ka == 2 and op.p[0] == 1)):
-            row_op_reverse(code, a, b, yb, ab, bb, n, op.p[1] if ka == 2 else op.p[3], ka == 2,
-                           fl & FLAG_A_CONST, fl & FLAG_B_CONST)
+        if op_cheap_binary(code) and row_len(op, ka, kb):
+            m = row_len(op, ka, kb)
+            row_op_reverse(code, a, b, yb, ab, bb, n, m, ka != 0, fl & FLAG_A_CONST,
+                           fl & FLAG_B_CONST, m == 1 and scalar_apart(op, ka != 0))
             return
         if code == OP_LOGADDEXP and ka != 2 and kb != 2 and UN_LOOP[OP_EXP] != NULL:
             # d/da = exp(a - y), d/db = exp(b - y): NumPy's exp loop over a scratch row instead

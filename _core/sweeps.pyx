@@ -118,6 +118,19 @@ cdef inline int bkind(int64_t div, int64_t mod, int64_t n) noexcept nogil:
     return 2
 
 
+cdef inline Py_ssize_t row_len(const Op* op, int ka, int kb) noexcept nogil:
+    """The length of a binary op's repeating operand when the other is full (ka, kb: bkind):
+    a row repeating every mod elements (x @ W + b), 1 for one value (A * s); 0: neither. The
+    repeating operand is a when ka != 0."""
+    if (ka == 0 and kb == 1) or (ka == 1 and kb == 0):
+        return 1
+    if ka == 0 and kb == 2 and op.p[2] == 1:
+        return op.p[3]
+    if kb == 0 and ka == 2 and op.p[0] == 1:
+        return op.p[1]
+    return 0
+
+
 ctypedef struct BWalk:
     # the broadcast walk of both operands of a binary elementwise op (op.p[0:2] for a,
     # op.p[2:4] for b): a.i and b.i are the operand indices of output element i

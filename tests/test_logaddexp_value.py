@@ -68,9 +68,10 @@ def test_gradient_against_finite_differences_and_closed_form():
     np.testing.assert_allclose(tape.grad(x, y), gx, rtol=1e-13)
 
 
-def test_broadcasting_fallback_equals_the_kernel_bitwise():
-    # operands that broadcast beyond one value (or are not C-ordered) take NumPy's operations
-    # in logaddexp_value; the others the sweeps' kernel (sweeps.logaddexp_values): same bits
+def test_broadcasting_and_strided_operands():
+    # operands that broadcast beyond one value, or are not C-ordered, are materialized for the
+    # sweeps' kernel (sweeps.logaddexp_values): a grid's values are the kernel's on the
+    # broadcast arrays, with NumPy's shape and within roundoff of np.logaddexp
     from tapegrad._core import sweeps
     a0, b0 = _pairs()
     col = a0.reshape(-1, 1)[:40]            # (40, 1) against a row (1, 144): a 40 x 144 grid
@@ -81,7 +82,7 @@ def test_broadcasting_fallback_equals_the_kernel_bitwise():
         sweeps.logaddexp_values(np.ascontiguousarray(np.broadcast_to(col, grid.shape)).ravel(),
                                 np.ascontiguousarray(np.broadcast_to(row, grid.shape)).ravel(),
                                 kernel)
-        strided = logaddexp_value(a0[::2], b0[::2])          # not C-ordered: NumPy's way
+        strided = logaddexp_value(a0[::2], b0[::2])          # not C-ordered
         ref = np.logaddexp(col, row)
     assert grid.shape == (40, 144)
     np.testing.assert_array_equal(grid.ravel(), kernel)

@@ -395,3 +395,25 @@ def test_array_and_one_traced_value_op_by_op(op, scalar_left):
     finally:
         sweeps.set_fusing(*prev[0])
         sweeps.set_tiling(*prev[1])
+
+
+def test_array_and_one_value_inside_it_op_by_op():
+    # x * x[3]: the value is an element of the array, so both adjoints add into one region;
+    # the sweep keeps the element-by-element order (the array's contribution at element i,
+    # then the value's), which a Python loop replays to the bit
+    from tapegrad._core import sweeps
+    rng = np.random.default_rng(4)
+    x, wts = rng.standard_normal(3000), rng.standard_normal(3000)
+    prev = sweeps.set_fusing(False), sweeps.set_tiling(False)
+    try:
+        r = tg.record(lambda x: np.sum(wts * (x * x[3])), x)
+        g = r.grad(x)
+    finally:
+        sweeps.set_fusing(*prev[0])
+        sweeps.set_tiling(*prev[1])
+    ref = [0.0] * x.size
+    xs, ws = x.tolist(), wts.tolist()
+    for i in range(x.size):
+        ref[i] += ws[i] * xs[3]
+        ref[3] += ws[i] * xs[i]
+    np.testing.assert_array_equal(g, np.array(ref))

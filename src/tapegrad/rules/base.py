@@ -48,20 +48,17 @@ _BINARY_VALUE = _derived.BINARY_VALUE           # name -> ufunc
 
 
 def logaddexp_value(a, b):
-    """np.logaddexp as the sweeps compute it (sweep_forward.pxi's logaddexp_value): max(a, b) +
-    log1p(exp(-|a - b|)), a + log 2 where a == b, with NumPy's exp and log1p; the same bits as
-    the replay, within an ulp or so of np.logaddexp (whose loop is several times slower)."""
+    """np.logaddexp as the sweeps compute it, by their kernel (sweeps.logaddexp_values: max(a,
+    b) + log1p(exp(-|a - b|)), a + log 2 where a == b, with NumPy's exp and log1p): the same
+    bits as the replay, within an ulp or so of np.logaddexp (whose loop is several times
+    slower). Operands broadcasting beyond one value are materialized first."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    shape = a.shape if a.size != 1 else b.shape
-    if (a.size == 1 or b.size == 1 or a.shape == b.shape) and a.ndim <= len(shape) >= b.ndim \
-            and a.flags.c_contiguous and b.flags.c_contiguous:
-        # (no broadcasting beyond one value: the sweeps' own kernel, a fraction of the time)
-        y = np.empty(shape)
-        _sweeps.logaddexp_values(a.reshape(-1), b.reshape(-1), y.reshape(-1))
-        return y
-    with np.errstate(invalid="ignore"):
-        t = np.log1p(np.exp(-np.abs(a - b)))
-        return np.where(a == b, a + 0.6931471805599453, np.where((a > b) | (a != a), a, b) + t)
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    y = np.empty(shape)
+    a, b = (np.ascontiguousarray(v if v.size == 1 or v.shape == shape
+                                 else np.broadcast_to(v, shape)).reshape(-1) for v in (a, b))
+    _sweeps.logaddexp_values(a, b, y.reshape(-1))
+    return y
 
 
 # the values of recorded binary ops (the sweeps' way where it differs from the ufunc's)
@@ -153,13 +150,12 @@ def _scalar_unary(name, x, d):
     uf = _UNARY_UFUNC.get(name)
     if uf is not None:
         return float(uf(x))
-    pf = _PARAM_UFUNC.get(name)
-    return None if pf is None else float(pf(x, d))
+    if name in _POWERS:     # NumPy's power of the float and the constant (a 0-d array's loop)
+        return float(_UNARY_VALUE[name](x, d))
+    return None
 
 
-# x ** c and c ** x: their value is NumPy's power of the float and the constant (the ufunc on
-# Python floats, the loop a 0-d array gets)
-_PARAM_UFUNC = {"powc": lambda x, d: np.power(x, d), "rpowc": lambda x, d: np.power(d, x)}
+_POWERS = frozenset(("powc", "rpowc"))     # x ** c and c ** x
 
 
 
