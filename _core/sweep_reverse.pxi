@@ -380,13 +380,16 @@ cdef void reverse_binary_lanes(const Op* op, const double* a, const double* b,
 
 
 cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize_t L,
-                       Py_ssize_t S) except -1 nogil:
+                       Py_ssize_t S, bint clean=False) except -1 nogil:
     """reverse_sweep for L cotangent lanes at once (lane l at wb + l * S, seeded by the caller:
     reverse Jacobians), op by op over all lanes. Each lane gets what its own reverse_sweep gives
     (the same ops in the same order), except that a fixed matrix times a vector (A x, x B: the
     dense layers of vector functions) takes its lanes as the rows of one matrix product instead
-    of a matrix-vector product per lane (equal up to rounding)."""
-    cdef Py_ssize_t k = tv.nops - 1, s = tv.nsegs - 1, l
+    of a matrix-vector product per lane (equal up to rounding). clean (one lane, a tape with
+    outs_apart): each op's output adjoint is cleared once the op's adjoint has run (it is
+    complete then, and still in cache), so a buffer that was all zero but for the seed ends
+    all zero but for the inputs' adjoints; no clearing of the whole buffer before the sweep."""
+    cdef Py_ssize_t k = tv.nops - 1, s = tv.nsegs - 1, l, j
     cdef const int64_t* segs = tv.segs
     cdef const Op* ops = tv.ops
     cdef const Op* op
@@ -396,6 +399,9 @@ cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize
             for l in range(L):
                 reverse_segment(tv, segs[3 * s], segs[3 * s + 1], segs[3 * s + 2] != 0, w,
                                 wb + l * S)
+            if clean:
+                for j in range(segs[3 * s], segs[3 * s + 1]):
+                    memset(wb + ops[j].out, 0, ops[j].n * sizeof(double))
             k = segs[3 * s] - 1
             s -= 1
             continue
@@ -427,5 +433,7 @@ cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize
                   and op_par(tv, op, <double*> w, wb, True)):   # (w only read: a large op over the threads)
             for l in range(L):
                 reverse_op(tv, op, w, wb + l * S)
+        if clean:
+            memset(wb + op.out, 0, op.n * sizeof(double))
         k -= 1
     return 0

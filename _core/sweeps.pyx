@@ -678,9 +678,12 @@ def tangent_of_reverse(Tape t, const double[::1] w, const double[:, ::1] wd,
 
 
 def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, double[::1] g,
-                   bint value=True):
+                   bint value=True, bint clean=False):
     """Fused scalar-output gradient into caller-owned buffers; returns (value, guards held).
-    value=False: the value may be left uncomputed (NaN is returned) when that saves work."""
+    value=False: the value may be left uncomputed (NaN is returned) when that saves work.
+    clean: wb arrives all zero and is left all zero (a buffer kept for this call alone): a
+    tape with outs_apart and no fused tail then clears each adjoint after its use, in cache,
+    instead of the whole buffer before the sweep (other tapes clear it after the sweep)."""
     cdef TapeView tv
     open_tape(t, &tv)
     if (x.shape[0] != t.nin or w.shape[0] < t.nwork or wb.shape[0] < t.nwork
@@ -690,21 +693,36 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     cdef double val
     cdef const double* xp = &x[0] if t.nin else NULL
     cdef double* gp = &g[0] if t.nin else NULL
-    with nogil:
-        if tv.fuse_k0 >= 0:
-            grad_fused(&tv, xp, gp, &w[0], &wb[0], value, &ok)
-            val = w[t.out_off] if value or t.nguard else NAN
-        else:
-            if t.nin:
-                memcpy(&w[0], &x[0], t.nin * sizeof(double))
-            forward_sweep(&tv, &w[0])
-            ok = guards_hold(tv.guards, tv.nguard, tv.cv, &w[0])
-            par_zero(&wb[0], t.nwork, tv.nthreads)
-            wb[t.out_off] = 1.0
-            val = w[t.out_off]
-            reverse_sweep(&tv, &w[0], &wb[0])
-            if t.nin:
-                memcpy(&g[0], &wb[0], t.nin * sizeof(double))
+    cdef bint lazy = clean and t.outs_apart and tv.fuse_k0 < 0
+    try:
+        with nogil:
+            if tv.fuse_k0 >= 0:
+                grad_fused(&tv, xp, gp, &w[0], &wb[0], value, &ok)
+                val = w[t.out_off] if value or t.nguard else NAN
+            else:
+                if t.nin:
+                    memcpy(&w[0], &x[0], t.nin * sizeof(double))
+                forward_sweep(&tv, &w[0])
+                ok = guards_hold(tv.guards, tv.nguard, tv.cv, &w[0])
+                val = w[t.out_off]
+                if not lazy:
+                    par_zero(&wb[0], t.nwork, tv.nthreads)
+                if ok or not lazy:
+                    wb[t.out_off] = 1.0
+                    reverse_lanes(&tv, &w[0], &wb[0], 1, 0, lazy)
+                    if t.nin:
+                        memcpy(&g[0], &wb[0], t.nin * sizeof(double))
+                if lazy:
+                    # what the sweep did not clear: the inputs' adjoints and the seed's slot
+                    # (when no op writes it)
+                    memset(&wb[0], 0, t.nin * sizeof(double))
+                    wb[t.out_off] = 0.0
+            if clean and not lazy:
+                par_zero(&wb[0], t.nwork, tv.nthreads)
+    except BaseException:
+        if clean:
+            wb[:] = 0.0
+        raise
     return val, ok
 
 

@@ -69,6 +69,7 @@ cdef class Tape:
     cdef Py_ssize_t cap_segs
     cdef Py_ssize_t fuse_k0          # first op of the fused gradient tail, -1: none (validate())
     cdef Py_ssize_t fuse_sum         # its sum op (ops after it: scalar "post" ops)
+    cdef readonly bint outs_apart    # outputs disjoint, reads of earlier values only (validate())
 
     cdef int _grow_ops(self) except -1
     cdef Op* _push_op(self, int code, int64_t out, int64_t a, int64_t n) except NULL
@@ -80,6 +81,7 @@ cdef class Tape:
     cdef int _find_fused(self) except -1
     cdef Py_ssize_t _tail_start(self, Py_ssize_t K) except -2
     cdef bint _post_apart(self, Py_ssize_t k0, Py_ssize_t K)
+    cdef bint _find_outs_apart(self) except -1
 
 
 # The work-buffer regions an op reads (offsets, lengths; constant operands left out): up to 3

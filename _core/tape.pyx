@@ -225,6 +225,18 @@ cdef int op_reads(const Op* op, int64_t* off, int64_t* ln) noexcept nogil:
     return nr
 
 
+cdef Py_ssize_t _last_at_or_below(const int64_t[::1] s, Py_ssize_t m, int64_t v) noexcept:
+    """The last index j < m with s[j] <= v (s sorted), -1: none."""
+    cdef Py_ssize_t lo = 0, hi = m, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if s[mid] <= v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
+
+
 cdef bint _alone_ok(const Op* op, const _Rd* r, int nr, bint strict) noexcept nogil:
     cdef int q
     if op.code > BIN_LAST or op.n < (TILE_MIN_N if strict else FUSE_MIN_N):
@@ -489,6 +501,58 @@ cdef class Tape:
                 for q in range(nr):
                     if _overlap(off[q], ln[q], self.ops[j].out, self.ops[j].n):
                         return False
+        return True
+
+    cdef bint _find_outs_apart(self) except -1:
+        """Does every op write slots that no other op writes and none of the inputs [0, nin),
+        and read only inputs, constants and outputs of earlier ops (never its own; a read may
+        run over adjacent outputs, as a cumulative sum's joined parts do)? Then each
+        work slot holds one value, whose adjoint is complete once the op that wrote it has
+        run its adjoint: a reverse sweep may clear it right there and leave the adjoint
+        buffer all zero as it found it (the clean mode of sweeps.value_and_grad)."""
+        cdef Py_ssize_t k, j, m = 0
+        cdef int q, nr
+        cdef int64_t off[3]
+        cdef int64_t ln[3]
+        cdef int64_t end
+        cdef const Op* op
+        if self.nops == 0:
+            return True
+        # the inputs as the output of op -1, then every op's output, sorted by offset
+        cdef int64_t[::1] start = np.empty(self.nops + 1, dtype=np.int64)
+        cdef int64_t[::1] size = np.empty(self.nops + 1, dtype=np.int64)
+        cdef int64_t[::1] who = np.empty(self.nops + 1, dtype=np.int64)
+        if self.nin:
+            start[0], size[0], who[0] = 0, self.nin, -1
+            m = 1
+        for k in range(self.nops):
+            if self.ops[k].n > 0:
+                start[m] = self.ops[k].out
+                size[m] = self.ops[k].n
+                who[m] = k
+                m += 1
+        order = np.argsort(np.asarray(start[:m]), kind="stable")
+        cdef int64_t[::1] s = np.asarray(start[:m])[order]
+        cdef int64_t[::1] z = np.asarray(size[:m])[order]
+        cdef int64_t[::1] o = np.asarray(who[:m])[order]
+        for j in range(m - 1):
+            if s[j] + z[j] > s[j + 1]:
+                return False
+        for k in range(self.nops):
+            op = &self.ops[k]
+            nr = op_reads(op, off, ln)
+            for q in range(nr):
+                if ln[q] <= 0:
+                    continue
+                j = _last_at_or_below(s, m, off[q])
+                if j < 0 or off[q] >= s[j] + z[j] or o[j] >= k:
+                    return False
+                end = s[j] + z[j]
+                while end < off[q] + ln[q]:      # the read runs on into the next output
+                    j += 1
+                    if j >= m or s[j] != end or o[j] >= k:
+                        return False
+                    end += z[j]
         return True
 
     def fused_tail(self):
@@ -965,6 +1029,7 @@ cdef class Tape:
                 self._region(op.c, op.p[2], W, fl & FLAG_C_CONST, i, code, " operand c")
         self._find_segments()
         self._find_fused()
+        self.outs_apart = self._find_outs_apart()
         self.validated = True
         return self
 

@@ -178,6 +178,11 @@ class Recorded:
         """Values and adjoints."""
         return self._kept("bufs", tr, lambda n: (np.empty(n), np.empty(n)))
 
+    def _clean_adjoints(self, tr):
+        """Adjoints that are all zero between gradients (sweeps.value_and_grad's clean mode:
+        no clearing of the whole buffer per call)."""
+        return self._kept("clean_adjoints", tr, np.zeros)
+
     # ------------------------------------------------------------------ guarded forward
     def _select(self, x):
         """A variant whose guards hold at x, and its work buffer after the forward sweep."""
@@ -249,8 +254,8 @@ class Recorded:
         else:
             g = np.empty(self.nin)
         tr = self._variants[0]
-        w, wb = self._bufs(tr)
-        val, ok = _gradient_sweep(sweeps.value_and_grad, tr.tape, x, w, wb, g, value)
+        val, ok = _gradient_sweep(sweeps.value_and_grad, tr.tape, x, self._bufs(tr)[0],
+                                  self._clean_adjoints(tr), g, value, True)
         if not ok:
             tr, w = self._select(x)
             wb = sweeps.reverse(tr.tape, w, np.ones(1), self._bufs(tr)[1])
