@@ -677,11 +677,32 @@ def tangent_of_reverse(Tape t, const double[::1] w, const double[:, ::1] wd,
     return np.asarray(wbd)
 
 
+cdef int reverse_seeded(const TapeView* tv, const double* w, double* wb, double* g,
+                        bint clean, bint lazy) except -1 nogil:
+    """The reverse sweep of a scalar output seeded with 1, g = the inputs' adjoints. lazy: wb
+    arrives all zero and the sweep clears each adjoint after its use (reverse_lanes' clean
+    mode), leaving it all zero; else wb is cleared before the sweep, and after it if clean."""
+    if not lazy:
+        par_zero(wb, tv.nwork, tv.nthreads)
+    wb[tv.out_off] = 1.0
+    reverse_lanes(tv, w, wb, 1, 0, lazy)
+    if tv.nin:
+        memcpy(g, wb, tv.nin * sizeof(double))
+    if lazy:
+        # what the sweep did not clear: the inputs' adjoints and the seed's slot (when no op
+        # writes it)
+        memset(wb, 0, tv.nin * sizeof(double))
+        wb[tv.out_off] = 0.0
+    elif clean:
+        par_zero(wb, tv.nwork, tv.nthreads)
+    return 0
+
+
 def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, double[::1] g,
                    bint value=True, bint clean=False):
     """Fused scalar-output gradient into caller-owned buffers; returns (value, guards held).
     value=False: the value may be left uncomputed (NaN is returned) when that saves work.
-    clean: wb arrives all zero and is left all zero (a buffer kept for this call alone): a
+    clean: wb arrives all zero and is left all zero (a buffer kept for such calls alone): a
     tape with outs_apart and no fused tail then clears each adjoint after its use, in cache,
     instead of the whole buffer before the sweep (other tapes clear it after the sweep)."""
     cdef TapeView tv
@@ -699,26 +720,16 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
             if tv.fuse_k0 >= 0:
                 grad_fused(&tv, xp, gp, &w[0], &wb[0], value, &ok)
                 val = w[t.out_off] if value or t.nguard else NAN
+                if clean:
+                    par_zero(&wb[0], t.nwork, tv.nthreads)
             else:
                 if t.nin:
                     memcpy(&w[0], &x[0], t.nin * sizeof(double))
                 forward_sweep(&tv, &w[0])
                 ok = guards_hold(tv.guards, tv.nguard, tv.cv, &w[0])
                 val = w[t.out_off]
-                if not lazy:
-                    par_zero(&wb[0], t.nwork, tv.nthreads)
                 if ok or not lazy:
-                    wb[t.out_off] = 1.0
-                    reverse_lanes(&tv, &w[0], &wb[0], 1, 0, lazy)
-                    if t.nin:
-                        memcpy(&g[0], &wb[0], t.nin * sizeof(double))
-                if lazy:
-                    # what the sweep did not clear: the inputs' adjoints and the seed's slot
-                    # (when no op writes it)
-                    memset(&wb[0], 0, t.nin * sizeof(double))
-                    wb[t.out_off] = 0.0
-            if clean and not lazy:
-                par_zero(&wb[0], t.nwork, tv.nthreads)
+                    reverse_seeded(&tv, &w[0], &wb[0], gp, clean, lazy)
     except BaseException:
         if clean:
             wb[:] = 0.0
@@ -727,24 +738,26 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
 
 
 def grad_at_values(Tape t, double[::1] w, const unsigned char[::1] skip, double[::1] wb,
-                   double[::1] g):
+                   double[::1] g, bint clean=False):
     """Gradient of a scalar-output tape whose work buffer w already holds the inputs and the
     values of the ops with skip[k] set (those a recording computed: operators' re-traced
     grad): the forward sweep of the other ops, then the reverse sweep into wb; g (nin)
-    receives the gradient. Returns the value w[out_off]."""
+    receives the gradient. Returns the value w[out_off]. clean: as value_and_grad's."""
     cdef TapeView tv
     open_tape(t, &tv)
     if (w.shape[0] < t.nwork or wb.shape[0] < t.nwork or g.shape[0] != t.nin
             or t.out_n != 1 or skip.shape[0] != t.nops):
         raise ValueError(f"grad_at_values: buffer sizes do not match the tape (work {t.nwork}, "
                          f"{t.nops} ops, {t.nin} inputs, a scalar output)")
-    with nogil:
-        forward_sweep_skip(&tv, &w[0], &skip[0] if t.nops else NULL)
-        par_zero(&wb[0], t.nwork, tv.nthreads)
-        wb[t.out_off] = 1.0
-        reverse_sweep(&tv, &w[0], &wb[0])
-        if t.nin:
-            memcpy(&g[0], &wb[0], t.nin * sizeof(double))
+    try:
+        with nogil:
+            forward_sweep_skip(&tv, &w[0], &skip[0] if t.nops else NULL)
+            reverse_seeded(&tv, &w[0], &wb[0], &g[0] if t.nin else NULL, clean,
+                           clean and t.outs_apart)
+    except BaseException:
+        if clean:
+            wb[:] = 0.0
+        raise
     return w[t.out_off]
 
 

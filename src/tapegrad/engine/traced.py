@@ -345,9 +345,9 @@ class Traced:
             w, wb = scratch.buffers(self.tape.nwork)
             skip = self._captured_work(w)
             if skip is not None:
-                val = sweeps.grad_at_values(self.tape, w, skip, wb, g)
+                val = sweeps.grad_at_values(self.tape, w, skip, wb, g, True)
                 return self._split_fresh(g), val
-            val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, w, wb, g)
+            val, ok = sweeps.value_and_grad(self.tape, self.recorded_x, w, wb, g, True, True)
         return (self._split_fresh(g), val) if ok else None
 
     def _captured_work(self, w):
@@ -439,7 +439,8 @@ _scratch_local = threading.local()
 
 
 class _Scratch:
-    """Two kept work buffers (values, adjoints) for one compiled gradient call."""
+    """Two kept work buffers (values, adjoints) for one compiled gradient call; the adjoints
+    are all zero between calls (the sweeps' clean mode leaves them so)."""
 
     def __enter__(self):
         loc = _scratch_local
@@ -451,11 +452,11 @@ class _Scratch:
     def buffers(self, n):
         n = max(n, 1)
         if not self.kept or n > _SCRATCH_MAX:
-            return np.empty(n), np.empty(n)
+            return np.empty(n), np.zeros(n)
         loc = _scratch_local
         bufs = getattr(loc, "bufs", None)
         if bufs is None or bufs[0].size < n:
-            bufs = loc.bufs = (np.empty(n), np.empty(n))
+            bufs = loc.bufs = (np.empty(n), np.zeros(n))
         return bufs[0][:n], bufs[1][:n]
 
     def __exit__(self, *exc):
