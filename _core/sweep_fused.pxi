@@ -762,9 +762,12 @@ cdef bint post_value_free(const Op* ops, Py_ssize_t K, Py_ssize_t nops) noexcept
 
 
 cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, double* wb,
-                    bint values, bint* ok) except -1 nogil:
+                    bint values, bint* ok, bint clean=False) except -1 nogil:
     """Scalar-output gradient with the fused tail [k0, K] (k0 = t.fuse_k0, K = t.fuse_sum) at the input x into
     g (nin values each); afterwards w[out_off] is the value if values. ok: the guards held.
+    The sweep writes wb only outside the tail's outputs (and not at all in [0, nin) when the
+    tail adds into g directly), which it clears first; clean: wb arrives all zero, and what
+    the sweep wrote is cleared after it instead (value_and_grad's clean mode).
     With ops after the sum ("post" ops): the tail's forward alone gives the sum, the post ops
     run forward and reverse, which gives the sum's adjoint, then the fused tail runs with it
     (its forward computed twice, in cache: cheaper than storing it). When nothing needs the
@@ -795,7 +798,8 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
             raise MemoryError()
     if direct:
         fuse_plan(t.ops, k0, L, values, &P)
-        zero_outside(wb, nin, t.nwork, t.ops, k0, K)
+        if not clean:
+            zero_outside(wb, nin, t.nwork, t.ops, k0, K)
         wb[t.out_off] = 1.0
         try:
             # (the tail clears g: in its chunks when it can, else before them)
@@ -803,6 +807,9 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
                        w + t.ops[K].out, t.nthreads, True)
         finally:
             free(scr)
+        if clean:
+            zero_outside(wb, nin, t.nwork, t.ops, k0, K)
+            wb[t.out_off] = 0.0
         ok[0] = True
         return 0
     try:
@@ -820,7 +827,8 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
         ok[0] = guards_hold(t.guards, t.nguard, t.cv, w)
         if not ok[0]:
             return 0
-        zero_outside(wb, 0, t.nwork, t.ops, k0, K)
+        if not clean:
+            zero_outside(wb, 0, t.nwork, t.ops, k0, K)
         wb[t.out_off] = 1.0
         if npost:
             part = view_part(t, K + 1, t.nops, 0)
@@ -835,6 +843,9 @@ cdef int grad_fused(const TapeView* t, const double* x, double* g, double* w, do
     reverse_sweep(&part, w, wb)
     if nin:
         memcpy(g, wb, nin * sizeof(double))
+    if clean:
+        zero_outside(wb, 0, t.nwork, t.ops, k0, K)
+        wb[t.out_off] = 0.0
     return 0
 
 

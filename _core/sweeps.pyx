@@ -704,7 +704,8 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     value=False: the value may be left uncomputed (NaN is returned) when that saves work.
     clean: wb arrives all zero and is left all zero (a buffer kept for such calls alone): a
     tape with outs_apart and no fused tail then clears each adjoint after its use, in cache,
-    instead of the whole buffer before the sweep (other tapes clear it after the sweep)."""
+    instead of the whole buffer before the sweep; a fused tail's sweep clears what it wrote
+    (the slots outside the tail's outputs) after it; other tapes the whole buffer after."""
     cdef TapeView tv
     open_tape(t, &tv)
     if (x.shape[0] != t.nin or w.shape[0] < t.nwork or wb.shape[0] < t.nwork
@@ -718,10 +719,8 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     try:
         with nogil:
             if tv.fuse_k0 >= 0:
-                grad_fused(&tv, xp, gp, &w[0], &wb[0], value, &ok)
+                grad_fused(&tv, xp, gp, &w[0], &wb[0], value, &ok, clean)
                 val = w[t.out_off] if value or t.nguard else NAN
-                if clean:
-                    par_zero(&wb[0], t.nwork, tv.nthreads)
             else:
                 if t.nin:
                     memcpy(&w[0], &x[0], t.nin * sizeof(double))
