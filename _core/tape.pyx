@@ -631,9 +631,11 @@ cdef class Tape:
         self._push_op(code, out, a, n).d = d
         return self.nops - 1
 
-    def add_binary(self, int code, int64_t out, int64_t a, int64_t b, int64_t n):
-        """add_op(code, 0, out, a, b, 0, n, 1, n, 1, n): y = g(x[a], x[b]), both of y's shape."""
+    def add_binary(self, int code, int64_t out, int64_t a, int64_t b, int64_t n, int flags=0):
+        """add_op(code, flags, out, a, b, 0, n, 1, n, 1, n): y = g(x[a], x[b]), both of y's
+        shape (flags: which operand is a constant)."""
         cdef Op* op = self._push_op(code, out, a, n)
+        op.flags = flags
         op.b = b
         op.p[0] = 1
         op.p[1] = n

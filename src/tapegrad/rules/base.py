@@ -364,10 +364,18 @@ def _record_binary(rec, name, xo, xc, xv, x, yo, yc, yv, y, out_shape):
 def _binary_array_const(rec, name, t, tv, c, left):
     """binary(name, t, c) (or (c, t) if left) for a tracer t of rec with float64 value tv and
     a float64 ndarray c of the same shape, more than one element: what the general path
-    records (c a constant operand, no broadcasting, no scalar special case)."""
-    opnds = ((rec.const(c), True, c, c), (t._off, False, tv, t))
-    a, b = opnds if left else opnds[::-1]
-    return _record_binary(rec, name, *a, *b, tv.shape)
+    records (c a constant operand, no broadcasting, no scalar special case), as one emitted
+    op."""
+    val = _RECORDED_VALUE[name](c, tv) if left else _RECORDED_VALUE[name](tv, c)
+    val = val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
+    co = rec.const(c)
+    if left:
+        r = rec.emit_binary(val, OPCODES[name], co, t._off, FLAG_A)
+    else:
+        r = rec.emit_binary(val, OPCODES[name], t._off, co, FLAG_B)
+    if rec.captured is not None and name in _COSTLY:
+        rec.keep(r, val, True)
+    return r
 
 
 def binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape):

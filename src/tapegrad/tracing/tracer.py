@@ -267,12 +267,13 @@ class Recorder:
         self._add_unary(code, off, a, n, d)
         return Tracer(self, off, value)
 
-    def emit_binary(self, value, code, a, b):
-        """y = g(x[a], x[b]) elementwise, both operands of the output's shape."""
+    def emit_binary(self, value, code, a, b, flags=0):
+        """y = g(x[a], x[b]) elementwise, both operands of the output's shape (flags: a
+        constant operand, read from the constant buffer)."""
         n = 1 if type(value) is float else value.size
         off = self.nwork
         self.nwork = off + n
-        self._add_binary(code, off, a, b, n)
+        self._add_binary(code, off, a, b, n, flags)
         return Tracer(self, off, value)
 
     def op(self, code, flags, out, a=0, b=0, c=0, n=0, p=(), d=0.0, reads=()):
