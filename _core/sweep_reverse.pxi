@@ -379,6 +379,57 @@ cdef void reverse_binary_lanes(const Op* op, const double* a, const double* b,
         i0 += cn
 
 
+cdef Py_ssize_t lanes_diagonal(const double* Y, Py_ssize_t L, Py_ssize_t M,
+                               Py_ssize_t S) noexcept nogil:
+    """j when every lane l of the L x M lanes Y (rows at stride S) is zero outside column
+    l + j (as the cotangents of a reverse Jacobian are until they reach a product: its unit
+    seeds, scaled by elementwise ops), else -L - 1. Stops at the first element that rules it
+    out, so a dense Y costs a few reads."""
+    cdef Py_ssize_t l, m, j = -L - 1, c
+    cdef const double* y
+    for l in range(L):
+        y = Y + l * S
+        if j == -L - 1:
+            for m in range(M):
+                if y[m] != 0.0:
+                    j = m - l
+                    break
+            else:
+                continue
+        c = l + j
+        for m in range(M):
+            if m != c and y[m] != 0.0:
+                return -L - 1
+    return j if j != -L - 1 else 0
+
+
+cdef void lanes_times_matrix(const double* Y, Py_ssize_t L, Py_ssize_t M, Py_ssize_t S,
+                             const double* A, Py_ssize_t K, Py_ssize_t rs, Py_ssize_t cs,
+                             double* X, bint trans) noexcept nogil:
+    """X[l, k] += sum_m Y[l, m] B[m, k] for the lanes of Y (L x M) and X (L x K), both at
+    stride S, B[m, k] = A[m rs + k cs] (B = A, or A^T when trans). Lanes of one diagonal
+    (lanes_diagonal) take one row of B each, Y[l, l + j] B[l + j, :]: the one nonzero term
+    of the product, each element the product and its add as BLAS's kernel rounds them;
+    other lanes one matrix product by BLAS."""
+    cdef Py_ssize_t j = lanes_diagonal(Y, L, M, S), l, k, c
+    cdef double d
+    cdef const double* b
+    cdef double* x
+    if j == -L - 1:
+        gemm_rm(b'N', b'T' if trans else b'N', <int>L, <int>K, <int>M, 1.0, Y, <int>S, A,
+                <int>(M if trans else K), 1.0, X, <int>S)
+        return
+    for l in range(L):
+        c = l + j
+        if c < 0 or c >= M:
+            continue
+        d = Y[l * S + c]
+        b = A + c * rs
+        x = X + l * S
+        for k in range(K):
+            x[k] += d * b[k * cs]
+
+
 cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize_t L,
                        Py_ssize_t S, bint clean=False) except -1 nogil:
     """reverse_sweep for L cotangent lanes at once (lane l at wb + l * S, seeded by the caller:
@@ -410,13 +461,13 @@ cdef int reverse_lanes(const TapeView* tv, const double* w, double* wb, Py_ssize
         if op.code == OP_MATMUL and L > 1 and op.p[0] == 1 and op.p[3] == 1 and (
                 fl & FLAG_A_CONST) and not (fl & FLAG_B_CONST):
             # y = A x: Xb (L x K, rows at stride S) += Yb (L x M) A
-            gemm_rm(b'N', b'N', <int>L, <int>op.p[2], <int>op.p[1], 1.0, wb + op.out, <int>S,
-                    opnd(w, tv.cv, op.a, fl, FLAG_A_CONST), <int>op.p[2], 1.0, wb + op.b, <int>S)
+            lanes_times_matrix(wb + op.out, L, op.p[1], S, opnd(w, tv.cv, op.a, fl, FLAG_A_CONST),
+                               op.p[2], op.p[2], 1, wb + op.b, False)
         elif op.code == OP_MATMUL and L > 1 and op.p[0] == 1 and op.p[1] == 1 and (
                 fl & FLAG_B_CONST) and not (fl & FLAG_A_CONST):
             # y = x B: Xb (L x K) += Yb (L x N) B^T
-            gemm_rm(b'N', b'T', <int>L, <int>op.p[2], <int>op.p[3], 1.0, wb + op.out, <int>S,
-                    opnd(w, tv.cv, op.b, fl, FLAG_B_CONST), <int>op.p[3], 1.0, wb + op.a, <int>S)
+            lanes_times_matrix(wb + op.out, L, op.p[3], S, opnd(w, tv.cv, op.b, fl, FLAG_B_CONST),
+                               op.p[2], 1, op.p[3], wb + op.a, True)
         elif (L >= LANE_CHUNK_MIN and op.code <= UN_LAST and op.n > 1
                 and not (fl & FLAG_A_CONST)
                 and not op_zero_derivative(op.code) and not op_cheap_unary(op.code)

@@ -89,3 +89,47 @@ def test_reverse_lanes_of_called_derivatives_match_each_row(n):
         assert np.array_equal(J[i], r.vjp(x, np.eye(n)[i])), i
     np.testing.assert_allclose(J, numdiff.jacobian(f, x).value, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(r.jacobian(x, mode="fwd"), J, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("form", ["A @ x", "x @ B"])
+def test_reverse_jacobian_of_one_product_is_the_scaled_matrix(form):
+    # the cotangent lanes reach the product as one scaled diagonal (unit seeds through tanh):
+    # each lane takes one row of the matrix (lanes_times_matrix), which is the closed form
+    # diag(1 - t^2) A bit for bit
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((9, 6))
+    if form == "A @ x":
+        f = lambda x: np.tanh(A @ x)  # noqa: E731
+    else:
+        f = lambda x: np.tanh(x @ A.T)  # noqa: E731
+    x = rng.standard_normal(6)
+    r = tg.record(f, x)
+    t = r(x)                        # (the tape's own product: BLAS's rounding, not NumPy's)
+    J = r.jacobian(x, mode="rev")
+    np.testing.assert_array_equal(J, (1.0 - t * t)[:, None] * A)
+
+
+def test_reverse_jacobian_diagonal_lanes_in_chunks_and_dense_lanes():
+    # 300 output rows over a work buffer large enough that the lanes go in chunks (a lane
+    # diagonal at the chunk's offset), plus a broadcast term that makes other adjoints dense,
+    # and a second product whose lanes are dense (one BLAS product): against the closed form
+    # and each row's own vjp
+    rng = np.random.default_rng(6)
+    n = 300
+    A = rng.standard_normal((n, n)) / np.sqrt(n)
+    B = rng.standard_normal((n, n)) / np.sqrt(n)
+
+    def f(x):
+        return np.tanh(A @ x) + np.sum(np.sin(np.repeat(x, 60))) + np.cos(A @ np.tanh(B @ x))
+
+    x = rng.standard_normal(n)
+    r = tg.record(f, x)
+    assert r.tape.nwork * n * 8 > 1 << 25          # (sweeps.JAC_REV_BYTES: several chunks)
+    J = r.jacobian(x, mode="rev")
+    t, u = np.tanh(A @ x), np.tanh(B @ x)
+    v = A @ u
+    closed = ((1.0 - t * t)[:, None] * A + (60.0 * np.cos(x))[None, :]
+              - (np.sin(v)[:, None] * A) @ ((1.0 - u * u)[:, None] * B))
+    np.testing.assert_allclose(J, closed, rtol=1e-12, atol=1e-12)
+    for i in (0, 112, 113, 226, n - 1):
+        np.testing.assert_allclose(r.vjp(x, np.eye(n)[i]), J[i], rtol=1e-13, atol=1e-13)
