@@ -225,12 +225,12 @@ cdef int op_reads(const Op* op, int64_t* off, int64_t* ln) noexcept nogil:
     return nr
 
 
-cdef Py_ssize_t _last_at_or_below(const int64_t[::1] s, Py_ssize_t m, int64_t v) noexcept:
-    """The last index j < m with s[j] <= v (s sorted), -1: none."""
+cdef Py_ssize_t _last_at_or_below(const int64_t* r, Py_ssize_t m, int64_t v) noexcept nogil:
+    """The last index j < m with r[3 j] <= v (triples sorted by their first), -1: none."""
     cdef Py_ssize_t lo = 0, hi = m, mid
     while lo < hi:
         mid = (lo + hi) // 2
-        if s[mid] <= v:
+        if r[3 * mid] <= v:
             lo = mid + 1
         else:
             hi = mid
@@ -518,42 +518,44 @@ cdef class Tape:
         cdef const Op* op
         if self.nops == 0:
             return True
-        # the inputs as the output of op -1, then every op's output, sorted by offset
-        cdef int64_t[::1] start = np.empty(self.nops + 1, dtype=np.int64)
-        cdef int64_t[::1] size = np.empty(self.nops + 1, dtype=np.int64)
-        cdef int64_t[::1] who = np.empty(self.nops + 1, dtype=np.int64)
-        if self.nin:
-            start[0], size[0], who[0] = 0, self.nin, -1
-            m = 1
-        for k in range(self.nops):
-            if self.ops[k].n > 0:
-                start[m] = self.ops[k].out
-                size[m] = self.ops[k].n
-                who[m] = k
-                m += 1
-        order = np.argsort(np.asarray(start[:m]), kind="stable")
-        cdef int64_t[::1] s = np.asarray(start[:m])[order]
-        cdef int64_t[::1] z = np.asarray(size[:m])[order]
-        cdef int64_t[::1] o = np.asarray(who[:m])[order]
-        for j in range(m - 1):
-            if s[j] + z[j] > s[j + 1]:
-                return False
-        for k in range(self.nops):
-            op = &self.ops[k]
-            nr = op_reads(op, off, ln)
-            for q in range(nr):
-                if ln[q] <= 0:
-                    continue
-                j = _last_at_or_below(s, m, off[q])
-                if j < 0 or off[q] >= s[j] + z[j] or o[j] >= k:
+        # (start, size, op) triples: the inputs as op -1's output, then every op's output,
+        # sorted by start (C buffers: validate runs on every re-traced gradient)
+        cdef int64_t* r = <int64_t*> PyMem_Malloc(3 * (self.nops + 1) * sizeof(int64_t))
+        if r == NULL:
+            raise MemoryError()
+        try:
+            if self.nin:
+                r[0], r[1], r[2] = 0, self.nin, -1
+                m = 1
+            for k in range(self.nops):
+                if self.ops[k].n > 0:
+                    r[3 * m], r[3 * m + 1], r[3 * m + 2] = self.ops[k].out, self.ops[k].n, k
+                    m += 1
+            for j in range(m - 1):           # (a recording's are in order already)
+                if r[3 * j] > r[3 * j + 3]:
+                    qsort(r, m, 3 * sizeof(int64_t), _cmp_i64)
+                    break
+            for j in range(m - 1):
+                if r[3 * j] + r[3 * j + 1] > r[3 * j + 3]:
                     return False
-                end = s[j] + z[j]
-                while end < off[q] + ln[q]:      # the read runs on into the next output
-                    j += 1
-                    if j >= m or s[j] != end or o[j] >= k:
+            for k in range(self.nops):
+                op = &self.ops[k]
+                nr = op_reads(op, off, ln)
+                for q in range(nr):
+                    if ln[q] <= 0:
+                        continue
+                    j = _last_at_or_below(r, m, off[q])
+                    if j < 0 or off[q] >= r[3 * j] + r[3 * j + 1] or r[3 * j + 2] >= k:
                         return False
-                    end += z[j]
-        return True
+                    end = r[3 * j] + r[3 * j + 1]
+                    while end < off[q] + ln[q]:      # the read runs on into the next output
+                        j += 1
+                        if j >= m or r[3 * j] != end or r[3 * j + 2] >= k:
+                            return False
+                        end += r[3 * j + 1]
+            return True
+        finally:
+            PyMem_Free(r)
 
     def fused_tail(self):
         """(k0, K): the fused gradient tail, elementwise ops [k0, K) and their sum K (see
