@@ -70,6 +70,7 @@ ctypedef struct TapeView:
     Py_ssize_t out_n
     Py_ssize_t fuse_k0        # first op of the fused gradient tail, -1: none (or fusing off)
     Py_ssize_t fuse_sum
+    bint outs_apart           # Tape.outs_apart: adjoints may be cleared after their use
     int nthreads              # threads for the large sweeps (sweep_threads.pxi); 1: serial
 
 
@@ -488,6 +489,7 @@ cdef int open_tape(Tape t, TapeView* tv) except -1:
     tv.out_n = t.out_n
     tv.fuse_k0 = fused_k0(t)
     tv.fuse_sum = t.fuse_sum
+    tv.outs_apart = t.outs_apart
     tv.nthreads = par_threads()
     return 0
 
@@ -678,10 +680,12 @@ def tangent_of_reverse(Tape t, const double[::1] w, const double[:, ::1] wd,
 
 
 cdef int reverse_seeded(const TapeView* tv, const double* w, double* wb, double* g,
-                        bint clean, bint lazy) except -1 nogil:
-    """The reverse sweep of a scalar output seeded with 1, g = the inputs' adjoints. lazy: wb
-    arrives all zero and the sweep clears each adjoint after its use (reverse_lanes' clean
-    mode), leaving it all zero; else wb is cleared before the sweep, and after it if clean."""
+                        bint clean) except -1 nogil:
+    """The reverse sweep of a scalar output seeded with 1, g = the inputs' adjoints. clean: wb
+    arrives all zero and is left so; on a tape with outs_apart the sweep clears each adjoint
+    after its use (reverse_lanes' clean mode), otherwise wb is cleared before the sweep, and
+    after it if clean."""
+    cdef bint lazy = clean and tv.outs_apart
     if not lazy:
         par_zero(wb, tv.nwork, tv.nthreads)
     wb[tv.out_off] = 1.0
@@ -715,7 +719,6 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
     cdef double val
     cdef const double* xp = &x[0] if t.nin else NULL
     cdef double* gp = &g[0] if t.nin else NULL
-    cdef bint lazy = clean and t.outs_apart and tv.fuse_k0 < 0
     try:
         with nogil:
             if tv.fuse_k0 >= 0:
@@ -727,8 +730,8 @@ def value_and_grad(Tape t, const double[::1] x, double[::1] w, double[::1] wb, d
                 forward_sweep(&tv, &w[0])
                 ok = guards_hold(tv.guards, tv.nguard, tv.cv, &w[0])
                 val = w[t.out_off]
-                if ok or not lazy:
-                    reverse_seeded(&tv, &w[0], &wb[0], gp, clean, lazy)
+                if ok or not clean:       # (a clean buffer stays untouched: no gradient)
+                    reverse_seeded(&tv, &w[0], &wb[0], gp, clean)
     except BaseException:
         if clean:
             wb[:] = 0.0
@@ -751,8 +754,7 @@ def grad_at_values(Tape t, double[::1] w, const unsigned char[::1] skip, double[
     try:
         with nogil:
             forward_sweep_skip(&tv, &w[0], &skip[0] if t.nops else NULL)
-            reverse_seeded(&tv, &w[0], &wb[0], &g[0] if t.nin else NULL, clean,
-                           clean and t.outs_apart)
+            reverse_seeded(&tv, &w[0], &wb[0], &g[0] if t.nin else NULL, clean)
     except BaseException:
         if clean:
             wb[:] = 0.0

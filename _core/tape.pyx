@@ -92,13 +92,15 @@ cdef int _check_region(int64_t off, int64_t size, int64_t bound, Py_ssize_t i, i
     return 0
 
 
-cdef inline Py_ssize_t _alloc_of(const int64_t[::1] s, Py_ssize_t m, int64_t off) noexcept:
-    """The index of the last of the m sorted starts s at or before off (the allocation holding
-    work offset off; empty allocations share their start with the next one); m for none."""
+cdef inline Py_ssize_t _alloc_of(const int64_t* s, Py_ssize_t m, int64_t off,
+                                 Py_ssize_t stride=1) noexcept nogil:
+    """The index of the last of the m sorted starts s[0], s[stride], ... at or before off (the
+    allocation holding work offset off; empty allocations share their start with the next
+    one); m for none."""
     cdef Py_ssize_t lo = 0, hi = m, mid
     while lo < hi:
         mid = (lo + hi) >> 1
-        if s[mid] <= off:
+        if s[mid * stride] <= off:
             lo = mid + 1
         else:
             hi = mid
@@ -223,18 +225,6 @@ cdef int op_reads(const Op* op, int64_t* off, int64_t* ln) noexcept nogil:
     if lc and not (fl & FLAG_C_CONST):
         off[nr] = op.c; ln[nr] = lc; nr += 1
     return nr
-
-
-cdef Py_ssize_t _last_at_or_below(const int64_t* r, Py_ssize_t m, int64_t v) noexcept nogil:
-    """The last index j < m with r[3 j] <= v (triples sorted by their first), -1: none."""
-    cdef Py_ssize_t lo = 0, hi = m, mid
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if r[3 * mid] <= v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo - 1
 
 
 cdef bint _alone_ok(const Op* op, const _Rd* r, int nr, bint strict) noexcept nogil:
@@ -544,8 +534,8 @@ cdef class Tape:
                 for q in range(nr):
                     if ln[q] <= 0:
                         continue
-                    j = _last_at_or_below(r, m, off[q])
-                    if j < 0 or off[q] >= r[3 * j] + r[3 * j + 1] or r[3 * j + 2] >= k:
+                    j = _alloc_of(r, m, off[q], 3)
+                    if j == m or off[q] >= r[3 * j] + r[3 * j + 1] or r[3 * j + 2] >= k:
                         return False
                     end = r[3 * j] + r[3 * j + 1]
                     while end < off[q] + ln[q]:      # the read runs on into the next output
@@ -832,6 +822,7 @@ cdef class Tape:
         if m < ns + nops:
             st = st[:m]
             s = st
+        cdef const int64_t* sp = &s[0] if m else NULL
         cdef unsigned char* nd = <unsigned char*> PyMem_Malloc(m + 1 + nops)
         if nd == NULL:
             raise MemoryError()
@@ -840,24 +831,24 @@ cdef class Tape:
         memset(nd, 0, m + 1 + nops)
         try:
             for v in roots:
-                nd[_alloc_of(s, m, v)] = 1
+                nd[_alloc_of(sp, m, v)] = 1
             for k in range(nops - 1, -1, -1):
                 op = &self.ops[k]
-                if not nd[_alloc_of(s, m, op.out)]:
+                if not nd[_alloc_of(sp, m, op.out)]:
                     all_live = False
                     continue
                 kp[k] = 1
                 r = explicit.get(k) if explicit else None
                 if r is None:
                     if not (op.flags & FLAG_A_CONST):
-                        nd[_alloc_of(s, m, op.a)] = 1
+                        nd[_alloc_of(sp, m, op.a)] = 1
                     if op.code >= BIN_FIRST and not (op.flags & FLAG_B_CONST):
-                        nd[_alloc_of(s, m, op.b)] = 1
+                        nd[_alloc_of(sp, m, op.b)] = 1
                     if op.code == OP_WHERE and not (op.flags & FLAG_C_CONST):
-                        nd[_alloc_of(s, m, op.c)] = 1
+                        nd[_alloc_of(sp, m, op.c)] = 1
                 else:
                     for v in r:
-                        nd[_alloc_of(s, m, v)] = 1
+                        nd[_alloc_of(sp, m, v)] = 1
             if all_live:
                 return st, None
             keep = np.empty(nops, dtype=np.uint8)

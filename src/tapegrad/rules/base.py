@@ -180,10 +180,7 @@ def unary(name, x, d=0.0):
             return rec.emit_unary(y, OPCODES[name], off, d)
     y = np.asarray(_UNARY_VALUE[name](v, d), dtype=np.float64)
     if y.size and type(y) is np.ndarray:
-        t = rec.emit_unary(y, OPCODES[name], off, float(d))
-        if rec.captured is not None and name in _COSTLY:
-            rec.keep(t, y, True)
-        return t
+        return _keep_costly(rec, name, rec.emit_unary(y, OPCODES[name], off, float(d)), y)
     t = rec.new(y)
     if y.size:
         rec.op(OPCODES[name], 0, t._off, off, n=y.size, d=float(d), reads=(off,))
@@ -315,10 +312,8 @@ def binary(name, x, y):
                 val = np.asarray(_RECORDED_VALUE[name](xv, yv))
                 if name not in _COMPARISONS and val.dtype is not _F64:
                     val = val.astype(np.float64)
-            t = rec.emit_binary(val, OPCODES[name], x._off, y._off)
-            if rec.captured is not None and name in _COSTLY:
-                rec.keep(t, val, True)
-            return t
+            return _keep_costly(rec, name, rec.emit_binary(val, OPCODES[name], x._off, y._off),
+                                val)
     # (3) a tracer of an active recording and a float64 array of its shape (a data array,
     # a constant's part): the general path below without its lookups (one op, the array a
     # constant operand)
@@ -350,32 +345,40 @@ def binary(name, x, y):
     return _record_binary(rec, name, xo, xc, xv, x, yo, yc, yv, y, out_shape)
 
 
-def _record_binary(rec, name, xo, xc, xv, x, yo, yc, yv, y, out_shape):
-    """The value and the op of binary's general path (operands as rec.operand gives them);
-    a costly op's value is kept for a re-traced gradient."""
+def _recorded_value(name, xv, yv):
+    """A binary op's value as a recording computes it (float64, or bool for a comparison)."""
     val = _RECORDED_VALUE[name](xv, yv)
-    val = val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
-    t = binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape)
+    return val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
+
+
+def _keep_costly(rec, name, t, val):
+    """t, its value kept for a re-traced gradient when the op is a costly one."""
     if rec.captured is not None and name in _COSTLY:
         rec.keep(t, val, True)
     return t
 
 
+def _record_binary(rec, name, xo, xc, xv, x, yo, yc, yv, y, out_shape):
+    """The value and the op of binary's general path (operands as rec.operand gives them);
+    a costly op's value is kept for a re-traced gradient."""
+    val = _recorded_value(name, xv, yv)
+    return _keep_costly(rec, name, binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y,
+                                             out_shape), val)
+
+
 def _binary_array_const(rec, name, t, tv, c, left):
     """binary(name, t, c) (or (c, t) if left) for a tracer t of rec with float64 value tv and
     a float64 ndarray c of the same shape, more than one element: what the general path
-    records (c a constant operand, no broadcasting, no scalar special case), as one emitted
-    op."""
-    val = _RECORDED_VALUE[name](c, tv) if left else _RECORDED_VALUE[name](tv, c)
-    val = val if name in _COMPARISONS else np.asarray(val, dtype=np.float64)
+    records (binary_op's emitted op without broadcasting, c its constant operand), without
+    its operand lookups."""
     co = rec.const(c)
     if left:
+        val = _recorded_value(name, c, tv)
         r = rec.emit_binary(val, OPCODES[name], co, t._off, FLAG_A)
     else:
+        val = _recorded_value(name, tv, c)
         r = rec.emit_binary(val, OPCODES[name], t._off, co, FLAG_B)
-    if rec.captured is not None and name in _COSTLY:
-        rec.keep(r, val, True)
-    return r
+    return _keep_costly(rec, name, r, val)
 
 
 def binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape):
@@ -384,12 +387,10 @@ def binary_op(rec, name, val, xo, xc, xv, x, yo, yc, yv, y, out_shape):
     if n == 0:
         return rec.new(val)
     if xv.shape == out_shape and yv.shape == out_shape:
-        # no broadcasting (the usual case): both operands read element by element
-        t = rec.new(val)
-        rec.op(OPCODES[name], (FLAG_A if xc else 0) | (FLAG_B if yc else 0), t._off, xo, yo,
-               n=n, p=(1, n, 1, n),
-               reads=(() if yc else (yo,)) if xc else ((xo,) if yc else (xo, yo)))
-        return t
+        # no broadcasting (the usual case): both operands read element by element, one
+        # emitted op (a constant operand flagged: the liveness pass reads the flags)
+        return rec.emit_binary(val if type(val) is np.ndarray else np.asarray(val),
+                               OPCODES[name], xo, yo, (FLAG_A if xc else 0) | (FLAG_B if yc else 0))
     modes = []
     ops = []
     for (o, c, v, orig) in ((xo, xc, xv, x), (yo, yc, yv, y)):
