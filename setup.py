@@ -96,7 +96,7 @@ extensions = [
         extra_compile_args=cflags + (OPENMP if name == "sweeps" else []),
         extra_link_args=ldflags + (OPENMP if name == "sweeps" else []),
     )
-    for name in ("tape", "sweeps")
+    for name in ("tape", "recording", "sweeps")
 ]
 # The sweeps once more with AVX2 vector loops (x86-64, release builds): tapegrad._core picks
 # this build at import when the CPU has AVX2 (see _core/__init__.py). Same source, bitwise the

@@ -73,6 +73,8 @@ cdef class Tape:
 
     cdef int _grow_ops(self) except -1
     cdef Op* _push_op(self, int code, int64_t out, int64_t a, int64_t n) except NULL
+    cdef Op* _push_binary(self, int code, int64_t out, int64_t a, int64_t b, int64_t n,
+                          int flags) except NULL
     cdef const CPool* pool_view(self)
     cdef bint _outside(self, int64_t off, bint const_, int64_t WC)
     cdef int _region(self, int64_t off, int64_t size, int64_t W, bint const_, Py_ssize_t i,

@@ -623,9 +623,9 @@ cdef class Tape:
         self._push_op(code, out, a, n).d = d
         return self.nops - 1
 
-    def add_binary(self, int code, int64_t out, int64_t a, int64_t b, int64_t n, int flags=0):
-        """add_op(code, flags, out, a, b, 0, n, 1, n, 1, n): y = g(x[a], x[b]), both of y's
-        shape (flags: which operand is a constant)."""
+    cdef Op* _push_binary(self, int code, int64_t out, int64_t a, int64_t b, int64_t n,
+                          int flags) except NULL:
+        """A new binary op y = g(x[a], x[b]), both operands of y's shape."""
         cdef Op* op = self._push_op(code, out, a, n)
         op.flags = flags
         op.b = b
@@ -633,6 +633,12 @@ cdef class Tape:
         op.p[1] = n
         op.p[2] = 1
         op.p[3] = n
+        return op
+
+    def add_binary(self, int code, int64_t out, int64_t a, int64_t b, int64_t n, int flags=0):
+        """add_op(code, flags, out, a, b, 0, n, 1, n, 1, n): y = g(x[a], x[b]), both of y's
+        shape (flags: which operand is a constant)."""
+        self._push_binary(code, out, a, b, n, flags)
         return self.nops - 1
 
     def add_ops(self, table):

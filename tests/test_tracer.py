@@ -298,6 +298,17 @@ def test_int_constants_take_the_float_fast_path_exactly():
     assert ri(x) == f(x, ints) and np.array_equal(ri.grad(x), rf.grad(x))
     big = tg.record(lambda x: (2 ** 60 + 1) * x[0] + True * x[1], x)
     assert big(x) == (2 ** 60 + 1) * x[0] + True * x[1]
+    # the bounds of the exact range are ints of the fast path (the same op table as their
+    # floats); one past them, and ints beyond 64 bits, are NumPy's (its own conversion)
+    for k in (2 ** 53, -2 ** 53):
+        fi = lambda x: k * x[0] + x[1] / k - k + x[2] * k
+        ff = lambda x: float(k) * x[0] + x[1] / float(k) - float(k) + x[2] * float(k)
+        assert np.array_equal(tg.record(fi, x).tape.op_table(), tg.record(ff, x).tape.op_table())
+    for k in (2 ** 53 + 1, -2 ** 53 - 1, 10 ** 30, -10 ** 30):
+        fk = lambda x: k * x[0] + x[1] * k - k
+        r = tg.record(fk, x)
+        want = np.float64(k) * x[0] + x[1] * np.float64(k) - np.float64(k)
+        assert r(x) == want and tg.grad(fk)(x)[0] == np.float64(k)
 
 
 def test_one_op_entry_points_record_what_add_op_records():

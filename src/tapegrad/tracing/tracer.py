@@ -12,8 +12,6 @@ to it, remembered with their source so that the inner derivative can be re-expre
 operations on the outer tracers (see ``reference.py``).
 """
 import dis
-import math
-import operator
 import sys
 import threading
 import warnings
@@ -22,6 +20,7 @@ import weakref
 import numpy as np
 
 from .._core.tape import Tape, OPCODES, FLAG_A
+from .._core import recording as _fast
 from ..errors import TapegradTypeError, TapegradValueError
 
 _PADS = tuple((0,) * (6 - k) for k in range(7))   # pads an op's integer parameters to 6
@@ -65,8 +64,9 @@ REF_MIN = 1024          # float64 elements from which a constant array is refere
 _EXT_BASE = 1 << 60     # offsets of referenced arrays start here (tape.pxd: TG_EXT_BASE)
 
 
-class Recorder:
-    """Builds one Tape while a function runs on tracers."""
+class Recorder(_fast.RecorderCore):
+    """Builds one Tape while a function runs on tracers (its tape, work-slot counter, activity
+    and level are C fields of the base: the scalar fast paths of _core/recording.pyx use them)."""
 
     def __init__(self, ref_consts=True, capture=False):
         self.tape = Tape()
@@ -392,96 +392,21 @@ def value_of(x):
     return x._val if type(x) is Tracer else x
 
 
-def _scalar_tracer(rec, off, f):
-    """Tracer(rec, off, f) for a Python float f, without the call through type and __init__
-    (~50 ns of an operation's ~600 on the scalar fast paths)."""
-    t = _new(Tracer)
-    t._rec = rec
-    t._off = off
-    t._f = f
-    t._arr = None
-    return t
-
-
-_new = object.__new__
+_scalar_tracer = _fast.scalar_tracer   # Tracer(rec, off, f) of a Python float f, no __init__
 _HANDED = object()      # Tracer._src of a 0-d tracer NumPy got from __array__ as an element
-_EXACT_INT = 2 ** 53
 _F64 = np.dtype(np.float64)
 
 
-def _arith(name, ufunc, fn, const=None, reflected=False):
-    """The dunder of a basic arithmetic operator: ``self op o``, or ``o op self`` if reflected.
-
-    Scalar-heavy code spends its recording time here, so 0-d tracers of an active recording
-    take a fast path computed on their Python floats (``fn``: the same IEEE double operation
-    NumPy performs), taken only when the result is finite (else NumPy's value and warnings
-    come from the general path): two tracers of one recording make one binary op; a tracer and
-    a float constant c make the unary primitive ``const = (name, negate)`` with parameter c
-    (-c if negate), whose value ``fn`` gives exactly (x - c is x + (-c)). That is what
-    rules.binary records too; it takes everything else (or NumPy's dispatch does, when the
-    other operand is not a plain number).
-    """
-    code = OPCODES[name]
-    const_code, negate = (OPCODES[const[0]], const[1]) if const else (None, False)
-
-    def dunder(self, o):
-        f = self._f
-        if f is not None:
-            rec = self._rec
-            to = type(o)
-            if to is Tracer:
-                g = o._f
-                # (Python calls a reflected dunder only for a non-Tracer o: not fast-pathed)
-                if g is not None and o._rec is rec and rec.active and not reflected:
-                    try:
-                        r = fn(f, g)
-                    except ZeroDivisionError:
-                        r = math.nan    # NumPy's inf or nan, and its warning, come below
-                    if r - r == 0.0:
-                        off = rec.nwork
-                        rec.nwork = off + 1
-                        rec._add_binary(code, off, self._off, o._off, 1)
-                        t = _new(Tracer)     # (_scalar_tracer inlined: the hottest path)
-                        t._rec = rec
-                        t._off = off
-                        t._f = r
-                        t._arr = None
-                        return t
-            elif (to is float or (to is int and -_EXACT_INT <= o <= _EXACT_INT)) and (
-                    const_code is not None and rec.active):
-                o = float(o)        # (an int of at most 2**53 converts exactly, as NumPy does)
-                try:
-                    r = fn(o, f) if reflected else fn(f, o)
-                except ZeroDivisionError:
-                    r = math.nan    # NumPy's inf or nan, and its warning, come below
-                if r - r == 0.0:
-                    off = rec.nwork
-                    rec.nwork = off + 1
-                    rec._add_unary(const_code, off, self._off, 1, -o if negate else o)
-                    t = _new(Tracer)
-                    t._rec = rec
-                    t._off = off
-                    t._f = r
-                    t._arr = None
-                    return t
-            if to in _PLAIN:
-                return _binary(name, o, self) if reflected else _binary(name, self, o)
-        elif type(o) in _PLAIN:
-            return _binary(name, o, self) if reflected else _binary(name, self, o)
-        return _ufunc(ufunc, o, self) if reflected else _ufunc(ufunc, self, o)
-
-    op = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "truediv"}[name]
-    dunder.__name__ = dunder.__qualname__ = f"__r{op}__" if reflected else f"__{op}__"
-    return dunder
-
-
-class Tracer:
+class Tracer(_fast.TracerCore):
     """An array being traced. Behaves like a read-only float64 ndarray.
 
     Scalar-heavy code (a Python loop over x[0], x[1], ...) makes one tracer per operation.
     Their 0-d float64 values are kept as Python floats (``_f``) and become a 0-d ndarray only
     when ``_val`` is asked for: creating a 0-d array cost ~0.2 us per operation, and the
     rules' scalar fast paths compute on the floats directly (the same IEEE double operations).
+    The fields _rec, _off, _arr and _f are C fields of the base (_core/recording.pyx), which
+    also holds the scalar fast paths of + - * / and of __array_ufunc__ (their general paths are
+    here, handed to it by _install_fast).
     """
 
     # _base (set on views only: x[k], contiguous slices, reshapes): (weakref to the array it is a
@@ -492,7 +417,7 @@ class Tracer:
     # they are elements of (so a run of them is known to lie in one allocation: from_objects);
     # on a 0-d tracer NumPy puts into an object array itself, _HANDED. Either way NumPy's own
     # float() of it is refused (_to_number).
-    __slots__ = ("_rec", "_off", "_arr", "_f", "_base", "_views", "_src", "__weakref__")
+    __slots__ = ("_base", "_views", "_src")
     __array_priority__ = 1000.0
 
     def __init__(self, rec, off, val):
@@ -559,33 +484,6 @@ class Tracer:
         return id(self)
 
     # ---- NumPy protocols
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        f = self._f
-        if f is not None and len(inputs) == 1 and method == "__call__" and not kwargs:
-            # np.sin(x) of a 0-d tracer (inputs is (self,)): what rules.unary records, without
-            # its lookups. The ufunc on a Python float runs the loop it runs on a 0-d array.
-            hit = _SCALAR_UNARY_UFUNCS.get(ufunc)
-            rec = self._rec
-            if hit is not None and rec.active:
-                r = float(hit[0](f))
-                off = rec.nwork
-                rec.nwork = off + 1
-                rec._add_unary(hit[1], off, self._off, 1, 0.0)
-                t = _new(Tracer)
-                t._rec = rec
-                t._off = off
-                t._f = r
-                t._arr = None
-                return t
-        try:
-            return rules.apply_ufunc(ufunc, method, inputs, kwargs)
-        except ComplexOperand:
-            # a complex operand: the complex rules take it (rules/complex.py), else the error stands
-            r = _complex_hook("ufunc", ufunc, method, inputs, kwargs) if _complex_hook else None
-            if r is None:
-                raise
-            return r
-
     def __array_function__(self, func, types, args, kwargs):
         try:
             return rules.apply_function(func, args, kwargs)
@@ -730,19 +628,8 @@ class Tracer:
     def __neg__(self): return _unary("neg", self)   # what np.negative would dispatch to
     def __pos__(self): return self
     def __abs__(self): return np.absolute(self)
-    # +, -, *, / (see _arith); the other operators are what NumPy's dispatch would call
-    __add__ = _arith("add", np.add, operator.add, const=("addc", False))
-    __radd__ = _arith("add", np.add, operator.add, const=("addc", False), reflected=True)
-    __sub__ = _arith("subtract", np.subtract, operator.sub, const=("addc", True))
-    __rsub__ = _arith("subtract", np.subtract, operator.sub, const=("rsubc", False),
-                      reflected=True)
-    __mul__ = _arith("multiply", np.multiply, operator.mul, const=("mulc", False))
-    __rmul__ = _arith("multiply", np.multiply, operator.mul, const=("mulc", False),
-                      reflected=True)
-    __truediv__ = _arith("divide", np.true_divide, operator.truediv, const=("divc", False))
-    __rtruediv__ = _arith("divide", np.true_divide, operator.truediv, const=("rdivc", False),
-                          reflected=True)
-
+    # +, -, *, / and __array_ufunc__: TracerCore's (their general paths: _install_fast); the
+    # other operators are what NumPy's dispatch would call
     def __floordiv__(self, o): return np.floor_divide(self, o)
     def __rfloordiv__(self, o): return np.floor_divide(o, self)
     def __mod__(self, o): return np.remainder(self, o)
@@ -891,10 +778,16 @@ def _ufunc(ufunc, *inputs):
         if type(x) is not Tracer and hasattr(type(x), "__array_ufunc__") and type(x) is not np.ndarray \
                 and not isinstance(x, np.generic):
             return ufunc(*inputs)    # another override type takes part: let NumPy decide
+    return _ufunc_general(ufunc, "__call__", inputs, {})
+
+
+def _ufunc_general(ufunc, method, inputs, kwargs):
+    """Tracer.__array_ufunc__ beyond its scalar fast path (TracerCore.__array_ufunc__)."""
     try:
-        return rules.apply_ufunc(ufunc, "__call__", inputs, {})
+        return rules.apply_ufunc(ufunc, method, inputs, kwargs)
     except ComplexOperand:
-        r = _complex_hook("ufunc", ufunc, "__call__", inputs, {}) if _complex_hook else None
+        # a complex operand: the complex rules take it (rules/complex.py), else the error stands
+        r = _complex_hook("ufunc", ufunc, method, inputs, kwargs) if _complex_hook else None
         if r is None:
             raise
         return r
@@ -935,3 +828,13 @@ def install_rules(impl):
         raise TypeError(f"install_rules: {impl!r} lacks {', '.join(missing)}")
     rules = impl
     _binary, _unary, _SCALAR_UNARY_UFUNCS = impl.binary, impl.unary, impl.SCALAR_UNARY_UFUNCS
+    _install_fast()
+
+
+def _install_fast():
+    """Hand the compiled fast paths (_core/recording.pyx) the Tracer type and the general paths."""
+    _fast.install(Tracer, _binary, _ufunc, _ufunc_general, _SCALAR_UNARY_UFUNCS, _PLAIN,
+                  (np.add, np.subtract, np.multiply, np.true_divide))
+
+
+_install_fast()     # the Tracer type now; the general paths again when the rules install
